@@ -1,0 +1,42 @@
+# VGW top-level commands. `make demo` and `make test` are the README's quick start; both set up
+# everything they need first (Debian packages, the venv, native builds) and are idempotent.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-python test-dataplane lint events-docs demo bench clean
+
+setup:
+	@scripts/setup.sh
+
+# pytest exits 5 when it collected nothing; make treats that as a failure, as it should.
+test: setup lint test-dataplane test-python
+
+test-python:
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-dataplane:
+	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane test; fi
+
+lint: setup
+	$(VENV)/bin/ruff check vgw services dataplane/shim tests
+	$(VENV)/bin/ruff format --check vgw services dataplane/shim tests
+	$(VENV)/bin/mypy
+
+# Regenerate docs/events/ (JSON Schema + AsyncAPI) from the event models. A test fails when the
+# checked-in files differ from what this writes.
+events-docs: setup
+	$(PY) -m vgw.events.docgen docs/events
+
+demo: setup
+	@echo "VGW demo: the lab (deploy/lab, issue #9) is not built yet."
+	@echo "What runs today: 'make test' (library + bus against a real nats-server) and 'make bench'."
+
+bench: setup
+	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane bench; fi
+	$(PY) tests/bench/bench_bus.py
+
+clean:
+	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane clean; fi
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
