@@ -1,0 +1,395 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * vgw-fwd-bench: per-packet cost of the full FULLNAT path, in memory, on one core (Katran-style).
+ *
+ * Every case drives vgw_worker_process() with bursts of 32 prebuilt Ethernet frames. Before each
+ * burst the frames are copied from templates into the working buffers (translation rewrites them
+ * in place, so they must be restored); that copy is inside the timed region, so figures are
+ * conservative. Every verdict is checked: a case aborts if a packet is not forwarded, so a drop
+ * path can never be measured by mistake. Each case runs several times; the median is reported.
+ *
+ * Output: one JSON object per line per case, then a table. --quick shrinks sizes for CI.
+ */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define BURST 32u
+#define FRAME 64u
+#define SLOT 256u /* buffer per packet: headroom + frame */
+#define HEADROOM 128u
+#define NBACKENDS 100u
+#define NLIPS 4u
+
+static uint64_t rng = 0x243f6a8885a308d3ULL;
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static uint32_t ip4(uint32_t host_order)
+{
+    return h2n32(host_order);
+}
+
+/* A 64-byte TCP frame (Ethernet + IPv4 + TCP + 10 bytes payload) with valid checksums. */
+static void make_tcp(uint8_t *f, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t flags)
+{
+    memset(f, 0, FRAME);
+    f[12] = 0x08;
+    uint8_t *l3 = f + 14, *l4 = l3 + 20;
+    l3[0] = 0x45;
+    st16(l3 + 2, h2n16(FRAME - 14));
+    l3[8] = 64;
+    l3[9] = VGW_PROTO_TCP;
+    st32(l3 + 12, src);
+    st32(l3 + 16, dst);
+    st16(l3 + 10, (uint16_t)~vgw_csum_fold(vgw_csum_partial(l3, 20, 0)));
+    st16(l4, sport);
+    st16(l4 + 2, dport);
+    st32(l4 + 4, h2n32(1000));
+    st32(l4 + 8, h2n32((flags & 0x10) ? 5001 : 0));
+    l4[12] = 5 << 4;
+    l4[13] = flags;
+    st16(l4 + 14, h2n16(65535));
+    memcpy(l4 + 20, "0123456789", 10);
+    st16(l4 + 16, vgw_l4_csum_v4(src, dst, VGW_PROTO_TCP, l4, FRAME - 34));
+}
+
+static char *make_config(uint64_t gen, uint32_t nbackends)
+{
+    size_t cap = 256 + (size_t)nbackends * 64 + NLIPS * 48;
+    char *s = malloc(cap);
+    size_t n = (size_t)snprintf(s, cap, "vgw-config 1\ngeneration %llu\nservice web tcp 192.0.2.10 80 maglev\n",
+                                (unsigned long long)gen);
+    for (uint32_t i = 0; i < NLIPS; i++)
+        n += (size_t)snprintf(s + n, cap - n, "lip web 198.18.0.%u\n", i + 1);
+    for (uint32_t i = 0; i < nbackends; i++)
+        n += (size_t)snprintf(s + n, cap - n, "backend web 10.%u.%u.%u 8080 1 active\n", (i >> 16) & 255,
+                              (i >> 8) & 255, i & 255);
+    snprintf(s + n, cap - n, "end\n");
+    return s;
+}
+
+typedef struct bench_env {
+    vgw_dp_t *dp;
+    vgw_worker_t *w;
+    uint8_t *bufs;      /* BURST working slots */
+    vgw_pkt_t pkts[BURST];
+    vgw_verdict_t out[BURST];
+} bench_env_t;
+
+static void env_init(bench_env_t *e, uint32_t capacity)
+{
+    vgw_dp_params_t dpp = {.nworkers = 1};
+    e->dp = vgw_dp_create(&dpp);
+    char *cfg = make_config(1, NBACKENDS), err[256];
+    if (!e->dp || vgw_dp_apply_text(e->dp, cfg, strlen(cfg), err, sizeof err)) {
+        fprintf(stderr, "config: %s\n", err);
+        exit(1);
+    }
+    free(cfg);
+    vgw_worker_params_t wp = {.id = 0, .conn_capacity = capacity, .mtu = 1500, .hash_seed = 7};
+    e->w = vgw_worker_create(e->dp, &wp);
+    e->bufs = aligned_alloc(64, (size_t)BURST * SLOT);
+    if (!e->w || !e->bufs) {
+        fprintf(stderr, "out of memory for %u connections\n", capacity);
+        exit(1);
+    }
+}
+
+static void env_fini(bench_env_t *e)
+{
+    vgw_worker_destroy(e->w);
+    vgw_dp_destroy(e->dp);
+    free(e->bufs);
+}
+
+/* Runs nbursts bursts from templates; returns elapsed ns. Aborts unless every packet forwards. */
+static double run_bursts(bench_env_t *e, const uint8_t *tmpl, uint32_t nbursts, uint64_t now)
+{
+    double t0 = now_ns();
+    for (uint32_t b = 0; b < nbursts; b++) {
+        const uint8_t *src = tmpl + (size_t)b * BURST * FRAME;
+        for (uint32_t i = 0; i < BURST; i++) {
+            uint8_t *d = e->bufs + (size_t)i * SLOT + HEADROOM;
+            memcpy(d, src + (size_t)i * FRAME, FRAME);
+            e->pkts[i] = (vgw_pkt_t){.data = d, .len = FRAME, .headroom = HEADROOM};
+        }
+        vgw_worker_process(e->w, e->pkts, e->out, BURST, now);
+        uint32_t bad = 0;
+        for (uint32_t i = 0; i < BURST; i++)
+            bad += e->out[i].action != VGW_ACT_FORWARD;
+        if (VGW_UNLIKELY(bad)) {
+            fprintf(stderr, "bench: %u packets not forwarded (first reason %s)\n", bad,
+                    vgw_drop_reason_name(e->out[0].arg));
+            exit(1);
+        }
+    }
+    return now_ns() - t0;
+}
+
+typedef struct conn_ref {
+    uint32_t cip, rip, lip;
+    uint16_t cport, lport;
+} conn_ref_t;
+
+/* Opens nconns connections through the real path (SYN, then the client's ACK), recording each
+ * one's translated tuple so replies can be built. */
+static conn_ref_t *open_conns(bench_env_t *e, uint32_t nconns, uint64_t now)
+{
+    conn_ref_t *c = malloc(sizeof *c * nconns);
+    uint8_t *tmpl = malloc((size_t)BURST * FRAME);
+    for (uint32_t base = 0; base < nconns; base += BURST) {
+        uint32_t n = nconns - base < BURST ? nconns - base : BURST;
+        for (int phase = 0; phase < 2; phase++) {
+            for (uint32_t i = 0; i < n; i++) {
+                uint32_t k = base + i;
+                /* Distinct clients: 203.0.0.0/8-ish space via index, ports spread. */
+                c[k].cip = ip4(0xcb000000u | (k >> 6));
+                c[k].cport = h2n16((uint16_t)(1024 + (k & 63) * 997 % 60000));
+                make_tcp(tmpl + i * FRAME, c[k].cip, ip4(0xc000020au), c[k].cport, h2n16(80),
+                         phase == 0 ? 0x02 : 0x10);
+            }
+            for (uint32_t i = 0; i < n; i++) {
+                uint8_t *d = e->bufs + (size_t)i * SLOT + HEADROOM;
+                memcpy(d, tmpl + i * FRAME, FRAME);
+                e->pkts[i] = (vgw_pkt_t){.data = d, .len = FRAME, .headroom = HEADROOM};
+            }
+            vgw_worker_process(e->w, e->pkts, e->out, n, now);
+            for (uint32_t i = 0; i < n; i++) {
+                if (e->out[i].action != VGW_ACT_FORWARD) {
+                    fprintf(stderr, "open_conns: %s\n", vgw_drop_reason_name(e->out[i].arg));
+                    exit(1);
+                }
+                if (phase == 0) {
+                    const uint8_t *l3 = e->pkts[i].data + 14;
+                    c[base + i].lip = ld32(l3 + 12);
+                    c[base + i].rip = ld32(l3 + 16);
+                    c[base + i].lport = ld16(l3 + 20);
+                }
+            }
+        }
+    }
+    free(tmpl);
+    return c;
+}
+
+typedef struct result {
+    const char *name;
+    double value;
+    const char *unit;
+    double mpps, ns;
+    uint32_t conns;
+    uint64_t bytes_per_conn;
+    double extra;
+    int runs;
+} result_t;
+
+static result_t results[8];
+static int nresults;
+
+static void bench_established(const char *name, uint32_t nconns, uint32_t nbursts, int reps)
+{
+    bench_env_t e;
+    env_init(&e, nconns);
+    uint64_t now = 1000;
+    conn_ref_t *c = open_conns(&e, nconns, now);
+    uint8_t *tmpl = malloc((size_t)nbursts * BURST * FRAME);
+    for (uint32_t p = 0; p < nbursts * BURST; p++) {
+        const conn_ref_t *r = &c[rnd() % nconns];
+        if (rnd() & 1)
+            make_tcp(tmpl + (size_t)p * FRAME, r->cip, ip4(0xc000020au), r->cport, h2n16(80), 0x10);
+        else
+            make_tcp(tmpl + (size_t)p * FRAME, r->rip, r->lip, h2n16(8080), r->lport, 0x10);
+    }
+    run_bursts(&e, tmpl, nbursts, now); /* warm-up */
+    double v[16];
+    for (int i = 0; i < reps; i++)
+        v[i] = run_bursts(&e, tmpl, nbursts, now) / ((double)nbursts * BURST);
+    double ns = median(v, reps);
+    results[nresults++] = (result_t){.name = name, .mpps = 1e3 / ns, .ns = ns, .conns = vgw_worker_conn_count(e.w),
+                                     .bytes_per_conn = vgw_worker_conn_bytes(e.w), .runs = reps};
+    free(tmpl);
+    free(c);
+    env_fini(&e);
+}
+
+static void bench_new_conns(uint32_t nconns, int reps)
+{
+    uint8_t *tmpl = malloc((size_t)nconns * FRAME);
+    for (uint32_t k = 0; k < nconns; k++)
+        make_tcp(tmpl + (size_t)k * FRAME, ip4(0xcb000000u | (k >> 6)), ip4(0xc000020au),
+                 h2n16((uint16_t)(1024 + (k & 63) * 997 % 60000)), h2n16(80), 0x02);
+    double v[16];
+    uint64_t bpc = 0;
+    for (int i = 0; i < reps + 1; i++) {
+        bench_env_t e;
+        env_init(&e, nconns);
+        double ns = run_bursts(&e, tmpl, nconns / BURST, 1000) / (double)(nconns / BURST * BURST);
+        if (vgw_worker_conn_count(e.w) != nconns / BURST * BURST) {
+            fprintf(stderr, "new_conns: %u conns created\n", vgw_worker_conn_count(e.w));
+            exit(1);
+        }
+        bpc = vgw_worker_conn_bytes(e.w);
+        env_fini(&e);
+        if (i > 0)
+            v[i - 1] = ns; /* first run warms the page cache / allocator */
+    }
+    double ns = median(v, reps);
+    results[nresults++] = (result_t){.name = "new_conns", .mpps = 1e3 / ns, .ns = ns, .conns = nconns,
+                                     .bytes_per_conn = bpc, .extra = 1e9 / ns, .runs = reps};
+}
+
+static void mk_backends(vgw_maglev_backend_t *b, uint32_t n)
+{
+    memset(b, 0, sizeof *b * n);
+    for (uint32_t i = 0; i < n; i++) {
+        b[i].addr.v4 = ip4(0x0a000000u + i);
+        b[i].port = 8080;
+        b[i].weight = 1;
+        b[i].af = VGW_AF_INET;
+    }
+}
+
+static void bench_maglev_build(uint32_t n, int reps)
+{
+    vgw_maglev_backend_t *b = malloc(sizeof *b * n);
+    mk_backends(b, n);
+    uint16_t *t = malloc(sizeof(uint16_t) * VGW_MAGLEV_DEFAULT_M);
+    double v[16];
+    vgw_maglev_build(t, VGW_MAGLEV_DEFAULT_M, b, n);
+    for (int i = 0; i < reps; i++) {
+        double t0 = now_ns();
+        vgw_maglev_build(t, VGW_MAGLEV_DEFAULT_M, b, n);
+        v[i] = (now_ns() - t0) / 1e6;
+    }
+    results[nresults++] = (result_t){.name = "maglev_build_1000", .value = median(v, reps), .unit = "ms",
+                                     .conns = 0, .extra = n};
+    free(b);
+    free(t);
+}
+
+static void bench_remap(uint32_t n)
+{
+    vgw_maglev_backend_t *b = malloc(sizeof *b * n), *c = malloc(sizeof *c * n);
+    mk_backends(b, n);
+    uint32_t m = VGW_MAGLEV_DEFAULT_M;
+    uint16_t *t1 = malloc(sizeof(uint16_t) * m), *t2 = malloc(sizeof(uint16_t) * m);
+    vgw_maglev_build(t1, m, b, n);
+    double sum = 0, worst = 0;
+    /* Remove each backend in turn: the figure is the mean, the worst case is reported too. */
+    for (uint32_t r = 0; r < n; r++) {
+        for (uint32_t i = 0, k = 0; i < n; i++)
+            if (i != r)
+                c[k++] = b[i];
+        vgw_maglev_build(t2, m, c, n - 1);
+        uint32_t changed = 0;
+        for (uint32_t i = 0; i < m; i++)
+            changed += b[t1[i]].addr.v4 != c[t2[i]].addr.v4;
+        double f = (double)changed / m;
+        sum += f;
+        worst = f > worst ? f : worst;
+    }
+    results[nresults++] = (result_t){.name = "maglev_remap_1_of_100", .value = sum / n, .unit = "fraction",
+                                     .extra = worst};
+    free(b), free(c), free(t1), free(t2);
+}
+
+static void cpu_model(char *out, size_t len)
+{
+    snprintf(out, len, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            char *p = strchr(line, ':');
+            if (p) {
+                p += 2;
+                p[strcspn(p, "\n")] = 0;
+                snprintf(out, len, "%s", p);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    int reps = quick ? 3 : 7;
+    /* Pin to the last CPU: fewer migrations, steadier numbers on a small VM. */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET((int)(ncpu > 0 ? ncpu - 1 : 0), &set);
+    sched_setaffinity(0, sizeof set, &set);
+
+    bench_established("established_10k", 10000, quick ? 512 : 4096, reps);
+    bench_established("established_1m", quick ? 200000 : 1000000, quick ? 1024 : 8192, reps);
+    bench_new_conns(quick ? 100000 : 1000000, quick ? 3 : 5);
+    bench_maglev_build(1000, quick ? 3 : 9);
+    bench_remap(100);
+
+    char cpu[128];
+    cpu_model(cpu, sizeof cpu);
+    for (int i = 0; i < nresults; i++) {
+        const result_t *r = &results[i];
+        if (r->unit && strcmp(r->unit, "ms") == 0)
+            printf("{\"case\":\"%s\",\"ms\":%.3f,\"backends\":%.0f,\"table_size\":%u,\"conns\":0,\"cpu\":\"%s\"}\n",
+                   r->name, r->value, r->extra, VGW_MAGLEV_DEFAULT_M, cpu);
+        else if (r->unit)
+            printf("{\"case\":\"%s\",\"fraction\":%.5f,\"fraction_x_n\":%.3f,\"worst_fraction\":%.5f,"
+                   "\"backends\":100,\"table_size\":%u,\"conns\":0,\"cpu\":\"%s\"}\n",
+                   r->name, r->value, r->value * 100, r->extra, VGW_MAGLEV_DEFAULT_M, cpu);
+        else
+            printf("{\"case\":\"%s\",\"mpps_per_core\":%.3f,\"ns_per_pkt\":%.1f,\"conns\":%u,"
+                   "\"bytes_per_conn\":%llu,\"burst\":%u,\"runs\":%d,\"cpu\":\"%s\"}\n",
+                   r->name, r->mpps, r->ns, r->conns, (unsigned long long)r->bytes_per_conn, BURST, r->runs, cpu);
+    }
+    printf("\n%-24s %14s %12s %10s %14s\n", "case", "Mpps/core", "ns/pkt", "conns", "bytes/conn");
+    for (int i = 0; i < nresults; i++) {
+        const result_t *r = &results[i];
+        if (r->unit && strcmp(r->unit, "ms") == 0)
+            printf("%-24s %14s %12s %10s %14s   build %.2f ms (1000 backends, M=%u)\n", r->name, "-", "-", "-", "-",
+                   r->value, VGW_MAGLEV_DEFAULT_M);
+        else if (r->unit)
+            printf("%-24s %14s %12s %10s %14s   %.4f of table = %.2f/N (worst %.2f/N)\n", r->name, "-", "-", "-",
+                   "-", r->value, r->value * 100, r->extra * 100);
+        else
+            printf("%-24s %14.2f %12.1f %10u %14llu\n", r->name, r->mpps, r->ns, r->conns,
+                   (unsigned long long)r->bytes_per_conn);
+    }
+    printf("cpu: %s, %ld online CPUs, pinned to the last one\n", cpu, ncpu);
+    return 0;
+}

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Per-worker counters. Every dropped packet increments exactly one drop_* counter; the list is
+ * an X-macro so names, enum values and docs cannot drift apart. */
+#ifndef VGW_COUNTERS_H
+#define VGW_COUNTERS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Drop reasons (the verdict's arg for VGW_ACT_DROP). */
+#define VGW_DROP_REASONS(X)                                                                        \
+    X(NONE, "none")                                                                                \
+    X(ETH_TRUNC, "eth_trunc")                   /* shorter than an Ethernet/VLAN header */         \
+    X(IP_TRUNC, "ip_trunc")                     /* shorter than the IPv4 header it claims */       \
+    X(IP_VERSION, "ip_version")                 /* ethertype IPv4 but version != 4 */              \
+    X(IP_BAD_IHL, "ip_bad_ihl")                 /* IHL < 5 */                                      \
+    X(IP_BAD_LEN, "ip_bad_len")                 /* total length < IHL or > frame */                \
+    X(IP_BAD_CSUM, "ip_bad_csum")               /* IPv4 header checksum */                         \
+    X(IP_BAD_OPTIONS, "ip_bad_options")         /* malformed option TLVs */                        \
+    X(IP_SRC_ROUTE, "ip_src_route")             /* LSRR/SSRR options: never honoured */            \
+    X(IP_FRAG, "ip_frag")                       /* fragment to a VIP/LIP: see docs policy */       \
+    X(IP_BAD_SRC, "ip_bad_src")                 /* martian source (0/8, 127/8, multicast, bcast) */\
+    X(TTL_EXCEEDED, "ttl_exceeded")             /* TTL would reach 0 when forwarded */             \
+    X(TCP_TRUNC, "tcp_trunc")                   /* fewer than 20 bytes of TCP */                   \
+    X(TCP_BAD_OFF, "tcp_bad_off")               /* data offset < 5 or beyond the segment */        \
+    X(TCP_BAD_FLAGS, "tcp_bad_flags")           /* SYN+FIN, SYN+RST, no flags */                   \
+    X(UDP_TRUNC, "udp_trunc")                   /* fewer than 8 bytes of UDP */                    \
+    X(UDP_BAD_LEN, "udp_bad_len")               /* UDP length != IP payload length */              \
+    X(L4_BAD_PORT, "l4_bad_port")               /* source or destination port 0 */                 \
+    X(L4_BAD_CSUM, "l4_bad_csum")               /* TCP/UDP checksum */                             \
+    X(ICMP_TRUNC, "icmp_trunc")                 /* shorter than the ICMP header */                 \
+    X(ICMP_BAD_CSUM, "icmp_bad_csum")           /* ICMP checksum */                                \
+    X(ICMP_INNER_BAD, "icmp_inner_bad")         /* quoted packet too short or inconsistent */      \
+    X(ICMP_NO_CONN, "icmp_no_conn")             /* error quoting a flow we do not know */          \
+    X(PROTO_UNSUPPORTED, "proto_unsupported")   /* not TCP/UDP/ICMP to a VIP/LIP */                \
+    X(NO_SERVICE, "no_service")                 /* VIP known, (port, proto) not served */          \
+    X(NO_BACKEND, "no_backend")                 /* no schedulable backend */                       \
+    X(TCP_NO_CONN, "tcp_no_conn")               /* non-SYN segment with no connection */           \
+    X(LIP_NO_CONN, "lip_no_conn")               /* packet to a LIP with no connection */           \
+    X(NO_LPORT, "no_lport")                     /* LIP ports exhausted for this backend */         \
+    X(CONN_TABLE_FULL, "conn_table_full")       /* no free connection slot */
+
+enum vgw_drop_reason {
+#define VGW_X_(e, s) VGW_DROP_##e,
+    VGW_DROP_REASONS(VGW_X_)
+#undef VGW_X_
+    VGW_DROP_MAX
+};
+
+/* Other events. */
+#define VGW_EVENT_COUNTERS(X)                                                                      \
+    X(RX, "rx")                         /* packets given to vgw_worker_process */                  \
+    X(FWD_IN, "fwd_inbound")            /* client -> real server, translated */                    \
+    X(FWD_OUT, "fwd_outbound")          /* real server -> client, translated */                    \
+    X(LOCAL, "local")                   /* handed to the caller's local stack */                   \
+    X(HANDOFF, "handoff")               /* belongs to another worker */                            \
+    X(DROP, "drop")                     /* sum of all drop_* */                                    \
+    X(CONN_NEW, "conn_new")             /* connections created */                                  \
+    X(CONN_EXPIRED, "conn_expired")     /* connections removed by timeout */                       \
+    X(CONN_REUSED, "conn_reused")       /* SYN on a TIME_WAIT/CLOSE tuple replaced it */           \
+    X(CONN_ACTIVE, "conn_active")       /* gauge: connections in the table */                      \
+    X(TOA_ADDED, "toa_added")           /* TOA option inserted */                                  \
+    X(TOA_NO_ROOM, "toa_no_room")       /* TOA wanted but no option space/headroom/MTU */          \
+    X(MSS_CLAMPED, "mss_clamped")       /* SYN-ACK MSS reduced for TOA */                          \
+    X(ICMP_XLATE_IN, "icmp_xlate_in")   /* ICMP error from the client side -> real server */       \
+    X(ICMP_XLATE_OUT, "icmp_xlate_out") /* ICMP error from the server side -> client */            \
+    X(SWEPT, "swept")                   /* connection slots examined by housekeeping */
+
+enum vgw_event_counter {
+#define VGW_X_(e, s) VGW_CNT_##e,
+    VGW_EVENT_COUNTERS(VGW_X_)
+#undef VGW_X_
+    VGW_CNT_EVENTS_MAX
+};
+
+/* Flat counter vector: events first, then one slot per drop reason. */
+#define VGW_CNT_DROP_BASE VGW_CNT_EVENTS_MAX
+#define VGW_CNT_MAX (VGW_CNT_EVENTS_MAX + VGW_DROP_MAX)
+
+typedef struct vgw_counters {
+    uint64_t v[VGW_CNT_MAX];
+} vgw_counters_t;
+
+/* Stable names ("rx", "drop_ip_bad_csum", ...) for telemetry export; NULL past the end. */
+const char *vgw_counter_name(unsigned idx);
+const char *vgw_drop_reason_name(unsigned reason);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * The FULLNAT engine API the DPDK forwarder links against.
+ *
+ * Threading model:
+ *  - one vgw_dp_t per process, shared read-only by the fast path; vgw_dp_apply* and
+ *    vgw_dp_reclaim are called from one control thread;
+ *  - one vgw_worker_t per worker lcore, never shared: it owns its connection table, counters and
+ *    scheduler cursors, so the fast path takes no locks and no atomics beyond one acquire load
+ *    and one release store per burst.
+ * Config generations are immutable snapshots swapped in with an atomic pointer store. A retired
+ * snapshot is freed once every worker has started a burst on a newer one (built-in QSBR), or
+ * handed to a caller-provided retire hook (e.g. rte_rcu_qsbr) instead.
+ */
+#ifndef VGW_ENGINE_H
+#define VGW_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vgw/config.h"
+#include "vgw/counters.h"
+#include "vgw/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VGW_MAX_WORKERS 128u
+#define VGW_BURST_MAX 64u /* vgw_worker_process takes up to this many packets per call */
+
+typedef struct vgw_dp vgw_dp_t;
+typedef struct vgw_worker vgw_worker_t;
+typedef struct vgw_state vgw_state_t; /* one immutable config generation */
+
+typedef void (*vgw_retire_fn)(vgw_state_t *old, uint64_t generation, void *arg);
+
+typedef struct vgw_dp_params {
+    uint32_t nworkers; /* 1..VGW_MAX_WORKERS; LIP ports are partitioned by it */
+} vgw_dp_params_t;
+
+vgw_dp_t *vgw_dp_create(const vgw_dp_params_t *params);
+/* Workers must be destroyed first. */
+void vgw_dp_destroy(vgw_dp_t *dp);
+
+/* Builds the state for cfg (schedulers included) off the fast path and publishes it atomically.
+ * Rejects a generation that is not newer than the applied one. Returns 0 or -1 with err set;
+ * on error nothing changes. */
+int vgw_dp_apply(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, size_t errlen);
+/* Parse + apply in one step (what the control socket does). */
+int vgw_dp_apply_text(vgw_dp_t *dp, const char *text, size_t len, char *err, size_t errlen);
+/* Generation currently visible to workers (0 = none). */
+uint64_t vgw_dp_generation(const vgw_dp_t *dp);
+/* With a hook installed, retired states go to it and the caller frees them with vgw_state_free
+ * after its own grace period; without one, vgw_dp_reclaim frees them. */
+void vgw_dp_set_retire_hook(vgw_dp_t *dp, vgw_retire_fn fn, void *arg);
+/* Frees retired states no worker can still see. Returns how many remain pending. */
+uint32_t vgw_dp_reclaim(vgw_dp_t *dp);
+void vgw_state_free(vgw_state_t *st);
+
+/* LIP port -> owning worker. Worker w allocates only ports with port % nworkers == w, so any
+ * worker can hand a reply to its owner from the port alone, without NIC flow steering. */
+static inline uint32_t vgw_owner_of_port(uint16_t port_host_order, uint32_t nworkers)
+{
+    return nworkers > 1 ? (uint32_t)port_host_order % nworkers : 0;
+}
+
+#define VGW_WF_NO_SW_L4_CSUM 0x0001u /* trust the caller: skip software TCP/UDP checksum checks */
+
+typedef struct vgw_worker_params {
+    uint32_t id;            /* 0..nworkers-1 */
+    uint32_t conn_capacity; /* connections (each has two table entries) */
+    uint16_t mtu;           /* IP MTU towards real servers; TOA never makes a packet exceed it */
+    uint16_t flags;         /* VGW_WF_* */
+    uint64_t hash_seed;     /* per-worker secret for the connection hash (flooding resistance) */
+} vgw_worker_params_t;
+
+vgw_worker_t *vgw_worker_create(vgw_dp_t *dp, const vgw_worker_params_t *params);
+void vgw_worker_destroy(vgw_worker_t *w);
+
+/* Processes n (<= VGW_BURST_MAX) packets in place. For each, out[i] says what to do with it;
+ * for FORWARD, pkts[i].data/len may have changed (TOA insertion moves data back into headroom).
+ * now_ms is a monotonic clock in milliseconds. */
+void vgw_worker_process(vgw_worker_t *w, vgw_pkt_t *pkts, vgw_verdict_t *out, uint32_t n,
+                        uint64_t now_ms);
+
+/* Removes expired connections, looking at no more than budget slots. Call from the idle path
+ * and after bursts; lookups already ignore expired entries, so this only recycles memory.
+ * Returns the number of connections removed. */
+uint32_t vgw_worker_housekeep(vgw_worker_t *w, uint64_t now_ms, uint32_t budget);
+
+/* Tells the built-in QSBR this worker holds no state reference (call when idle). */
+void vgw_worker_quiesce(vgw_worker_t *w);
+
+void vgw_worker_counters(const vgw_worker_t *w, vgw_counters_t *out);
+uint32_t vgw_worker_conn_count(const vgw_worker_t *w);
+/* Bytes allocated for the connection table divided by its capacity (records, hash, free list). */
+uint64_t vgw_worker_conn_bytes(const vgw_worker_t *w);
+
+/* Connection snapshot for tests and the control socket's "show conn". */
+typedef struct vgw_conn_info {
+    uint8_t af, proto, state, flags;
+    vgw_addr_t cip, vip, lip, rip;
+    uint16_t cport, vport, lport, rport; /* host order */
+    uint32_t expires_in_ms;
+} vgw_conn_info_t;
+
+/* Looks up the connection a client tuple (cip:cport -> vip:vport, host order ports) belongs to. */
+int vgw_worker_conn_find(vgw_worker_t *w, uint8_t proto, uint32_t cip, uint16_t cport, uint32_t vip,
+                         uint16_t vport, uint64_t now_ms, vgw_conn_info_t *out);
+
+/* Flow hash used by Maglev: same on every node and worker, a pure function of the 5-tuple. */
+uint32_t vgw_flow_hash_v4(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16_t dport, uint8_t proto);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

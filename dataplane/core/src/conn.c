@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Per-worker connection table: preallocated records (one cache line each) plus a bucketised
+ * open-addressing index with one entry per direction. No allocation after init. */
+#include <stdlib.h>
+
+#include "internal.h"
+
+static void *alloc_aligned(size_t bytes)
+{
+    void *p = NULL;
+    bytes = (bytes + VGW_CACHE_LINE - 1) & ~(size_t)(VGW_CACHE_LINE - 1);
+    if (posix_memalign(&p, VGW_CACHE_LINE, bytes))
+        return NULL;
+    return p;
+}
+
+int vgw_ctab_init(vgw_ctab_t *t, uint32_t capacity, uint64_t seed)
+{
+    memset(t, 0, sizeof *t);
+    if (capacity == 0 || capacity > (1u << 30))
+        return -1;
+    /* Two entries per connection at <= 50% slot load keeps probe chains short; the power of two
+     * rounding puts the load between 25% and 50%. */
+    uint64_t entries = (uint64_t)capacity * 2;
+    uint64_t want = (entries * 2 + VGW_BUCKET_SLOTS - 1) / VGW_BUCKET_SLOTS;
+    uint64_t nb = 1;
+    while (nb < want)
+        nb *= 2;
+    t->buckets = alloc_aligned(nb * sizeof(vgw_bucket_t));
+    t->conns = alloc_aligned((size_t)capacity * sizeof(vgw_conn_t));
+    t->free_stack = malloc((size_t)capacity * sizeof(uint32_t));
+    if (!t->buckets || !t->conns || !t->free_stack) {
+        vgw_ctab_fini(t);
+        return -1;
+    }
+    memset(t->buckets, 0, nb * sizeof(vgw_bucket_t));
+    memset(t->conns, 0, (size_t)capacity * sizeof(vgw_conn_t));
+    t->bmask = (uint32_t)(nb - 1);
+    t->capacity = capacity;
+    /* Pop order = ascending indexes, so a young table touches memory sequentially. */
+    for (uint32_t i = 0; i < capacity; i++)
+        t->free_stack[i] = capacity - 1 - i;
+    t->free_top = capacity;
+    t->seed = seed;
+    t->bytes = nb * sizeof(vgw_bucket_t) + (uint64_t)capacity * (sizeof(vgw_conn_t) + sizeof(uint32_t));
+    return 0;
+}
+
+void vgw_ctab_fini(vgw_ctab_t *t)
+{
+    free(t->buckets), free(t->conns), free(t->free_stack);
+    memset(t, 0, sizeof *t);
+}
+
+uint32_t vgw_ctab_lookup(const vgw_ctab_t *t, const vgw_key4_t *k, uint64_t h)
+{
+    uint16_t tag = vgw_tag(h);
+    uint32_t bi = (uint32_t)h & t->bmask;
+    for (uint32_t probes = 0; probes <= t->bmask; probes++) {
+        const vgw_bucket_t *b = &t->buckets[bi];
+        for (uint32_t s = 0; s < VGW_BUCKET_SLOTS; s++) {
+            if (b->tag[s] == tag) {
+                uint32_t ref = b->ref[s];
+                if (vgw_conn_match(&t->conns[ref >> 1], ref & 1, k))
+                    return ref;
+            }
+        }
+        if (VGW_LIKELY(b->ovf == 0))
+            return UINT32_MAX;
+        bi = (bi + 1) & t->bmask;
+    }
+    return UINT32_MAX;
+}
+
+static void insert_ref(vgw_ctab_t *t, uint32_t ref, uint64_t h)
+{
+    uint16_t tag = vgw_tag(h);
+    uint32_t bi = (uint32_t)h & t->bmask;
+    /* Capacity guarantees a free slot exists (entries <= 50% of slots), so this terminates. */
+    for (;;) {
+        vgw_bucket_t *b = &t->buckets[bi];
+        for (uint32_t s = 0; s < VGW_BUCKET_SLOTS; s++) {
+            if (b->tag[s] == 0) {
+                b->tag[s] = tag;
+                b->ref[s] = ref;
+                return;
+            }
+        }
+        b->ovf++;
+        bi = (bi + 1) & t->bmask;
+    }
+}
+
+static void remove_ref(vgw_ctab_t *t, uint32_t ref, uint64_t h)
+{
+    uint32_t bi = (uint32_t)h & t->bmask;
+    uint32_t home = bi;
+    for (uint32_t probes = 0; probes <= t->bmask; probes++) {
+        vgw_bucket_t *b = &t->buckets[bi];
+        for (uint32_t s = 0; s < VGW_BUCKET_SLOTS; s++) {
+            if (b->tag[s] != 0 && b->ref[s] == ref) {
+                b->tag[s] = 0;
+                b->ref[s] = 0;
+                /* Undo the overflow marks this entry left on the way from its home bucket. */
+                for (uint32_t j = home; j != bi; j = (j + 1) & t->bmask)
+                    t->buckets[j].ovf--;
+                return;
+            }
+        }
+        bi = (bi + 1) & t->bmask;
+    }
+}
+
+void vgw_ctab_insert(vgw_ctab_t *t, uint32_t idx)
+{
+    vgw_key4_t k;
+    const vgw_conn_t *c = &t->conns[idx];
+    for (uint32_t dir = 0; dir < 2; dir++) {
+        vgw_conn_key(c, dir, &k);
+        insert_ref(t, idx << 1 | dir, vgw_ctab_hash(t, &k));
+    }
+    t->count++;
+}
+
+void vgw_ctab_remove(vgw_ctab_t *t, uint32_t idx)
+{
+    vgw_key4_t k;
+    vgw_conn_t *c = &t->conns[idx];
+    for (uint32_t dir = 0; dir < 2; dir++) {
+        vgw_conn_key(c, dir, &k);
+        remove_ref(t, idx << 1 | dir, vgw_ctab_hash(t, &k));
+    }
+    c->flags = 0;
+    t->free_stack[t->free_top++] = idx;
+    t->count--;
+}

@@ -1,0 +1,332 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Internal structures of the core. Not installed; the DPDK layer uses include/vgw only. */
+#ifndef VGW_INTERNAL_H
+#define VGW_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "vgw/config.h"
+#include "vgw/counters.h"
+#include "vgw/engine.h"
+#include "vgw/maglev.h"
+#include "vgw/types.h"
+
+#define VGW_LIKELY(x) __builtin_expect(!!(x), 1)
+#define VGW_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define VGW_CACHE_LINE 64u
+
+static inline void vgw_prefetch(const void *p)
+{
+    __builtin_prefetch(p, 0, 3);
+}
+static inline void vgw_prefetch_w(const void *p)
+{
+    __builtin_prefetch(p, 1, 3);
+}
+
+/* Unaligned loads/stores: packet headers have no alignment guarantee (VLAN tags, IP options). */
+static inline uint16_t ld16(const void *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+static inline uint32_t ld32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline void st16(void *p, uint16_t v)
+{
+    memcpy(p, &v, 2);
+}
+static inline void st32(void *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+static inline uint16_t bswap16(uint16_t v)
+{
+    return __builtin_bswap16(v);
+}
+/* Host <-> network for the few places we need numbers (lengths, ports as integers). */
+static inline uint16_t n2h16(uint16_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap16(v);
+#else
+    return v;
+#endif
+}
+static inline uint32_t n2h32(uint32_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap32(v);
+#else
+    return v;
+#endif
+}
+#define h2n16 n2h16
+#define h2n32 n2h32
+
+/* ---- checksums (RFC 1071 sums, RFC 1624 incremental updates) ---------------------------- */
+
+/* One's-complement sum of raw 16-bit words. Raw (network-order) words can be summed directly:
+ * the one's-complement sum is byte-order independent (RFC 1071 2.B), so nothing is swapped. */
+uint32_t vgw_csum_partial(const void *buf, size_t len, uint32_t sum);
+
+static inline uint16_t vgw_csum_fold(uint32_t sum)
+{
+    sum = (sum & 0xffffu) + (sum >> 16);
+    sum = (sum & 0xffffu) + (sum >> 16);
+    return (uint16_t)sum;
+}
+/* Delta for replacing raw 16/32-bit field values: ~old + new, summed. */
+static inline uint32_t csum_delta16(uint16_t old, uint16_t new_)
+{
+    return (uint32_t)(uint16_t)~old + new_;
+}
+static inline uint32_t csum_delta32(uint32_t old, uint32_t new_)
+{
+    return (uint32_t)(uint16_t)~(old & 0xffffu) + (uint16_t)~(old >> 16) + (new_ & 0xffffu) +
+           (new_ >> 16);
+}
+/* RFC 1624 eqn. 3: HC' = ~(~HC + sum(~m + m')). */
+static inline uint16_t csum_apply(uint16_t csum, uint32_t delta)
+{
+    return (uint16_t)~vgw_csum_fold((uint32_t)(uint16_t)~csum + vgw_csum_fold(delta));
+}
+/* Checksum over an IPv4 pseudo header + L4 bytes, as a raw value ready to compare/store. */
+uint16_t vgw_l4_csum_v4(uint32_t saddr, uint32_t daddr, uint8_t proto, const void *l4, uint16_t l4len);
+
+/* ---- config state ------------------------------------------------------------------------ */
+
+typedef struct vgw_be {
+    uint32_t addr; /* network order */
+    uint16_t port; /* network order */
+    uint16_t weight;
+    uint8_t state;
+    uint8_t af;
+    uint16_t reserved;
+    uint32_t uid; /* stable across generations while the (service, addr, port) exists */
+} vgw_be_t;
+
+typedef struct vgw_svc {
+    uint32_t vip;  /* network order */
+    uint16_t port; /* network order */
+    uint8_t proto, af, sched, flags;
+    uint16_t uid; /* stable across generations; conns refer to services by uid */
+    uint32_t timeout_ms[VGW_STATE_MAX];
+    uint32_t nbackends;
+    vgw_be_t *backends;
+    uint32_t ncand; /* schedulable backends (active, weight > 0) */
+    uint16_t *cand; /* indexes into backends */
+    uint32_t nlips;
+    uint32_t *lips; /* network order */
+    uint32_t maglev_m;
+    uint16_t *maglev; /* indexes into backends */
+    uint32_t wrr_len;
+    uint16_t *wrr; /* indexes into backends: precomputed smooth WRR order */
+} vgw_svc_t;
+
+#define VGW_ADDR_VIP 1u
+#define VGW_ADDR_LIP 2u
+
+typedef struct vgw_addr_slot {
+    uint32_t addr; /* 0 = empty (0.0.0.0 is rejected by config) */
+    uint32_t kind;
+} vgw_addr_slot_t;
+
+typedef struct vgw_svc_slot {
+    uint32_t vip;
+    uint16_t port;
+    uint8_t proto;
+    uint8_t used;
+    uint32_t idx;
+} vgw_svc_slot_t;
+
+struct vgw_state {
+    uint64_t generation;
+    uint32_t nservices;
+    vgw_svc_t *services;
+    uint32_t svc_mask; /* open addressing, power of two */
+    vgw_svc_slot_t *svc_slots;
+    uint32_t addr_mask;
+    vgw_addr_slot_t *addr_slots;
+    uint32_t default_timeout_ms[VGW_STATE_MAX];
+    uint32_t svc_by_uid[VGW_MAX_SERVICES]; /* uid -> index+1 (0 = not in this generation) */
+    struct vgw_state *retired_next;
+};
+
+const vgw_svc_t *vgw_state_find_svc(const vgw_state_t *st, uint32_t vip, uint16_t port, uint8_t proto);
+uint32_t vgw_state_addr_kind(const vgw_state_t *st, uint32_t addr);
+
+/* Registry: stable small ids for services and backends across generations. Control thread only. */
+typedef struct vgw_registry {
+    uint64_t *keys; /* 0 = empty; keys have a non-zero tag bit */
+    uint32_t *uids;
+    uint32_t mask;
+    uint32_t count;
+    uint32_t space; /* uid space size */
+    uint32_t next_fresh;
+    uint32_t *free_fifo; /* freed uids, reused oldest first so stale per-worker counts age out */
+    uint32_t fifo_head, fifo_len;
+} vgw_registry_t;
+
+/* ---- connection table ------------------------------------------------------------------- */
+
+#define VGW_CF_TOA 0x01u         /* conn inserts TOA (service had it when the conn was made) */
+#define VGW_CF_RS_ISN 0x02u      /* rs_isn1 is valid */
+#define VGW_CF_USED 0x80u
+
+/* One cache line per connection. Both directions' keys live here, so a hit in either direction
+ * needs exactly this line; IPv6 will add a side array of full addresses indexed like this one. */
+typedef struct vgw_conn {
+    uint32_t cip, vip, lip, rip;         /* network order */
+    uint16_t cport, vport, lport, rport; /* network order */
+    uint8_t proto, af, state, flags;
+    uint32_t expire; /* ms, compared wrap-safe */
+    uint32_t ip_delta[2];  /* per direction: RFC 1624 delta of the address rewrite */
+    uint32_t l4_delta[2];  /* ... plus the port rewrite and pseudo header */
+    uint32_t rs_isn1;      /* server ISN + 1: client segments acking it get TOA */
+    uint32_t be_uid;
+    uint16_t svc_uid;
+    uint16_t reserved;
+} __attribute__((aligned(64))) vgw_conn_t;
+
+_Static_assert(sizeof(vgw_conn_t) == 64, "connection record must stay one cache line");
+
+#define VGW_BUCKET_SLOTS 10u
+/* 10 (tag, ref) pairs per 64-byte bucket; tag 0 = empty. ovf counts entries whose home bucket is
+ * earlier and that probed past this bucket because it was full: a lookup only continues to the
+ * next bucket while ovf > 0, so misses usually cost one bucket (folly F14's scheme). */
+typedef struct vgw_bucket {
+    uint16_t tag[VGW_BUCKET_SLOTS];
+    uint16_t ovf;
+    uint16_t reserved;
+    uint32_t ref[VGW_BUCKET_SLOTS]; /* conn index << 1 | direction */
+} __attribute__((aligned(64))) vgw_bucket_t;
+
+_Static_assert(sizeof(vgw_bucket_t) == 64, "bucket must be one cache line");
+
+typedef struct vgw_ctab {
+    vgw_bucket_t *buckets;
+    uint32_t bmask;
+    uint32_t capacity;
+    uint32_t count;
+    uint32_t free_top;
+    vgw_conn_t *conns;
+    uint32_t *free_stack;
+    uint32_t sweep_pos;
+    uint64_t seed;
+    uint64_t bytes;
+} vgw_ctab_t;
+
+typedef struct vgw_key4 {
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    uint8_t proto;
+} vgw_key4_t;
+
+int vgw_ctab_init(vgw_ctab_t *t, uint32_t capacity, uint64_t seed);
+void vgw_ctab_fini(vgw_ctab_t *t);
+
+static inline uint64_t vgw_mix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static inline uint64_t vgw_ctab_hash(const vgw_ctab_t *t, const vgw_key4_t *k)
+{
+    uint64_t a = ((uint64_t)k->src << 32) | k->dst;
+    uint64_t b = ((uint64_t)k->sport << 32) | ((uint64_t)k->dport << 16) | k->proto;
+    return vgw_mix64(a ^ t->seed) ^ vgw_mix64(b + (t->seed >> 7) + 0x9e3779b97f4a7c15ULL);
+}
+static inline uint16_t vgw_tag(uint64_t h)
+{
+    uint16_t tag = (uint16_t)(h >> 48);
+    return tag ? tag : 1;
+}
+static inline vgw_bucket_t *vgw_ctab_home(const vgw_ctab_t *t, uint64_t h)
+{
+    return &t->buckets[(uint32_t)h & t->bmask];
+}
+
+/* Key of direction d of c. */
+static inline bool vgw_conn_match(const vgw_conn_t *c, uint32_t dir, const vgw_key4_t *k)
+{
+    if (c->proto != k->proto)
+        return false;
+    if (dir == 0)
+        return c->cip == k->src && c->vip == k->dst && c->cport == k->sport && c->vport == k->dport;
+    return c->rip == k->src && c->lip == k->dst && c->rport == k->sport && c->lport == k->dport;
+}
+static inline void vgw_conn_key(const vgw_conn_t *c, uint32_t dir, vgw_key4_t *k)
+{
+    memset(k, 0, sizeof(*k));
+    k->proto = c->proto;
+    if (dir == 0) {
+        k->src = c->cip, k->dst = c->vip, k->sport = c->cport, k->dport = c->vport;
+    } else {
+        k->src = c->rip, k->dst = c->lip, k->sport = c->rport, k->dport = c->lport;
+    }
+}
+
+/* Returns the ref (idx << 1 | dir) or UINT32_MAX. Does not look at expiry. */
+uint32_t vgw_ctab_lookup(const vgw_ctab_t *t, const vgw_key4_t *k, uint64_t h);
+/* Inserts both directions of an initialised record c (from vgw_ctab_alloc). */
+void vgw_ctab_insert(vgw_ctab_t *t, uint32_t idx);
+/* Removes both directions and frees the slot. */
+void vgw_ctab_remove(vgw_ctab_t *t, uint32_t idx);
+static inline uint32_t vgw_ctab_alloc(vgw_ctab_t *t)
+{
+    if (VGW_UNLIKELY(t->free_top == 0))
+        return UINT32_MAX;
+    return t->free_stack[--t->free_top];
+}
+static inline bool vgw_expired(uint32_t expire, uint32_t now)
+{
+    return (int32_t)(expire - now) <= 0;
+}
+
+/* ---- dp / worker -------------------------------------------------------------------------- */
+
+struct vgw_dp {
+    _Atomic(vgw_state_t *) state;
+    _Atomic uint64_t generation;
+    uint32_t nworkers;
+    _Atomic(vgw_worker_t *) workers[VGW_MAX_WORKERS];
+    vgw_state_t *retired; /* list, newest first */
+    vgw_retire_fn retire_fn;
+    void *retire_arg;
+    vgw_registry_t svc_reg;
+    vgw_registry_t be_reg;
+};
+
+struct vgw_worker {
+    vgw_dp_t *dp;
+    uint32_t id, nworkers;
+    uint16_t mtu, flags;
+    /* Generation this worker may still be using; UINT64_MAX = none (quiescent). */
+    _Atomic uint64_t qsbr_gen;
+    vgw_ctab_t ct;
+    uint64_t cnt[VGW_CNT_MAX];
+    uint32_t port_cursor;
+    uint32_t *rr_pos;     /* per service uid: WRR position */
+    uint32_t *lip_pos;    /* per service uid: next LIP */
+    uint32_t *be_conns;   /* per backend uid: connections this worker holds (WLC) */
+};
+
+/* Schedulers (sched.c). Return an index into svc->backends or -1. */
+int32_t vgw_sched_pick(vgw_worker_t *w, const vgw_svc_t *svc, uint32_t flow_hash);
+int vgw_wrr_build(vgw_svc_t *svc);
+
+#endif
