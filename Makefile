@@ -19,9 +19,11 @@ test-python:
 test-dataplane:
 	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane test; fi
 
+PY_DIRS := $(wildcard vgw services dataplane/shim tests)
+
 lint: setup
-	$(VENV)/bin/ruff check vgw services dataplane/shim tests
-	$(VENV)/bin/ruff format --check vgw services dataplane/shim tests
+	$(VENV)/bin/ruff check $(PY_DIRS)
+	$(VENV)/bin/ruff format --check $(PY_DIRS)
 	$(VENV)/bin/mypy
 
 # Regenerate docs/events/ (JSON Schema + AsyncAPI) from the event models. A test fails when the

@@ -1,0 +1,115 @@
+"""Typed KV store: compare-and-set, invalid values, and the snapshot-then-changes watch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import BaseModel
+
+from vgw.bus import Bus
+from vgw.store import Change, KvStore, RevisionMismatch, Snapshot, WatchEvent
+
+
+class Doc(BaseModel):
+    name: str
+    weight: int = 1
+
+
+class View:
+    """What a level-triggered consumer keeps: replaced on each snapshot, patched on each change."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Doc] = {}
+        self.snapshots = 0
+        self.changed = asyncio.Event()
+
+    async def follow(self, watch: AsyncIterator[WatchEvent[Doc]]) -> None:
+        async for ev in watch:
+            if isinstance(ev, Snapshot):
+                self.state = {k: e.value for k, e in ev.entries.items()}
+                self.snapshots += 1
+            elif isinstance(ev, Change):
+                if ev.entry is None:
+                    self.state.pop(ev.key, None)
+                else:
+                    self.state[ev.key] = ev.entry.value
+            self.changed.set()
+
+    async def wait(self, predicate: object, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():  # type: ignore[operator]
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_compare_and_set(bus: Bus) -> None:
+    store = await KvStore.open(bus, "t_cas", Doc, history=5)
+    rev1 = await store.create("a", Doc(name="a"))
+    with pytest.raises(RevisionMismatch) as info:
+        await store.create("a", Doc(name="again"))
+    assert info.value.current == rev1
+    rev2 = await store.update("a", Doc(name="a", weight=2), expected_revision=rev1)
+    with pytest.raises(RevisionMismatch) as info:
+        await store.update("a", Doc(name="stale"), expected_revision=rev1)
+    assert (info.value.expected, info.value.current) == (rev1, rev2)
+    got = await store.get("a")
+    assert got is not None and got.value.weight == 2 and got.revision == rev2
+    await store.delete("a")
+    assert await store.get("a") is None
+    assert await store.get("never") is None
+
+
+async def test_invalid_values_are_counted_and_skipped(bus: Bus) -> None:
+    store = await KvStore.open(bus, "t_invalid", Doc)
+    kv = await bus.js.key_value("t_invalid")
+    await kv.put("bad", b"{not json")
+    before = REGISTRY.get_sample_value("vgw_store_rejected_values_total", {"bucket": "t_invalid"}) or 0
+    assert await store.get("bad") is None
+    after = REGISTRY.get_sample_value("vgw_store_rejected_values_total", {"bucket": "t_invalid"})
+    assert after == before + 1
+
+
+async def test_watch_yields_snapshot_then_changes(bus: Bus) -> None:
+    store = await KvStore.open(bus, "t_watch", Doc)
+    await store.put("a", Doc(name="a"))
+    await store.put("b", Doc(name="b"))
+    events: list[WatchEvent[Doc]] = []
+
+    async def collect() -> None:
+        async for ev in store.watch():
+            events.append(ev)
+
+    task = asyncio.create_task(collect())
+    try:
+        async with asyncio.timeout(10):
+            while not events:
+                await asyncio.sleep(0.02)
+        snap = events[0]
+        assert isinstance(snap, Snapshot) and set(snap.entries) == {"a", "b"}
+        await store.put("c", Doc(name="c"))
+        await store.delete("a")
+        async with asyncio.timeout(10):
+            while len(events) < 3:
+                await asyncio.sleep(0.02)
+        assert [(type(e).__name__, getattr(e, "key", None), getattr(e, "entry", 1) is None) for e in events[1:]] == [
+            ("Change", "c", False),
+            ("Change", "a", True),
+        ]
+    finally:
+        task.cancel()
+
+
+async def test_empty_bucket_snapshot(bus: Bus) -> None:
+    store = await KvStore.open(bus, "t_empty", Doc)
+    view = View()
+    task = asyncio.create_task(view.follow(store.watch()))
+    try:
+        await view.wait(lambda: view.snapshots == 1)
+        assert view.state == {}
+        await store.put("x", Doc(name="x"))
+        await view.wait(lambda: "x" in view.state)
+    finally:
+        task.cancel()

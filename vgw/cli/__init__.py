@@ -1,0 +1,1 @@
+"""vgwctl, the operator CLI."""

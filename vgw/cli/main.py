@@ -1,0 +1,48 @@
+"""vgwctl: the operator's and scripts' door into VGW.
+
+Exit codes scripts can rely on: 0 success, 1 failure, 2 bad usage or settings, 3 NATS (or another
+VGW service) unreachable, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import events
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vgwctl", description="Operate a VGW deployment.")
+    parser.add_argument("--nats", metavar="URL", help="NATS URL (default: $VGW_NATS_URL or nats://127.0.0.1:4222)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    events.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="vgwctl: %(message)s", stream=sys.stderr)
+    logging.getLogger("nats.aio.client").setLevel(logging.CRITICAL)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: that is how a pipeline ends, not an error.
+        sys.stderr.close()
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

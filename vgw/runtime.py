@@ -1,0 +1,125 @@
+"""The service runner every VGW process uses.
+
+Start-up: settings (exit 2 when bad), JSON logs, tracing, the /metrics + /healthz + /readyz endpoint,
+NATS (retried with progress until it answers), the event stream, then the service's own ``start``.
+Readiness is true once started and while NATS is connected.
+
+Shutdown on SIGTERM or SIGINT, in order: not ready -> the service stops its intake (``stop``) ->
+NATS drained (pending messages handled, publishes flushed) -> telemetry flushed -> exit 0. A second
+signal, or a shutdown slower than ``VGW_SHUTDOWN_TIMEOUT_S``, exits at once with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from vgw.bus import Bus
+from vgw.logs import setup_logging
+from vgw.settings import VgwSettings, load_settings
+from vgw.telemetry.endpoint import Health, MetricsEndpoint
+from vgw.telemetry.tracing import setup_tracing, shutdown_tracing
+
+log = logging.getLogger("vgw.runtime")
+
+S = TypeVar("S", bound=VgwSettings)
+
+
+@dataclass
+class Runtime(Generic[S]):
+    """What a service gets from the runner."""
+
+    name: str
+    settings: S
+    bus: Bus
+    health: Health
+    stopping: asyncio.Event
+
+
+class ServiceApp(Protocol[S]):
+    async def start(self, rt: Runtime[S]) -> None:
+        """Subscribe, start tasks; return once the service does its job (it is then ready)."""
+
+    async def stop(self) -> None:
+        """Stop taking new work; finish or abandon what is in flight quickly."""
+
+
+def run(name: str, app_factory: Callable[[S], ServiceApp[S]], settings_cls: type[S]) -> None:
+    """Run a service until SIGTERM/SIGINT; never returns."""
+    settings = load_settings(settings_cls)
+    setup_logging(name, settings.log_level, settings.instance_id)
+    setup_tracing(name, settings.instance_id)
+    try:
+        code = asyncio.run(_serve(name, app_factory, settings))
+    except KeyboardInterrupt:
+        code = 1
+    sys.exit(code)
+
+
+async def _serve(name: str, app_factory: Callable[[S], ServiceApp[S]], settings: S) -> int:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.error("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    health = Health()
+    endpoint = MetricsEndpoint(settings.metrics_addr, health).start()
+    log.info("serving /metrics, /healthz, /readyz on port %d", endpoint.port, extra={"metrics_port": endpoint.port})
+    bus = Bus(settings.nats_options(), source=f"/vgw/{name}/{settings.instance_id}")
+    health.add_check("nats", lambda: (bus.is_connected, "NATS not connected"))
+
+    app: ServiceApp[S] | None = None
+    try:
+        if not await bus.connect_forever(stopping):
+            return 0
+        await bus.ensure_event_stream(settings.event_stream_max_age_s, settings.event_stream_max_bytes)
+        app = app_factory(settings)
+        await app.start(Runtime(name=name, settings=settings, bus=bus, health=health, stopping=stopping))
+        health.set_started()
+        log.info("%s started", name)
+        await stopping.wait()
+    except Exception:
+        log.exception("%s failed", name)
+        await _shutdown(health, app, bus, endpoint, settings.shutdown_timeout_s)
+        return 1
+    return await _shutdown(health, app, bus, endpoint, settings.shutdown_timeout_s)
+
+
+async def _shutdown(
+    health: Health, app: ServiceApp[S] | None, bus: Bus, endpoint: MetricsEndpoint, timeout_s: float
+) -> int:
+    health.set_stopping()
+    code = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            if app is not None:
+                await app.stop()
+            await bus.drain()
+    except TimeoutError:
+        log.error("shutdown took longer than %.1fs; closing anyway", timeout_s)
+        await bus.close()
+        code = 1
+    except Exception:
+        log.exception("error during shutdown")
+        code = 1
+    shutdown_tracing()
+    endpoint.stop()
+    log.info("stopped")
+    return code
