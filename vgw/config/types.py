@@ -1,0 +1,223 @@
+"""Value types of the configuration model: addresses, networks, durations, names, communities.
+
+Each type validates strings as operators write them in YAML and serialises back to the same
+readable form, so a document survives a store round trip unchanged. Errors are plain sentences
+(pydantic's ``PydanticCustomError``) that name what was wrong, without pydantic's type jargon.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from vgw.duration import parse_duration
+from vgw.naming import TokenError, check_name
+
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def _err(kind: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
+
+
+def _need_str(v: Any, what: str) -> str:
+    if not isinstance(v, str):
+        raise _err("type_error", f"expected {what} as a string, got {type(v).__name__}")
+    return v
+
+
+def _parse_ip(v: Any) -> IP:
+    if isinstance(v, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return v
+    s = _need_str(v, "an IP address")
+    try:
+        return ipaddress.ip_address(s)
+    except ValueError:
+        raise _err("ip_address", f"{s!r} is not an IPv4 or IPv6 address") from None
+
+
+def _parse_ipv4(v: Any) -> ipaddress.IPv4Address:
+    ip = _parse_ip(v)
+    if not isinstance(ip, ipaddress.IPv4Address):
+        raise _err("ipv4_address", f"{v!r} is not an IPv4 address")
+    return ip
+
+
+def _parse_network(v: Any) -> Network:
+    if isinstance(v, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return v
+    s = _need_str(v, "a CIDR prefix")
+    try:
+        return ipaddress.ip_network(s, strict=True)
+    except ValueError as exc:
+        raise _err("ip_network", f"{s!r} is not a CIDR prefix ({exc})") from None
+
+
+def _parse_interface(v: Any) -> Interface:
+    if isinstance(v, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
+        return v
+    s = _need_str(v, "an address with prefix length")
+    if "/" not in s:
+        raise _err("ip_interface", f"{s!r} needs a prefix length, e.g. 192.0.2.10/24")
+    try:
+        return ipaddress.ip_interface(s)
+    except ValueError as exc:
+        raise _err("ip_interface", f"{s!r} is not an address with prefix length ({exc})") from None
+
+
+def _parse_lip_entry(v: Any) -> Network:
+    """A LIP pool entry: one address (``198.18.0.1``) or a prefix (``198.18.0.0/28``)."""
+    s = _need_str(v, "an address or CIDR prefix")
+    try:
+        return ipaddress.ip_network(s, strict=True)
+    except ValueError as exc:
+        raise _err("lip_entry", f"{s!r} is not an address or CIDR prefix ({exc})") from None
+
+
+def _parse_duration(v: Any) -> float:
+    if isinstance(v, bool):
+        raise _err("duration", "expected a duration such as 2s or 250ms, got a boolean")
+    if isinstance(v, int | float):
+        value = float(v)
+        if value < 0 or not math.isfinite(value):
+            raise _err("duration", f"{v!r} is not a finite, non-negative duration")
+        return value
+    s = _need_str(v, "a duration (e.g. 2s, 250ms)")
+    try:
+        return parse_duration(s)
+    except ValueError as exc:
+        raise _err("duration", str(exc)) from None
+
+
+def _check_name(v: str) -> str:
+    try:
+        return check_name(v)
+    except TokenError as exc:
+        raise _err("name", str(exc)) from None
+
+
+_COMMUNITY = re.compile(r"^(\d{1,5}):(\d{1,5})$")
+
+
+def _check_community(v: Any) -> str:
+    s = _need_str(v, "a BGP community ASN:VALUE")
+    m = _COMMUNITY.fullmatch(s)
+    if not m or int(m.group(1)) > 65535 or int(m.group(2)) > 65535:
+        raise _err("community", f"{s!r} is not a BGP community ASN:VALUE with both parts in 0-65535")
+    return s
+
+
+_STATUS = re.compile(r"^([1-5]\d\d)(?:-([1-5]\d\d))?$")
+
+
+def _check_status_range(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    s = _need_str(v, "an HTTP status or range such as 200-399")
+    m = _STATUS.fullmatch(s)
+    if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+        raise _err("status_range", f"{s!r} is not an HTTP status (100-599) or range LOW-HIGH such as 200-399")
+    return s
+
+
+_PERCENT = re.compile(r"^(\d{1,3}(?:\.\d+)?)%$")
+
+
+def _check_watermark(v: Any) -> int | str:
+    """A healthy-backend threshold: a count (``2``) or a share of the backends (``50%``)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 0 or v > 1_000_000:
+            raise _err("watermark", f"{v} is not a count of backends (0-1000000)")
+        return v
+    s = _need_str(v, "a backend count or a percentage such as 50%")
+    m = _PERCENT.fullmatch(s.strip())
+    if not m or float(m.group(1)) > 100:
+        raise _err("watermark", f"{s!r} is not a backend count or a percentage 0%-100%")
+    return s.strip()
+
+
+def _json_str(description: str, **extra: Any) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "description": description, **extra})
+
+
+IPAddress = Annotated[
+    IP, PlainValidator(_parse_ip), PlainSerializer(str, return_type=str), _json_str("IPv4 or IPv6 address")
+]
+IPv4 = Annotated[
+    ipaddress.IPv4Address,
+    PlainValidator(_parse_ipv4),
+    PlainSerializer(str, return_type=str),
+    _json_str("IPv4 address"),
+]
+IPNetwork = Annotated[
+    Network, PlainValidator(_parse_network), PlainSerializer(str, return_type=str), _json_str("CIDR prefix")
+]
+IPInterface = Annotated[
+    Interface,
+    PlainValidator(_parse_interface),
+    PlainSerializer(lambda i: i.with_prefixlen, return_type=str),
+    _json_str("address with prefix length, e.g. 192.0.2.10/24"),
+]
+
+
+def _lip_str(n: Network) -> str:
+    return str(n.network_address) if n.num_addresses == 1 else str(n)
+
+
+LipEntry = Annotated[
+    Network,
+    PlainValidator(_parse_lip_entry),
+    PlainSerializer(_lip_str, return_type=str),
+    _json_str("LIP pool entry: one address or a CIDR prefix"),
+]
+Duration = Annotated[
+    float,
+    PlainValidator(_parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}],
+            "description": "seconds, or a duration such as 250ms, 2s, 5m",
+        }
+    ),
+]
+Name = Annotated[
+    str,
+    Field(strict=True),
+    AfterValidator(_check_name),
+    WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"}),
+]
+Community = Annotated[str, PlainValidator(_check_community), _json_str("BGP community ASN:VALUE")]
+StatusRange = Annotated[
+    str, PlainValidator(_check_status_range), _json_str("HTTP status or range, e.g. 200 or 200-399")
+]
+Watermark = Annotated[
+    int | str,
+    PlainValidator(_check_watermark),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?%$"}]}),
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+ASN = Annotated[int, Field(ge=1, le=4294967295)]
+Text = Annotated[str, Field(max_length=1024)]
+
+
+def status_matches(ranges: list[str], status: int) -> bool:
+    """Whether an HTTP status is in any of the ranges (``200``, ``200-399``)."""
+    for r in ranges:
+        low, _, high = r.partition("-")
+        if int(low) <= status <= int(high or low):
+            return True
+    return False
+
+
+def watermark_count(watermark: int | str, total: int) -> int:
+    """The number of healthy backends a watermark asks for out of ``total`` (percent rounds up)."""
+    if isinstance(watermark, int):
+        return watermark
+    return math.ceil(float(watermark.rstrip("%")) * total / 100 - 1e-9)
