@@ -76,3 +76,13 @@ def test_strict_types(doc: ConfigDocument, patch: dict[str, object], where: str)
     with pytest.raises(ValidationError) as info:
         ConfigDocument.model_validate(raw)
     assert where in str(info.value)
+
+
+def test_full_dump_is_a_valid_document(doc: ConfigDocument) -> None:
+    """`vgwctl get -o yaml` output (every default written out) applies again unchanged."""
+    import json
+
+    from vgw.config.validate import load_document
+
+    assert load_document(json.dumps(doc.model_dump(mode="json"))) == doc
+    assert load_document(yaml.safe_dump(doc.model_dump(mode="json", exclude_defaults=True))) == doc

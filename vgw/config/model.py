@@ -359,7 +359,9 @@ class MonitorProbe(_Model):
         return self.name or f"{self.kind}-{self.port}"
 
 
-class Vip(_Model):
+class VipSpec(_Model):
+    """A VIP without its services (the store keeps services as separate records)."""
+
     address: IPAddress
     name: Name | None = None
     cluster: Name = Field(description="The cluster whose nodes serve and announce this VIP")
@@ -370,6 +372,9 @@ class Vip(_Model):
     enabled: bool = Field(default=True, description="false: programmed but never announced")
     bgp: VipBgpPolicy = VipBgpPolicy()
     monitor: Annotated[list[MonitorProbe], Field(max_length=Limits.MONITOR_PROBES_PER_VIP)] = []
+
+
+class Vip(VipSpec):
     services: Annotated[list[Service], Field(min_length=1, max_length=Limits.SERVICES_PER_VIP)]
 
 

@@ -1,0 +1,516 @@
+"""Validation of configuration documents: every problem at once, each with a path and a reason.
+
+:func:`load_document` is the one entry point for text (YAML or JSON, size-limited, alias bombs
+refused); :func:`validate_document` for already parsed data. Both raise :class:`ConfigInvalid`
+with every :class:`Issue` found: first the structural ones (types, ranges, unknown fields, from the
+pydantic model), then -- only when the structure is sound -- the semantic ones (references that
+must resolve, duplicates, overlaps, unsupported features, limits per node). Paths read like
+``vips[2].services[0].port``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .model import ConfigDocument, HealthCheck, Limits, MonitorProbe, Node, Service, Vip
+from .types import IP
+
+MAX_ISSUES = 1000
+"""At most this many issues are reported (the count of the rest is summarised)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class ConfigInvalid(ValueError):  # noqa: N818 - an outcome, like RevisionMismatch
+    """A document failed validation; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        if len(issues) > MAX_ISSUES:
+            rest = len(issues) - MAX_ISSUES
+            issues = [*issues[:MAX_ISSUES], Issue("", f"... and {rest} more problems")]
+        self.issues = issues
+        lines = "\n".join(f"  {i}" for i in issues[:20])
+        more = f"\n  ... {len(issues) - 20} more" if len(issues) > 20 else ""
+        super().__init__(f"{len(issues)} problem(s) in the configuration:\n{lines}{more}")
+
+
+def format_path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif out:
+            out += f".{part}"
+        else:
+            out = str(part)
+    return out
+
+
+# --- text ------------------------------------------------------------------------------------------
+
+_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _expanded_size(obj: Any, budget: int) -> int:
+    """Nodes in ``obj`` with YAML aliases expanded, counted in linear time (memoised by identity);
+    stops counting past ``budget``."""
+    memo: dict[int, int] = {}
+
+    def count(o: Any) -> int:
+        if isinstance(o, dict | list):
+            key = id(o)
+            if key in memo:
+                return memo[key]
+            memo[key] = 0  # guards against cycles
+            items = list(o.keys()) + list(o.values()) if isinstance(o, dict) else o
+            n = 1
+            for item in items:
+                n += count(item)
+                if n > budget:
+                    break
+            memo[key] = n
+            return n
+        return 1
+
+    return count(obj)
+
+
+def parse_text(text: str | bytes) -> Any:
+    """Parse a YAML or JSON document (JSON is taken by the faster JSON parser). Raises
+    :class:`ConfigInvalid` for oversized text, syntax errors and alias bombs."""
+    size = len(text)
+    if size > Limits.DOCUMENT_BYTES:
+        raise ConfigInvalid(
+            [Issue("document", f"document is {size} bytes; the limit is {Limits.DOCUMENT_BYTES} bytes")]
+        )
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigInvalid([Issue("document", f"not UTF-8 text (byte {exc.start})")]) from None
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            if stripped.rstrip().endswith("}"):  # JSON, not YAML flow style: report the JSON error
+                raise ConfigInvalid(
+                    [Issue("document", f"JSON syntax error at line {exc.lineno} column {exc.colno}: {exc.msg}")]
+                ) from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigInvalid([Issue("document", f"YAML syntax error{where}: {problem}")]) from None
+    if _expanded_size(data, Limits.YAML_NODES) > Limits.YAML_NODES:
+        raise ConfigInvalid(
+            [Issue("document", f"document expands to more than {Limits.YAML_NODES} values (YAML aliases)")]
+        )
+    return data
+
+
+def load_document(text: str | bytes) -> ConfigDocument:
+    """Parse and fully validate a document; raises :class:`ConfigInvalid` with every problem."""
+    return validate_document(parse_text(text))
+
+
+# --- structure ------------------------------------------------------------------------------------
+
+_MESSAGES = {
+    "extra_forbidden": "unknown field",
+    "missing": "required field is missing",
+}
+
+
+def _short(value: Any) -> str:
+    r = repr(value)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def structural_issues(exc: ValidationError) -> list[Issue]:
+    issues = []
+    for err in exc.errors(include_url=False):
+        path = format_path(err["loc"])
+        msg = _MESSAGES.get(err["type"], err["msg"])
+        if err["type"] not in _MESSAGES and "input" in err and not isinstance(err["input"], dict | list):
+            got = _short(err["input"])
+            if got not in msg:
+                msg = f"{msg} (got {got})"
+        issues.append(Issue(path or "document", msg))
+    return issues
+
+
+def validate_document(data: Any) -> ConfigDocument:
+    """Validate parsed data (dicts and lists); raises :class:`ConfigInvalid` with every problem."""
+    if not isinstance(data, dict):
+        raise ConfigInvalid([Issue("document", f"expected a mapping at the top, got {type(data).__name__}")])
+    try:
+        doc = ConfigDocument.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigInvalid(structural_issues(exc)) from None
+    issues = semantic_issues(doc)
+    if issues:
+        raise ConfigInvalid(issues)
+    return doc
+
+
+# --- semantics ------------------------------------------------------------------------------------
+
+
+def _bad_unicast(ip: IP) -> str | None:
+    if ip.is_unspecified:
+        return "is the unspecified address"
+    if ip.is_loopback:
+        return "is a loopback address"
+    if ip.is_multicast:
+        return "is a multicast address"
+    if ip.is_link_local:
+        return "is a link-local address"
+    if isinstance(ip, ipaddress.IPv4Address) and (ip == ipaddress.IPv4Address("255.255.255.255") or ip.is_reserved):
+        return "is a reserved or broadcast address"
+    return None
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    if n % 2 == 0:
+        return n == 2
+    return all(n % d for d in range(3, math.isqrt(n) + 1, 2))
+
+
+class _Checker:
+    def __init__(self, doc: ConfigDocument) -> None:
+        self.doc = doc
+        self.issues: list[Issue] = []
+
+    def add(self, path: str, reason: str) -> None:
+        self.issues.append(Issue(path, reason))
+
+    def unicast(self, path: str, ip: IP, what: str, *, dataplane: bool) -> None:
+        bad = _bad_unicast(ip)
+        if bad:
+            self.add(path, f"{what} {ip} {bad}")
+        elif dataplane and ip.version == 6:
+            self.add(path, f"{what} {ip}: IPv6 is not supported by the forwarder yet (IPv4 only)")
+
+    def run(self) -> list[Issue]:
+        doc = self.doc
+        self.clusters = {c.name for c in doc.clusters}
+        self.checks = {c.name: c for c in doc.health_checks}
+        self.node_ids = {n.id for n in doc.nodes}
+        self._duplicates("clusters", [c.name for c in doc.clusters], "cluster name")
+        self._duplicates("nodes", [n.id for n in doc.nodes], "node id", field="id")
+        self._duplicates("health_checks", [c.name for c in doc.health_checks], "health check name")
+        self._duplicates("vips", [str(v.address) for v in doc.vips], "VIP address", field="address")
+        self._duplicates("vips", [v.name for v in doc.vips if v.name is not None], "VIP name", sparse=True)
+        for i, c in enumerate(doc.clusters):
+            if c.standby is not None:
+                if c.standby not in self.clusters:
+                    self.add(f"clusters[{i}].standby", f"unknown cluster {c.standby!r}")
+                elif c.standby == c.name:
+                    self.add(f"clusters[{i}].standby", "a cluster cannot be its own standby")
+        for i, h in enumerate(doc.health_checks):
+            self._check(f"health_checks[{i}]", h)
+        self.vip_addrs: dict[IP, str] = {v.address: f"vips[{i}]" for i, v in enumerate(doc.vips)}
+        self._nodes()
+        self._vips()
+        self._limits()
+        return self.issues
+
+    def _duplicates(
+        self, section: str, values: list[str], what: str, *, field: str = "name", sparse: bool = False
+    ) -> None:
+        if sparse:
+            items = [getattr(o, field) for o in getattr(self.doc, section)]
+            counts = Counter(v for v in items if v is not None)
+            for i, v in enumerate(items):
+                if v is not None and counts[v] > 1:
+                    self.add(f"{section}[{i}].{field}", f"duplicate {what} {v!r}")
+            return
+        counts = Counter(values)
+        seen: set[str] = set()
+        for i, v in enumerate(values):
+            if counts[v] > 1:
+                first = values.index(v)
+                if v in seen:
+                    self.add(f"{section}[{i}].{field}", f"duplicate {what} {v!r} (first at {section}[{first}])")
+                seen.add(v)
+
+    # --- health checks ---
+
+    def _check(self, path: str, h: HealthCheck) -> None:
+        if h.timeout > h.interval:
+            self.add(f"{path}.timeout", f"timeout {h.timeout:g}s is longer than the interval {h.interval:g}s")
+        if h.fast_interval is not None and h.fast_interval > h.interval:
+            self.add(f"{path}.fast_interval", "fast_interval must not be longer than interval")
+        self._params(path, h.kind, h.http, h.payload, h.grpc)
+
+    def _params(self, path: str, kind: str, http: Any, payload: Any, grpc: Any = None) -> None:
+        if http is not None and kind not in ("http", "https"):
+            self.add(f"{path}.http", f"http settings only apply to http and https checks, not {kind}")
+        if payload is not None and kind not in ("tcp_send_expect", "udp"):
+            self.add(f"{path}.payload", f"payload settings only apply to tcp_send_expect and udp, not {kind}")
+        if kind == "tcp_send_expect" and (payload is None or (not payload.send and payload.expect is None)):
+            self.add(f"{path}.payload", "tcp_send_expect needs payload.send and/or payload.expect")
+        if kind == "udp" and payload is not None and not payload.send:
+            self.add(f"{path}.payload.send", "a udp check must send something (an empty datagram is not a probe)")
+        if payload is not None and payload.encoding == "hex":
+            for name in ("send", "expect"):
+                value = getattr(payload, name)
+                if value is None:
+                    continue
+                try:
+                    bytes.fromhex(value)
+                except ValueError:
+                    self.add(f"{path}.payload.{name}", f"{_short(value)} is not hex (encoding: hex)")
+        if grpc is not None and kind != "grpc":
+            self.add(f"{path}.grpc", f"grpc settings only apply to grpc checks, not {kind}")
+
+    # --- nodes ---
+
+    def _nodes(self) -> None:
+        doc = self.doc
+        owner_addr: dict[IP, str] = {}
+        self.lip_owner: dict[IP, str] = {}
+        self.router_ids: dict[str, str] = {}
+        for i, n in enumerate(doc.nodes):
+            p = f"nodes[{i}]"
+            if n.cluster not in self.clusters:
+                self.add(f"{p}.cluster", f"unknown cluster {n.cluster!r} (declare it under clusters)")
+            if n.mode == "dual_arm" and n.internal is None:
+                self.add(f"{p}.internal", "dual_arm mode needs an internal port")
+            if n.mode == "single_arm" and n.internal is not None:
+                self.add(f"{p}.internal", "single_arm mode has no internal port (remove it or use dual_arm)")
+            for side in ("external", "internal"):
+                port = getattr(n, side)
+                if port is None:
+                    continue
+                ip = port.address.ip
+                self.unicast(f"{p}.{side}.address", ip, "address", dataplane=True)
+                if ip in owner_addr:
+                    self.add(f"{p}.{side}.address", f"address {ip} is also used by {owner_addr[ip]}")
+                owner_addr[ip] = f"{p}.{side}"
+                if ip in self.vip_addrs:
+                    self.add(f"{p}.{side}.address", f"address {ip} is also the VIP {self.vip_addrs[ip]}")
+                if port.gateway is not None and port.gateway not in port.address.network:
+                    self.add(f"{p}.{side}.gateway", f"gateway {port.gateway} is not in {port.address.network}")
+            for j, r in enumerate(n.routes):
+                if r.port == "internal" and n.internal is None:
+                    self.add(f"{p}.routes[{j}].port", "this node has no internal port")
+            self._lips(p, n)
+            if n.bgp is not None:
+                self._bgp(p, n)
+        self.node_addrs = owner_addr
+
+    def _lips(self, p: str, n: Node) -> None:
+        total = 0
+        for j, net in enumerate(n.lip_pool):
+            lp = f"{p}.lip_pool[{j}]"
+            if net.version == 6:
+                self.add(lp, f"LIP {net}: IPv6 is not supported by the forwarder yet (IPv4 only)")
+                continue
+            if net.num_addresses > 2 * Limits.LIPS_PER_NODE:
+                self.add(lp, f"prefix {net} is larger than the {Limits.LIPS_PER_NODE} LIPs a node can use")
+                continue
+            addrs = list(net.hosts()) if net.num_addresses > 2 else list(net)
+            total += len(addrs)
+            for ip in addrs:
+                bad = _bad_unicast(ip)
+                if bad:
+                    self.add(lp, f"LIP {ip} {bad}")
+                    break
+                if ip in self.vip_addrs:
+                    self.add(lp, f"LIP {ip} is also the VIP {self.vip_addrs[ip]} (LIP pools must not overlap VIPs)")
+                    break
+                if ip in self.lip_owner:
+                    self.add(lp, f"LIP {ip} is also in {self.lip_owner[ip]} (LIP pools must be disjoint)")
+                    break
+                self.lip_owner[ip] = lp
+        if total > Limits.LIPS_PER_NODE:
+            self.add(f"{p}.lip_pool", f"{total} LIPs; a node uses at most {Limits.LIPS_PER_NODE}")
+
+    def _bgp(self, p: str, n: Node) -> None:
+        assert n.bgp is not None
+        rid = str(n.bgp.router_id)
+        if rid in self.router_ids:
+            self.add(f"{p}.bgp.router_id", f"router id {rid} is also used by {self.router_ids[rid]}")
+        self.router_ids[rid] = p
+        seen: dict[IP, int] = {}
+        for j, peer in enumerate(n.bgp.peers):
+            pp = f"{p}.bgp.peers[{j}]"
+            if peer.address in seen:
+                self.add(f"{pp}.address", f"duplicate peer {peer.address} (first at peers[{seen[peer.address]}])")
+            seen[peer.address] = j
+            if peer.hold_time in (1, 2):
+                self.add(f"{pp}.hold_time", "hold time must be 0 or at least 3 seconds (RFC 4271)")
+            bad = _bad_unicast(peer.address)
+            if bad and not peer.address.is_loopback:
+                self.add(f"{pp}.address", f"peer address {peer.address} {bad}")
+
+    # --- VIPs ---
+
+    def _vips(self) -> None:
+        doc = self.doc
+        svc_names: dict[str, str] = {}
+        self.node_cluster = {n.id: n.cluster for n in doc.nodes}
+        self.peer_addrs = {peer.address for n in doc.nodes if n.bgp for peer in n.bgp.peers}
+        for i, v in enumerate(doc.vips):
+            self._vip(f"vips[{i}]", v, svc_names)
+
+    def _vip(self, p: str, v: Vip, svc_names: dict[str, str]) -> None:
+        self.unicast(f"{p}.address", v.address, "VIP", dataplane=True)
+        if v.address in self.lip_owner:
+            self.add(f"{p}.address", f"VIP {v.address} is also a LIP of {self.lip_owner[v.address]}")
+        if v.address in self.peer_addrs:
+            self.add(f"{p}.address", f"VIP {v.address} is also a BGP peer address")
+        if v.cluster not in self.clusters:
+            self.add(f"{p}.cluster", f"unknown cluster {v.cluster!r}")
+        if v.standby_cluster is not None:
+            if v.standby_cluster not in self.clusters:
+                self.add(f"{p}.standby_cluster", f"unknown cluster {v.standby_cluster!r}")
+            elif v.standby_cluster == v.cluster:
+                self.add(f"{p}.standby_cluster", "the standby cluster must differ from the VIP's cluster")
+        if v.nodes is not None:
+            for j, nid in enumerate(v.nodes):
+                if nid not in self.node_cluster:
+                    self.add(f"{p}.nodes[{j}]", f"unknown node {nid!r}")
+                elif self.node_cluster[nid] != v.cluster:
+                    self.add(
+                        f"{p}.nodes[{j}]",
+                        f"node {nid!r} is in cluster {self.node_cluster[nid]!r}, not the VIP's cluster {v.cluster!r}",
+                    )
+            for nid, count in Counter(v.nodes).items():
+                if count > 1:
+                    self.add(f"{p}.nodes", f"node {nid!r} listed {count} times")
+        bgp = v.bgp
+        if isinstance(bgp.low_watermark, int) == isinstance(bgp.high_watermark, int):
+            low = bgp.low_watermark if isinstance(bgp.low_watermark, int) else float(bgp.low_watermark[:-1])
+            high = bgp.high_watermark if isinstance(bgp.high_watermark, int) else float(bgp.high_watermark[:-1])
+            if low > high:
+                self.add(f"{p}.bgp.high_watermark", f"high watermark {high:g} is below the low watermark {low:g}")
+        endpoints: dict[tuple[int, str], int] = {}
+        for j, s in enumerate(v.services):
+            sp = f"{p}.services[{j}]"
+            if s.name in svc_names:
+                self.add(f"{sp}.name", f"duplicate service name {s.name!r} (first at {svc_names[s.name]})")
+            else:
+                svc_names[s.name] = sp
+            ep = (s.port, s.protocol)
+            if ep in endpoints:
+                self.add(
+                    f"{sp}.port",
+                    f"duplicate VIP:port/protocol {v.address}:{s.port}/{s.protocol} "
+                    f"(first at services[{endpoints[ep]}])",
+                )
+            else:
+                endpoints[ep] = j
+            self._service(sp, v, s)
+        probe_names: set[str] = set()
+        for j, m in enumerate(v.monitor):
+            self._probe(f"{p}.monitor[{j}]", m, endpoints, probe_names)
+
+    def _service(self, sp: str, v: Vip, s: Service) -> None:
+        if s.forwarding != "fullnat":
+            self.add(f"{sp}.forwarding", f"forwarding mode {s.forwarding!r} is not supported yet (only fullnat)")
+        if s.toa and s.protocol != "tcp":
+            self.add(f"{sp}.toa", "TOA applies to TCP services only")
+        if s.maglev_table_size is not None:
+            if s.scheduler != "maglev":
+                self.add(f"{sp}.maglev_table_size", f"only for the maglev scheduler, not {s.scheduler}")
+            elif not _is_prime(s.maglev_table_size):
+                self.add(f"{sp}.maglev_table_size", f"{s.maglev_table_size} is not a prime")
+        set_timeouts = s.timeouts.set_values()
+        if s.protocol == "udp" and any(k.startswith("tcp_") for k in set_timeouts):
+            self.add(f"{sp}.timeouts", "TCP timeouts on a UDP service")
+        if s.protocol == "tcp" and "udp" in set_timeouts:
+            self.add(f"{sp}.timeouts.udp", "a UDP timeout on a TCP service")
+        check = None
+        if s.health_check is not None:
+            check = self.checks.get(s.health_check)
+            if check is None:
+                self.add(f"{sp}.health_check", f"unknown health check {s.health_check!r}")
+            elif check.kind == "udp" and s.protocol == "tcp" and check.port is None:
+                self.add(f"{sp}.health_check", f"a udp check on a TCP service needs its own port ({check.name!r})")
+        seen: dict[tuple[IP, int], int] = {}
+        for k, b in enumerate(s.backends):
+            bp = f"{sp}.backends[{k}]"
+            self.unicast(f"{bp}.address", b.address, "backend", dataplane=True)
+            if b.address.version != v.address.version:
+                self.add(f"{bp}.address", f"backend {b.address} and VIP {v.address} are of different IP versions")
+            if b.address in self.vip_addrs:
+                self.add(f"{bp}.address", f"backend {b.address} is a VIP ({self.vip_addrs[b.address]})")
+            if b.address in self.lip_owner:
+                self.add(f"{bp}.address", f"backend {b.address} is a LIP ({self.lip_owner[b.address]})")
+            if b.address in self.node_addrs:
+                self.add(f"{bp}.address", f"backend {b.address} is a node address ({self.node_addrs[b.address]})")
+            key = (b.address, b.port)
+            if key in seen:
+                self.add(bp, f"duplicate backend {b.key} (first at backends[{seen[key]}])")
+            else:
+                seen[key] = k
+
+    def _probe(self, mp: str, m: MonitorProbe, endpoints: dict[tuple[int, str], int], names: set[str]) -> None:
+        if m.probe_name in names:
+            self.add(f"{mp}.name", f"duplicate monitor probe name {m.probe_name!r}")
+        names.add(m.probe_name)
+        if (m.port, m.protocol) not in endpoints:
+            self.add(f"{mp}.port", f"the VIP has no {m.protocol} service on port {m.port}")
+        if m.timeout > m.interval:
+            self.add(f"{mp}.timeout", f"timeout {m.timeout:g}s is longer than the interval {m.interval:g}s")
+        self._params(mp, m.kind, m.http, m.payload)
+
+    # --- limits ---
+
+    def _limits(self) -> None:
+        doc = self.doc
+        n_services = sum(len(v.services) for v in doc.vips)
+        n_backends = sum(len(s.backends) for v in doc.vips for s in v.services)
+        if n_services > Limits.SERVICES:
+            self.add("vips", f"{n_services} services; the limit is {Limits.SERVICES}")
+        if n_backends > Limits.BACKENDS:
+            self.add("vips", f"{n_backends} backends; the limit is {Limits.BACKENDS}")
+        per_node_services: Counter[str] = Counter()
+        per_node_backends: Counter[str] = Counter()
+        for v in doc.vips:
+            primary, standby = doc.vip_nodes(v)
+            backends = sum(len(s.backends) for s in v.services)
+            for nid in (*primary, *standby):
+                per_node_services[nid] += len(v.services)
+                per_node_backends[nid] += backends
+        for i, n in enumerate(doc.nodes):
+            if per_node_services[n.id] > Limits.NODE_SERVICES:
+                self.add(
+                    f"nodes[{i}]",
+                    f"node {n.id} would serve {per_node_services[n.id]} services; a forwarder holds at most "
+                    f"{Limits.NODE_SERVICES}",
+                )
+            if per_node_backends[n.id] > Limits.NODE_BACKENDS:
+                self.add(
+                    f"nodes[{i}]",
+                    f"node {n.id} would serve {per_node_backends[n.id]} backends; a forwarder holds at most "
+                    f"{Limits.NODE_BACKENDS}",
+                )
+
+
+def semantic_issues(doc: ConfigDocument) -> list[Issue]:
+    """Problems that relate objects to each other (a structurally valid document is assumed)."""
+    return _Checker(doc).run()
