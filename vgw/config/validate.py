@@ -175,6 +175,9 @@ def validate_document(data: Any) -> ConfigDocument:
 # --- semantics ------------------------------------------------------------------------------------
 
 
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 def _bad_unicast(ip: IP) -> str | None:
     if ip.is_unspecified:
         return "is the unspecified address"
@@ -184,7 +187,7 @@ def _bad_unicast(ip: IP) -> str | None:
         return "is a multicast address"
     if ip.is_link_local:
         return "is a link-local address"
-    if isinstance(ip, ipaddress.IPv4Address) and (ip == ipaddress.IPv4Address("255.255.255.255") or ip.is_reserved):
+    if isinstance(ip, ipaddress.IPv4Address) and (ip == _BROADCAST or ip.is_reserved):
         return "is a reserved or broadcast address"
     return None
 
@@ -201,6 +204,8 @@ class _Checker:
     def __init__(self, doc: ConfigDocument) -> None:
         self.doc = doc
         self.issues: list[Issue] = []
+        self.special: dict[bytes, str] | None = None
+        self.good_backends: set[bytes] = set()
 
     def add(self, path: str, reason: str) -> None:
         self.issues.append(Issue(path, reason))
@@ -450,21 +455,36 @@ class _Checker:
                 self.add(f"{sp}.health_check", f"unknown health check {s.health_check!r}")
             elif check.kind == "udp" and s.protocol == "tcp" and check.port is None:
                 self.add(f"{sp}.health_check", f"a udp check on a TCP service needs its own port ({check.name!r})")
-        seen: dict[tuple[IP, int], int] = {}
+        if self.special is None:
+            special: dict[bytes, str] = {}
+            for ip, where in self.node_addrs.items():
+                special[ip.packed] = f"a node address ({where})"
+            for ip, where in self.lip_owner.items():
+                special[ip.packed] = f"a LIP ({where})"
+            for ip, where in self.vip_addrs.items():
+                special[ip.packed] = f"a VIP ({where})"
+            self.special = special
+        special = self.special
+        vip_len = len(v.address.packed)
+        seen: dict[tuple[bytes, int], int] = {}
         for k, b in enumerate(s.backends):
-            bp = f"{sp}.backends[{k}]"
-            self.unicast(f"{bp}.address", b.address, "backend", dataplane=True)
-            if b.address.version != v.address.version:
-                self.add(f"{bp}.address", f"backend {b.address} and VIP {v.address} are of different IP versions")
-            if b.address in self.vip_addrs:
-                self.add(f"{bp}.address", f"backend {b.address} is a VIP ({self.vip_addrs[b.address]})")
-            if b.address in self.lip_owner:
-                self.add(f"{bp}.address", f"backend {b.address} is a LIP ({self.lip_owner[b.address]})")
-            if b.address in self.node_addrs:
-                self.add(f"{bp}.address", f"backend {b.address} is a node address ({self.node_addrs[b.address]})")
-            key = (b.address, b.port)
+            a = b.address
+            pk = a.packed
+            if pk not in self.good_backends:
+                bad = _bad_unicast(a)
+                if bad:
+                    self.add(f"{sp}.backends[{k}].address", f"backend {a} {bad}")
+                elif len(pk) != 4:
+                    self.add(f"{sp}.backends[{k}].address", f"backend {a}: IPv6 is not supported by the forwarder yet")
+                elif pk in special:
+                    self.add(f"{sp}.backends[{k}].address", f"backend {a} is {special[pk]}")
+                else:
+                    self.good_backends.add(pk)
+            if len(pk) != vip_len:
+                self.add(f"{sp}.backends[{k}].address", f"backend {a} and VIP {v.address} are of different IP versions")
+            key = (pk, b.port)
             if key in seen:
-                self.add(bp, f"duplicate backend {b.key} (first at backends[{seen[key]}])")
+                self.add(f"{sp}.backends[{k}]", f"duplicate backend {b.key} (first at backends[{seen[key]}])")
             else:
                 seen[key] = k
 

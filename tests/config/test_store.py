@@ -1,0 +1,152 @@
+"""The config store on a real nats-server: atomic commits, conflicts, history, rollback, pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.config.bad_documents import example
+from tests.config.gen import generate
+from tests.support.nats_server import NatsServer
+from vgw.bus import Bus, Received
+from vgw.config import ConfigDocument
+from vgw.config.store import CHUNK_PREFIX, ConfigConflict, ConfigReader, ConfigStore, RevisionNotFound
+from vgw.config.validate import load_document
+from vgw.events import ConfigChanged
+
+
+def doc_of(raw: dict[str, object]) -> ConfigDocument:
+    return load_document(json.dumps(raw))
+
+
+async def test_commit_read_conflict_history_rollback(bus: Bus) -> None:
+    events: list[ConfigChanged] = []
+
+    async def on_event(r: Received) -> None:
+        assert isinstance(r.event, ConfigChanged)
+        events.append(r.event)
+
+    await bus.subscribe(on_event, types=[ConfigChanged])
+    store = await ConfigStore(bus, "t_cfg").open()
+    empty = await store.current()
+    assert empty.revision == 0
+
+    d1 = doc_of(example())
+    r1 = await store.commit(d1, actor="alice", reason="first", expected_revision=0)
+    assert (r1.revision, r1.committed) == (1, True)
+    assert r1.diff.counts()["added"] > 0
+
+    reader = await ConfigReader(bus, "t_cfg").open(create=False)
+    cur = await reader.current()
+    assert cur.revision == 1 and cur.document == d1
+    assert cur.manifest is not None and cur.manifest.actor == "alice" and cur.manifest.reason == "first"
+
+    # The same document again: nothing to commit, same revision.
+    same = await store.commit(d1, actor="alice", expected_revision=1)
+    assert (same.revision, same.committed) == (1, False) and same.diff.empty
+
+    # A stale expected revision fails with the current revision.
+    raw = example()
+    raw["vips"][0]["services"][0]["backends"][0]["weight"] = 7
+    d2 = doc_of(raw)
+    with pytest.raises(ConfigConflict) as info:
+        await store.commit(d2, actor="bob", expected_revision=0)
+    assert info.value.current == 1
+    r2 = await store.commit(d2, actor="bob", reason="weight", expected_revision=1)
+    assert r2.revision == 2
+    assert [e.path for e in r2.diff.entries] == ["services/www-http/backends/198.51.100.21:8080"]
+
+    # Dry run: a diff, no revision.
+    raw["vips"][0]["services"][0]["backends"][0]["weight"] = 9
+    dry = await store.commit(doc_of(raw), actor="bob", dry_run=True)
+    assert not dry.committed and dry.revision == 2 and not dry.diff.empty
+    assert (await reader.current()).revision == 2
+
+    hist = await store.history()
+    assert [(m.revision, m.actor, m.reason) for m in hist] == [(2, "bob", "weight"), (1, "alice", "first")]
+
+    rb = await store.rollback(1, actor="carol", reason="undo")
+    assert rb.revision == 3 and rb.manifest is not None and rb.manifest.rolled_back_to == 1
+    assert (await reader.current()).document == d1
+
+    async with asyncio.timeout(5):
+        while len(events) < 3:
+            await asyncio.sleep(0.02)
+    assert [(e.revision, e.action.value) for e in events] == [(1, "apply"), (2, "apply"), (3, "rollback")]
+    assert events[2].rolled_back_to == 1 and events[1].changed == ["services/www-http/backends/198.51.100.21:8080"]
+
+    with pytest.raises(RevisionNotFound):
+        await store.rollback(99, actor="carol")
+
+
+async def test_small_change_rewrites_one_chunk_and_values_stay_small(bus: Bus) -> None:
+    store = await ConfigStore(bus, "t_cfg_big").open()
+    raw = generate(2000, 10)
+    d1 = doc_of(raw)
+    r1 = await store.commit(d1, actor="t")
+    m1 = r1.manifest
+    assert m1 is not None and m1.shards > 8
+    kv = await store.kv()
+    sizes = []
+    for h in m1.chunks:
+        e = await kv.get(f"{CHUNK_PREFIX}{h}")
+        assert e.value is not None
+        sizes.append(len(e.value))
+    assert max(sizes) < 512 * 1024, max(sizes)
+
+    # Change one backend in a document derived from the current one.
+    _, svc = d1.vips[3], d1.vips[3].services[2]
+    backends = list(svc.backends)
+    backends[4] = backends[4].model_copy(update={"state": "draining"})
+    new_svc = svc.model_copy(update={"backends": backends})
+    vip = d1.vips[3].model_copy(update={"services": [*d1.vips[3].services[:2], new_svc, *d1.vips[3].services[3:]]})
+    d2 = d1.model_copy(update={"vips": [*d1.vips[:3], vip, *d1.vips[4:]]})
+    r2 = await store.commit(d2, actor="t")
+    m2 = r2.manifest
+    assert m2 is not None
+    assert sum(a != b for a, b in zip(m1.chunks, m2.chunks, strict=True)) == 1
+    reader = await ConfigReader(bus, "t_cfg_big").open(create=False)
+    got = await reader.current()
+    assert got.document == d2
+
+
+async def test_retention_prunes_history_and_gc_deletes_unreferenced_chunks(bus: Bus) -> None:
+    store = await ConfigStore(bus, "t_cfg_prune", retention=3).open()
+    raw = example()
+    for w in range(1, 7):
+        raw["vips"][0]["services"][0]["backends"][0]["weight"] = w
+        await store.commit(doc_of(raw), actor="t")
+    hist = await store.history(limit=10)
+    assert [m.revision for m in hist] == [6, 5, 4]
+    with pytest.raises(RevisionNotFound):
+        await store.rollback(2, actor="t")
+    deleted = await store.gc(grace_s=0)
+    assert deleted >= 1
+    # Every kept revision still loads completely.
+    for m in hist:
+        assert (await store.revision(m.revision)).document.vips[0].services[0].backends[0].weight == m.revision
+
+
+async def test_concurrent_committers_one_wins(bus: Bus, nats_server: NatsServer) -> None:
+    other = Bus({"servers": [nats_server.url]}, source="/t/2")
+    await other.connect()
+    try:
+        a = await ConfigStore(bus, "t_cfg_race").open()
+        b = await ConfigStore(other, "t_cfg_race").open()
+        await a.commit(doc_of(example()), actor="setup", expected_revision=0)
+        raw1, raw2 = example(), example()
+        raw1["vips"][0]["services"][0]["backends"][0]["weight"] = 1
+        raw2["vips"][0]["services"][0]["backends"][0]["weight"] = 2
+        results = await asyncio.gather(
+            a.commit(doc_of(raw1), actor="a", expected_revision=1),
+            b.commit(doc_of(raw2), actor="b", expected_revision=1),
+            return_exceptions=True,
+        )
+        wins = [r for r in results if not isinstance(r, BaseException)]
+        losses = [r for r in results if isinstance(r, ConfigConflict)]
+        assert len(wins) == 1 and len(losses) == 1, results
+        assert losses[0].current == 2
+    finally:
+        await other.close()
