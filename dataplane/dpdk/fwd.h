@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * vgw-fwd: the DPDK forwarder around the portable FULLNAT core (dataplane/core).
+ *
+ * Threads:
+ *  - worker lcores: RX burst -> vgw_worker_process -> L2 rewrite -> TX burst; replies that belong
+ *    to another worker go over that worker's hand-off ring; ARP and packets whose next hop is not
+ *    resolved yet go to the control thread over the slow-path ring;
+ *  - the main lcore (control thread): control socket, ARP/neighbours, config generations and
+ *    reclaim, stats snapshots for telemetry. It never touches a worker's connection table.
+ *  - DPDK's telemetry thread runs the /vgw/... callbacks on published snapshots.
+ */
+#ifndef VGW_FWD_H
+#define VGW_FWD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include <rte_ether.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_ring.h>
+#include <rte_version.h>
+
+#include "vgw/config.h"
+#include "vgw/counters.h"
+#include "vgw/engine.h"
+
+struct vbuf;
+
+#define FWD_MAX_PORTS 2u /* EXT and INT (the same device in single-arm mode) */
+#define FWD_MAX_ROUTES 64u
+#define FWD_NEIGH_SIZE 1024u /* per port, power of two */
+#define FWD_BURST 32u
+#define FWD_SLOW_RING 4096u
+#define FWD_HANDOFF_RING 4096u
+#define FWD_TXQ_RING 1024u
+#define FWD_PENDING_PER_NEIGH 16u
+
+/* Forwarder-level drop reasons and events (the core's reasons are counted by the core). */
+#define FWD_COUNTERS(X)                                                                            \
+    X(RX_PKTS, "rx_packets")                                                                        \
+    X(TX_PKTS, "tx_packets")                                                                        \
+    X(TX_BYTES, "tx_bytes")                                                                         \
+    X(HANDOFF_OUT, "handoff_sent")                                                                  \
+    X(HANDOFF_IN, "handoff_received")                                                               \
+    X(SLOW_OUT, "slowpath_sent")                                                                    \
+    X(DROP_TX_FULL, "drop_tx_full")          /* the NIC queue did not take it */                   \
+    X(DROP_HANDOFF_FULL, "drop_handoff_full")/* owner's hand-off ring full */                      \
+    X(DROP_SLOW_FULL, "drop_slowpath_full")  /* slow-path ring full */                              \
+    X(DROP_NO_ROUTE, "drop_no_route")        /* no connected subnet or route for the next hop */   \
+    X(DROP_LOCAL, "drop_local")              /* not for us: IPv6, pings, node traffic */           \
+    X(DROP_OWN_MAC, "drop_own_frame")        /* a frame we sent, seen again (af_packet) */         \
+    X(DROP_CORE, "drop_core")                /* dropped by the core (see drop_<reason>) */
+
+enum fwd_counter {
+#define FWD_X_(e, s) FWD_CNT_##e,
+    FWD_COUNTERS(FWD_X_)
+#undef FWD_X_
+    FWD_CNT_MAX
+};
+
+/* Control-thread-only counters. */
+#define CTL_COUNTERS(X)                                                                            \
+    X(ARP_RX, "arp_rx")                                                                             \
+    X(ARP_REPLIES_TX, "arp_replies_sent")                                                          \
+    X(ARP_REQUESTS_TX, "arp_requests_sent")                                                        \
+    X(ARP_BAD, "arp_invalid")                                                                       \
+    X(ARP_IGNORED, "arp_ignored")                                                                   \
+    X(NEIGH_PENDING_DROP, "drop_neigh_pending_full")                                               \
+    X(NEIGH_UNRESOLVED_DROP, "drop_neigh_unresolved")                                              \
+    X(CTL_FRAMES, "ctl_frames")                                                                     \
+    X(CTL_ERRORS, "ctl_errors")                                                                     \
+    X(APPLIES, "applies")                                                                           \
+    X(DELTAS, "deltas")
+
+enum ctl_counter {
+#define FWD_X_(e, s) CTL_CNT_##e,
+    CTL_COUNTERS(FWD_X_)
+#undef FWD_X_
+    CTL_CNT_MAX
+};
+
+/* Per-service counters, indexed by the forwarder's own stable service slot (see svcmap). */
+#define SVC_COUNTERS(X)                                                                            \
+    X(PKTS_IN, "packets_in")                                                                        \
+    X(BYTES_IN, "bytes_in")                                                                         \
+    X(PKTS_OUT, "packets_out")                                                                      \
+    X(BYTES_OUT, "bytes_out")                                                                       \
+    X(CONN_NEW, "conn_new")
+
+enum svc_counter {
+#define FWD_X_(e, s) SVC_CNT_##e,
+    SVC_COUNTERS(FWD_X_)
+#undef FWD_X_
+    SVC_CNT_MAX
+};
+
+#define FWD_MAX_SVC_SLOTS VGW_MAX_SERVICES
+
+/* Service (proto, VIP, port) -> slot, rebuilt by the control thread on every generation and
+ * published with an atomic pointer swap (old maps are freed after every worker moved on). */
+typedef struct svc_key_slot {
+    uint32_t vip; /* network order; 0 = empty */
+    uint16_t port; /* network order */
+    uint8_t proto;
+    uint8_t used;
+    uint32_t slot;
+} svc_key_slot_t;
+
+typedef struct svcmap {
+    uint64_t generation;
+    uint32_t mask;
+    svc_key_slot_t *tab;
+} svcmap_t;
+
+typedef struct port_stats {
+    uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes, tx_drops;
+} port_stats_t;
+
+/* Everything the telemetry thread and control socket read about one worker: published by the
+ * worker under a sequence lock every ~100 ms (and when it goes idle). */
+typedef struct worker_snapshot {
+    vgw_counters_t core;
+    uint64_t fwd[FWD_CNT_MAX];
+    port_stats_t port[FWD_MAX_PORTS];
+    uint64_t busy_polls, idle_polls, sleeps;
+    uint32_t conns;
+} worker_snapshot_t;
+
+typedef struct neigh_entry {
+    _Atomic uint32_t seq; /* odd while being written */
+    _Atomic uint32_t ip;  /* network order; 0 = empty; set once (release) */
+    uint8_t mac[6];
+    _Atomic uint8_t valid;
+    uint8_t used;
+    /* control-thread-only fields */
+    uint64_t updated_ms, requested_ms, pending_since_ms;
+    uint32_t npending;
+    struct rte_mbuf *pending[FWD_PENDING_PER_NEIGH];
+} neigh_entry_t;
+
+typedef struct route {
+    uint32_t prefix, mask; /* network order */
+    uint32_t gateway;      /* network order; 0 = connected */
+    uint8_t port;          /* enum vgw_port */
+    uint8_t plen;
+} route_t;
+
+typedef struct fwd_port {
+    bool present;
+    char name[64];      /* DPDK device name (e.g. net_af_packet0) */
+    uint16_t port_id;   /* DPDK port id */
+    struct rte_ether_addr mac;
+    uint32_t ip, mask;  /* the forwarder's own address on this link (network order) */
+    uint8_t plen;
+    uint16_t mtu;
+    neigh_entry_t *neigh; /* FWD_NEIGH_SIZE entries */
+} fwd_port_t;
+
+typedef struct fwd_worker {
+    uint32_t id;
+    unsigned lcore;
+    vgw_worker_t *w;
+    struct rte_ring *handoff; /* packets other workers received for flows this one owns */
+    struct rte_ring *txq;     /* frames ready to send from the control thread (ARP, released) */
+    /* per-worker counters (written only by this worker) */
+    uint64_t fwd[FWD_CNT_MAX];
+    port_stats_t port[FWD_MAX_PORTS];
+    uint64_t busy_polls, idle_polls, sleeps;
+    uint64_t *svc; /* FWD_MAX_SVC_SLOTS * SVC_CNT_MAX */
+    _Atomic uint64_t svcmap_gen; /* generation of the svcmap this worker last used (QSBR) */
+    /* published snapshot */
+    _Atomic uint32_t snap_seq;
+    worker_snapshot_t snap;
+    uint64_t *svc_snap; /* FWD_MAX_SVC_SLOTS * SVC_CNT_MAX */
+} __attribute__((aligned(64))) fwd_worker_t;
+
+typedef struct fwd {
+    /* settings */
+    char config_path[512];
+    char socket_path[108];
+    uint32_t nworkers;
+    bool single_arm;
+    uint32_t conn_capacity;
+    uint32_t mbufs;
+    uint32_t rxd, txd;
+    uint32_t idle_sleep_max_us; /* longest idle sleep while traffic is recent */
+    uint32_t deep_idle_us;      /* longest idle sleep after deep_idle_after_ms without packets */
+    uint32_t deep_idle_after_ms;
+    uint16_t mtu;
+    bool no_sw_csum;
+    /* runtime */
+    fwd_port_t port[FWD_MAX_PORTS]; /* [VGW_PORT_EXT], [VGW_PORT_INT]; INT mirrors EXT if single-arm */
+    uint32_t ndevs;                 /* distinct DPDK devices (1 in single-arm) */
+    route_t routes[FWD_MAX_ROUTES];
+    uint32_t nroutes;
+    struct rte_mempool *pool;
+    struct rte_ring *slow; /* workers -> control thread */
+    vgw_dp_t *dp;
+    fwd_worker_t *workers;
+    _Atomic(svcmap_t *) svcmap;
+    _Atomic uint64_t svcmap_cur; /* generation of svcmap (QSBR for the workers) */
+    _Atomic bool stop;
+    uint64_t start_unix_ns;
+    uint64_t ctl[CTL_CNT_MAX];
+    /* control-thread state */
+    vgw_cfg_t *cfg; /* the applied configuration (for deltas, ARP, /vgw/services) */
+    char svc_names[FWD_MAX_SVC_SLOTS][VGW_CFG_MAX_NAME + 1]; /* slot -> name ("" = free) */
+    svc_key_slot_t svc_keys[FWD_MAX_SVC_SLOTS];              /* slot -> (vip, port, proto) */
+    uint64_t *svc_base;                                       /* counters at slot allocation */
+    svcmap_t *svcmap_retired[64];
+    uint32_t nretired;
+    uint32_t *local_vips, nlocal_vips; /* sorted, network order: ARP answers */
+    uint32_t *local_lips, nlocal_lips;
+} fwd_t;
+
+extern fwd_t g_fwd;
+
+/* time */
+uint64_t fwd_now_ms(void);
+
+/* worker.c */
+int fwd_worker_main(void *arg);
+void fwd_worker_publish(fwd_worker_t *fw);
+void fwd_read_snapshot(const fwd_worker_t *fw, worker_snapshot_t *out, uint64_t *svc_out);
+uint32_t svcmap_lookup(const svcmap_t *m, uint32_t vip, uint16_t port, uint8_t proto);
+
+/* neigh.c: routes, neighbours, ARP (control thread except the lookup) */
+int neigh_lookup(const fwd_port_t *p, uint32_t ip, struct rte_ether_addr *mac);
+int route_nexthop(const fwd_t *f, uint8_t port, uint32_t dst, uint32_t *nexthop);
+void slow_path_run(fwd_t *f, uint64_t now_ms);
+void neigh_housekeep(fwd_t *f, uint64_t now_ms);
+void neigh_garp_all(fwd_t *f);
+void neigh_set_local(fwd_t *f, uint32_t *vips, uint32_t nv, uint32_t *lips, uint32_t nl);
+int neigh_init(fwd_t *f);
+void neigh_fini(fwd_t *f);
+void neigh_dump_json(fwd_t *f, struct vbuf *b);
+
+/* ctl.c: the control socket */
+int ctl_open(fwd_t *f);
+void ctl_poll(fwd_t *f, int timeout_ms);
+void ctl_close(fwd_t *f);
+int fwd_apply_cfg(fwd_t *f, vgw_cfg_t *cfg, char *err, size_t errlen);
+
+/* telemetry.c */
+int fwd_telemetry_register(void);
+
+/* A small growable buffer for replies and JSON. */
+struct vbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+void vb_printf(struct vbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void vb_put(struct vbuf *b, const char *s, size_t n);
+void vb_free(struct vbuf *b);
+void fwd_stats_json(fwd_t *f, struct vbuf *b);
+void fwd_svc_totals(fwd_t *f, uint64_t *out); /* FWD_MAX_SVC_SLOTS * SVC_CNT_MAX, minus baselines */
+void svcmap_reclaim(fwd_t *f);
+extern pthread_mutex_t g_ctl_lock; /* control thread vs telemetry thread: cfg, svc_names */
+
+#endif

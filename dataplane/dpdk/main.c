@@ -1,0 +1,548 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * vgw-fwd: EAL, ports and lcores from a settings file and flags; the control thread's loop;
+ * graceful stop on SIGTERM/SIGINT. See docs/forwarder.md.
+ *
+ *   vgw-fwd [EAL options] -- [--config FILE] [--socket PATH] [--workers N]
+ *           [--ext DEV[,IP/LEN]] [--int DEV[,IP/LEN]] [--single-arm] [--route PFX/LEN,GW,ext|int]
+ *           [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]
+ *           [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N] [--apply FILE]
+ *           [--no-sw-l4-csum]
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <limits.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+
+#include "fwd.h"
+#include "priv.h"
+
+fwd_t g_fwd;
+
+static uint64_t g_mono0;
+
+uint64_t fwd_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u - g_mono0;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    atomic_store(&g_fwd.stop, true);
+}
+
+static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+    char *e;
+    errno = 0;
+    unsigned long v = strtoul(s, &e, 10);
+    if (!*s || *e || errno || v < min || v > max)
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int parse_prefix(const char *s, uint32_t *addr, uint8_t *plen)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", s);
+    char *slash = strchr(buf, '/');
+    uint32_t l = 32;
+    if (slash) {
+        *slash = 0;
+        if (parse_u32(slash + 1, 0, 32, &l))
+            return -1;
+    }
+    if (inet_pton(AF_INET, buf, addr) != 1)
+        return -1;
+    *plen = (uint8_t)l;
+    return 0;
+}
+
+static uint32_t mask_of(uint8_t plen)
+{
+    return plen ? htonl(~0u << (32 - plen)) : 0;
+}
+
+/* "DEV[,IP/LEN]" or "DEV IP/LEN" */
+static int set_port(uint8_t role, const char *dev, const char *addr)
+{
+    fwd_port_t *p = &g_fwd.port[role];
+    snprintf(p->name, sizeof p->name, "%s", dev);
+    p->present = true;
+    if (addr && *addr) {
+        if (parse_prefix(addr, &p->ip, &p->plen) || p->plen == 0) {
+            fprintf(stderr, "vgw-fwd: bad address '%s' for port %s (want IP/LEN)\n", addr, dev);
+            return -1;
+        }
+        p->mask = mask_of(p->plen);
+    }
+    return 0;
+}
+
+static int add_route(const char *pfx, const char *gw, const char *port)
+{
+    if (g_fwd.nroutes >= FWD_MAX_ROUTES)
+        return fprintf(stderr, "vgw-fwd: too many routes\n"), -1;
+    route_t *r = &g_fwd.routes[g_fwd.nroutes];
+    if (parse_prefix(pfx, &r->prefix, &r->plen))
+        return fprintf(stderr, "vgw-fwd: bad route prefix '%s'\n", pfx), -1;
+    r->mask = mask_of(r->plen);
+    r->prefix &= r->mask;
+    if (!strcmp(gw, "0.0.0.0") || !strcmp(gw, "connected"))
+        r->gateway = 0;
+    else if (inet_pton(AF_INET, gw, &r->gateway) != 1)
+        return fprintf(stderr, "vgw-fwd: bad route gateway '%s'\n", gw), -1;
+    if (!strcmp(port, "ext"))
+        r->port = VGW_PORT_EXT;
+    else if (!strcmp(port, "int"))
+        r->port = VGW_PORT_INT;
+    else
+        return fprintf(stderr, "vgw-fwd: route port must be ext or int, not '%s'\n", port), -1;
+    g_fwd.nroutes++;
+    return 0;
+}
+
+static char g_apply_path[512];
+
+/* One setting, from the file ("key value...") or a flag ("--key value"). */
+static int setting(const char *key, char **v, int n)
+{
+    if (!strcmp(key, "socket") && n == 1)
+        snprintf(g_fwd.socket_path, sizeof g_fwd.socket_path, "%s", v[0]);
+    else if (!strcmp(key, "workers") && n == 1)
+        return parse_u32(v[0], 1, VGW_MAX_WORKERS, &g_fwd.nworkers);
+    else if ((!strcmp(key, "ext") || !strcmp(key, "int")) && (n == 1 || n == 2))
+        return set_port(key[0] == 'e' ? VGW_PORT_EXT : VGW_PORT_INT, v[0], n == 2 ? v[1] : NULL);
+    else if (!strcmp(key, "single-arm") && n == 0)
+        g_fwd.single_arm = true;
+    else if (!strcmp(key, "mode") && n == 1 && (!strcmp(v[0], "single-arm") || !strcmp(v[0], "dual-arm")))
+        g_fwd.single_arm = !strcmp(v[0], "single-arm");
+    else if (!strcmp(key, "route") && n == 3)
+        return add_route(v[0], v[1], v[2]);
+    else if (!strcmp(key, "conn-capacity") && n == 1)
+        return parse_u32(v[0], 1024, 1u << 28, &g_fwd.conn_capacity);
+    else if (!strcmp(key, "mbufs") && n == 1)
+        return parse_u32(v[0], 1023, 1u << 24, &g_fwd.mbufs);
+    else if (!strcmp(key, "rxd") && n == 1)
+        return parse_u32(v[0], 64, 8192, &g_fwd.rxd);
+    else if (!strcmp(key, "txd") && n == 1)
+        return parse_u32(v[0], 64, 8192, &g_fwd.txd);
+    else if (!strcmp(key, "idle-sleep-max-us") && n == 1)
+        return parse_u32(v[0], 0, 100000, &g_fwd.idle_sleep_max_us);
+    else if (!strcmp(key, "deep-idle-us") && n == 1)
+        return parse_u32(v[0], 0, 1000000, &g_fwd.deep_idle_us);
+    else if (!strcmp(key, "deep-idle-after-ms") && n == 1)
+        return parse_u32(v[0], 0, 3600000, &g_fwd.deep_idle_after_ms);
+    else if (!strcmp(key, "mtu") && n == 1) {
+        uint32_t m;
+        if (parse_u32(v[0], 576, 9000, &m))
+            return -1;
+        g_fwd.mtu = (uint16_t)m;
+    } else if (!strcmp(key, "apply") && n == 1)
+        snprintf(g_apply_path, sizeof g_apply_path, "%s", v[0]);
+    else if (!strcmp(key, "no-sw-l4-csum") && n == 0)
+        g_fwd.no_sw_csum = true;
+    else
+        return -1;
+    return 0;
+}
+
+static int read_settings_file(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return fprintf(stderr, "vgw-fwd: cannot open %s: %s\n", path, strerror(errno)), -1;
+    char line[512];
+    unsigned ln = 0;
+    int rc = 0;
+    while (fgets(line, sizeof line, fp)) {
+        ln++;
+        char *h = strchr(line, '#');
+        if (h)
+            *h = 0;
+        char *t[8], *save = NULL;
+        int n = 0;
+        for (char *tok = strtok_r(line, " \t\r\n", &save); tok && n < 8; tok = strtok_r(NULL, " \t\r\n", &save))
+            t[n++] = tok;
+        if (!n)
+            continue;
+        if (setting(t[0], t + 1, n - 1) != 0) {
+            fprintf(stderr, "vgw-fwd: %s line %u: bad setting '%s'\n", path, ln, t[0]);
+            rc = -1;
+        }
+    }
+    fclose(fp);
+    return rc;
+}
+
+static int parse_args(int argc, char **argv)
+{
+    /* Settings file first (flags override it), so find --config before the rest. */
+    for (int i = 1; i < argc - 1; i++)
+        if (!strcmp(argv[i], "--config")) {
+            snprintf(g_fwd.config_path, sizeof g_fwd.config_path, "%s", argv[i + 1]);
+            if (read_settings_file(g_fwd.config_path))
+                return -1;
+        }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2))
+            return fprintf(stderr, "vgw-fwd: unexpected argument '%s'\n", a), -1;
+        const char *key = a + 2;
+        if (!strcmp(key, "config")) {
+            i++;
+            continue;
+        }
+        if (!strcmp(key, "help")) {
+            printf("usage: vgw-fwd [EAL options] -- [--config FILE] [--socket PATH] [--workers N]\n"
+                   "       [--ext DEV[,IP/LEN]] [--int DEV[,IP/LEN]] [--single-arm] [--route PFX/LEN,GW,ext|int]\n"
+                   "       [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]\n"
+                   "       [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N]\n"
+                   "       [--apply FILE] [--no-sw-l4-csum]\n");
+            exit(0);
+        }
+        char *v[4];
+        int n = 0;
+        char buf[512];
+        bool flag_only = !strcmp(key, "single-arm") || !strcmp(key, "no-sw-l4-csum");
+        if (!flag_only) {
+            if (i + 1 >= argc)
+                return fprintf(stderr, "vgw-fwd: %s needs a value\n", a), -1;
+            snprintf(buf, sizeof buf, "%s", argv[++i]);
+            char *save = NULL;
+            bool split = !strcmp(key, "ext") || !strcmp(key, "int") || !strcmp(key, "route");
+            for (char *tok = split ? strtok_r(buf, ",", &save) : buf; tok && n < 4;
+                 tok = split ? strtok_r(NULL, ",", &save) : NULL)
+                v[n++] = tok;
+        }
+        if (setting(key, v, n) != 0)
+            return fprintf(stderr, "vgw-fwd: bad option %s\n", a), -1;
+    }
+    return 0;
+}
+
+static int port_init(fwd_port_t *p)
+{
+    if (rte_eth_dev_get_port_by_name(p->name, &p->port_id) != 0) {
+        fprintf(stderr, "vgw-fwd: no DPDK port named '%s' (give it with --vdev or -a)\n", p->name);
+        return -1;
+    }
+    struct rte_eth_dev_info info;
+    if (rte_eth_dev_info_get(p->port_id, &info) != 0)
+        return -1;
+    uint16_t nq = (uint16_t)g_fwd.nworkers;
+    if (info.max_rx_queues < nq || info.max_tx_queues < nq) {
+        fprintf(stderr, "vgw-fwd: %s has %u rx / %u tx queues, %u workers need %u each (af_packet: qpairs=%u)\n",
+                p->name, info.max_rx_queues, info.max_tx_queues, nq, nq, nq);
+        return -1;
+    }
+    struct rte_eth_conf conf;
+    memset(&conf, 0, sizeof conf);
+    uint64_t rss = info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
+    if (nq > 1 && rss) {
+        conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+        conf.rx_adv_conf.rss_conf.rss_hf = rss;
+    }
+    if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_CHECKSUM)
+        conf.rxmode.offloads |= info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_CHECKSUM;
+    int rc = rte_eth_dev_configure(p->port_id, nq, nq, &conf);
+    if (rc)
+        return fprintf(stderr, "vgw-fwd: configure %s: %s\n", p->name, rte_strerror(-rc)), -1;
+    uint16_t rxd = (uint16_t)g_fwd.rxd, txd = (uint16_t)g_fwd.txd;
+    rte_eth_dev_adjust_nb_rx_tx_desc(p->port_id, &rxd, &txd);
+    int sock = rte_eth_dev_socket_id(p->port_id);
+    if (sock < 0)
+        sock = (int)rte_socket_id();
+    for (uint16_t q = 0; q < nq; q++) {
+        if ((rc = rte_eth_rx_queue_setup(p->port_id, q, rxd, (unsigned)sock, NULL, g_fwd.pool)) ||
+            (rc = rte_eth_tx_queue_setup(p->port_id, q, txd, (unsigned)sock, NULL)))
+            return fprintf(stderr, "vgw-fwd: queue setup %s: %s\n", p->name, rte_strerror(-rc)), -1;
+    }
+    if ((rc = rte_eth_dev_start(p->port_id)))
+        return fprintf(stderr, "vgw-fwd: start %s: %s\n", p->name, rte_strerror(-rc)), -1;
+    rte_eth_promiscuous_enable(p->port_id); /* best effort: not every PMD has it */
+    rte_eth_macaddr_get(p->port_id, &p->mac);
+    uint16_t mtu = 0;
+    rte_eth_dev_get_mtu(p->port_id, &mtu);
+    p->mtu = mtu ? mtu : 1500;
+    return 0;
+}
+
+static int apply_file(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return fprintf(stderr, "vgw-fwd: cannot open %s: %s\n", path, strerror(errno)), -1;
+    struct vbuf b = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
+        vb_put(&b, chunk, n);
+    fclose(fp);
+    vgw_cfg_t *cfg = NULL;
+    char err[256];
+    int rc = -1;
+    if (!b.oom && vgw_cfg_parse(b.p ? b.p : "", b.len, &cfg, err, sizeof err) == 0) {
+        rc = fwd_apply_cfg(&g_fwd, cfg, err, sizeof err);
+        if (rc)
+            vgw_cfg_free(cfg);
+    }
+    if (rc)
+        fprintf(stderr, "vgw-fwd: %s: %s\n", path, err);
+    vb_free(&b);
+    return rc;
+}
+
+static void remove_runtime_dir(const char *dir)
+{
+    if (!dir[0] || !strstr(dir, "/dpdk/"))
+        return;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[PATH_MAX + 256];
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    g_mono0 = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u - 1;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    g_fwd.start_unix_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    g_fwd.conn_capacity = 262144;
+    g_fwd.rxd = 512, g_fwd.txd = 512;
+    g_fwd.idle_sleep_max_us = 1000;
+    g_fwd.deep_idle_us = 5000;
+    g_fwd.deep_idle_after_ms = 1000;
+    g_fwd.mtu = 1500;
+    snprintf(g_fwd.socket_path, sizeof g_fwd.socket_path, "/run/vgw-fwd.sock");
+
+    int eal = rte_eal_init(argc, argv);
+    if (eal < 0) {
+        fprintf(stderr, "vgw-fwd: EAL init failed: %s\n", rte_strerror(rte_errno));
+        return 2;
+    }
+    argc -= eal;
+    argv += eal;
+    argv[0] = (char *)"vgw-fwd";
+    int exit_code = 1;
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (parse_args(argc, argv) != 0) {
+        exit_code = 2;
+        goto out_eal;
+    }
+    unsigned nlcores = rte_lcore_count();
+    if (nlcores < 2) {
+        fprintf(stderr, "vgw-fwd: needs a main lcore and at least one worker lcore (e.g. -l 0-1)\n");
+        exit_code = 2;
+        goto out_eal;
+    }
+    if (!g_fwd.nworkers)
+        g_fwd.nworkers = nlcores - 1;
+    if (g_fwd.nworkers > nlcores - 1) {
+        fprintf(stderr, "vgw-fwd: %u workers need %u lcores, EAL has %u\n", g_fwd.nworkers, g_fwd.nworkers + 1,
+                nlcores);
+        exit_code = 2;
+        goto out_eal;
+    }
+    if (!g_fwd.port[VGW_PORT_EXT].present) {
+        fprintf(stderr, "vgw-fwd: --ext DEV[,IP/LEN] is required\n");
+        exit_code = 2;
+        goto out_eal;
+    }
+    if (!g_fwd.single_arm && !g_fwd.port[VGW_PORT_INT].present) {
+        fprintf(stderr, "vgw-fwd: dual-arm mode needs --int DEV[,IP/LEN] (or --single-arm)\n");
+        exit_code = 2;
+        goto out_eal;
+    }
+
+    uint32_t ndev = g_fwd.single_arm ? 1 : 2;
+    uint32_t need = g_fwd.nworkers * ndev * (g_fwd.rxd + g_fwd.txd + 2 * FWD_BURST) + FWD_SLOW_RING +
+                    g_fwd.nworkers * (FWD_HANDOFF_RING + FWD_TXQ_RING) + 2 * FWD_NEIGH_SIZE + 1024;
+    if (!g_fwd.mbufs)
+        g_fwd.mbufs = need < 16383 ? 16383 : need;
+    g_fwd.pool = rte_pktmbuf_pool_create("vgw_mbufs", g_fwd.mbufs, 256, (uint16_t)FWD_PRIV_SIZE,
+                                         RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
+    if (!g_fwd.pool) {
+        fprintf(stderr, "vgw-fwd: mbuf pool (%u): %s (raise -m / hugepages, or lower --mbufs)\n", g_fwd.mbufs,
+                rte_strerror(rte_errno));
+        goto out_eal;
+    }
+    g_fwd.slow = rte_ring_create("vgw_slow", FWD_SLOW_RING, (int)rte_socket_id(), RING_F_SC_DEQ);
+    g_fwd.dp = vgw_dp_create(&(vgw_dp_params_t){.nworkers = g_fwd.nworkers});
+    g_fwd.workers = rte_zmalloc("vgw_workers", sizeof(fwd_worker_t) * g_fwd.nworkers, RTE_CACHE_LINE_SIZE);
+    if (!g_fwd.slow || !g_fwd.dp || !g_fwd.workers || neigh_init(&g_fwd)) {
+        fprintf(stderr, "vgw-fwd: out of memory\n");
+        goto out_eal;
+    }
+    if (g_fwd.single_arm) {
+        rte_free(g_fwd.port[VGW_PORT_INT].neigh);
+        g_fwd.port[VGW_PORT_INT].neigh = NULL;
+        g_fwd.port[VGW_PORT_INT].present = false;
+    }
+    for (uint32_t r = 0; r < ndev; r++)
+        if (port_init(&g_fwd.port[r]) != 0)
+            goto out_ports;
+    if (g_fwd.single_arm) {
+        g_fwd.port[VGW_PORT_INT] = g_fwd.port[VGW_PORT_EXT]; /* one link, one neighbour table */
+        g_fwd.port[VGW_PORT_INT].present = false;
+    } else if (g_fwd.port[VGW_PORT_EXT].port_id == g_fwd.port[VGW_PORT_INT].port_id) {
+        fprintf(stderr, "vgw-fwd: ext and int are the same device: use --single-arm\n");
+        goto out_ports;
+    }
+
+    unsigned lcore = rte_get_next_lcore(-1, 1, 0);
+    for (uint32_t i = 0; i < g_fwd.nworkers; i++, lcore = rte_get_next_lcore(lcore, 1, 0)) {
+        fwd_worker_t *fw = &g_fwd.workers[i];
+        char name[32];
+        fw->id = i;
+        fw->lcore = lcore;
+        uint64_t seed = 0;
+        if (getrandom(&seed, sizeof seed, 0) != sizeof seed)
+            seed = (uint64_t)rte_rdtsc() * 0x9e3779b97f4a7c15ULL;
+        fw->w = vgw_worker_create(g_fwd.dp, &(vgw_worker_params_t){.id = i,
+                                                                   .conn_capacity = g_fwd.conn_capacity,
+                                                                   .mtu = g_fwd.mtu,
+                                                                   .flags = g_fwd.no_sw_csum ? VGW_WF_NO_SW_L4_CSUM : 0,
+                                                                   .hash_seed = seed});
+        snprintf(name, sizeof name, "vgw_ho%u", i);
+        fw->handoff = rte_ring_create(name, FWD_HANDOFF_RING, (int)rte_socket_id(), RING_F_SC_DEQ);
+        snprintf(name, sizeof name, "vgw_tx%u", i);
+        fw->txq = rte_ring_create(name, FWD_TXQ_RING, (int)rte_socket_id(), RING_F_SC_DEQ);
+        fw->svc = calloc((size_t)FWD_MAX_SVC_SLOTS * SVC_CNT_MAX, sizeof(uint64_t));
+        fw->svc_snap = calloc((size_t)FWD_MAX_SVC_SLOTS * SVC_CNT_MAX, sizeof(uint64_t));
+        atomic_store(&fw->svcmap_gen, UINT64_MAX);
+        if (!fw->w || !fw->handoff || !fw->txq || !fw->svc || !fw->svc_snap) {
+            fprintf(stderr, "vgw-fwd: worker %u: out of memory (lower --conn-capacity?)\n", i);
+            goto out_workers;
+        }
+    }
+    if (ctl_open(&g_fwd) != 0)
+        goto out_workers;
+    if (g_apply_path[0] && apply_file(g_apply_path) != 0)
+        goto out_ctl;
+    if (fwd_telemetry_register() != 0)
+        fprintf(stderr, "vgw-fwd: warning: telemetry commands not registered (telemetry disabled?)\n");
+
+    for (uint32_t i = 0; i < g_fwd.nworkers; i++)
+        rte_eal_remote_launch(fwd_worker_main, &g_fwd.workers[i], g_fwd.workers[i].lcore);
+    neigh_garp_all(&g_fwd);
+
+    char a[2][INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &g_fwd.port[0].ip, a[0], sizeof a[0]);
+    inet_ntop(AF_INET, &g_fwd.port[1].ip, a[1], sizeof a[1]);
+    printf("vgw-fwd ready pid=%d socket=%s workers=%u mode=%s ext=%s/%s int=%s/%s\n", (int)getpid(),
+           g_fwd.socket_path, g_fwd.nworkers, g_fwd.single_arm ? "single-arm" : "dual-arm", g_fwd.port[0].name,
+           a[0], g_fwd.port[1].name, a[1]);
+    fflush(stdout);
+
+    uint64_t last_hk = 0, last_slow = 0;
+    while (!atomic_load(&g_fwd.stop)) {
+        uint64_t now = fwd_now_ms();
+        if (rte_ring_count(g_fwd.slow)) {
+            slow_path_run(&g_fwd, now);
+            last_slow = now;
+        }
+        /* The control thread sleeps in poll(): 1 ms while ARP/slow-path work is recent, 10 ms
+         * when the node is quiet (a worker's slow-path packet waits at most that long). */
+        ctl_poll(&g_fwd, rte_ring_count(g_fwd.slow) ? 0 : now - last_slow < 1000 ? 1 : 10);
+        if (now - last_hk >= 200) {
+            neigh_housekeep(&g_fwd, now);
+            vgw_dp_reclaim(g_fwd.dp);
+            svcmap_reclaim(&g_fwd);
+            last_hk = now;
+        }
+    }
+    exit_code = 0;
+    fprintf(stderr, "vgw-fwd: stopping\n");
+    rte_eal_mp_wait_lcore();
+out_ctl:
+    atomic_store(&g_fwd.stop, true);
+    rte_eal_mp_wait_lcore();
+    ctl_close(&g_fwd);
+out_workers:
+    for (uint32_t i = 0; i < g_fwd.nworkers; i++) {
+        fwd_worker_t *fw = &g_fwd.workers[i];
+        if (fw->handoff) {
+            struct rte_mbuf *m = NULL;
+            while (rte_ring_dequeue(fw->handoff, (void **)&m) == 0)
+                rte_pktmbuf_free(m);
+            rte_ring_free(fw->handoff);
+        }
+        if (fw->txq) {
+            struct rte_mbuf *m = NULL;
+            while (rte_ring_dequeue(fw->txq, (void **)&m) == 0)
+                rte_pktmbuf_free(m);
+            rte_ring_free(fw->txq);
+        }
+        if (fw->w)
+            vgw_worker_destroy(fw->w);
+        free(fw->svc);
+        free(fw->svc_snap);
+    }
+out_ports:
+    for (uint32_t r = 0; r < ndev; r++)
+        if (g_fwd.port[r].present && rte_eth_dev_is_valid_port(g_fwd.port[r].port_id)) {
+            rte_eth_dev_stop(g_fwd.port[r].port_id);
+            rte_eth_dev_close(g_fwd.port[r].port_id);
+        }
+    neigh_fini(&g_fwd);
+    if (g_fwd.dp) {
+        vgw_dp_reclaim(g_fwd.dp);
+        vgw_dp_destroy(g_fwd.dp);
+    }
+    svcmap_t *m = atomic_exchange(&g_fwd.svcmap, NULL);
+    if (m) {
+        free(m->tab);
+        free(m);
+    }
+    for (uint32_t i = 0; i < g_fwd.nretired; i++) {
+        free(g_fwd.svcmap_retired[i]->tab);
+        free(g_fwd.svcmap_retired[i]);
+    }
+    if (g_fwd.slow) {
+        struct rte_mbuf *mb = NULL;
+        while (rte_ring_dequeue(g_fwd.slow, (void **)&mb) == 0)
+            rte_pktmbuf_free(mb);
+        rte_ring_free(g_fwd.slow);
+    }
+    rte_free(g_fwd.workers);
+out_eal:;
+    /* rte_eal_cleanup leaves the runtime directory (config, telemetry socket) behind: remove it
+     * so that stopped forwarders leave no files (hugepage files are released by the EAL). */
+    char rundir[PATH_MAX];
+    snprintf(rundir, sizeof rundir, "%s", rte_eal_get_runtime_dir());
+    rte_eal_cleanup();
+    remove_runtime_dir(rundir);
+    return exit_code;
+}

@@ -1,0 +1,401 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * vgw-fwd slow path (control thread): ARP answers for the node's own addresses, VIPs and LIPs;
+ * ARP resolution and a neighbour table per port for backends and gateways; static routes.
+ *
+ * Workers read the neighbour table lock-free (a sequence lock per entry); only the control
+ * thread writes it. Entries are never removed, only invalidated, so a reader can never follow a
+ * slot that changes identity under it. */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rte_arp.h>
+#include <rte_ethdev.h>
+#include <rte_malloc.h>
+
+#include "fwd.h"
+#include "priv.h"
+
+#define ARP_RETRY_MS 200u
+#define NEIGH_REFRESH_MS 30000u
+#define NEIGH_STALE_MS 120000u
+#define PENDING_MAX_MS 3000u
+
+static inline uint32_t nhash(uint32_t ip)
+{
+    return (uint32_t)(((uint64_t)ip * 0x9e3779b97f4a7c15ULL) >> 40) & (FWD_NEIGH_SIZE - 1);
+}
+
+int neigh_lookup(const fwd_port_t *p, uint32_t ip, struct rte_ether_addr *mac)
+{
+    uint32_t h = nhash(ip);
+    for (uint32_t i = 0; i < FWD_NEIGH_SIZE; i++) {
+        const neigh_entry_t *e = &p->neigh[(h + i) & (FWD_NEIGH_SIZE - 1)];
+        uint32_t eip = atomic_load_explicit(&e->ip, memory_order_acquire);
+        if (eip == 0)
+            return -1;
+        if (eip != ip)
+            continue;
+        for (int tries = 0; tries < 64; tries++) {
+            uint32_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
+            if (s1 & 1)
+                continue;
+            uint8_t valid = atomic_load_explicit(&e->valid, memory_order_relaxed);
+            struct rte_ether_addr m;
+            memcpy(m.addr_bytes, e->mac, 6);
+            atomic_thread_fence(memory_order_acquire);
+            if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1)
+                continue;
+            if (!valid)
+                return -1;
+            *mac = m;
+            return 0;
+        }
+        return -1;
+    }
+    return -1;
+}
+
+int route_nexthop(const fwd_t *f, uint8_t role, uint32_t dst, uint32_t *nexthop)
+{
+    if (f->single_arm)
+        role = VGW_PORT_EXT;
+    const fwd_port_t *p = &f->port[role];
+    if (p->plen && (dst & p->mask) == (p->ip & p->mask)) {
+        *nexthop = dst;
+        return 0;
+    }
+    int best = -1;
+    for (uint32_t i = 0; i < f->nroutes; i++) {
+        const route_t *r = &f->routes[i];
+        if (r->port != role || (dst & r->mask) != r->prefix)
+            continue;
+        if (best < 0 || r->plen > f->routes[best].plen)
+            best = (int)i;
+    }
+    if (best < 0)
+        return -1;
+    *nexthop = f->routes[best].gateway ? f->routes[best].gateway : dst;
+    return 0;
+}
+
+static neigh_entry_t *neigh_find(fwd_port_t *p, uint32_t ip, bool create)
+{
+    uint32_t h = nhash(ip);
+    for (uint32_t i = 0; i < FWD_NEIGH_SIZE; i++) {
+        neigh_entry_t *e = &p->neigh[(h + i) & (FWD_NEIGH_SIZE - 1)];
+        uint32_t eip = atomic_load_explicit(&e->ip, memory_order_relaxed);
+        if (eip == ip)
+            return e;
+        if (eip == 0) {
+            if (!create)
+                return NULL;
+            e->updated_ms = e->requested_ms = e->pending_since_ms = 0;
+            e->npending = 0;
+            atomic_store_explicit(&e->valid, 0, memory_order_relaxed);
+            atomic_store_explicit(&e->ip, ip, memory_order_release);
+            return e;
+        }
+    }
+    return NULL; /* full: the table holds FWD_NEIGH_SIZE next hops per port */
+}
+
+/* Sends a ready frame through worker 0's control TX ring. */
+static void ctl_tx(fwd_t *f, uint8_t role, struct rte_mbuf *m)
+{
+    fwd_priv_t *pv = fwd_priv(m);
+    pv->kind = FWD_PRIV_TX;
+    pv->role = role;
+    if (rte_ring_mp_enqueue(f->workers[0].txq, m) != 0)
+        rte_pktmbuf_free(m);
+}
+
+static void neigh_set(fwd_t *f, fwd_port_t *p, neigh_entry_t *e, const struct rte_ether_addr *mac,
+                      uint64_t now)
+{
+    uint32_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
+    bool changed = !atomic_load_explicit(&e->valid, memory_order_relaxed) || memcmp(e->mac, mac->addr_bytes, 6);
+    if (changed) {
+        atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_release);
+        memcpy(e->mac, mac->addr_bytes, 6);
+        atomic_store_explicit(&e->valid, 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_release);
+        atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+    }
+    e->updated_ms = now;
+    uint8_t role = (uint8_t)(p - f->port);
+    for (uint32_t i = 0; i < e->npending; i++) {
+        struct rte_mbuf *m = e->pending[i];
+        struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+        rte_ether_addr_copy(mac, &eh->dst_addr);
+        rte_ether_addr_copy(&p->mac, &eh->src_addr);
+        ctl_tx(f, f->single_arm ? VGW_PORT_EXT : role, m);
+    }
+    e->npending = 0;
+}
+
+static struct rte_mbuf *arp_frame(fwd_t *f, const fwd_port_t *p, uint16_t op, const struct rte_ether_addr *eth_dst,
+                                  const struct rte_ether_addr *tha, uint32_t sip, uint32_t tip)
+{
+    struct rte_mbuf *m = rte_pktmbuf_alloc(f->pool);
+    if (!m)
+        return NULL;
+    size_t len = sizeof(struct rte_ether_hdr) + sizeof(struct rte_arp_hdr);
+    uint8_t *d = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(len < 60 ? 60 : len));
+    if (!d) {
+        rte_pktmbuf_free(m);
+        return NULL;
+    }
+    memset(d, 0, len < 60 ? 60 : len);
+    struct rte_ether_hdr *eh = (struct rte_ether_hdr *)d;
+    rte_ether_addr_copy(eth_dst, &eh->dst_addr);
+    rte_ether_addr_copy(&p->mac, &eh->src_addr);
+    eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
+    struct rte_arp_hdr *a = (struct rte_arp_hdr *)(eh + 1);
+    a->arp_hardware = rte_cpu_to_be_16(RTE_ARP_HRD_ETHER);
+    a->arp_protocol = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+    a->arp_hlen = RTE_ETHER_ADDR_LEN;
+    a->arp_plen = 4;
+    a->arp_opcode = rte_cpu_to_be_16(op);
+    rte_ether_addr_copy(&p->mac, &a->arp_data.arp_sha);
+    a->arp_data.arp_sip = sip;
+    rte_ether_addr_copy(tha, &a->arp_data.arp_tha);
+    a->arp_data.arp_tip = tip;
+    return m;
+}
+
+static void arp_request(fwd_t *f, fwd_port_t *p, neigh_entry_t *e, uint64_t now)
+{
+    static const struct rte_ether_addr bcast = {.addr_bytes = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+    static const struct rte_ether_addr zero = {.addr_bytes = {0}};
+    uint32_t ip = atomic_load_explicit(&e->ip, memory_order_relaxed);
+    struct rte_mbuf *m = arp_frame(f, p, RTE_ARP_OP_REQUEST, &bcast, &zero, p->ip, ip);
+    e->requested_ms = now;
+    if (!m)
+        return;
+    f->ctl[CTL_CNT_ARP_REQUESTS_TX]++;
+    ctl_tx(f, f->single_arm ? VGW_PORT_EXT : (uint8_t)(p - f->port), m);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool in_set(const uint32_t *s, uint32_t n, uint32_t ip)
+{
+    return n && bsearch(&ip, s, n, sizeof *s, cmp_u32) != NULL;
+}
+
+/* Is `ip` an address this node answers ARP for on port `role`? */
+static bool is_ours(const fwd_t *f, uint8_t role, uint32_t ip)
+{
+    if (ip == f->port[role].ip)
+        return true;
+    if (f->single_arm)
+        return ip == f->port[VGW_PORT_EXT].ip || in_set(f->local_vips, f->nlocal_vips, ip) ||
+               in_set(f->local_lips, f->nlocal_lips, ip);
+    if (role == VGW_PORT_EXT)
+        return in_set(f->local_vips, f->nlocal_vips, ip);
+    return in_set(f->local_lips, f->nlocal_lips, ip);
+}
+
+static void handle_arp(fwd_t *f, uint8_t role, struct rte_mbuf *m, uint64_t now)
+{
+    fwd_port_t *p = &f->port[role];
+    f->ctl[CTL_CNT_ARP_RX]++;
+    if (m->data_len < sizeof(struct rte_ether_hdr) + sizeof(struct rte_arp_hdr)) {
+        f->ctl[CTL_CNT_ARP_BAD]++;
+        rte_pktmbuf_free(m);
+        return;
+    }
+    struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+    struct rte_arp_hdr *a = (struct rte_arp_hdr *)(eh + 1);
+    uint16_t op = rte_be_to_cpu_16(a->arp_opcode);
+    if (a->arp_hardware != rte_cpu_to_be_16(RTE_ARP_HRD_ETHER) ||
+        a->arp_protocol != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) || a->arp_hlen != 6 || a->arp_plen != 4 ||
+        (op != RTE_ARP_OP_REQUEST && op != RTE_ARP_OP_REPLY) ||
+        !rte_is_unicast_ether_addr(&a->arp_data.arp_sha)) {
+        f->ctl[CTL_CNT_ARP_BAD]++;
+        rte_pktmbuf_free(m);
+        return;
+    }
+    uint32_t sip = a->arp_data.arp_sip, tip = a->arp_data.arp_tip;
+    struct rte_ether_addr sha = a->arp_data.arp_sha;
+    bool for_us = is_ours(f, role, tip);
+    bool connected = p->plen && (sip & p->mask) == (p->ip & p->mask) && sip != p->ip;
+    /* Learn: always refresh a known neighbour; create one when it talks to us from our subnet. */
+    neigh_entry_t *e = sip ? neigh_find(p, sip, for_us && connected) : NULL;
+    if (e)
+        neigh_set(f, p, e, &sha, now);
+    if (op == RTE_ARP_OP_REQUEST && for_us && sip != tip) {
+        struct rte_mbuf *r = arp_frame(f, p, RTE_ARP_OP_REPLY, &sha, &sha, tip, sip);
+        if (r) {
+            f->ctl[CTL_CNT_ARP_REPLIES_TX]++;
+            ctl_tx(f, f->single_arm ? VGW_PORT_EXT : role, r);
+        }
+    } else if (!e) {
+        f->ctl[CTL_CNT_ARP_IGNORED]++;
+    }
+    rte_pktmbuf_free(m);
+}
+
+static void handle_unresolved(fwd_t *f, struct rte_mbuf *m, uint64_t now)
+{
+    fwd_priv_t *pv = fwd_priv(m);
+    fwd_port_t *p = &f->port[pv->role];
+    neigh_entry_t *e = neigh_find(p, pv->nexthop, true);
+    if (!e) {
+        f->ctl[CTL_CNT_NEIGH_UNRESOLVED_DROP]++;
+        rte_pktmbuf_free(m);
+        return;
+    }
+    struct rte_ether_addr mac;
+    if (neigh_lookup(p, pv->nexthop, &mac) == 0) { /* resolved since the worker looked */
+        struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+        rte_ether_addr_copy(&mac, &eh->dst_addr);
+        rte_ether_addr_copy(&p->mac, &eh->src_addr);
+        ctl_tx(f, f->single_arm ? VGW_PORT_EXT : pv->role, m);
+        return;
+    }
+    if (e->npending >= FWD_PENDING_PER_NEIGH) {
+        f->ctl[CTL_CNT_NEIGH_PENDING_DROP]++;
+        rte_pktmbuf_free(m);
+    } else {
+        if (!e->npending)
+            e->pending_since_ms = now;
+        e->pending[e->npending++] = m;
+    }
+    if (now - e->requested_ms >= ARP_RETRY_MS)
+        arp_request(f, p, e, now);
+}
+
+void slow_path_run(fwd_t *f, uint64_t now_ms)
+{
+    struct rte_mbuf *ms[64];
+    unsigned n = rte_ring_sc_dequeue_burst(f->slow, (void **)ms, RTE_DIM(ms), NULL);
+    for (unsigned i = 0; i < n; i++) {
+        fwd_priv_t *pv = fwd_priv(ms[i]);
+        if (pv->kind == FWD_PRIV_ARP && pv->role < FWD_MAX_PORTS)
+            handle_arp(f, pv->role, ms[i], now_ms);
+        else if (pv->kind == FWD_PRIV_UNRESOLVED && pv->role < FWD_MAX_PORTS)
+            handle_unresolved(f, ms[i], now_ms);
+        else
+            rte_pktmbuf_free(ms[i]);
+    }
+}
+
+void neigh_housekeep(fwd_t *f, uint64_t now)
+{
+    for (uint32_t r = 0; r < (f->single_arm ? 1u : 2u); r++) {
+        fwd_port_t *p = &f->port[r];
+        for (uint32_t i = 0; i < FWD_NEIGH_SIZE; i++) {
+            neigh_entry_t *e = &p->neigh[i];
+            if (!atomic_load_explicit(&e->ip, memory_order_relaxed))
+                continue;
+            if (e->npending) {
+                if (now - e->pending_since_ms > PENDING_MAX_MS) {
+                    for (uint32_t k = 0; k < e->npending; k++)
+                        rte_pktmbuf_free(e->pending[k]);
+                    f->ctl[CTL_CNT_NEIGH_UNRESOLVED_DROP] += e->npending;
+                    e->npending = 0;
+                } else if (now - e->requested_ms >= ARP_RETRY_MS) {
+                    arp_request(f, p, e, now);
+                }
+            }
+            if (!atomic_load_explicit(&e->valid, memory_order_relaxed))
+                continue;
+            if (now - e->updated_ms > NEIGH_STALE_MS) {
+                uint32_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
+                atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
+                atomic_thread_fence(memory_order_release);
+                atomic_store_explicit(&e->valid, 0, memory_order_relaxed);
+                atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+            } else if (now - e->updated_ms > NEIGH_REFRESH_MS && now - e->requested_ms > NEIGH_REFRESH_MS / 4) {
+                arp_request(f, p, e, now); /* unicast-worthy refresh; broadcast keeps it simple */
+            }
+        }
+    }
+}
+
+/* Gratuitous ARP for every address we own, so neighbours learn a (re)started forwarder at once. */
+void neigh_garp_all(fwd_t *f)
+{
+    static const struct rte_ether_addr bcast = {.addr_bytes = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+    for (uint32_t r = 0; r < (f->single_arm ? 1u : 2u); r++) {
+        fwd_port_t *p = &f->port[r];
+        const uint32_t *sets[3] = {&p->ip, NULL, NULL};
+        uint32_t ns[3] = {p->ip ? 1u : 0u, 0, 0};
+        if (f->single_arm || r == VGW_PORT_EXT)
+            sets[1] = f->local_vips, ns[1] = f->nlocal_vips;
+        if (f->single_arm || r == VGW_PORT_INT)
+            sets[2] = f->local_lips, ns[2] = f->nlocal_lips;
+        for (int k = 0; k < 3; k++)
+            for (uint32_t i = 0; i < ns[k] && i < 256; i++) {
+                struct rte_mbuf *m = arp_frame(f, p, RTE_ARP_OP_REQUEST, &bcast, &bcast, sets[k][i], sets[k][i]);
+                if (m)
+                    ctl_tx(f, (uint8_t)r, m);
+            }
+    }
+}
+
+void neigh_set_local(fwd_t *f, uint32_t *vips, uint32_t nv, uint32_t *lips, uint32_t nl)
+{
+    qsort(vips, nv, sizeof *vips, cmp_u32);
+    qsort(lips, nl, sizeof *lips, cmp_u32);
+    free(f->local_vips);
+    free(f->local_lips);
+    f->local_vips = vips, f->nlocal_vips = nv;
+    f->local_lips = lips, f->nlocal_lips = nl;
+}
+
+int neigh_init(fwd_t *f)
+{
+    for (uint32_t r = 0; r < FWD_MAX_PORTS; r++) {
+        f->port[r].neigh = rte_zmalloc("neigh", sizeof(neigh_entry_t) * FWD_NEIGH_SIZE, RTE_CACHE_LINE_SIZE);
+        if (!f->port[r].neigh)
+            return -1;
+    }
+    return 0;
+}
+
+void neigh_fini(fwd_t *f)
+{
+    for (uint32_t r = 0; r < (f->single_arm ? 1u : FWD_MAX_PORTS); r++) {
+        fwd_port_t *p = &f->port[r];
+        if (!p->neigh)
+            continue;
+        for (uint32_t i = 0; i < FWD_NEIGH_SIZE; i++)
+            for (uint32_t k = 0; k < p->neigh[i].npending; k++)
+                rte_pktmbuf_free(p->neigh[i].pending[k]);
+        rte_free(p->neigh);
+        p->neigh = NULL;
+    }
+    free(f->local_vips);
+    free(f->local_lips);
+    f->local_vips = f->local_lips = NULL;
+}
+
+void neigh_dump_json(fwd_t *f, struct vbuf *b)
+{
+    vb_printf(b, "[");
+    bool first = true;
+    for (uint32_t r = 0; r < (f->single_arm ? 1u : 2u); r++) {
+        fwd_port_t *p = &f->port[r];
+        for (uint32_t i = 0; i < FWD_NEIGH_SIZE; i++) {
+            neigh_entry_t *e = &p->neigh[i];
+            uint32_t ip = atomic_load_explicit(&e->ip, memory_order_relaxed);
+            if (!ip)
+                continue;
+            char a[INET_ADDRSTRLEN];
+            inet_ntop(AF_INET, &ip, a, sizeof a);
+            vb_printf(b, "%s{\"port\":\"%s\",\"ip\":\"%s\",\"mac\":\"%02x:%02x:%02x:%02x:%02x:%02x\",\"valid\":%s}",
+                      first ? "" : ",", r == VGW_PORT_EXT ? "ext" : "int", a, e->mac[0], e->mac[1], e->mac[2],
+                      e->mac[3], e->mac[4], e->mac[5], atomic_load(&e->valid) ? "true" : "false");
+            first = false;
+        }
+    }
+    vb_printf(b, "]");
+}
