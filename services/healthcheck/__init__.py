@@ -1,0 +1,1 @@
+"""VGW health checking: deduplicated, sharded active checks that publish backend up/down."""

@@ -1,0 +1,217 @@
+"""The healthcheck service: probes every (backend, check) it owns and publishes what changes.
+
+- Targets come from config (:func:`vgw.config.health_targets`): one probe stream per backend
+  address, port and check, shared by every service that uses it. Backends disabled in every
+  service that lists them are not probed.
+- Ownership: rendezvous hashing over live instances (:mod:`.membership`, :mod:`.sharding`).
+- State is level: the ``vgw_health`` bucket is mirrored locally, so a target taken over from a dead
+  instance (or after a restart) starts from its last known state, not from "unknown", and a
+  takeover causes no transition.
+- On a transition only: the bucket entry is written, a ``backend.up``/``backend.down`` event is
+  published for each service using the backend (unless disabled there), in one span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+from prometheus_client import Counter, Gauge
+
+from vgw.bus import Bus
+from vgw.config import ConfigDocument, HealthCheck, HealthTarget, health_targets
+from vgw.events import BackendDown, BackendState, BackendUp, CheckKind, Endpoint, ProbeResult
+from vgw.health import HEALTH_BUCKET, HealthEntry
+from vgw.store import Change, KvStore, Snapshot
+
+from .membership import Membership
+from .probes import Outcome, Prober, Target
+from .scheduler import Job, Scheduler, Timing
+from .sharding import owned
+from .specs import probe_spec
+from .state import CheckState, Transition
+
+log = logging.getLogger("vgw.healthcheck")
+tracer = trace.get_tracer("vgw.healthcheck")
+
+TRANSITIONS = Counter("vgw_healthcheck_transitions_total", "Backend state transitions", ["state", "reason"])
+OWNED = Gauge("vgw_healthcheck_owned_targets", "Probe streams this instance runs")
+TARGETS = Gauge("vgw_healthcheck_targets", "Probe streams the configuration asks for (all instances)")
+BY_STATE = Gauge("vgw_healthcheck_backends", "Probe streams owned here, by state", ["state"])
+MEMBERS = Gauge("vgw_healthcheck_members", "Live healthcheck instances")
+CONFIG_REVISION = Gauge("vgw_healthcheck_config_revision", "Config revision in use")
+
+ConfigFeed = Callable[[], AsyncIterator[tuple[int, ConfigDocument]]]
+
+
+@dataclass(frozen=True)
+class _JobShape:
+    """What makes a job different enough to rebuild its prober."""
+
+    check: HealthCheck
+    address: str
+    port: int
+
+
+class HealthChecker:
+    def __init__(self, bus: Bus, instance: str, config_feed: ConfigFeed, *, heartbeat_s: float = 1.0,
+                 members_bucket: str = "vgw_hc_members") -> None:  # fmt: skip
+        self.bus = bus
+        self.instance = instance
+        self._config_feed = config_feed
+        self._targets: dict[str, HealthTarget] = {}
+        self._shapes: dict[str, _JobShape] = {}
+        self._known: dict[str, HealthEntry] = {}
+        self._health: KvStore[HealthEntry] | None = None
+        self.revision: int | None = None
+        self.scheduler = Scheduler(self._on_result)
+        self.membership = Membership(bus, instance, members_bucket, heartbeat_s, lambda _live: self._rebalance())
+        self._tasks: list[asyncio.Task[None]] = []
+        self._mirror_ready = asyncio.Event()
+        for state in BackendState:
+            BY_STATE.labels(state.value).set_function(lambda s=state: self._count(s))
+
+    def _count(self, state: BackendState) -> int:
+        return sum(1 for j in self.scheduler.jobs.values() if j.state.state is state)
+
+    async def start(self) -> None:
+        self._health = await KvStore.open(self.bus, HEALTH_BUCKET, HealthEntry)
+        self._tasks.append(asyncio.create_task(self._mirror_health()))
+        await asyncio.wait_for(self._mirror_ready.wait(), 30)
+        await self.membership.start()
+        self._tasks.append(asyncio.create_task(self.scheduler.run()))
+        self._tasks.append(asyncio.create_task(self._follow_config()))
+
+    async def stop(self) -> None:
+        await self.membership.stop()
+        for t in self._tasks:
+            t.cancel()
+        await self.scheduler.close()
+
+    async def _mirror_health(self) -> None:
+        assert self._health is not None
+        async for ev in self._health.watch():
+            if isinstance(ev, Snapshot):
+                self._known = {k: e.value for k, e in ev.entries.items()}
+                self._mirror_ready.set()
+            elif isinstance(ev, Change):
+                if ev.entry is None:
+                    self._known.pop(ev.key, None)
+                else:
+                    self._known[ev.key] = ev.entry.value
+
+    async def _follow_config(self) -> None:
+        async for revision, doc in self._config_feed():
+            self._targets = {k: t for k, t in health_targets(doc).items() if t.active}
+            self.revision = revision
+            CONFIG_REVISION.set(revision)
+            TARGETS.set(len(self._targets))
+            log.info("config revision %d: %d probe streams", revision, len(self._targets))
+            self._rebalance()
+
+    def _rebalance(self) -> None:
+        MEMBERS.set(len(self.membership.live))
+        mine = owned(self._targets, self.membership.live, self.instance)
+        for key in list(self.scheduler.jobs):
+            if key not in mine:
+                self.scheduler.remove(key)
+                self._shapes.pop(key, None)
+        for key in mine:
+            target = self._targets[key]
+            shape = _JobShape(target.check, str(target.address), target.port)
+            job = self.scheduler.jobs.get(key)
+            if job is not None and self._shapes.get(key) == shape:
+                continue
+            state = job.state if job is not None else self._initial_state(key, target.check)
+            state.rise, state.fall = target.check.rise, target.check.fall
+            check = target.check
+            self.scheduler.add(
+                Job(
+                    key=key,
+                    kind=check.kind,
+                    prober=Prober(Target(str(target.address), target.port), probe_spec(check)),
+                    timing=Timing(check.interval, check.fast_interval or max(check.interval / 4, 0.1), check.jitter),
+                    state=state,
+                )
+            )
+            self._shapes[key] = shape
+        OWNED.set(len(self.scheduler.jobs))
+
+    def _initial_state(self, key: str, check: HealthCheck) -> CheckState:
+        """Start from the last known state (a takeover or restart is not a transition)."""
+        known = self._known.get(key)
+        if known is not None and known.check == check.name:
+            s = CheckState(check.rise, check.fall, known.state)
+            if known.state is BackendState.UP:
+                s.successes = check.rise
+            elif known.state is BackendState.DOWN:
+                s.failures = check.fall
+            return s
+        return CheckState(check.rise, check.fall, BackendState(check.initial_state))
+
+    async def _on_result(self, job: Job, outcome: Outcome, transition: Transition | None) -> None:
+        if transition is None:
+            return
+        target = self._targets.get(job.key)
+        if target is None:
+            return
+        state = transition.current
+        TRANSITIONS.labels(state.value, outcome.result.value).inc()
+        with tracer.start_as_current_span(
+            "healthcheck transition",
+            attributes={
+                "vgw.backend": f"{target.address}:{target.port}",
+                "vgw.check": target.check.name,
+                "vgw.state": state.value,
+                "vgw.reason": outcome.result.value,
+            },
+        ):
+            log.info(
+                "%s:%d %s is %s (%s: %s)",
+                target.address, target.port, target.check.name, state.value, outcome.result.value, outcome.detail,
+                extra={"backend": f"{target.address}:{target.port}", "check": target.check.name, "state": state.value},
+            )  # fmt: skip
+            entry = HealthEntry(
+                address=target.address,
+                port=target.port,
+                check=target.check.name,
+                kind=CheckKind(target.check.kind),
+                state=state,
+                reason=outcome.result,
+                detail=outcome.detail[:1024],
+                last_latency_ms=outcome.latency_ms,
+                consecutive=transition.consecutive,
+                since=datetime.now(UTC),
+                checker=self.instance,
+            )
+            self._known[job.key] = entry
+            assert self._health is not None
+            try:
+                await self._health.put(job.key, entry)
+            except Exception as exc:  # NATS away: the event goes through the bus outbox anyway
+                log.warning("could not store health of %s: %s", job.key, exc)
+            event_cls = BackendUp if state is BackendState.UP else BackendDown
+            for user in target.users:
+                if user.backend.state == "disabled":
+                    continue
+                await self.bus.publish(
+                    event_cls(
+                        service=user.service,
+                        vip=user.vip,
+                        port=user.port,
+                        protocol=user.protocol,
+                        backend=Endpoint(address=user.backend.address, port=user.backend.port),
+                        check=target.check.name,
+                        check_kind=CheckKind(target.check.kind),
+                        previous_state=transition.previous,
+                        reason=outcome.result if state is BackendState.DOWN else ProbeResult.OK,
+                        detail=outcome.detail[:1024],
+                        last_latency_ms=outcome.latency_ms,
+                        consecutive=transition.consecutive,
+                        checker=self.instance,
+                    )
+                )

@@ -1,0 +1,108 @@
+"""Live healthcheck instances, for sharding: heartbeats in a KV bucket, watched by everyone.
+
+Each instance puts its key every heartbeat. Everyone watches the bucket and takes a member for dead
+when its heartbeat has not been seen for ``dead_after`` heartbeats (2.5 by default), so a killed
+instance's checks move within 3 heartbeat periods. The bucket's TTL only cleans up dead keys; it is
+not what detects death (nats-server 2.9 sends no delete marker when a key expires). A stopping
+instance deletes its key, so its checks move at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
+
+from vgw.bus import Bus
+from vgw.store import Change, KvStore, Snapshot
+
+log = logging.getLogger("vgw.healthcheck.membership")
+
+
+class Member(BaseModel):
+    instance: str
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+class Membership:
+    def __init__(
+        self,
+        bus: Bus,
+        instance: str,
+        bucket: str,
+        heartbeat_s: float,
+        on_change: Callable[[frozenset[str]], None],
+        dead_after: float = 2.5,
+    ) -> None:
+        self._bus = bus
+        self.instance = instance
+        self._bucket = bucket
+        self._hb = heartbeat_s
+        self._dead_after_s = dead_after * heartbeat_s
+        self._on_change = on_change
+        self._seen: dict[str, float] = {}
+        self._store: KvStore[Member] | None = None
+        self._started = datetime.now(UTC)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.live: frozenset[str] = frozenset({instance})
+
+    async def start(self) -> None:
+        self._store = await KvStore.open(self._bus, self._bucket, Member, ttl_s=max(3 * self._hb, 1.0))
+        await self._beat()
+        self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._watch())]
+
+    async def _beat(self) -> None:
+        assert self._store is not None
+        now = datetime.now(UTC)
+        await self._store.put(self.instance, Member(instance=self.instance, started_at=self._started, heartbeat_at=now))
+
+    async def _heartbeat(self) -> None:
+        # Evaluate four times per heartbeat so a death is noticed soon after dead_after.
+        tick = 0
+        while True:
+            await asyncio.sleep(self._hb / 4)
+            tick += 1
+            if tick % 4 == 0:
+                try:
+                    await self._beat()
+                except Exception as exc:  # NATS away: keep checking what we own (fail static)
+                    log.warning("membership heartbeat failed: %s", exc)
+            self._evaluate()
+
+    async def _watch(self) -> None:
+        assert self._store is not None
+        async for ev in self._store.watch():
+            now = time.monotonic()
+            if isinstance(ev, Snapshot):
+                wall = datetime.now(UTC)
+                self._seen = {
+                    k: now - max(0.0, (wall - e.value.heartbeat_at).total_seconds()) for k, e in ev.entries.items()
+                }
+            elif isinstance(ev, Change):
+                if ev.entry is None:
+                    self._seen.pop(ev.key, None)
+                else:
+                    self._seen[ev.key] = now
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        now = time.monotonic()
+        live = frozenset({m for m, t in self._seen.items() if now - t < self._dead_after_s} | {self.instance})
+        if live != self.live:
+            log.info("healthcheck members now %s", sorted(live))
+            self.live = live
+            self._on_change(live)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._store is not None:
+            try:
+                await self._store.delete(self.instance)
+            except Exception as exc:
+                log.warning("could not leave membership: %s", exc)
