@@ -1,0 +1,221 @@
+"""This node's desired forwarder state, from the config document and the health bucket.
+
+:func:`desired_state` is a pure function: (config document, health entries, node id) -> the
+services, LIPs and backends (with weight and state) vgw-fwd should have. :func:`render` writes it
+as a ``vgw-config 1`` document (a full apply); :func:`delta` writes the ``vgw-delta 1`` document
+that turns one state into another, or returns None when only a full apply can (document-wide
+timeouts changed).
+
+Backend state in the forwarder:
+
+* config ``disabled`` -> ``disabled``; config ``draining`` -> ``draining``;
+* config ``enabled`` and health down -> ``draining``: no new connections, established ones continue
+  (they end by themselves if the backend is really dead; a flapping check does not cut users);
+* config ``enabled`` and health up -> ``active``. A backend with no health entry yet takes the
+  check's ``initial_state``; ``unknown`` counts as up (HAProxy's default: a server is in service
+  until its first check says otherwise). A service without a health check is always up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from vgw.config import ConfigDocument, NodeView, Timeouts, node_view
+from vgw.events import BackendState
+from vgw.health import HealthEntry
+
+log = logging.getLogger("vgw.shim.desired")
+
+MAX_LIPS_PER_SERVICE = 256  # the forwarder's limit (VGW_MAX_LIPS_PER_SVC)
+STATE_NAMES = (
+    "tcp_established",
+    "tcp_syn_sent",
+    "tcp_syn_recv",
+    "tcp_fin_wait",
+    "tcp_time_wait",
+    "tcp_close",
+    "tcp_close_wait",
+    "tcp_last_ack",
+    "tcp_listen",
+    "tcp_synack",
+    "udp",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FwdBackend:
+    address: str
+    port: int
+    weight: int
+    state: str  # active | draining | disabled
+    reason: str = ""  # why it is not active (config, health down: <reason>)
+
+
+@dataclass(frozen=True, slots=True)
+class FwdService:
+    name: str
+    protocol: str
+    vip: str
+    port: int
+    scheduler: str
+    table: int | None
+    toa: bool
+    timeouts: tuple[tuple[str, int], ...]
+    lips: tuple[str, ...]
+    backends: tuple[FwdBackend, ...]
+
+    def header(self) -> str:
+        """The ``service`` line's arguments after ``service``."""
+        parts = [self.name, self.protocol, self.vip, str(self.port), self.scheduler]
+        if self.scheduler == "maglev" and self.table is not None:
+            parts.append(f"table={self.table}")
+        parts.append(f"toa={'on' if self.toa else 'off'}")
+        parts += [f"timeout.{k}={v}" for k, v in self.timeouts]
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    node: str
+    config_revision: int
+    timeouts: tuple[tuple[str, int], ...] = ()
+    services: tuple[FwdService, ...] = ()
+    skipped: tuple[str, ...] = field(default=())  # services the forwarder cannot take (IPv6), with why
+
+    @property
+    def vips(self) -> list[str]:
+        return sorted({s.vip for s in self.services}, key=ipaddress.ip_address)
+
+
+def _timeouts(t: Timeouts) -> tuple[tuple[str, int], ...]:
+    vals = t.set_values()
+    return tuple((k, max(1, min(86400, vals[k]))) for k in STATE_NAMES if k in vals)
+
+
+def backend_health(entry: HealthEntry | None, initial: str) -> tuple[bool, str]:
+    """(healthy, reason) for one backend's probe stream."""
+    if entry is None:
+        return initial != "down", "" if initial != "down" else "health: initial state down"
+    if entry.state == BackendState.DOWN:
+        detail = f" ({entry.detail})" if entry.detail else ""
+        return False, f"health down: {entry.reason}{detail}"
+    return True, ""
+
+
+def desired_state(
+    doc: ConfigDocument, health: Mapping[str, HealthEntry], node_id: str, config_revision: int
+) -> DesiredState:
+    view: NodeView | None = node_view(doc, node_id)
+    if view is None:
+        return DesiredState(node=node_id, config_revision=config_revision)
+    lips = [str(a) for a in view.lips if a.version == 4]
+    if len(lips) > MAX_LIPS_PER_SERVICE:
+        log.warning("node %s has %d IPv4 LIPs; the forwarder takes %d", node_id, len(lips), MAX_LIPS_PER_SERVICE)
+        lips = lips[:MAX_LIPS_PER_SERVICE]
+    services: list[FwdService] = []
+    skipped: list[str] = []
+    for ns in view.services:
+        svc = ns.service
+        if ns.vip.address.version != 4:
+            skipped.append(f"{svc.name}: IPv6 VIP {ns.vip.address} (the forwarder is IPv4-only for now)")
+            continue
+        if svc.forwarding != "fullnat":
+            skipped.append(f"{svc.name}: forwarding {svc.forwarding} is not supported")
+            continue
+        if not lips:
+            skipped.append(f"{svc.name}: node {node_id} has no IPv4 LIP")
+            continue
+        backends: list[FwdBackend] = []
+        for b in svc.backends:
+            if b.address.version != 4:
+                continue
+            if b.state == "disabled":
+                backends.append(FwdBackend(str(b.address), b.port, b.weight, "disabled", "config: disabled"))
+                continue
+            if b.state == "draining":
+                backends.append(FwdBackend(str(b.address), b.port, b.weight, "draining", "config: draining"))
+                continue
+            key = ns.backend_health_key(b)
+            healthy, reason = True, ""
+            if key is not None and ns.health_check is not None:
+                healthy, reason = backend_health(health.get(key), ns.health_check.initial_state)
+            backends.append(FwdBackend(str(b.address), b.port, b.weight, "active" if healthy else "draining", reason))
+        services.append(
+            FwdService(
+                name=svc.name,
+                protocol=svc.protocol,
+                vip=str(ns.vip.address),
+                port=svc.port,
+                scheduler=svc.scheduler,
+                table=svc.maglev_table_size,
+                toa=svc.toa_enabled and svc.protocol == "tcp",
+                timeouts=_timeouts(svc.timeouts),
+                lips=tuple(lips),
+                backends=tuple(backends),
+            )
+        )
+    services.sort(key=lambda s: s.name)
+    return DesiredState(
+        node=node_id,
+        config_revision=config_revision,
+        timeouts=_timeouts(view.timeouts),
+        services=tuple(services),
+        skipped=tuple(skipped),
+    )
+
+
+def render(state: DesiredState, generation: int) -> str:
+    """The full ``vgw-config 1`` document for ``state``."""
+    out = ["vgw-config 1", f"generation {generation}"]
+    out += [f"timeout {k} {v}" for k, v in state.timeouts]
+    for s in state.services:
+        out.append(f"service {s.header()}")
+        out += [f"lip {s.name} {a}" for a in s.lips]
+        out += [f"backend {s.name} {b.address} {b.port} {b.weight} {b.state}" for b in s.backends]
+    out.append("end")
+    return "\n".join(out) + "\n"
+
+
+def delta(old: DesiredState, new: DesiredState, generation: int) -> tuple[str, int] | None:
+    """The ``vgw-delta 1`` document from ``old`` to ``new`` and its number of operations, or None
+    when a full apply is needed. (0 operations: nothing to change.)"""
+    if old.timeouts != new.timeouts:
+        return None
+    ops: list[str] = []
+    olds = {s.name: s for s in old.services}
+    news = {s.name: s for s in new.services}
+    for name in sorted(olds.keys() - news.keys()):
+        ops.append(f"service remove {name}")
+    for name in sorted(news):
+        n = news[name]
+        o = olds.get(name)
+        if o is not None and o.header() != n.header():
+            ops.append(f"service remove {name}")
+            o = None
+        if o is None:
+            ops.append(f"service add {n.header()}")
+            ops += [f"lip add {name} {a}" for a in n.lips]
+            ops += [f"backend add {name} {b.address} {b.port} {b.weight} {b.state}" for b in n.backends]
+            continue
+        for a in sorted(set(n.lips) - set(o.lips)):
+            ops.append(f"lip add {name} {a}")
+        for a in sorted(set(o.lips) - set(n.lips)):
+            ops.append(f"lip remove {name} {a}")
+        ob = {(b.address, b.port): b for b in o.backends}
+        nb = {(b.address, b.port): b for b in n.backends}
+        for k in sorted(ob.keys() - nb.keys()):
+            ops.append(f"backend remove {name} {k[0]} {k[1]}")
+        for k, b in nb.items():
+            prev = ob.get(k)
+            if prev is None:
+                ops.append(f"backend add {name} {b.address} {b.port} {b.weight} {b.state}")
+                continue
+            if prev.weight != b.weight:
+                ops.append(f"backend weight {name} {b.address} {b.port} {b.weight}")
+            if prev.state != b.state:
+                ops.append(f"backend state {name} {b.address} {b.port} {b.state}")
+    doc = "\n".join(["vgw-delta 1", f"generation {generation}", *ops, "end"]) + "\n"
+    return doc, len(ops)

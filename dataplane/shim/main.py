@@ -1,0 +1,374 @@
+"""vgw-shim: the forwarder's voice on the bus (docs/shim.md).
+
+It watches the config store and the ``vgw_health`` bucket (level-triggered: every reconnect starts
+from a snapshot), computes this node's desired forwarder state, and keeps vgw-fwd at it over the
+control socket: a full apply on start and whenever the forwarder (re)starts, deltas otherwise. It
+publishes ``dataplane.status`` every second and exports the forwarder's counters as Prometheus
+metrics. If NATS goes away nothing changes in the forwarder (fail static); a forwarder that
+restarts meanwhile gets the last known state again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from pydantic import Field, field_validator
+
+from dataplane.shim.desired import DesiredState, delta, desired_state, render
+from dataplane.shim.fwdctl import FwdClient, FwdError, FwdUnavailableError
+from vgw.config import ConfigDocument
+from vgw.config.store import BUCKET as CONFIG_BUCKET
+from vgw.config.store import ConfigReader
+from vgw.events import DataplaneStatus, ForwarderState
+from vgw.health import HEALTH_BUCKET, HealthEntry
+from vgw.naming import check_name
+from vgw.runtime import Runtime, run
+from vgw.settings import VgwSettings
+from vgw.store import Change, KvStore, Snapshot
+
+log = logging.getLogger("vgw.shim")
+tracer = trace.get_tracer("vgw.shim")
+
+APPLIES = Counter("vgw_shim_applies_total", "State applies to the forwarder", ["mode", "result"])
+APPLY_SECONDS = Histogram(
+    "vgw_shim_apply_seconds",
+    "Time to apply a state to the forwarder (control socket round trip included)",
+    ["mode"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+FWD_RESTARTS = Counter("vgw_shim_forwarder_restarts_total", "Forwarder (re)starts seen by the shim")
+APPLIED_REVISION = Gauge("vgw_shim_applied_config_revision", "Config revision the forwarder runs")
+DESIRED_REVISION = Gauge("vgw_shim_desired_config_revision", "Config revision the shim last read")
+
+
+class ShimSettings(VgwSettings):
+    node_id: str = Field(description="This node's id in the config (nodes[].id)")
+    fwd_socket: str = Field(default="/run/vgw-fwd.sock", description="vgw-fwd's control socket")
+    status_interval_s: float = Field(default=1.0, gt=0, le=60, description="dataplane.status period")
+    fwd_check_interval_s: float = Field(
+        default=0.2, gt=0, le=10, description="How often the shim checks the forwarder is alive (restart detection)"
+    )
+    config_bucket: str = CONFIG_BUCKET
+    health_bucket: str = HEALTH_BUCKET
+
+    @field_validator("node_id")
+    @classmethod
+    def _check_node(cls, v: str) -> str:
+        return check_name(v)
+
+
+class ForwarderCollector(Collector):
+    """Exports the forwarder's last STATS reply (counters are the forwarder's own totals)."""
+
+    def __init__(self, shim: Shim) -> None:
+        self.shim = shim
+
+    def collect(self) -> Iterator[Any]:
+        up = GaugeMetricFamily("vgw_forwarder_up", "1 while the shim is connected to vgw-fwd")
+        up.add_metric([], 1.0 if self.shim.fwd_up else 0.0)
+        yield up
+        st = self.shim.last_stats
+        if not st or not self.shim.fwd_up:
+            return
+        gen = GaugeMetricFamily("vgw_forwarder_generation", "State generation the forwarder runs")
+        gen.add_metric([], float(st.get("generation", 0)))
+        yield gen
+        counters: dict[str, int] = st.get("counters", {})
+        ev = CounterMetricFamily("vgw_forwarder_events", "Forwarder events (core and I/O)", labels=["event"])
+        drops = CounterMetricFamily("vgw_forwarder_drops", "Packets dropped, by reason", labels=["reason"])
+        conns = GaugeMetricFamily("vgw_forwarder_connections", "Connections in the tables of all workers")
+        for name, value in counters.items():
+            if name == "conn_active":
+                conns.add_metric([], float(value))
+            elif name.startswith("drop_"):
+                drops.add_metric([name[5:]], float(value))
+            elif name.startswith(("fwd_drop_", "ctl_drop_")):
+                drops.add_metric([name[9:]], float(value))
+            elif name != "drop":
+                ev.add_metric([name], float(value))
+        yield ev
+        yield drops
+        yield conns
+        pp = CounterMetricFamily("vgw_forwarder_port_packets", "Packets per port", labels=["port", "direction"])
+        pb = CounterMetricFamily("vgw_forwarder_port_bytes", "Bytes per port", labels=["port", "direction"])
+        for port, p in st.get("ports", {}).items():
+            pp.add_metric([port, "rx"], float(p.get("rx_packets", 0)))
+            pp.add_metric([port, "tx"], float(p.get("tx_packets", 0)))
+            pb.add_metric([port, "rx"], float(p.get("rx_bytes", 0)))
+            pb.add_metric([port, "tx"], float(p.get("tx_bytes", 0)))
+        yield pp
+        yield pb
+        sp = CounterMetricFamily(
+            "vgw_forwarder_service_packets", "Packets per service", labels=["service", "direction"]
+        )
+        sb = CounterMetricFamily("vgw_forwarder_service_bytes", "Bytes per service", labels=["service", "direction"])
+        sc = CounterMetricFamily("vgw_forwarder_service_connections", "New connections per service", ["service"])
+        for name, s in st.get("services", {}).items():
+            sp.add_metric([name, "in"], float(s.get("packets_in", 0)))
+            sp.add_metric([name, "out"], float(s.get("packets_out", 0)))
+            sb.add_metric([name, "in"], float(s.get("bytes_in", 0)))
+            sb.add_metric([name, "out"], float(s.get("bytes_out", 0)))
+            sc.add_metric([name], float(s.get("conn_new", 0)))
+        yield sp
+        yield sb
+        yield sc
+
+
+class Shim:
+    def __init__(self, settings: ShimSettings) -> None:
+        self.settings = settings
+        self.node = settings.node_id
+        self.client = FwdClient(settings.fwd_socket, timeout_s=30)
+        self.doc: ConfigDocument | None = None
+        self.revision = 0
+        self.health: dict[str, HealthEntry] | None = None
+        self.desired: DesiredState | None = None
+        self.applied: DesiredState | None = None
+        self.failed: DesiredState | None = None  # desired state the forwarder rejected (not retried)
+        self.last_apply_error: str | None = None
+        self.fwd_up = False
+        self.fwd_identity: tuple[int, int] | None = None  # (pid, start_unix_ns)
+        self.fwd_started_at: datetime | None = None
+        self.fwd_generation = 0
+        self.last_stats: dict[str, Any] | None = None
+        self.changed = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.seq = 0
+        self.collector = ForwarderCollector(self)
+        self._stopping = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self, rt: Runtime[ShimSettings]) -> None:
+        self.rt = rt
+        with contextlib.suppress(ValueError):
+            REGISTRY.register(self.collector)
+        rt.health.add_check("forwarder", lambda: (self.fwd_up, "forwarder control socket not connected"))
+        self.reader = await ConfigReader(rt.bus, self.settings.config_bucket).open()
+        self.health_kv = await KvStore.open(rt.bus, self.settings.health_bucket, HealthEntry)
+        for coro in (self._watch_config(), self._watch_health(), self._forwarder_loop(), self._status_loop()):
+            self.tasks.append(asyncio.create_task(coro))
+        log.info("shim for node %s on %s", self.node, self.settings.fwd_socket)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        with contextlib.suppress(Exception):
+            await self._publish_status()
+        await self.client.close()
+        with contextlib.suppress(KeyError):
+            REGISTRY.unregister(self.collector)
+
+    # --- inputs (level-triggered) ---------------------------------------------------------------
+    async def _watch_config(self) -> None:
+        while True:
+            try:
+                async for rev in self.reader.watch():
+                    self.doc, self.revision = rev.document, rev.revision
+                    DESIRED_REVISION.set(rev.revision)
+                    log.info("config revision %d", rev.revision)
+                    self._recompute()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("config watch failed; restarting")
+                await asyncio.sleep(0.5)
+
+    async def _watch_health(self) -> None:
+        while True:
+            try:
+                async for ev in self.health_kv.watch():
+                    if isinstance(ev, Snapshot):
+                        self.health = {k: e.value for k, e in ev.entries.items()}
+                    elif isinstance(ev, Change) and self.health is not None:
+                        if ev.entry is None:
+                            self.health.pop(ev.key, None)
+                        else:
+                            self.health[ev.key] = ev.entry.value
+                    self._recompute()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("health watch failed; restarting")
+                await asyncio.sleep(0.5)
+
+    def _recompute(self) -> None:
+        # Only once both views are complete: applying config without health would put every
+        # backend in service for a moment.
+        if self.doc is None or self.health is None:
+            return
+        new = desired_state(self.doc, self.health, self.node, self.revision)
+        if new != self.desired:
+            for s in new.skipped:
+                log.warning("not programmed: %s", s)
+            self.desired = new
+            self.changed.set()
+
+    # --- the forwarder ----------------------------------------------------------------------------
+    async def _check_forwarder(self) -> None:
+        """Connects if needed and detects a (re)started forwarder by its identity."""
+        hello = await self.client.hello()
+        ident = (int(hello["pid"]), int(hello["start_unix_ns"]))
+        self.fwd_generation = int(hello["generation"])
+        if ident != self.fwd_identity:
+            if self.fwd_identity is not None:
+                log.warning("forwarder restarted (pid %d): full apply", ident[0])
+            FWD_RESTARTS.inc()
+            self.fwd_identity = ident
+            self.fwd_started_at = datetime.fromtimestamp(ident[1] / 1e9, tz=UTC)
+            self.applied = None
+            self.failed = None
+        self.fwd_up = True
+
+    def _forwarder_down(self, why: str) -> None:
+        if self.fwd_up:
+            log.warning("forwarder unavailable: %s", why)
+        self.fwd_up = False
+        self.applied = None
+        self.last_stats = None
+
+    async def _forwarder_loop(self) -> None:
+        interval = self.settings.fwd_check_interval_s
+        last_stats = 0.0
+        while True:
+            try:
+                await self._check_forwarder()
+                if self.desired is not None and self.desired not in (self.applied, self.failed):
+                    await self._apply(self.desired)
+                if time.monotonic() - last_stats >= self.settings.status_interval_s:
+                    self.last_stats = await self.client.stats()
+                    last_stats = time.monotonic()
+            except FwdUnavailableError as exc:
+                self._forwarder_down(str(exc))
+                await self.client.close()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("forwarder loop error")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), interval)
+
+    async def _apply(self, want: DesiredState) -> None:
+        gen = self.fwd_generation + 1
+        mode = "full"
+        doc = render(want, gen)
+        nops = len(want.services)
+        if self.applied is not None:
+            d = delta(self.applied, want, gen)
+            if d is not None:
+                mode, (doc, nops) = "delta", d
+                if nops == 0:
+                    self.applied = want
+                    APPLIED_REVISION.set(want.config_revision)
+                    return
+        with tracer.start_as_current_span(
+            "apply forwarder state",
+            attributes={
+                "vgw.node": self.node,
+                "vgw.apply.mode": mode,
+                "vgw.apply.generation": gen,
+                "vgw.apply.operations": nops,
+                "vgw.config.revision": want.config_revision,
+                "vgw.apply.services": len(want.services),
+            },
+        ) as span:
+            t0 = time.perf_counter()
+            try:
+                if mode == "delta":
+                    try:
+                        applied_gen = await self.client.delta(doc)
+                    except FwdError as exc:
+                        # The forwarder's state is not what we think: fall back to a full apply.
+                        log.warning("delta rejected (%s); full apply", exc)
+                        span.add_event("delta rejected", {"error": str(exc)})
+                        APPLIES.labels("delta", "error").inc()
+                        mode = "full"
+                        span.set_attribute("vgw.apply.mode", mode)
+                        applied_gen = await self.client.apply(render(want, gen))
+                else:
+                    applied_gen = await self.client.apply(doc)
+            except FwdError as exc:
+                APPLIES.labels(mode, "error").inc()
+                span.set_status(trace.StatusCode.ERROR, str(exc))
+                self.last_apply_error = str(exc)[:1000]
+                self.failed = want
+                log.error("forwarder rejected the state for revision %d: %s", want.config_revision, exc)
+                return
+            APPLY_SECONDS.labels(mode).observe(time.perf_counter() - t0)
+        APPLIES.labels(mode, "ok").inc()
+        self.fwd_generation = applied_gen
+        self.applied = want
+        self.failed = None
+        self.last_apply_error = None
+        APPLIED_REVISION.set(want.config_revision)
+        log.info(
+            "applied revision %d as generation %d (%s, %d ops)",
+            want.config_revision,
+            applied_gen,
+            mode,
+            nops,
+            extra={"generation": applied_gen, "mode": mode},
+        )
+
+    # --- status ---------------------------------------------------------------------------------
+    def status(self) -> DataplaneStatus:
+        applied = self.applied
+        if not self.fwd_up:
+            state = ForwarderState.DOWN
+        elif applied is None:
+            state = ForwarderState.STARTING
+        else:
+            state = ForwarderState.UP
+        return DataplaneStatus(
+            node=self.node,
+            seq=self.seq,
+            interval_s=self.settings.status_interval_s,
+            forwarder=state,
+            forwarder_started_at=self.fwd_started_at if self.fwd_up else None,
+            generation=self.fwd_generation if self.fwd_up else 0,
+            config_revision=applied.config_revision if applied is not None and self.fwd_up else None,
+            vips=[ipaddress.ip_address(v) for v in applied.vips] if applied is not None and self.fwd_up else [],
+            services=len(applied.services) if applied is not None and self.fwd_up else 0,
+            last_apply_error=self.last_apply_error,
+        )
+
+    async def _publish_status(self) -> None:
+        st = self.status()
+        self.seq += 1
+        await self.rt.bus.publish(st)
+
+    async def _status_loop(self) -> None:
+        interval = self.settings.status_interval_s
+        next_at = time.monotonic()
+        while True:
+            try:
+                await self._publish_status()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("publishing dataplane.status failed")
+            next_at = max(next_at + interval, time.monotonic())
+            await asyncio.sleep(next_at - time.monotonic())
+
+
+def main() -> None:
+    run("shim", Shim, ShimSettings)
+
+
+if __name__ == "__main__":
+    main()
