@@ -26,10 +26,10 @@ from vgw.bus import Bus
 from vgw.config import ConfigDocument, HealthCheck, HealthTarget, health_targets
 from vgw.events import BackendDown, BackendState, BackendUp, CheckKind, Endpoint, ProbeResult
 from vgw.health import HEALTH_BUCKET, HealthEntry
+from vgw.probes import Outcome, Prober, Target
 from vgw.store import Change, KvStore, Snapshot
 
 from .membership import Membership
-from .probes import Outcome, Prober, Target
 from .scheduler import Job, Scheduler, Timing
 from .sharding import owned
 from .specs import probe_spec

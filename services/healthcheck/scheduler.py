@@ -22,8 +22,8 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from vgw.events import ProbeResult
+from vgw.probes import Outcome, Prober
 
-from .probes import Outcome, Prober
 from .state import CheckState, Transition
 
 log = logging.getLogger("vgw.healthcheck.scheduler")

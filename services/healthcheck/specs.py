@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from vgw.config import HealthCheck
-
-from .probes import GrpcSpec, HttpSpec, Spec, TcpSendExpectSpec, TcpSpec, UdpSpec
+from vgw.probes import GrpcSpec, HttpSpec, Spec, TcpSendExpectSpec, TcpSpec, UdpSpec
 
 
 def _ranges(expected: list[str]) -> tuple[tuple[int, int], ...]:

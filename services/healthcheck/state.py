@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vgw.events import BackendState
-
-from .probes import Outcome
+from vgw.probes import Outcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from services.healthcheck.probes import (
+from tests.support.backends import GrpcBackend, HttpBackend, TcpBackend, UdpBackend, self_signed_cert
+from tests.support.nats_server import free_port
+from vgw.events import ProbeResult
+from vgw.probes import (
     GrpcSpec,
     HttpSpec,
     Prober,
@@ -15,9 +18,6 @@ from services.healthcheck.probes import (
     TcpSpec,
     UdpSpec,
 )
-from tests.support.backends import GrpcBackend, HttpBackend, TcpBackend, UdpBackend, self_signed_cert
-from tests.support.nats_server import free_port
-from vgw.events import ProbeResult
 
 T = 1.0
 

@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
+from typing import Any
 
 import grpc
 import h11
@@ -39,6 +40,8 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 class Target:
     address: str
     port: int
+    mark: int | None = None
+    """Routing mark (SO_MARK) for every socket of the probe; None for the normal routing table."""
     family: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +63,9 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.result is ProbeResult.OK
+
+
+Done = Callable[[Outcome], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,35 +131,6 @@ def _classify_os_error(exc: OSError) -> Outcome:
     return Outcome(ProbeResult.ERROR, exc.strerror or str(exc))
 
 
-async def _connect_raw(target: Target, timeout_s: float) -> socket.socket:
-    """A connected non-blocking socket (raises OSError/TimeoutError)."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(target.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-        rc = sock.connect_ex((target.address, target.port))
-        if rc not in (0, errno.EINPROGRESS):
-            raise OSError(rc, errno.errorcode.get(rc, str(rc)))
-        if rc == errno.EINPROGRESS:
-            ready: asyncio.Future[None] = loop.create_future()
-            fd = sock.fileno()
-            loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
-            try:
-                await asyncio.wait_for(ready, timeout_s)
-            finally:
-                loop.remove_writer(fd)
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise OSError(err, errno.errorcode.get(err, str(err)))
-        return sock
-    except BaseException:
-        sock.close()
-        raise
-
-
-Done = Callable[[Outcome], None]
-
-
 class _Connect:
     __slots__ = ("deadline", "done", "serial", "sock", "start", "timeout_s")
 
@@ -185,7 +162,7 @@ class ConnectReactor:
     def start(self, target: Target, timeout_s: float, done: Done) -> None:
         start = time.perf_counter()
         try:
-            sock = socket.socket(target.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            sock = _socket(target, socket.SOCK_STREAM)
         except OSError as exc:
             self._loop.call_soon(done, _classify_os_error(exc))
             return
@@ -266,16 +243,35 @@ def start_tcp(target: Target, spec: TcpSpec, done: Done) -> None:
 
 
 async def probe_tcp(target: Target, spec: TcpSpec) -> Outcome:
-    start = time.perf_counter()
+    """The awaitable form of :func:`start_tcp`."""
+    done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    start_tcp(target, spec, done.set_result)
+    return await done
+
+
+def _socket(target: Target, kind: int) -> socket.socket:
+    """A non-blocking socket for ``target``, marked when the target asks for a routing mark."""
+    sock = socket.socket(target.family, kind | socket.SOCK_NONBLOCK)
     try:
-        sock = await _connect_raw(target, spec.timeout_s)
-    except TimeoutError:
-        return Outcome(ProbeResult.TIMEOUT, f"no connect in {spec.timeout_s:g}s")
-    except OSError as exc:
-        return _classify_os_error(exc)
-    latency = (time.perf_counter() - start) * 1000
-    sock.close()  # SO_LINGER 0: a reset, no TIME_WAIT
-    return Outcome(ProbeResult.OK, "connected", latency)
+        if target.mark is not None:
+            # SO_MARK selects a policy-routing table: how the monitor steers a probe through one node.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, target.mark)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _open_stream(
+    target: Target, ssl_ctx: ssl.SSLContext | None = None, server_hostname: str | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = _socket(target, socket.SOCK_STREAM)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (target.address, target.port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock, ssl=ssl_ctx, server_hostname=server_hostname)
 
 
 async def _read_prefix(reader: asyncio.StreamReader, prefix: bytes, buf: bytearray) -> bool:
@@ -305,7 +301,7 @@ async def probe_tcp_send_expect(target: Target, spec: TcpSendExpectSpec) -> Outc
     got = bytearray()
     try:
         async with asyncio.timeout(spec.timeout_s):
-            reader, writer = await asyncio.open_connection(target.address, target.port)
+            reader, writer = await _open_stream(target)
             if spec.send:
                 writer.write(spec.send)
                 await writer.drain()
@@ -341,9 +337,13 @@ async def probe_udp(target: Target, spec: UdpSpec) -> Outcome:
     start = time.perf_counter()
     transport: asyncio.DatagramTransport | None = None
     try:
-        transport, proto = await loop.create_datagram_endpoint(
-            _UdpProtocol, remote_addr=(target.address, target.port), family=target.family
-        )
+        sock = _socket(target, socket.SOCK_DGRAM)
+        try:
+            sock.connect((target.address, target.port))
+        except BaseException:
+            sock.close()
+            raise
+        transport, proto = await loop.create_datagram_endpoint(_UdpProtocol, sock=sock)
         transport.sendto(spec.send)
         deadline = start + spec.timeout_s
         while True:
@@ -419,7 +419,7 @@ async def probe_http(target: Target, spec: HttpSpec) -> Outcome:
             ctx = _tls_context(spec)
             # SNI only for names, as RFC 6066 says.
             sni = ("" if _is_ip(host) else host) if ctx is not None else None
-            reader, writer = await asyncio.open_connection(target.address, target.port, ssl=ctx, server_hostname=sni)
+            reader, writer = await _open_stream(target, ctx, sni)
             conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_READ)
             writer.write(conn.send(_request(target, spec, host)) + conn.send(h11.EndOfMessage()))
             await writer.drain()
@@ -474,7 +474,7 @@ class GrpcProber:
                 self._channel = grpc.aio.secure_channel(self.target.hostport, creds, options=options)
             else:
                 self._channel = grpc.aio.insecure_channel(self.target.hostport, options=options)
-        stub = health_pb2_grpc.HealthStub(self._channel)
+        stub: Any = health_pb2_grpc.HealthStub(self._channel)  # generated stubs are untyped
         start = time.perf_counter()
         try:
             reply = await stub.Check(
