@@ -113,7 +113,7 @@ class ForwarderCollector(Collector):
             "vgw_forwarder_service_packets", "Packets per service", labels=["service", "direction"]
         )
         sb = CounterMetricFamily("vgw_forwarder_service_bytes", "Bytes per service", labels=["service", "direction"])
-        sc = CounterMetricFamily("vgw_forwarder_service_connections", "New connections per service", ["service"])
+        sc = CounterMetricFamily("vgw_forwarder_service_connections", "New connections per service", labels=["service"])
         for name, s in st.get("services", {}).items():
             sp.add_metric([name, "in"], float(s.get("packets_in", 0)))
             sp.add_metric([name, "out"], float(s.get("packets_out", 0)))
