@@ -50,6 +50,24 @@ setup_venv() {
     fi
 }
 
+generate_proto() {
+    # gRPC/protobuf Python code from proto/ into the source tree next to its package (gitignored:
+    # *_pb2.py, *_pb2.pyi). Regenerated only when a .proto is newer than the last generation.
+    local stamp=.venv/.vgw-proto protos
+    mapfile -t protos < <(find proto -name '*.proto' | sort)
+    if [ ${#protos[@]} -eq 0 ]; then
+        return
+    fi
+    if [ -f "$stamp" ] && [ -z "$(find proto -name '*.proto' -newer "$stamp")" ] \
+        && [ -f vgw/config/v1/config_pb2.py ]; then
+        log "proto: up to date"
+        return
+    fi
+    log "proto: generating Python code for ${#protos[@]} file(s)"
+    .venv/bin/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. "${protos[@]}"
+    touch "$stamp"
+}
+
 build_native() {
     if [ -f dataplane/Makefile ]; then
         log "dataplane: building"
@@ -59,5 +77,6 @@ build_native() {
 
 install_apt_packages
 setup_venv
+generate_proto
 build_native
 log "done"

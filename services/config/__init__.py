@@ -1,0 +1,1 @@
+"""The config service: gRPC ``vgw.config.v1.ConfigService`` over the JetStream KV config store."""

@@ -1,0 +1,633 @@
+"""``vgw.config.v1.ConfigService``: the gRPC handlers over the config store.
+
+Handlers are registered as generic handlers (no generated servicer code): each is wrapped so it
+checks the bearer token, is counted and timed in Prometheus, and turns :class:`ApiError` into a
+gRPC status with rich details (``google.rpc.BadRequest`` for validation errors,
+``google.rpc.PreconditionFailure`` plus ``x-vgw-current-revision`` for conflicts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import yaml
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from opentelemetry import trace
+
+from vgw.config.client import ACTOR_HEADER, CURRENT_REVISION_HEADER, SERVICE
+from vgw.config.diff import Diff
+from vgw.config.model import Backend, ConfigDocument, Limits, Service, Vip, node_view
+from vgw.config.store import (
+    Action,
+    CommitResult,
+    ConfigConflict,
+    ConfigReader,
+    ConfigStore,
+    Manifest,
+    RevisionNotFound,
+)
+from vgw.config.v1 import config_pb2 as pb
+from vgw.config.validate import ConfigInvalid, Issue, load_document
+from vgw.store import Change, Snapshot
+
+from . import metrics
+
+log = logging.getLogger("vgw.config.api")
+tracer = trace.get_tracer("vgw.config")
+
+MAX_CHANGES = 5000
+_BACKEND_STATES = {
+    pb.BACKEND_STATE_ENABLED: "enabled",
+    pb.BACKEND_STATE_DRAINING: "draining",
+    pb.BACKEND_STATE_DISABLED: "disabled",
+}
+_NODE_STATES = {pb.NODE_STATE_ACTIVE: "active", pb.NODE_STATE_ISOLATED: "isolated"}
+_YAML_DUMPER: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        issues: list[Issue] | None = None,
+        current_revision: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.issues = issues or []
+        self.current_revision = current_revision
+
+    def status(self) -> grpc.Status:
+        details: list[any_pb2.Any] = []
+        if self.issues:
+            br = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=i.path, description=i.reason) for i in self.issues
+                ]
+            )
+            a = any_pb2.Any()
+            a.Pack(br)
+            details.append(a)
+        if self.current_revision is not None:
+            pf = error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type="REVISION", subject="current", description=str(self.current_revision)
+                    )
+                ]
+            )
+            a = any_pb2.Any()
+            a.Pack(pf)
+            details.append(a)
+        code_value = self.code.value[0]
+        status = status_pb2.Status(code=code_value, message=self.message[:4096], details=details)
+        return rpc_status.to_status(status)
+
+
+def invalid(exc: ConfigInvalid) -> ApiError:
+    n = len(exc.issues)
+    first = str(exc.issues[0]) if exc.issues else ""
+    more = f" (and {n - 1} more)" if n > 1 else ""
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"invalid configuration: {first}{more}", issues=exc.issues)
+
+
+def conflict(exc: ConfigConflict) -> ApiError:
+    return ApiError(grpc.StatusCode.FAILED_PRECONDITION, str(exc), current_revision=exc.current)
+
+
+# --- conversions -----------------------------------------------------------------------------------
+
+
+def revision_info(m: Manifest) -> pb.RevisionInfo:
+    ts = Timestamp()
+    ts.FromDatetime(m.created_at)
+    info = pb.RevisionInfo(
+        revision=m.revision,
+        previous_revision=m.previous_revision,
+        action=m.action,
+        actor=m.actor,
+        reason=m.reason,
+        created_at=ts,
+        counts=pb.ChangeCounts(added=m.counts.added, removed=m.counts.removed, modified=m.counts.modified),
+        changed=m.changed,
+        changed_truncated=m.changed_truncated,
+        services=m.services,
+        backends=m.backends,
+        bytes=m.bytes,
+        chunks=len(set(m.chunks)),
+    )
+    if m.rolled_back_to is not None:
+        info.rolled_back_to = m.rolled_back_to
+    return info
+
+
+def changes(diff: Diff) -> tuple[list[pb.Change], bool]:
+    out = []
+    for e in diff.entries[:MAX_CHANGES]:
+        out.append(
+            pb.Change(
+                op=e.op,
+                path=e.path,
+                fields=[
+                    pb.FieldChange(field=c.field, old_json=json.dumps(c.old), new_json=json.dumps(c.new))
+                    for c in e.changes
+                ],
+            )
+        )
+    return out, len(diff.entries) > MAX_CHANGES
+
+
+def counts(diff: Diff) -> pb.ChangeCounts:
+    c = diff.counts()
+    return pb.ChangeCounts(added=c["added"], removed=c["removed"], modified=c["modified"])
+
+
+def apply_response(result: CommitResult, dry_run: bool) -> pb.ApplyResponse:
+    ch, truncated = changes(result.diff)
+    resp = pb.ApplyResponse(
+        revision=result.revision,
+        previous_revision=result.previous_revision,
+        committed=result.committed,
+        dry_run=dry_run,
+        counts=counts(result.diff),
+        changes=ch,
+        changes_truncated=truncated,
+    )
+    if result.committed and result.manifest is not None:
+        resp.info.CopyFrom(revision_info(result.manifest))
+    return resp
+
+
+def render(doc: ConfigDocument, fmt: int) -> tuple[bytes, int]:
+    data = doc.model_dump(mode="json", exclude_defaults=True)
+    data = {"version": doc.version, **data}
+    if fmt == pb.DOCUMENT_FORMAT_JSON:
+        return json.dumps(data, indent=2).encode(), pb.DOCUMENT_FORMAT_JSON
+    return yaml.dump(data, Dumper=_YAML_DUMPER, sort_keys=False).encode(), pb.DOCUMENT_FORMAT_YAML
+
+
+def parse_backend(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int | None]:
+    """``198.51.100.5:8080``, ``[2001:db8::5]:8080``, or an address alone (every port)."""
+    t = text.strip()
+    try:
+        return ipaddress.ip_address(t.strip("[]")), None
+    except ValueError:
+        pass
+    host, sep, port = t.rpartition(":")
+    if sep and port.isdigit():
+        try:
+            return ipaddress.ip_address(host.strip("[]")), int(port)
+        except ValueError:
+            pass
+    raise ApiError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"{text!r} is not a backend: use ADDRESS:PORT or ADDRESS",
+        issues=[Issue("backend", "expected ADDRESS:PORT, [IPv6]:PORT or ADDRESS")],
+    )
+
+
+def with_backend_state(
+    doc: ConfigDocument, service: str, address: Any, port: int | None, state: str
+) -> tuple[ConfigDocument, int]:
+    """A copy of ``doc`` with the matching backends in ``state`` (sharing every untouched object),
+    and how many backends matched."""
+    matched = 0
+    new_vips: list[Vip] = []
+    for vip in doc.vips:
+        new_services: list[Service] | None = None
+        for i, svc in enumerate(vip.services):
+            if service and svc.name != service:
+                continue
+            new_backends: list[Backend] | None = None
+            for j, b in enumerate(svc.backends):
+                if b.address == address and (port is None or b.port == port):
+                    matched += 1
+                    if b.state != state:
+                        if new_backends is None:
+                            new_backends = list(svc.backends)
+                        new_backends[j] = b.model_copy(update={"state": state})
+            if new_backends is not None:
+                if new_services is None:
+                    new_services = list(vip.services)
+                new_services[i] = svc.model_copy(update={"backends": new_backends})
+        new_vips.append(vip if new_services is None else vip.model_copy(update={"services": new_services}))
+    return doc.model_copy(update={"vips": new_vips}), matched
+
+
+# --- the service -----------------------------------------------------------------------------------
+
+
+class ConfigApi:
+    def __init__(self, store: ConfigStore, *, token: str | None = None) -> None:
+        self.store = store
+        self.token = token
+
+    # -- plumbing --
+
+    def _authorize(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if not self.token:
+            return
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                scheme, _, given = value.partition(" ")
+                if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode()):
+                    return
+        raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+
+    @staticmethod
+    def _actor(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        for key, value in context.invocation_metadata() or ():
+            if key == ACTOR_HEADER and isinstance(value, str) and value.strip():
+                return value.strip()[:200]
+        return f"grpc:{context.peer()}"
+
+    async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: ApiError) -> None:
+        if exc.current_revision is not None:
+            context.set_trailing_metadata(((CURRENT_REVISION_HEADER, str(exc.current_revision)),))
+        await context.abort_with_status(exc.status())
+
+    def _unary(
+        self,
+        name: str,
+        fn: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]],
+        req: type[Message],
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                self._authorize(context)
+                return await fn(request, context)
+            except ApiError as exc:
+                code = exc.code.name
+                await self._fail(context, exc)
+                raise  # unreachable: abort raises
+            except (ConnectionError, TimeoutError) as exc:
+                code = "UNAVAILABLE"
+                await self._fail(context, ApiError(grpc.StatusCode.UNAVAILABLE, f"config store unavailable: {exc}"))
+                raise
+            except Exception as exc:
+                if code == "OK" and not isinstance(exc, grpc.aio.AbortError):
+                    code = "INTERNAL"
+                    log.exception("%s failed", name)
+                raise
+            finally:
+                metrics.REQUESTS.labels(name, code).inc()
+                metrics.REQUEST_SECONDS.labels(name).observe(time.perf_counter() - start)
+
+        return grpc.unary_unary_rpc_method_handler(
+            handler, request_deserializer=req.FromString, response_serializer=lambda m: m.SerializeToString()
+        )
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        watch: grpc.RpcMethodHandler[Any, Any] = grpc.unary_stream_rpc_method_handler(
+            self._watch_handler,
+            request_deserializer=pb.WatchRequest.FromString,
+            response_serializer=lambda m: m.SerializeToString(),
+        )
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Apply": self._unary("Apply", self.apply, pb.ApplyRequest),
+                "Get": self._unary("Get", self.get, pb.GetRequest),
+                "List": self._unary("List", self.list, pb.ListRequest),
+                "Diff": self._unary("Diff", self.diff, pb.DiffRequest),
+                "History": self._unary("History", self.history, pb.HistoryRequest),
+                "Rollback": self._unary("Rollback", self.rollback, pb.RollbackRequest),
+                "SetBackendState": self._unary("SetBackendState", self.set_backend_state, pb.SetBackendStateRequest),
+                "SetNodeState": self._unary("SetNodeState", self.set_node_state, pb.SetNodeStateRequest),
+                "Watch": watch,
+            },
+        )
+
+    # -- operations --
+
+    async def _load(self, data: bytes) -> ConfigDocument:
+        if len(data) > Limits.DOCUMENT_BYTES:
+            raise invalid(
+                ConfigInvalid(
+                    [Issue("document", f"document is {len(data)} bytes; the limit is {Limits.DOCUMENT_BYTES} bytes")]
+                )
+            )
+        try:
+            return await asyncio.to_thread(load_document, data)
+        except ConfigInvalid as exc:
+            metrics.REJECTED.labels("invalid").inc()
+            raise invalid(exc) from None
+
+    async def _commit(
+        self,
+        doc: ConfigDocument,
+        context: grpc.aio.ServicerContext[Any, Any],
+        *,
+        reason: str,
+        action: Action,
+        expected: int | None,
+        dry_run: bool = False,
+    ) -> CommitResult:
+        with tracer.start_as_current_span("config.commit") as span:
+            span.set_attribute("vgw.config.action", action)
+            span.set_attribute("vgw.config.dry_run", dry_run)
+            try:
+                result = await self.store.commit(
+                    doc,
+                    actor=self._actor(context),
+                    reason=reason,
+                    action=action,
+                    expected_revision=expected,
+                    dry_run=dry_run,
+                )
+            except ConfigConflict as exc:
+                metrics.REJECTED.labels("conflict").inc()
+                raise conflict(exc) from None
+            span.set_attribute("vgw.config.revision", result.revision)
+            span.set_attribute("vgw.config.committed", result.committed)
+        if result.committed:
+            metrics.COMMITS.labels(action).inc()
+            metrics.REVISION.set(result.revision)
+            log.info(
+                "revision %d committed (%s by %s)",
+                result.revision,
+                action,
+                self._actor(context),
+                extra={"revision": result.revision, "action": action, "counts": result.diff.counts()},
+            )
+        return result
+
+    async def apply(self, req: pb.ApplyRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ApplyResponse:
+        doc = await self._load(req.document)
+        expected = req.expected_revision if req.HasField("expected_revision") else None
+        result = await self._commit(
+            doc, context, reason=req.reason, action="apply", expected=expected, dry_run=req.dry_run
+        )
+        return apply_response(result, req.dry_run)
+
+    async def _revision(self, revision: int) -> tuple[int, ConfigDocument, Manifest | None]:
+        try:
+            if revision == 0:
+                rev, doc, _, manifest, _ = await self.store.current_state()
+                return rev, doc, manifest
+            r = await self.store.revision(revision)
+            return r.revision, r.document, r.manifest
+        except RevisionNotFound as exc:
+            raise ApiError(grpc.StatusCode.NOT_FOUND, str(exc)) from None
+
+    async def get(self, req: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetResponse:
+        rev, doc, manifest = await self._revision(req.revision)
+        data, fmt = await asyncio.to_thread(render, doc, req.format)
+        resp = pb.GetResponse(revision=rev, document=data, format=fmt)  # type: ignore[arg-type]
+        if manifest is not None:
+            resp.info.CopyFrom(revision_info(manifest))
+        return resp
+
+    async def list(self, req: pb.ListRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListResponse:
+        rev, doc, _ = await self._revision(req.revision)
+        kind = req.kind
+        vips = list(doc.vips)
+        if req.node:
+            view = node_view(doc, req.node)
+            if view is None:
+                raise ApiError(grpc.StatusCode.NOT_FOUND, f"unknown node {req.node!r}")
+            vips = [v for v, _ in view.vips]
+        if req.vip:
+            try:
+                want = ipaddress.ip_address(req.vip)
+            except ValueError:
+                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{req.vip!r} is not an IP address") from None
+            vips = [v for v in vips if v.address == want]
+        objects: list[pb.Object] = []
+        if kind == "vips":
+            for v in vips:
+                data = v.model_dump(mode="json", exclude={"services"})
+                data["services"] = [s.name for s in v.services]
+                objects.append(pb.Object(kind=kind, key=str(v.address), json=json.dumps(data)))
+        elif kind == "services":
+            for v in vips:
+                for s in v.services:
+                    if req.service and s.name != req.service:
+                        continue
+                    data = {"vip": str(v.address), **s.model_dump(mode="json")}
+                    objects.append(pb.Object(kind=kind, key=s.name, json=json.dumps(data)))
+        elif kind == "backends":
+            for v in vips:
+                for s in v.services:
+                    if req.service and s.name != req.service:
+                        continue
+                    for b in s.backends:
+                        data = {"service": s.name, "vip": str(v.address), **b.model_dump(mode="json")}
+                        objects.append(pb.Object(kind=kind, key=f"{s.name}/{b.key}", json=json.dumps(data)))
+        elif kind == "nodes":
+            for n in doc.nodes:
+                if req.node and n.id != req.node:
+                    continue
+                data = n.model_dump(mode="json")
+                if n.bgp is not None:
+                    for p in data["bgp"]["peers"]:
+                        if p.get("password"):
+                            p["password"] = "********"
+                objects.append(pb.Object(kind=kind, key=n.id, json=json.dumps(data)))
+        elif kind == "clusters":
+            objects = [pb.Object(kind=kind, key=c.name, json=c.model_dump_json()) for c in doc.clusters]
+        elif kind == "health_checks":
+            objects = [pb.Object(kind=kind, key=c.name, json=c.model_dump_json()) for c in doc.health_checks]
+        else:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown kind {kind!r}: use vips, services, backends, nodes, clusters or health_checks",
+                issues=[Issue("kind", "use vips, services, backends, nodes, clusters or health_checks")],
+            )
+        return pb.ListResponse(revision=rev, objects=objects)
+
+    async def diff(self, req: pb.DiffRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.DiffResponse:
+        if req.document:
+            doc = await self._load(req.document)
+            result = await self.store.commit(doc, actor=self._actor(context), dry_run=True)
+            ch, truncated = changes(result.diff)
+            return pb.DiffResponse(
+                from_revision=result.revision, to_revision=0, counts=counts(result.diff), changes=ch,
+                changes_truncated=truncated,
+            )  # fmt: skip
+        from vgw.config.diff import diff_documents
+
+        old_rev, old_doc, _ = await self._revision(req.from_revision) if req.from_revision else (0, None, None)
+        new_rev, new_doc, _ = await self._revision(req.to_revision)
+        d = await asyncio.to_thread(diff_documents, old_doc, new_doc)
+        ch, truncated = changes(d)
+        return pb.DiffResponse(
+            from_revision=old_rev, to_revision=new_rev, counts=counts(d), changes=ch, changes_truncated=truncated
+        )
+
+    async def history(self, req: pb.HistoryRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.HistoryResponse:
+        limit = req.limit or 20
+        manifests = await self.store.history(limit=min(limit, 1000), before=req.before or None)
+        return pb.HistoryResponse(revisions=[revision_info(m) for m in manifests])
+
+    async def rollback(self, req: pb.RollbackRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ApplyResponse:
+        expected = req.expected_revision if req.HasField("expected_revision") else None
+        try:
+            old = await self.store.revision(req.revision)
+        except RevisionNotFound as exc:
+            raise ApiError(grpc.StatusCode.NOT_FOUND, str(exc)) from None
+        from vgw.config.validate import semantic_issues
+
+        issues = semantic_issues(old.document)
+        if issues:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"revision {req.revision} is not valid under the current rules",
+                issues=issues,
+            )
+        result = await self._rollback_commit(old.document, context, req, expected)
+        return apply_response(result, False)
+
+    async def _rollback_commit(
+        self,
+        doc: ConfigDocument,
+        context: grpc.aio.ServicerContext[Any, Any],
+        req: pb.RollbackRequest,
+        expected: int | None,
+    ) -> CommitResult:
+        try:
+            result = await self.store.commit(
+                doc,
+                actor=self._actor(context),
+                reason=req.reason or f"rollback to revision {req.revision}",
+                action="rollback",
+                expected_revision=expected,
+                rolled_back_to=req.revision,
+            )
+        except ConfigConflict as exc:
+            metrics.REJECTED.labels("conflict").inc()
+            raise conflict(exc) from None
+        if result.committed:
+            metrics.COMMITS.labels("rollback").inc()
+            metrics.REVISION.set(result.revision)
+        return result
+
+    async def _edit(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        expected: int | None,
+        reason: str,
+        action: Action,
+        edit: Callable[[ConfigDocument], ConfigDocument],
+    ) -> CommitResult:
+        """Apply ``edit`` to the current document and commit; retried when another writer got in
+        between (unless the caller named the revision it expects)."""
+        for attempt in range(5):
+            rev, doc, _, _, _ = await self.store.current_state()
+            if expected is not None and expected != rev:
+                raise conflict(ConfigConflict(expected, rev))
+            new = edit(doc)
+            try:
+                return await self._commit(new, context, reason=reason, action=action, expected=rev)
+            except ApiError as exc:
+                if expected is not None or exc.code != grpc.StatusCode.FAILED_PRECONDITION or attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def set_backend_state(
+        self, req: pb.SetBackendStateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ApplyResponse:
+        state = _BACKEND_STATES.get(req.state)
+        if state is None:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "state must be ENABLED, DRAINING or DISABLED",
+                issues=[Issue("state", "must be ENABLED, DRAINING or DISABLED")],
+            )
+        address, port = parse_backend(req.backend)
+
+        def edit(doc: ConfigDocument) -> ConfigDocument:
+            if req.service and doc.service(req.service) is None:
+                raise ApiError(grpc.StatusCode.NOT_FOUND, f"unknown service {req.service!r}")
+            new, matched = with_backend_state(doc, req.service, address, port, state)
+            if not matched:
+                where = f" in service {req.service!r}" if req.service else ""
+                raise ApiError(grpc.StatusCode.NOT_FOUND, f"no backend {req.backend}{where}")
+            return new
+
+        expected = req.expected_revision if req.HasField("expected_revision") else None
+        reason = req.reason or f"backend {req.backend} {state}"
+        return apply_response(await self._edit(context, expected, reason, "backend_state", edit), False)
+
+    async def set_node_state(
+        self, req: pb.SetNodeStateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ApplyResponse:
+        state = _NODE_STATES.get(req.state)
+        if state is None:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "state must be ACTIVE or ISOLATED",
+                issues=[Issue("state", "must be ACTIVE or ISOLATED")],
+            )
+
+        def edit(doc: ConfigDocument) -> ConfigDocument:
+            nodes = list(doc.nodes)
+            for i, n in enumerate(nodes):
+                if n.id == req.node:
+                    nodes[i] = n.model_copy(update={"state": state})
+                    return doc.model_copy(update={"nodes": nodes})
+            raise ApiError(grpc.StatusCode.NOT_FOUND, f"unknown node {req.node!r}")
+
+        expected = req.expected_revision if req.HasField("expected_revision") else None
+        reason = req.reason or f"node {req.node} {state}"
+        return apply_response(await self._edit(context, expected, reason, "node_state", edit), False)
+
+    # -- watch --
+
+    async def _watch_handler(
+        self, req: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchResponse]:
+        try:
+            self._authorize(context)
+        except ApiError as exc:
+            metrics.REQUESTS.labels("Watch", exc.code.name).inc()
+            await self._fail(context, exc)
+            return
+        metrics.REQUESTS.labels("Watch", "OK").inc()
+        metrics.WATCH_STREAMS.inc()
+        try:
+            if req.include_document:
+                reader = ConfigReader(self.store.bus, self.store.bucket)
+                await reader.open(create=False)
+                async for r in reader.watch():
+                    data, fmt = await asyncio.to_thread(render, r.document, req.format)
+                    msg = pb.WatchResponse(revision=r.revision, document=data, format=fmt)  # type: ignore[arg-type]
+                    if r.manifest is not None:
+                        msg.info.CopyFrom(revision_info(r.manifest))
+                    yield msg
+            else:
+                last = -1
+                async for ev in self.store.heads.watch("head"):
+                    entry = ev.entries.get("head") if isinstance(ev, Snapshot) else None
+                    if isinstance(ev, Change):
+                        if ev.entry is None:
+                            continue
+                        entry = ev.entry
+                    manifest = entry.value if entry is not None else None
+                    rev = manifest.revision if manifest is not None else 0
+                    if rev == last:
+                        continue
+                    last = rev
+                    msg = pb.WatchResponse(revision=rev)
+                    if manifest is not None:
+                        msg.info.CopyFrom(revision_info(manifest))
+                    yield msg
+        finally:
+            metrics.WATCH_STREAMS.dec()

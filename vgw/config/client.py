@@ -1,0 +1,196 @@
+"""An asyncio client of ``vgw.config.v1.ConfigService`` (used by vgwctl, tests and services).
+
+Errors come back as :class:`ConfigApiError` with the gRPC code, the message, the field violations
+of an ``INVALID_ARGUMENT`` (``google.rpc.BadRequest``: path + reason) and, for a
+``FAILED_PRECONDITION``, the store's current revision.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+from vgw.config.v1 import config_pb2 as pb
+
+SERVICE = "vgw.config.v1.ConfigService"
+ACTOR_HEADER = "x-vgw-actor"
+CURRENT_REVISION_HEADER = "x-vgw-current-revision"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+Resp = TypeVar("Resp", bound=Message)
+
+
+@dataclass
+class Violation:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+@dataclass
+class ConfigApiError(Exception):
+    code: grpc.StatusCode
+    message: str
+    violations: list[Violation] = field(default_factory=list)
+    current_revision: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _error_from(exc: grpc.aio.AioRpcError) -> ConfigApiError:
+    err = ConfigApiError(exc.code(), exc.details() or "")
+    for key, value in exc.trailing_metadata() or ():
+        if key == CURRENT_REVISION_HEADER and isinstance(value, str) and value.isdigit():
+            err.current_revision = int(value)
+        elif key == "grpc-status-details-bin" and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    br = error_details_pb2.BadRequest()
+                    detail.Unpack(br)
+                    err.violations.extend(Violation(v.field, v.description) for v in br.field_violations)
+                elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+                    pf = error_details_pb2.PreconditionFailure()
+                    detail.Unpack(pf)
+                    for v in pf.violations:
+                        if v.type == "REVISION" and v.description.isdigit():
+                            err.current_revision = int(v.description)
+    return err
+
+
+class ConfigClient:
+    """``async with ConfigClient(addr) as c: await c.apply(...)``."""
+
+    def __init__(
+        self,
+        addr: str,
+        *,
+        token: str | None = None,
+        tls_ca: Path | None = None,
+        tls: bool = False,
+        actor: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        if tls or tls_ca is not None:
+            root = tls_ca.read_bytes() if tls_ca is not None else None
+            self.channel = grpc.aio.secure_channel(addr, grpc.ssl_channel_credentials(root), options=options)
+        else:
+            self.channel = grpc.aio.insecure_channel(addr, options=options)
+        self.addr = addr
+        self.timeout_s = timeout_s
+        self._metadata: list[tuple[str, str]] = [(ACTOR_HEADER, actor or default_actor())]
+        if token:
+            self._metadata.append(("authorization", f"Bearer {token}"))
+
+    async def __aenter__(self) -> ConfigClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(self, method: str, request: Message, response: type[Resp], timeout_s: float | None = None) -> Resp:
+        call: grpc.aio.UnaryUnaryMultiCallable[Message, Resp] = self.channel.unary_unary(
+            f"/{SERVICE}/{method}",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response.FromString,
+        )
+        try:
+            result: Resp = await call(request, metadata=self._metadata, timeout=timeout_s or self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _error_from(exc) from None
+        return result
+
+    async def wait_ready(self, timeout_s: float = 10.0) -> None:
+        await self.channel.channel_ready()
+
+    async def apply(
+        self,
+        document: bytes,
+        *,
+        dry_run: bool = False,
+        expected_revision: int | None = None,
+        reason: str = "",
+        fmt: int = pb.DOCUMENT_FORMAT_UNSPECIFIED,
+    ) -> pb.ApplyResponse:
+        req = pb.ApplyRequest(document=document, dry_run=dry_run, reason=reason, format=fmt)  # type: ignore[arg-type]
+        if expected_revision is not None:
+            req.expected_revision = expected_revision
+        return await self._call("Apply", req, pb.ApplyResponse)
+
+    async def get(self, revision: int = 0, fmt: int = pb.DOCUMENT_FORMAT_YAML) -> pb.GetResponse:
+        return await self._call("Get", pb.GetRequest(revision=revision, format=fmt), pb.GetResponse)  # type: ignore[arg-type]
+
+    async def list(self, kind: str, **filters: Any) -> pb.ListResponse:
+        return await self._call("List", pb.ListRequest(kind=kind, **filters), pb.ListResponse)
+
+    async def diff(self, document: bytes = b"", *, from_revision: int = 0, to_revision: int = 0) -> pb.DiffResponse:
+        req = pb.DiffRequest(document=document, from_revision=from_revision, to_revision=to_revision)
+        return await self._call("Diff", req, pb.DiffResponse)
+
+    async def history(self, limit: int = 20, before: int = 0) -> pb.HistoryResponse:
+        return await self._call("History", pb.HistoryRequest(limit=limit, before=before), pb.HistoryResponse)
+
+    async def rollback(
+        self, revision: int, *, reason: str = "", expected_revision: int | None = None
+    ) -> pb.ApplyResponse:
+        req = pb.RollbackRequest(revision=revision, reason=reason)
+        if expected_revision is not None:
+            req.expected_revision = expected_revision
+        return await self._call("Rollback", req, pb.ApplyResponse)
+
+    async def set_backend_state(
+        self, backend: str, state: int, *, service: str = "", reason: str = "", expected_revision: int | None = None
+    ) -> pb.ApplyResponse:
+        req = pb.SetBackendStateRequest(service=service, backend=backend, state=state, reason=reason)  # type: ignore[arg-type]
+        if expected_revision is not None:
+            req.expected_revision = expected_revision
+        return await self._call("SetBackendState", req, pb.ApplyResponse)
+
+    async def set_node_state(
+        self, node: str, state: int, *, reason: str = "", expected_revision: int | None = None
+    ) -> pb.ApplyResponse:
+        req = pb.SetNodeStateRequest(node=node, state=state, reason=reason)  # type: ignore[arg-type]
+        if expected_revision is not None:
+            req.expected_revision = expected_revision
+        return await self._call("SetNodeState", req, pb.ApplyResponse)
+
+    async def watch(self, *, include_document: bool = False) -> AsyncIterator[pb.WatchResponse]:
+        call: grpc.aio.UnaryStreamMultiCallable[pb.WatchRequest, pb.WatchResponse] = self.channel.unary_stream(
+            f"/{SERVICE}/Watch",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.WatchResponse.FromString,
+        )
+        stream = call(pb.WatchRequest(include_document=include_document), metadata=self._metadata)
+        try:
+            async for msg in stream:
+                yield msg
+        except grpc.aio.AioRpcError as exc:
+            raise _error_from(exc) from None
+        finally:
+            stream.cancel()
