@@ -39,6 +39,7 @@ bench: setup
 	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane bench; fi
 	$(PY) tests/bench/bench_bus.py
 	$(PY) tests/bench/bench_healthcheck.py
+	$(PY) tests/bench/bench_forwarder.py
 
 clean:
 	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane clean; fi

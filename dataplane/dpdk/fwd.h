@@ -134,7 +134,7 @@ typedef struct neigh_entry {
     _Atomic uint32_t ip;  /* network order; 0 = empty; set once (release) */
     uint8_t mac[6];
     _Atomic uint8_t valid;
-    uint8_t used;
+    uint8_t is_static; /* never expires or re-resolves */
     /* control-thread-only fields */
     uint64_t updated_ms, requested_ms, pending_since_ms;
     uint32_t npending;
@@ -196,6 +196,12 @@ typedef struct fwd {
     uint32_t ndevs;                 /* distinct DPDK devices (1 in single-arm) */
     route_t routes[FWD_MAX_ROUTES];
     uint32_t nroutes;
+    struct {
+        uint32_t ip;
+        struct rte_ether_addr mac;
+        uint8_t role;
+    } static_neigh[FWD_MAX_ROUTES]; /* permanent entries (settings: neigh IP MAC ext|int) */
+    uint32_t nstatic_neigh;
     struct rte_mempool *pool;
     struct rte_ring *slow; /* workers -> control thread */
     vgw_dp_t *dp;
@@ -235,6 +241,7 @@ void neigh_housekeep(fwd_t *f, uint64_t now_ms);
 void neigh_garp_all(fwd_t *f);
 void neigh_set_local(fwd_t *f, uint32_t *vips, uint32_t nv, uint32_t *lips, uint32_t nl);
 int neigh_init(fwd_t *f);
+int neigh_add_static(fwd_t *f, uint8_t role, uint32_t ip, const struct rte_ether_addr *mac);
 void neigh_fini(fwd_t *f);
 void neigh_dump_json(fwd_t *f, struct vbuf *b);
 

@@ -4,6 +4,7 @@
  *
  *   vgw-fwd [EAL options] -- [--config FILE] [--socket PATH] [--workers N]
  *           [--ext DEV[,IP/LEN]] [--int DEV[,IP/LEN]] [--single-arm] [--route PFX/LEN,GW,ext|int]
+ *           [--neigh IP,MAC,ext|int]
  *           [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]
  *           [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N] [--apply FILE]
  *           [--no-sw-l4-csum]
@@ -136,6 +137,16 @@ static int setting(const char *key, char **v, int n)
         g_fwd.single_arm = !strcmp(v[0], "single-arm");
     else if (!strcmp(key, "route") && n == 3)
         return add_route(v[0], v[1], v[2]);
+    else if (!strcmp(key, "neigh") && n == 3) {
+        if (g_fwd.nstatic_neigh >= FWD_MAX_ROUTES)
+            return -1;
+        typeof(g_fwd.static_neigh[0]) *sn = &g_fwd.static_neigh[g_fwd.nstatic_neigh];
+        if (inet_pton(AF_INET, v[0], &sn->ip) != 1 || rte_ether_unformat_addr(v[1], &sn->mac) != 0 ||
+            (strcmp(v[2], "ext") && strcmp(v[2], "int")))
+            return -1;
+        sn->role = !strcmp(v[2], "ext") ? VGW_PORT_EXT : VGW_PORT_INT;
+        g_fwd.nstatic_neigh++;
+    }
     else if (!strcmp(key, "conn-capacity") && n == 1)
         return parse_u32(v[0], 1024, 1u << 28, &g_fwd.conn_capacity);
     else if (!strcmp(key, "mbufs") && n == 1)
@@ -213,6 +224,7 @@ static int parse_args(int argc, char **argv)
         if (!strcmp(key, "help")) {
             printf("usage: vgw-fwd [EAL options] -- [--config FILE] [--socket PATH] [--workers N]\n"
                    "       [--ext DEV[,IP/LEN]] [--int DEV[,IP/LEN]] [--single-arm] [--route PFX/LEN,GW,ext|int]\n"
+                   "       [--neigh IP,MAC,ext|int]\n"
                    "       [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]\n"
                    "       [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N]\n"
                    "       [--apply FILE] [--no-sw-l4-csum]\n");
@@ -227,7 +239,7 @@ static int parse_args(int argc, char **argv)
                 return fprintf(stderr, "vgw-fwd: %s needs a value\n", a), -1;
             snprintf(buf, sizeof buf, "%s", argv[++i]);
             char *save = NULL;
-            bool split = !strcmp(key, "ext") || !strcmp(key, "int") || !strcmp(key, "route");
+            bool split = !strcmp(key, "ext") || !strcmp(key, "int") || !strcmp(key, "route") || !strcmp(key, "neigh");
             for (char *tok = split ? strtok_r(buf, ",", &save) : buf; tok && n < 4;
                  tok = split ? strtok_r(NULL, ",", &save) : NULL)
                 v[n++] = tok;
@@ -447,6 +459,12 @@ int main(int argc, char **argv)
             goto out_workers;
         }
     }
+    for (uint32_t i = 0; i < g_fwd.nstatic_neigh; i++)
+        if (neigh_add_static(&g_fwd, g_fwd.static_neigh[i].role, g_fwd.static_neigh[i].ip,
+                             &g_fwd.static_neigh[i].mac) != 0) {
+            fprintf(stderr, "vgw-fwd: static neighbour table full\n");
+            goto out_workers;
+        }
     if (ctl_open(&g_fwd) != 0)
         goto out_workers;
     if (g_apply_path[0] && apply_file(g_apply_path) != 0)

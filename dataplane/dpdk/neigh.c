@@ -228,7 +228,7 @@ static void handle_arp(fwd_t *f, uint8_t role, struct rte_mbuf *m, uint64_t now)
     bool connected = p->plen && (sip & p->mask) == (p->ip & p->mask) && sip != p->ip;
     /* Learn: always refresh a known neighbour; create one when it talks to us from our subnet. */
     neigh_entry_t *e = sip ? neigh_find(p, sip, for_us && connected) : NULL;
-    if (e)
+    if (e && !e->is_static)
         neigh_set(f, p, e, &sha, now);
     if (op == RTE_ARP_OP_REQUEST && for_us && sip != tip) {
         struct rte_mbuf *r = arp_frame(f, p, RTE_ARP_OP_REPLY, &sha, &sha, tip, sip);
@@ -305,7 +305,7 @@ void neigh_housekeep(fwd_t *f, uint64_t now)
                     arp_request(f, p, e, now);
                 }
             }
-            if (!atomic_load_explicit(&e->valid, memory_order_relaxed))
+            if (!atomic_load_explicit(&e->valid, memory_order_relaxed) || e->is_static)
                 continue;
             if (now - e->updated_ms > NEIGH_STALE_MS) {
                 uint32_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
@@ -349,6 +349,17 @@ void neigh_set_local(fwd_t *f, uint32_t *vips, uint32_t nv, uint32_t *lips, uint
     free(f->local_lips);
     f->local_vips = vips, f->nlocal_vips = nv;
     f->local_lips = lips, f->nlocal_lips = nl;
+}
+
+int neigh_add_static(fwd_t *f, uint8_t role, uint32_t ip, const struct rte_ether_addr *mac)
+{
+    fwd_port_t *p = &f->port[f->single_arm ? VGW_PORT_EXT : role];
+    neigh_entry_t *e = neigh_find(p, ip, true);
+    if (!e)
+        return -1;
+    neigh_set(f, p, e, mac, 0);
+    e->is_static = 1;
+    return 0;
 }
 
 int neigh_init(fwd_t *f)
