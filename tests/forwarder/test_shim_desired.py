@@ -1,0 +1,232 @@
+"""The shim's desired state and deltas, checked against a real vgw-fwd.
+
+Unit part: config + health -> desired state (health down drains, config states win, initial state,
+IPv6 skipped). Property part: for random sequences of desired states, applying the shim's delta to
+a running forwarder (ring vdevs, no namespaces needed) leaves exactly the state a full apply of the
+new document leaves (the forwarder's canonical CONFIG dump is compared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from dataplane.shim.desired import DesiredState, FwdBackend, FwdService, delta, desired_state, render
+from dataplane.shim.fwdctl import FwdClient
+from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
+from vgw.config.validate import load_document
+from vgw.events import BackendState, ProbeResult
+from vgw.health import HealthEntry, health_key
+
+DOC = """
+version: 1
+timeouts: {tcp_established: 120s}
+clusters: [{name: lab}]
+nodes:
+  - {id: n1, cluster: lab, external: {address: 203.0.113.1/24}, internal: {address: 198.18.0.1/24},
+     lip_pool: [198.18.0.100, 198.18.0.101]}
+  - {id: n2, cluster: lab, external: {address: 203.0.113.2/24}, internal: {address: 198.18.0.2/24},
+     lip_pool: [198.18.0.102]}
+health_checks:
+  - {name: hc, kind: tcp, initial_state: down}
+  - {name: hc-unknown, kind: tcp}
+vips:
+  - address: 192.0.2.10
+    cluster: lab
+    services:
+      - name: web
+        port: 80
+        health_check: hc
+        timeouts: {tcp_syn_recv: 10s}
+        backends:
+          - {address: 198.18.0.11, port: 80}
+          - {address: 198.18.0.12, port: 80, weight: 50}
+          - {address: 198.18.0.13, port: 80, state: draining}
+          - {address: 198.18.0.14, port: 80, state: disabled}
+      - name: dns
+        port: 53
+        protocol: udp
+        scheduler: wlc
+        health_check: hc-unknown
+        backends: [{address: 198.18.0.21, port: 53}]
+  - address: 192.0.2.20
+    cluster: lab
+    nodes: [n2]
+    services: [{name: other, port: 80, backends: [{address: 198.18.0.31, port: 80}]}]
+"""
+
+
+def entry(ip: str, port: int, check: str, state: BackendState) -> HealthEntry:
+    return HealthEntry(
+        address=ip,  # type: ignore[arg-type]
+        port=port,
+        check=check,
+        kind="tcp",
+        state=state,
+        reason=ProbeResult.OK if state == BackendState.UP else ProbeResult.TIMEOUT,
+        since=datetime.now(UTC),
+        checker="t",
+    )
+
+
+def test_desired_state_from_config_and_health() -> None:
+    doc = load_document(DOC)
+    health = {
+        health_key("198.18.0.11", 80, "hc"): entry("198.18.0.11", 80, "hc", BackendState.UP),
+        health_key("198.18.0.13", 80, "hc"): entry("198.18.0.13", 80, "hc", BackendState.UP),
+    }
+    st = desired_state(doc, health, "n1", 7)
+    assert st.config_revision == 7
+    assert st.vips == ["192.0.2.10"]  # 192.0.2.20 is served by n2 only
+    assert [s.name for s in st.services] == ["dns", "web"]
+    web = next(s for s in st.services if s.name == "web")
+    assert web.lips == ("198.18.0.100", "198.18.0.101")
+    assert ("tcp_syn_recv", 10) in web.timeouts and web.toa
+    states = {b.address: b.state for b in web.backends}
+    assert states == {
+        "198.18.0.11": "active",  # up
+        "198.18.0.12": "draining",  # no entry yet, initial_state down
+        "198.18.0.13": "draining",  # config draining wins over health up
+        "198.18.0.14": "disabled",
+    }
+    dns = next(s for s in st.services if s.name == "dns")
+    assert dns.backends[0].state == "active"  # initial_state unknown counts as up
+    assert not dns.toa and dns.scheduler == "wlc"
+    assert ("tcp_established", 120) in st.timeouts
+    # health down drains an enabled backend, with the reason
+    health[health_key("198.18.0.11", 80, "hc")] = entry("198.18.0.11", 80, "hc", BackendState.DOWN)
+    st2 = desired_state(doc, health, "n1", 7)
+    b = next(b for s in st2.services if s.name == "web" for b in s.backends if b.address == "198.18.0.11")
+    assert b.state == "draining" and "timeout" in b.reason
+    # unknown node: empty state
+    assert desired_state(doc, health, "nope", 7).services == ()
+    doc_text = render(st, 3)
+    assert doc_text.startswith("vgw-config 1\ngeneration 3\n") and doc_text.endswith("end\n")
+
+
+def random_state(rng: random.Random) -> DesiredState:
+    services = []
+    for i in rng.sample(range(6), rng.randint(0, 5)):
+        lips = tuple(sorted(rng.sample([f"198.18.1.{n}" for n in range(1, 6)], rng.randint(1, 3))))
+        backends = tuple(
+            FwdBackend(f"198.18.2.{n}", 80 + (n % 2), rng.choice([0, 1, 100]), rng.choice(["active", "draining"]))
+            for n in sorted(rng.sample(range(1, 30), rng.randint(0, 6)))
+        )
+        services.append(
+            FwdService(
+                name=f"s{i}",
+                protocol="udp" if i == 5 else "tcp",
+                vip=f"192.0.2.{10 + i % 3}",
+                port=80 + i,
+                scheduler=rng.choice(["maglev", "wrr", "wlc"]),
+                table=rng.choice([None, 251]),
+                toa=i != 5 and rng.random() < 0.5,
+                timeouts=(("tcp_syn_recv", 10),) if rng.random() < 0.3 else (),
+                lips=lips,
+                backends=backends,
+            )
+        )
+    return DesiredState(node="n1", config_revision=1, timeouts=(), services=tuple(services))
+
+
+@pytest.fixture
+def ring_fwd(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0 or not FWD_BIN.exists():
+        pytest.skip("needs root and dataplane/build/vgw-fwd")
+    prefix = f"vgwd{secrets.token_hex(4)}"
+    sock = tmp_path / "fwd.sock"
+    log = tmp_path / "fwd.log"
+    proc = subprocess.Popen(
+        [str(FWD_BIN), "--no-huge", "-m", "128", "--file-prefix", prefix, "--lcores", "0@0,1@0", "--no-pci",
+         "--log-level", "*:error", "--vdev", "net_ring0", "--vdev", "net_ring1", "--",
+         "--ext", "net_ring0,203.0.113.1/24", "--int", "net_ring1,198.18.0.1/16", "--socket", str(sock),
+         "--conn-capacity", "4096"],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while "vgw-fwd ready" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield sock
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+        cleanup_dpdk_files(prefix)
+
+
+async def test_delta_equals_full_apply(ring_fwd: Path) -> None:
+    rng = random.Random(11)
+    c = FwdClient(str(ring_fwd))
+    try:
+        cur = random_state(rng)
+        gen = await c.apply(render(cur, 1))
+        for _ in range(60):
+            new = random_state(rng) if rng.random() < 0.3 else mutate(rng, cur)
+            d = delta(cur, new, gen + 1)
+            assert d is not None
+            doc, nops = d
+            if nops:
+                gen = await c.delta(doc)
+            got = await c.config()
+            # the forwarder's canonical dump of a full apply of `new`, for comparison
+            want = render(new, gen)
+            assert canon(got) == canon(want), doc
+            cur = new
+    finally:
+        await c.close()
+
+
+def mutate(rng: random.Random, st: DesiredState) -> DesiredState:
+    services = list(st.services)
+    if not services:
+        return random_state(rng)
+    i = rng.randrange(len(services))
+    s = services[i]
+    bs = list(s.backends)
+    op = rng.randrange(4)
+    if op == 0 and bs:
+        k = rng.randrange(len(bs))
+        b = bs[k]
+        bs[k] = FwdBackend(b.address, b.port, b.weight, "draining" if b.state == "active" else "active")
+    elif op == 1 and bs:
+        bs.pop(rng.randrange(len(bs)))
+    elif op == 2:
+        addr = f"198.18.3.{rng.randint(1, 200)}"
+        if all(b.address != addr for b in bs):
+            bs.append(FwdBackend(addr, 80, 7, "active"))
+    elif bs:
+        k = rng.randrange(len(bs))
+        b = bs[k]
+        bs[k] = FwdBackend(b.address, b.port, rng.randint(0, 500), b.state)
+    services[i] = FwdService(
+        s.name, s.protocol, s.vip, s.port, s.scheduler, s.table, s.toa, s.timeouts, s.lips, tuple(bs)
+    )
+    return DesiredState(st.node, st.config_revision, st.timeouts, tuple(services))
+
+
+def canon(doc: str) -> list[tuple[str, tuple[str, ...]]]:
+    """A vgw-config document as sorted (service line, sorted lip/backend lines), without the
+    generation and document timeouts; options the forwarder prints only when set are normalised."""
+    blocks: dict[str, list[str]] = {}
+    cur: list[str] | None = None
+    for ln in doc.splitlines():
+        if not ln or ln.startswith(("vgw-config", "generation", "timeout ")) or ln == "end":
+            continue
+        if ln.startswith("service "):
+            cur = blocks.setdefault(ln.replace(" toa=off", "").replace(" table=65537", ""), [])
+        else:
+            assert cur is not None, ln
+            cur.append(ln)
+    return sorted((k, tuple(sorted(v))) for k, v in blocks.items())
