@@ -1,7 +1,8 @@
 """vgwctl: the operator's and scripts' door into VGW.
 
 Exit codes scripts can rely on: 0 success, 1 failure, 2 bad usage or settings, 3 NATS (or another
-VGW service) unreachable, 130 interrupted.
+VGW service) unreachable, 4 invalid configuration (nothing changed), 5 revision conflict (nothing
+changed), 6 not found, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import events
+from . import config_cmds, events
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vgwctl", description="Operate a VGW deployment.")
     parser.add_argument("--nats", metavar="URL", help="NATS URL (default: $VGW_NATS_URL or nats://127.0.0.1:4222)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_cmds.add_parsers(sub)
     events.add_parser(sub)
     return parser
 

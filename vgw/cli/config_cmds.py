@@ -1,0 +1,476 @@
+"""vgwctl commands of the config service: apply, diff, get, list, history, rollback, backend,
+node, status. They talk to ``vgw.config.v1.ConfigService`` at ``--config-addr`` (default
+``$VGW_CONFIG_ADDR`` or ``127.0.0.1:50051``).
+
+Exit codes (docs/vgwctl.md): 0 ok, 1 failure, 2 bad usage, 3 config service unreachable,
+4 invalid configuration (nothing changed), 5 revision conflict (nothing changed), 6 not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from vgw.config.client import ConfigApiError, ConfigClient
+from vgw.config.v1 import config_pb2 as pb
+
+from .output import FORMATS, emit, table
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_INVALID, EXIT_CONFLICT, EXIT_NOT_FOUND = 4, 5, 6
+
+DEFAULT_ADDR = "127.0.0.1:50051"
+KINDS = ("vips", "services", "backends", "nodes", "clusters", "health_checks")
+_KIND_ALIASES = {
+    "vip": "vips",
+    "service": "services",
+    "svc": "services",
+    "backend": "backends",
+    "be": "backends",
+    "node": "nodes",
+    "cluster": "clusters",
+    "check": "health_checks",
+    "checks": "health_checks",
+    "health-checks": "health_checks",
+    "health_check": "health_checks",
+}
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("config service")
+    g.add_argument(
+        "--config-addr", metavar="HOST:PORT", help=f"ConfigService address ($VGW_CONFIG_ADDR, {DEFAULT_ADDR})"
+    )
+    g.add_argument("--token", metavar="TOKEN", help="bearer token ($VGW_CONFIG_TOKEN)")
+    g.add_argument("--tls", action="store_true", help="use TLS (system roots, or --tls-ca)")
+    g.add_argument("--tls-ca", metavar="PEM", type=Path, help="CA certificate for TLS ($VGW_CONFIG_TLS_CA)")
+    g.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="per-call timeout (default 60)")
+    p.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default table)")
+    return p
+
+
+def _write_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reason", default="", help="why (kept in the history and the config.changed event)")
+    p.add_argument(
+        "--expect-revision", type=int, metavar="REV", help="fail (exit 5) unless the store is at this revision"
+    )
+
+
+def add_parsers(sub: Any) -> None:
+    common = _common()
+
+    p = sub.add_parser(
+        "apply",
+        parents=[common],
+        help="validate and apply a configuration document",
+        description="Validate a YAML/JSON document and commit it as the next revision. With --dry-run, "
+        "show what would change and change nothing.",
+    )
+    p.add_argument("-f", "--file", required=True, metavar="FILE", help="the document ('-' for stdin)")
+    p.add_argument("--dry-run", action="store_true", help="validate and show the diff only")
+    _write_opts(p)
+    p.set_defaults(func=_run(cmd_apply))
+
+    p = sub.add_parser(
+        "diff",
+        parents=[common],
+        help="differences: a document vs the current revision, or two revisions",
+        description="`diff -f FILE` compares a document with the current revision; `diff REV [REV2]` compares "
+        "two kept revisions (REV2 defaults to the current one).",
+    )
+    p.add_argument("-f", "--file", metavar="FILE", help="the document ('-' for stdin)")
+    p.add_argument("revisions", nargs="*", type=int, metavar="REV")
+    p.set_defaults(func=_run(cmd_diff))
+
+    p = sub.add_parser(
+        "get",
+        parents=[common],
+        help="show the whole document or one object",
+        description="`get config` prints the whole document (YAML; -o json); `get KIND NAME` one object.",
+    )
+    p.add_argument("kind", help=f"config, or one of {', '.join(KINDS)}")
+    p.add_argument("name", nargs="?", help="object key (VIP address, service, SERVICE/BACKEND, node id...)")
+    p.add_argument("--revision", type=int, default=0, metavar="REV", help="a kept revision (default current)")
+    p.set_defaults(func=_run(cmd_get))
+
+    p = sub.add_parser("list", parents=[common], help="list objects of a kind")
+    p.add_argument("kind", help=", ".join(KINDS))
+    p.add_argument("--vip", help="only objects of this VIP")
+    p.add_argument("--service", help="only backends of this service")
+    p.add_argument("--node", help="only what this node serves")
+    p.add_argument("--revision", type=int, default=0, metavar="REV", help="a kept revision (default current)")
+    p.set_defaults(func=_run(cmd_list))
+
+    p = sub.add_parser("history", parents=[common], help="kept revisions with who, when and why")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=_run(cmd_history))
+
+    p = sub.add_parser("rollback", parents=[common], help="make a kept revision current again (as a new revision)")
+    p.add_argument("revision", type=int, metavar="REV")
+    _write_opts(p)
+    p.set_defaults(func=_run(cmd_rollback))
+
+    p = sub.add_parser(
+        "backend",
+        parents=[common],
+        help="drain, disable or enable a backend",
+        description="Set a backend's state in one service (--service) or in every service that has it. "
+        "BACKEND is ADDRESS:PORT, [IPv6]:PORT, or an ADDRESS alone for every port of that address.",
+    )
+    p.add_argument("action", choices=("drain", "disable", "enable"))
+    p.add_argument("backend", metavar="BACKEND")
+    p.add_argument("--service", default="", help="only in this service")
+    _write_opts(p)
+    p.set_defaults(func=_run(cmd_backend))
+
+    p = sub.add_parser("node", parents=[common], help="isolate a node (withdraw its VIPs) or restore it")
+    p.add_argument("action", choices=("isolate", "restore"))
+    p.add_argument("node", metavar="NODE")
+    _write_opts(p)
+    p.set_defaults(func=_run(cmd_node))
+
+    p = sub.add_parser("status", parents=[common], help="the configuration's current revision and summary")
+    p.set_defaults(func=_run(cmd_status))
+
+
+# --- plumbing ---------------------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> ConfigClient:
+    addr = args.config_addr or os.environ.get("VGW_CONFIG_ADDR") or DEFAULT_ADDR
+    token = args.token or os.environ.get("VGW_CONFIG_TOKEN") or None
+    ca = args.tls_ca or (Path(os.environ["VGW_CONFIG_TLS_CA"]) if os.environ.get("VGW_CONFIG_TLS_CA") else None)
+    return ConfigClient(addr, token=token, tls_ca=ca, tls=args.tls, timeout_s=args.timeout)
+
+
+def _err(message: str) -> None:
+    print(f"vgwctl: {message}", file=sys.stderr)
+
+
+def _run(fn: Callable[[argparse.Namespace, ConfigClient], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        async def go() -> int:
+            async with _client(args) as c:
+                return await fn(args, c)
+
+        try:
+            return asyncio.run(go())
+        except ConfigApiError as exc:
+            return _api_error(exc, args)
+        except _UsageError as exc:
+            _err(str(exc))
+            return EXIT_USAGE
+
+    return run
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _api_error(exc: ConfigApiError, args: argparse.Namespace) -> int:
+    code = exc.code
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        addr = args.config_addr or os.environ.get("VGW_CONFIG_ADDR") or DEFAULT_ADDR
+        _err(f"cannot reach the config service at {addr}: {exc.message}")
+        return EXIT_UNREACHABLE
+    if args.output != "table":
+        emit(
+            {
+                "error": code.name,
+                "message": exc.message,
+                "violations": [{"path": v.path, "reason": v.reason} for v in exc.violations],
+                "current_revision": exc.current_revision,
+            },
+            args.output,
+        )
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        if exc.violations:
+            _err(f"invalid configuration, nothing changed ({len(exc.violations)} problem(s)):")
+            for v in exc.violations:
+                print(f"  {v}", file=sys.stderr)
+        else:
+            _err(exc.message)
+        return EXIT_INVALID
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        if exc.violations:  # e.g. a rollback target that fails today's validation
+            _err(exc.message)
+            for v in exc.violations:
+                print(f"  {v}", file=sys.stderr)
+            return EXIT_INVALID
+        _err(f"{exc.message}; nothing changed (re-read and retry, or drop --expect-revision)")
+        return EXIT_CONFLICT
+    if code == grpc.StatusCode.NOT_FOUND:
+        _err(exc.message)
+        return EXIT_NOT_FOUND
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        _err(f"{exc.message} (set --token or VGW_CONFIG_TOKEN)")
+        return EXIT_FAIL
+    _err(f"{code.name}: {exc.message}")
+    return EXIT_FAIL
+
+
+def _read(path: str) -> bytes:
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise _UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _dict(msg: Message) -> dict[str, Any]:
+    return MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def _change_lines(changes: Any) -> list[str]:
+    sign = {"added": "+", "removed": "-", "modified": "~"}
+    out = []
+    for c in changes:
+        out.append(f"{sign.get(c.op, '?')} {c.path}")
+        for f in c.fields:
+            out.append(f"      {f.field}: {f.old_json} -> {f.new_json}")
+    return out
+
+
+def _counts(c: pb.ChangeCounts) -> str:
+    return f"+{c.added} -{c.removed} ~{c.modified}"
+
+
+def _apply_json(r: pb.ApplyResponse) -> dict[str, Any]:
+    d = _dict(r)
+    for ch in d.get("changes", []):
+        for f in ch.get("fields", []):
+            f["old"] = json.loads(f.pop("old_json") or "null")
+            f["new"] = json.loads(f.pop("new_json") or "null")
+    if not r.HasField("info"):
+        d.pop("info", None)
+    return d
+
+
+def _apply_human(r: pb.ApplyResponse, verb: str) -> str:
+    lines = _change_lines(r.changes)
+    if r.changes_truncated:
+        lines.append(f"  ... ({len(r.changes)} shown)")
+    if r.dry_run:
+        head = (
+            f"dry run: no changes against revision {r.revision}"
+            if not r.changes
+            else f"dry run: would change {_counts(r.counts)} against revision {r.revision} (nothing applied)"
+        )
+    elif not r.committed:
+        head = f"no changes: revision {r.revision} is current"
+    else:
+        head = f"{verb}: revision {r.revision} (was {r.previous_revision}), {_counts(r.counts)}"
+    return "\n".join([head, *lines])
+
+
+def _norm_kind(kind: str) -> str:
+    k = _KIND_ALIASES.get(kind, kind)
+    if k not in KINDS:
+        raise _UsageError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+    return k
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+async def cmd_apply(args: argparse.Namespace, c: ConfigClient) -> int:
+    data = _read(args.file)
+    r = await c.apply(data, dry_run=args.dry_run, expected_revision=args.expect_revision, reason=args.reason)
+    emit(_apply_json(r), args.output, _apply_human(r, "applied"))
+    return EXIT_OK
+
+
+async def cmd_diff(args: argparse.Namespace, c: ConfigClient) -> int:
+    if args.file and args.revisions:
+        raise _UsageError("give either -f FILE or revisions, not both")
+    if args.file:
+        r = await c.diff(_read(args.file))
+        title = f"document vs revision {r.from_revision}"
+    elif args.revisions:
+        if len(args.revisions) > 2:
+            raise _UsageError("at most two revisions")
+        to = args.revisions[1] if len(args.revisions) == 2 else 0
+        r = await c.diff(from_revision=args.revisions[0], to_revision=to)
+        title = f"revision {r.from_revision} -> {r.to_revision}"
+    else:
+        raise _UsageError("diff needs -f FILE or REV [REV2]")
+    lines = _change_lines(r.changes) or ["(no differences)"]
+    d = _dict(r)
+    for ch in d.get("changes", []):
+        for f in ch.get("fields", []):
+            f["old"] = json.loads(f.pop("old_json") or "null")
+            f["new"] = json.loads(f.pop("new_json") or "null")
+    emit(d, args.output, "\n".join([f"{title}: {_counts(r.counts)}", *lines]))
+    return EXIT_OK
+
+
+async def cmd_get(args: argparse.Namespace, c: ConfigClient) -> int:
+    if args.kind in ("config", "document", "all"):
+        fmt = pb.DOCUMENT_FORMAT_JSON if args.output == "json" else pb.DOCUMENT_FORMAT_YAML
+        r = await c.get(args.revision, fmt)
+        if r.revision == 0:
+            print("# nothing applied yet (revision 0)", file=sys.stderr)
+        sys.stdout.write(r.document.decode())
+        if args.output == "json":
+            sys.stdout.write("\n")
+        return EXIT_OK
+    kind = _norm_kind(args.kind)
+    if not args.name:
+        raise _UsageError(f"get {kind} needs a NAME (or use `vgwctl list {kind}`)")
+    r2 = await c.list(kind, revision=args.revision)
+    for o in r2.objects:
+        if o.key == args.name:
+            data = json.loads(o.json)
+            emit(data, args.output if args.output != "table" else "yaml")
+            return EXIT_OK
+    print(
+        f"vgwctl: no {kind[:-1] if kind.endswith('s') else kind} {args.name!r} at revision {r2.revision}",
+        file=sys.stderr,
+    )
+    return EXIT_NOT_FOUND
+
+
+def _rows(kind: str, objs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    if kind == "vips":
+        return ["ADDRESS", "NAME", "CLUSTER", "ENABLED", "SERVICES", "NODES", "ON_UNHEALTHY", "LOW/HIGH"], [
+            [
+                o["address"], o.get("name"), o["cluster"], o["enabled"], len(o["services"]),
+                ",".join(o["nodes"]) if o.get("nodes") else "all", o["bgp"]["on_unhealthy"],
+                f"{o['bgp']['low_watermark']}/{o['bgp']['high_watermark']}",
+            ]
+            for o in objs
+        ]  # fmt: skip
+    if kind == "services":
+        return ["NAME", "VIP", "PORT", "PROTO", "SCHEDULER", "CHECK", "BACKENDS"], [
+            [
+                o["name"], o["vip"], o["port"], o["protocol"], o["scheduler"], o.get("health_check"),
+                f"{sum(b['state'] == 'enabled' for b in o['backends'])}/{len(o['backends'])} enabled",
+            ]
+            for o in objs
+        ]  # fmt: skip
+    if kind == "backends":
+        return ["SERVICE", "VIP", "BACKEND", "WEIGHT", "STATE"], [
+            [o["service"], o["vip"], f"{o['address']}:{o['port']}", o["weight"], o["state"]] for o in objs
+        ]
+    if kind == "nodes":
+        return ["ID", "CLUSTER", "MODE", "EXTERNAL", "INTERNAL", "LIP_POOL", "BGP", "STATE"], [
+            [
+                o["id"], o["cluster"], o["mode"], o["external"]["address"],
+                (o.get("internal") or {}).get("address"), ",".join(o["lip_pool"]),
+                f"AS{o['bgp']['asn']} peers={len(o['bgp']['peers'])}" if o.get("bgp") else None, o["state"],
+            ]
+            for o in objs
+        ]  # fmt: skip
+    if kind == "clusters":
+        return ["NAME", "STANDBY", "DESCRIPTION"], [[o["name"], o.get("standby"), o.get("description")] for o in objs]
+    return ["NAME", "KIND", "PORT", "INTERVAL", "TIMEOUT", "RISE", "FALL"], [
+        [
+            o["name"],
+            o["kind"],
+            o.get("port") or "backend",
+            f"{o['interval']:g}s",
+            f"{o['timeout']:g}s",
+            o["rise"],
+            o["fall"],
+        ]
+        for o in objs
+    ]
+
+
+async def cmd_list(args: argparse.Namespace, c: ConfigClient) -> int:
+    kind = _norm_kind(args.kind)
+    filters = {k: v for k, v in (("vip", args.vip), ("service", args.service), ("node", args.node)) if v}
+    r = await c.list(kind, revision=args.revision, **filters)
+    objs = [json.loads(o.json) for o in r.objects]
+    headers, rows = _rows(kind, objs)
+    emit(objs, args.output, table(headers, rows) + f"\n({len(objs)} {kind} at revision {r.revision})")
+    return EXIT_OK
+
+
+def _when(info: pb.RevisionInfo) -> str:
+    return info.created_at.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def cmd_history(args: argparse.Namespace, c: ConfigClient) -> int:
+    r = await c.history(limit=args.limit)
+    rows = [
+        [
+            h.revision, _when(h), h.action + (f"->{h.rolled_back_to}" if h.HasField("rolled_back_to") else ""),
+            h.actor, _counts(h.counts), h.services, h.backends, h.reason,
+        ]
+        for h in r.revisions
+    ]  # fmt: skip
+    human = table(["REV", "WHEN (UTC)", "ACTION", "ACTOR", "CHANGES", "SERVICES", "BACKENDS", "REASON"], rows)
+    emit([_dict(h) for h in r.revisions], args.output, human if rows else "(no revisions yet)")
+    return EXIT_OK
+
+
+async def cmd_rollback(args: argparse.Namespace, c: ConfigClient) -> int:
+    r = await c.rollback(args.revision, reason=args.reason, expected_revision=args.expect_revision)
+    emit(_apply_json(r), args.output, _apply_human(r, f"rolled back to revision {args.revision}"))
+    return EXIT_OK
+
+
+async def cmd_backend(args: argparse.Namespace, c: ConfigClient) -> int:
+    state = {
+        "drain": pb.BACKEND_STATE_DRAINING,
+        "disable": pb.BACKEND_STATE_DISABLED,
+        "enable": pb.BACKEND_STATE_ENABLED,
+    }[args.action]
+    r = await c.set_backend_state(
+        args.backend, state, service=args.service, reason=args.reason, expected_revision=args.expect_revision
+    )
+    emit(_apply_json(r), args.output, _apply_human(r, f"backend {args.backend}: {args.action}"))
+    return EXIT_OK
+
+
+async def cmd_node(args: argparse.Namespace, c: ConfigClient) -> int:
+    state = pb.NODE_STATE_ISOLATED if args.action == "isolate" else pb.NODE_STATE_ACTIVE
+    r = await c.set_node_state(args.node, state, reason=args.reason, expected_revision=args.expect_revision)
+    emit(_apply_json(r), args.output, _apply_human(r, f"node {args.node}: {args.action}"))
+    return EXIT_OK
+
+
+async def cmd_status(args: argparse.Namespace, c: ConfigClient) -> int:
+    hist = await c.history(limit=1)
+    nodes = [json.loads(o.json) for o in (await c.list("nodes")).objects]
+    vips = (await c.list("vips")).objects
+    data: dict[str, Any] = {"config_service": c.addr, "revision": 0}
+    lines = [f"config service  {c.addr}: reachable"]
+    if hist.revisions:
+        h = hist.revisions[0]
+        data.update(
+            revision=h.revision,
+            committed_at=_when(h),
+            actor=h.actor,
+            action=h.action,
+            reason=h.reason,
+            services=h.services,
+            backends=h.backends,
+        )
+        lines.append(f"revision        {h.revision} ({h.action} by {h.actor} at {_when(h)} UTC: {h.reason or '-'})")
+        lines.append(
+            f"objects         {len(vips)} VIPs, {h.services} services, {h.backends} backends, {len(nodes)} nodes"
+        )
+    else:
+        lines.append("revision        0 (nothing applied yet)")
+    data["nodes"] = [{"id": n["id"], "cluster": n["cluster"], "state": n["state"]} for n in nodes]
+    if nodes:
+        lines.append("")
+        lines.append(table(["NODE", "CLUSTER", "STATE"], [[n["id"], n["cluster"], n["state"]] for n in nodes]))
+    emit(data, args.output, "\n".join(lines))
+    return EXIT_OK
