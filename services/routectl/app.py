@@ -1,0 +1,464 @@
+"""routectl as a service on the vgw runtime: inputs from NATS, decisions, the speaker, outputs.
+
+Inputs (state is level, events are edges):
+
+* config -- :class:`vgw.config.store.ConfigReader` watch (current revision, then each new one);
+* health -- the ``vgw_health`` KV bucket (snapshot, then changes); ``backend.up``/``backend.down``
+  events only name the cause of a decision;
+* the local forwarder -- ``dataplane.status.<node>`` heartbeats (freshness is measured on arrival);
+* withdraw requests -- ``request.node.withdraw.<node>.*`` and ``request.cluster.withdraw.*``,
+  replayed from the event stream on start so requests in force survive a restart;
+* its own previous decisions -- the ``vgw_routes`` KV bucket (hysteresis and damping state).
+
+Nothing is announced before config, health, the requests and the previous decisions are loaded.
+Outputs: routes to the speaker, ``vip.announce``/``vip.withdraw`` events on every state or
+attribute change (with the cause's event id, in the cause's trace and linked to it), the decision of
+every VIP in ``vgw_routes``, and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan
+
+from vgw.bus import EVENT_STREAM, Bus, Received, Subscription
+from vgw.config import ConfigDocument, NodeView, node_view
+from vgw.config.store import ConfigReader, ConfigRevision
+from vgw.events import (
+    BackendDown,
+    BackendUp,
+    ClusterWithdrawRequest,
+    ConfigChanged,
+    DataplaneStatus,
+    NodeWithdrawRequest,
+    RouteReason,
+    RouteState,
+    VipAnnounce,
+    VipWithdraw,
+)
+from vgw.health import HealthEntry
+from vgw.naming import IP
+from vgw.routes import ROUTES_BUCKET, RouteEntry, route_key, route_key_prefix
+from vgw.runtime import Runtime
+from vgw.store import Change, KvStore, Snapshot
+
+from . import metrics
+from .decide import Cause, DampingPolicy, Decider, Decision, ForwarderObs, Requests
+from .settings import RoutectlSettings
+from .speaker import Speaker, SpeakerConfig
+
+log = logging.getLogger("routectl")
+_tracer = trace.get_tracer("vgw.routectl")
+
+
+def _cause_here(r: Received) -> Cause:
+    """The cause record of the event being handled (the handler runs in its consumer span)."""
+    ctx = trace.get_current_span().get_span_context()
+    return Cause(event_id=r.meta.id, span=ctx if ctx.is_valid else None, at=time.monotonic())
+
+
+class Routectl:
+    def __init__(self, settings: RoutectlSettings) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        damping = DampingPolicy(
+            hold_down_s=settings.hold_down_s,
+            hold_down_max_s=settings.hold_down_max_s,
+            half_life_s=settings.flap_half_life_s,
+            withdrawals_per_min=settings.health_withdrawals_per_min,
+        )
+        self.decider = Decider(self.node_id, damping, settings.dataplane_stale_s)
+        self.requests = Requests()
+        self.speaker = Speaker(settings, on_peer_change=self._mark_dirty)
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subs: list[Subscription] = []
+        self._bus: Bus | None = None
+        self._routes: KvStore[RouteEntry] | None = None
+        # inputs
+        self._doc: ConfigDocument | None = None
+        self._revision = 0
+        self._view: NodeView | None = None
+        self._vip_revs: dict[IP, int] = {}
+        self._health: dict[str, HealthEntry] = {}
+        self._health_loaded = False
+        self._fwd: ForwarderObs | None = None
+        self._health_causes: dict[str, Cause] = {}
+        self._config_cause: Cause | None = None
+        self._requests_seen = 0
+        # outputs
+        self._applied: dict[IP, Decision] = {}
+        self._previous: dict[IP, RouteEntry] = {}
+        self.ready = False
+        self._stopped = False
+
+    def _mark_dirty(self) -> None:
+        self._dirty.set()
+
+    # -- lifecycle --
+
+    async def start(self, rt: Runtime[RoutectlSettings]) -> None:
+        bus = self._bus = rt.bus
+        self._routes = await KvStore.open(bus, ROUTES_BUCKET, RouteEntry, history=5)
+        health_store = await KvStore.open(bus, self.settings.health_bucket, HealthEntry)
+        reader = await ConfigReader(bus).open()
+        rt.health.add_check("view", lambda: (self.ready, "rebuilding the view from KV"))
+
+        # 1. our own previous decisions (hysteresis, damping, previous states)
+        now = time.monotonic()
+        async for ev in self._routes.watch(route_key_prefix(self.node_id)):
+            if isinstance(ev, Snapshot):
+                for entry in ev.entries.values():
+                    self._previous[entry.value.vip] = entry.value
+                    self.decider.restore(entry.value, now)
+            break
+        log.info("restored %d previous decision(s)", len(self._previous))
+
+        # 2. withdraw requests in force: replay what the stream holds
+        stored = await self._stored_requests(bus)
+        self._subs.append(
+            await bus.subscribe(
+                self._on_request,
+                subject=f"{NodeWithdrawRequest.subject_base()}.{self.node_id}.>",
+                since=datetime(1970, 1, 1, tzinfo=UTC),
+            )
+        )
+        self._subs.append(
+            await bus.subscribe(
+                self._on_request, types=[ClusterWithdrawRequest], since=datetime(1970, 1, 1, tzinfo=UTC)
+            )
+        )
+        # 3. live inputs
+        self._subs.append(
+            await bus.subscribe(self._on_status, subject=f"{DataplaneStatus.subject_base()}.{self.node_id}")
+        )
+        self._subs.append(await bus.subscribe(self._on_backend, types=[BackendUp, BackendDown]))
+        self._subs.append(await bus.subscribe(self._on_config_event, types=[ConfigChanged]))
+        config_loaded = asyncio.Event()
+        self._spawn(self._watch_config(reader, config_loaded), "config")
+        self._spawn(self._watch_health(health_store), "health")
+        await self.speaker.start()
+
+        deadline = time.monotonic() + self.settings.startup_wait_s
+        while time.monotonic() < deadline and (self._requests_seen < stored or not config_loaded.is_set()):
+            await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(config_loaded.wait(), 30.0)
+        while not self._health_loaded:
+            await asyncio.sleep(0.02)
+        if self._requests_seen < stored:
+            log.warning("only %d of %d stored withdraw requests replayed in time", self._requests_seen, stored)
+        self.ready = True
+        log.info(
+            "view rebuilt: config revision %d, %d health entries, %d withdraw request(s)",
+            self._revision,
+            len(self._health),
+            len(self.requests),
+        )
+        self._spawn(self._loop(), "decide")
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for s in self._subs:
+            with contextlib.suppress(Exception):
+                await s.unsubscribe()
+        if self.settings.graceful_restart_s > 0:
+            log.info("graceful restart: keeping routes (peers hold them for %ds)", self.settings.graceful_restart_s)
+            await self.speaker.stop(withdraw=False)
+            return
+        announced = [d for d in self._applied.values() if d.state != RouteState.WITHDRAWN]
+        log.info("shutting down: withdrawing %d VIP(s)", len(announced))
+        await self.speaker.stop(withdraw=True)
+        now_wall = datetime.now(UTC)
+        for d in announced:
+            withdrawn = Decision(
+                vip=d.vip,
+                role=d.role,
+                state=RouteState.WITHDRAWN,
+                reason=RouteReason.SHUTDOWN,
+                detail="routectl stopped",
+                attributes=d.attributes.model_copy(update={"med": None, "communities": [], "as_path_prepend": 0}),
+                gates=d.gates,
+                healthy=d.healthy,
+                total=d.total,
+                below=d.below,
+                penalty=d.penalty,
+                damped_until=None,
+                cause=None,
+            )
+            with contextlib.suppress(Exception):
+                await self._publish(withdrawn, d, now_wall)
+                await self._write(withdrawn, now_wall, now_wall)
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("routectl task %s failed", name)
+                raise
+
+        self._tasks.append(asyncio.ensure_future(guarded()))
+
+    async def _stored_requests(self, bus: Bus) -> int:
+        total = 0
+        for subject in (f"{NodeWithdrawRequest.subject_base()}.>", f"{ClusterWithdrawRequest.subject_base()}.>"):
+            try:
+                info = await bus.js.stream_info(EVENT_STREAM, subjects_filter=subject)
+            except Exception as exc:
+                log.warning("counting stored requests: %s", exc)
+                continue
+            subjects = info.state.subjects or {}
+            for s, n in subjects.items():
+                if s.startswith(f"{NodeWithdrawRequest.subject_base()}.") and not s.startswith(
+                    f"{NodeWithdrawRequest.subject_base()}.{self.node_id}."
+                ):
+                    continue
+                total += int(n)
+        return total
+
+    # -- inputs --
+
+    async def _watch_config(self, reader: ConfigReader, loaded: asyncio.Event) -> None:
+        async for cr in reader.watch():
+            self._apply_config(cr)
+            loaded.set()
+
+    def _apply_config(self, cr: ConfigRevision) -> None:
+        view = node_view(cr.document, self.node_id)
+        old = {v.address: v for v, _ in self._view.vips} if self._view is not None else None
+        revs: dict[IP, int] = {}
+        for vip, _role in view.vips if view is not None else []:
+            prev = old.get(vip.address) if old is not None else None
+            same = prev is not None and prev == vip
+            revs[vip.address] = self._vip_revs.get(vip.address, cr.revision) if same else cr.revision
+        self._doc, self._revision, self._view, self._vip_revs = cr.document, cr.revision, view, revs
+        self.speaker.configure(
+            SpeakerConfig.from_node(view.node, self.settings.graceful_restart_s) if view is not None else None
+        )
+        if view is None:
+            log.warning("node %s is not in config revision %d: nothing to announce", self.node_id, cr.revision)
+        else:
+            log.info("config revision %d: %d VIP(s) for this node", cr.revision, len(view.vips))
+        self._dirty.set()
+
+    async def _watch_health(self, store: KvStore[HealthEntry]) -> None:
+        async for ev in store.watch():
+            if isinstance(ev, Snapshot):
+                self._health = {k: e.value for k, e in ev.entries.items()}
+                self._health_loaded = True
+            elif isinstance(ev, Change):
+                if ev.entry is None:
+                    self._health.pop(ev.key, None)
+                else:
+                    self._health[ev.key] = ev.entry.value
+            self._dirty.set()
+
+    async def _on_status(self, r: Received) -> None:
+        ev = r.event
+        if not isinstance(ev, DataplaneStatus) or ev.node != self.node_id:
+            return
+        if r.meta.time is not None:
+            age = (datetime.now(UTC) - r.meta.time).total_seconds()
+            if age > self.settings.dataplane_stale_s:
+                return  # a stored heartbeat delivered late (replay): not a sign of life
+        prev = self._fwd
+        self._fwd = ForwarderObs(status=ev, received_at=time.monotonic(), cause=_cause_here(r))
+        if (
+            prev is None
+            or prev.status.forwarder != ev.forwarder
+            or prev.status.config_revision != ev.config_revision
+            or prev.status.vips != ev.vips
+            or time.monotonic() - prev.received_at > self.settings.dataplane_stale_s
+        ):
+            self._dirty.set()
+
+    async def _on_backend(self, r: Received) -> None:
+        ev = r.event
+        if isinstance(ev, BackendUp | BackendDown):
+            self._health_causes[ev.service] = _cause_here(r)
+
+    async def _on_config_event(self, r: Received) -> None:
+        self._config_cause = _cause_here(r)
+
+    async def _on_request(self, r: Received) -> None:
+        ev = r.event
+        if not isinstance(ev, NodeWithdrawRequest | ClusterWithdrawRequest):
+            return
+        self._requests_seen += 1
+        if isinstance(ev, NodeWithdrawRequest) and ev.node != self.node_id:
+            return
+        self.requests.apply(ev, _cause_here(r))
+        metrics.REQUESTS.set(len(self.requests))
+        log.info(
+            "%s request %s (%s) by %s for %s",
+            ev.action.value,
+            ev.request_id,
+            type(ev).name,
+            ev.requester,
+            ev.vip or "every VIP",
+        )
+        self._dirty.set()
+
+    # -- the loop --
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self.settings.tick_s)
+            self._dirty.clear()
+            try:
+                await self._evaluate()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("evaluation failed")
+                await asyncio.sleep(0.5)
+
+    async def _evaluate(self) -> None:
+        now, now_wall = time.monotonic(), datetime.now(UTC)
+        if self._fwd is not None:
+            metrics.FORWARDER_AGE.set(now - self._fwd.received_at)
+        decisions = self.decider.decide(
+            self._view,
+            self._vip_revs,
+            self._health,
+            self._fwd,
+            self.requests,
+            self._health_causes,
+            self._config_cause,
+            now,
+            now_wall,
+        )
+        changed: list[tuple[Decision, Decision | None]] = []
+        for d in decisions:
+            prev = self._applied.get(d.vip)
+            if prev is not None and prev.signature == d.signature:
+                continue
+            if d.state == RouteState.WITHDRAWN:
+                self.speaker.set_route(d.vip, None)
+            else:
+                self.speaker.set_route(d.vip, d.attributes)
+            changed.append((d, prev))
+            if d.reason == RouteReason.REMOVED:
+                self._applied.pop(d.vip, None)
+            else:
+                self._applied[d.vip] = d
+        if not changed:
+            return
+        counts = {s: 0 for s in RouteState}
+        for d in self._applied.values():
+            counts[d.state] += 1
+        for s, n in counts.items():
+            metrics.VIPS.labels(s.value).set(n)
+        for d, prev in changed:
+            if prev is None or (prev.state, prev.reason) != (d.state, d.reason):
+                metrics.DECISIONS.labels(d.state.value, d.reason.value).inc()
+                if d.reason == RouteReason.DAMPED and "limit" in d.detail:
+                    metrics.LIMITED.inc()
+                log.info(
+                    "%s %s: %s (%s)",
+                    d.vip,
+                    d.state.value,
+                    d.reason.value,
+                    d.detail,
+                    extra={"vip": str(d.vip), "state": d.state.value, "reason": d.reason.value},
+                )
+            try:
+                await self._publish(d, prev, now_wall)
+                await self._write(d, now_wall, self.decider.mem[d.vip].since if d.vip in self.decider.mem else None)
+            except Exception as exc:
+                log.warning("recording the decision for %s: %s", d.vip, exc)
+
+    # -- outputs --
+
+    def _previous_state(self, d: Decision, prev: Decision | None) -> RouteState | None:
+        if prev is not None:
+            return prev.state
+        old = self._previous.get(d.vip)
+        return old.state if old is not None else None
+
+    async def _publish(self, d: Decision, prev: Decision | None, now_wall: datetime) -> None:
+        assert self._bus is not None
+        previous = self._previous_state(d, prev)
+        if prev is not None and prev.state == d.state and prev.attributes == d.attributes:
+            return  # only the reason or the gates changed: KV tells, no edge
+        if prev is None and d.state == RouteState.WITHDRAWN and previous in (None, RouteState.WITHDRAWN):
+            return  # nothing was announced before either
+        cls: type[VipAnnounce] | type[VipWithdraw] = VipWithdraw if d.state == RouteState.WITHDRAWN else VipAnnounce
+        event = cls(
+            node=self.node_id,
+            vip=d.vip,
+            state=d.state,
+            previous_state=previous,
+            reason=d.reason,
+            detail=d.detail,
+            attributes=d.attributes,
+            healthy_backends=d.healthy,
+            total_backends=d.total,
+            config_revision=self._revision or None,
+            cause_event_id=d.cause.event_id if d.cause is not None else None,
+        )
+        links = [Link(d.cause.span)] if d.cause is not None and d.cause.span is not None else []
+        parent = (
+            trace.set_span_in_context(NonRecordingSpan(d.cause.span))
+            if d.cause is not None and d.cause.span is not None
+            else None
+        )
+        with _tracer.start_as_current_span(
+            "routectl decide",
+            context=parent,
+            links=links,
+            attributes={
+                "vgw.node": self.node_id,
+                "vgw.vip": str(d.vip),
+                "vgw.route.state": d.state.value,
+                "vgw.route.reason": d.reason.value,
+            },
+        ):
+            await self._bus.publish(event)
+
+    async def _write(self, d: Decision, now_wall: datetime, since: datetime | None) -> None:
+        assert self._routes is not None
+        key = route_key(self.node_id, d.vip)
+        if d.reason == RouteReason.REMOVED:
+            await self._routes.delete(key)
+            return
+        damped_until = None
+        if d.damped_until is not None:
+            damped_until = datetime.fromtimestamp(time.time() + (d.damped_until - time.monotonic()), UTC)
+        entry = RouteEntry(
+            node=self.node_id,
+            vip=d.vip,
+            role=d.role,
+            state=d.state,
+            reason=d.reason,
+            detail=d.detail,
+            attributes=d.attributes,
+            gates=d.gates,
+            healthy_backends=d.healthy,
+            total_backends=d.total,
+            below_low_watermark=d.below,
+            config_revision=self._revision or None,
+            cause_event_id=d.cause.event_id if d.cause is not None else None,
+            since=since or now_wall,
+            decided_at=now_wall,
+            flap_penalty=d.penalty,
+            damped_until=damped_until,
+            speaker=self.settings.instance_id,
+        )
+        await self._routes.put(key, entry)

@@ -1,0 +1,111 @@
+"""Fixtures of routectl's acceptance tests: a BGP lab (BIRD 2 in namespaces), the real config store,
+per-node health buckets, forwarder heartbeats and routectl processes -- all removed afterwards, also
+when a test fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.routectl.harness import Health, Heartbeat, RoutectlProc, commit, make_doc
+from tests.routectl.lab import Lab, kill_tree_leftovers
+from tests.support.nats_server import NatsServer
+from vgw.bus import Bus
+from vgw.config import ConfigDocument
+from vgw.config.store import ConfigStore
+
+pytestmark = pytest.mark.integration
+
+
+def _need_root_and_bird() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    if shutil.which("bird") is None and not Path("/usr/sbin/bird").exists():
+        pytest.fail("BIRD 2 is missing: run `make setup` (bird2 is in scripts/apt-packages.txt)")
+
+
+@dataclass
+class BgpEnv:
+    lab: Lab
+    bus: Bus
+    nats: NatsServer
+    store: ConfigStore
+    rundir: Path
+    revision: int = 0
+    health: dict[int, Health] = field(default_factory=dict)
+    beats: dict[int, Heartbeat] = field(default_factory=dict)
+    procs: dict[int, RoutectlProc] = field(default_factory=dict)
+
+    async def apply(self, doc: ConfigDocument) -> int:
+        self.revision = await commit(self.store, doc)
+        for hb in self.beats.values():
+            hb.revision = self.revision
+        return self.revision
+
+    def routectl(self, i: int, **settings: object) -> RoutectlProc:
+        old = self.procs.get(i)
+        if old is not None:
+            old.close()
+        p = self.procs[i] = RoutectlProc(self.lab, i, self.nats.url, self.rundir, **settings).start()
+        return p
+
+    def logs(self) -> str:
+        parts = [f"--- routectl n{i} ---\n{p.log_tail()}" for i, p in self.procs.items()]
+        return "\n".join(parts)
+
+
+async def make_env(
+    tmp_path: Path, bus: Bus, nats: NatsServer, nodes: int, password: str | None = None
+) -> AsyncIterator[BgpEnv]:
+    _need_root_and_bird()
+    # A short private directory: it holds Unix sockets (path limit 108) and marks our processes.
+    rundir = Path(tempfile.mkdtemp(prefix="vrc"))
+    lab = Lab(tmp_path / "lab", nodes=nodes, password=password)
+    env: BgpEnv | None = None
+    try:
+        lab.start()
+        store = await ConfigStore(bus).open()
+        env = BgpEnv(lab=lab, bus=bus, nats=nats, store=store, rundir=rundir)
+        await env.apply(make_doc(nodes))
+        for i in range(1, nodes + 1):
+            env.health[i] = await Health.open(bus, f"vgw_health_n{i}")
+            await env.health[i].set_all(True)
+            env.beats[i] = Heartbeat(bus, f"n{i}", env.revision).start()
+        yield env
+    finally:
+        failed = False
+        if env is not None:
+            for hb in env.beats.values():
+                await hb.stop()
+            for p in env.procs.values():
+                p.close()
+            (tmp_path / "routectl-logs.txt").write_text(env.logs())
+        lab.close()
+        leftovers = kill_tree_leftovers(str(rundir))
+        shutil.rmtree(rundir, ignore_errors=True)
+        failed = bool(leftovers)
+        assert not failed, f"processes left behind: {leftovers}"
+
+
+@pytest.fixture
+async def bgp2(tmp_path: Path, bus: Bus, nats_server: NatsServer) -> AsyncIterator[BgpEnv]:
+    async for env in make_env(tmp_path, bus, nats_server, 2):
+        yield env
+
+
+@pytest.fixture
+async def bgp1(tmp_path: Path, bus: Bus, nats_server: NatsServer) -> AsyncIterator[BgpEnv]:
+    async for env in make_env(tmp_path, bus, nats_server, 1):
+        yield env
+
+
+@pytest.fixture
+async def bgp1_md5(tmp_path: Path, bus: Bus, nats_server: NatsServer) -> AsyncIterator[BgpEnv]:
+    async for env in make_env(tmp_path, bus, nats_server, 1, password="vgw-md5-test"):
+        yield env

@@ -1,0 +1,208 @@
+"""A BGP lab in network namespaces: one BIRD 2 router and N VGW nodes on one L2 segment.
+
+Router namespace ``vr<id>`` holds a bridge with 192.0.2.1/24 and runs BIRD (ECMP ``merge paths``
+into its namespace's kernel FIB); node namespace ``vn<i><id>`` holds 192.0.2.(10+i)/24 on a veth
+into the bridge. Names carry a per-lab random id, so concurrent runs never collide, and
+:meth:`Lab.close` removes everything (BIRD, namespaces, veths) even after a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BIRD = shutil.which("bird") or "/usr/sbin/bird"
+BIRDC = shutil.which("birdc") or "/usr/sbin/birdc"
+ROUTER_IP = "192.0.2.1"
+ROUTER_ASN = 64512
+NODE_ASN = 64513
+
+
+def node_ip(i: int) -> str:
+    return f"192.0.2.{10 + i}"
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=10)
+
+
+@dataclass
+class Lab:
+    workdir: Path
+    nodes: int = 2
+    password: str | None = None
+    id: str = field(default_factory=lambda: secrets.token_hex(3))
+    bird: subprocess.Popen[bytes] | None = None
+
+    @property
+    def router_ns(self) -> str:
+        return f"vr{self.id}"
+
+    def node_ns(self, i: int) -> str:
+        return f"vn{i}{self.id}"
+
+    @property
+    def bird_sock(self) -> Path:
+        return self.workdir / "bird.ctl"
+
+    def start(self) -> Lab:
+        if not Path(BIRD).exists():
+            raise RuntimeError("BIRD 2 is not installed: run `make setup` (bird2 is in scripts/apt-packages.txt)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        r = self.router_ns
+        _ip("netns", "add", r)
+        _ip("-n", r, "link", "set", "lo", "up")
+        _ip("-n", r, "link", "add", "br0", "type", "bridge")
+        _ip("-n", r, "addr", "add", f"{ROUTER_IP}/24", "dev", "br0")
+        _ip("-n", r, "link", "set", "br0", "up")
+        for i in range(1, self.nodes + 1):
+            n, v, p = self.node_ns(i), f"v{self.id}{i}", f"p{self.id}{i}"
+            _ip("netns", "add", n)
+            _ip("link", "add", v, "type", "veth", "peer", "name", p)
+            _ip("link", "set", v, "netns", n)
+            _ip("link", "set", p, "netns", r)
+            _ip("-n", r, "link", "set", p, "master", "br0")
+            _ip("-n", r, "link", "set", p, "up")
+            _ip("-n", n, "link", "set", "lo", "up")
+            _ip("-n", n, "addr", "add", f"{node_ip(i)}/24", "dev", v)
+            _ip("-n", n, "link", "set", v, "up")
+        conf = self.workdir / "bird.conf"
+        conf.write_text(self.bird_config())
+        self.bird = subprocess.Popen(
+            ["ip", "netns", "exec", r, BIRD, "-f", "-c", str(conf), "-s", str(self.bird_sock)],
+            stdout=open(self.workdir / "bird.log", "wb"),  # noqa: SIM115 - lives as long as BIRD
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.bird.poll() is not None:
+                raise RuntimeError(f"BIRD exited: {(self.workdir / 'bird.log').read_text()[-2000:]}")
+            if self.bird_sock.exists() and self.birdc("show", "status").returncode == 0:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("BIRD did not start")
+
+    def bird_config(self) -> str:
+        pw = f'password "{self.password}";' if self.password else ""
+        peers = "\n".join(
+            f"protocol bgp n{i} from vgw {{ neighbor {node_ip(i)} as {NODE_ASN}; }}" for i in range(1, self.nodes + 1)
+        )
+        return f"""
+log stderr all;
+router id {ROUTER_IP};
+protocol device {{ scan time 10; }}
+protocol kernel {{
+    ipv4 {{ import none; export all; }};
+    merge paths yes;
+}}
+template bgp vgw {{
+    local {ROUTER_IP} as {ROUTER_ASN};
+    ipv4 {{ import all; export none; }};
+    hold time 3;
+    keepalive time 1;
+    connect retry time 1;
+    error wait time 1, 2;
+    {pw}
+}}
+{peers}
+"""
+
+    def close(self) -> None:
+        if self.bird is not None and self.bird.poll() is None:
+            self.bird.send_signal(signal.SIGTERM)
+            try:
+                self.bird.wait(5)
+            except subprocess.TimeoutExpired:
+                self.bird.kill()
+                self.bird.wait(5)
+        for i in range(1, self.nodes + 1):
+            _ip("netns", "del", self.node_ns(i), check=False)
+        _ip("netns", "del", self.router_ns, check=False)
+
+    # -- looking at the router --
+
+    def birdc(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [BIRDC, "-s", str(self.bird_sock), *args], capture_output=True, text=True, check=False, timeout=10
+        )
+
+    def protocols(self) -> dict[str, str]:
+        """BGP protocol name (n1, n2...) -> BIRD state info (``Established``, ``Active``...)."""
+        out: dict[str, str] = {}
+        for line in self.birdc("show", "protocols").stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 6 and parts[1] == "BGP":
+                out[parts[0]] = parts[5]
+        return out
+
+    def rib(self, prefix: str) -> str:
+        """``birdc show route <prefix> all`` as text."""
+        return self.birdc("show", "route", prefix, "all").stdout
+
+    def rib_next_hops(self, prefix: str) -> set[str]:
+        """Next hops of the routes BIRD holds for ``prefix`` (every path, best or not)."""
+        hops = set()
+        for raw in self.rib(prefix).splitlines():
+            line = raw.strip()
+            if line.startswith("BGP.next_hop:"):
+                hops.add(line.split()[1])
+        return hops
+
+    def fib_next_hops(self, addr: str) -> set[str]:
+        """Next hops the router's kernel has for ``addr`` (ECMP: several)."""
+        res = _ip("-n", self.router_ns, "-j", "route", "show", addr, check=False)
+        if res.returncode != 0 or not res.stdout.strip():
+            return set()
+        hops: set[str] = set()
+        for route in json.loads(res.stdout):
+            if "gateway" in route:
+                hops.add(route["gateway"])
+            for nh in route.get("nexthops", []):
+                if "gateway" in nh:
+                    hops.add(nh["gateway"])
+        return hops
+
+
+def processes_with(marker: str) -> dict[int, str]:
+    """Live processes whose command line contains ``marker``."""
+    found: dict[int, str] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmd:
+            found[int(pid)] = cmd
+    return found
+
+
+def kill_tree_leftovers(marker: str, grace_s: float = 3.0) -> list[str]:
+    """Kill (and report) any process whose command line contains ``marker`` and that is still
+    alive after ``grace_s`` -- a safety net for the lab's own processes only (the marker is the
+    lab's private directory)."""
+    deadline = time.monotonic() + grace_s
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmd:
+            found.append(cmd)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(pid), signal.SIGKILL)
+    return found

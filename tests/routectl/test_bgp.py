@@ -1,0 +1,241 @@
+"""routectl against a real BIRD 2 router in network namespaces (issue #7 acceptance).
+
+Every test runs real routectl processes (ExaBGP 5 inside each node's namespace), a real
+nats-server, the real config store, and checks the router's RIB (``birdc``) and kernel FIB
+(``ip route``). Damping is off unless a test says otherwise; BGP hold time is 3 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.routectl.conftest import BgpEnv
+from tests.routectl.harness import BACKENDS, PREFIX, VIP, make_doc, until
+from tests.routectl.lab import node_ip
+from vgw.bus import Received
+from vgw.events import NodeWithdrawRequest, RequestAction, RouteReason, RouteState, VipAnnounce, VipWithdraw
+from vgw.routes import ROUTES_BUCKET, RouteEntry, route_key
+from vgw.store import KvStore
+
+pytestmark = pytest.mark.integration
+
+N1, N2 = node_ip(1), node_ip(2)
+
+
+async def ecmp_up(env: BgpEnv, timeout: float = 30.0) -> None:
+    both = {N1, N2}
+    await until(lambda: env.lab.fib_next_hops(VIP) == both, timeout, what=f"ECMP {both}\n{env.logs()}")
+
+
+async def test_ecmp_then_health_withdraw_keeps_the_other_path(bgp2: BgpEnv) -> None:
+    env = bgp2
+    events: list[Received] = []
+
+    async def on_event(r: Received) -> None:
+        events.append(r)
+
+    await env.bus.subscribe(on_event, types=[VipAnnounce, VipWithdraw])
+    env.routectl(1)
+    env.routectl(2)
+
+    # Both nodes announce: one ECMP route with both next hops, in BIRD's RIB and its kernel FIB.
+    await ecmp_up(env)
+    assert env.lab.rib_next_hops(PREFIX) == {N1, N2}
+    assert env.lab.protocols() == {"n1": "Established", "n2": "Established"}
+
+    # Every backend down in node 1's view: node 1 withdraws within 1 s; the router keeps node 2.
+    down_ids = [await env.health[1].set(b, up=False) for b in BACKENDS]
+    t0 = time.monotonic()
+    took = await until(lambda: env.lab.rib_next_hops(PREFIX) == {N2}, 5.0, step=0.02, what="n1 withdrawn")
+    assert took < 1.0, f"withdraw took {took:.2f}s"
+    assert env.lab.fib_next_hops(VIP) == {N2}
+    print(f"health event -> withdrawn at the router: {(time.monotonic() - t0) * 1000:.0f} ms")
+
+    # The decision is explained: event with reason and cause, and the KV entry.
+    await until(lambda: any(isinstance(r.event, VipWithdraw) for r in events), 5.0, what="vip.withdraw event")
+    w = next(r.event for r in events if isinstance(r.event, VipWithdraw))
+    assert w.node == "n1" and str(w.vip) == VIP
+    assert w.reason == RouteReason.BELOW_LOW_WATERMARK
+    assert w.previous_state == RouteState.ANNOUNCED
+    assert w.cause_event_id in down_ids
+    assert w.healthy_backends == 0 and w.total_backends == 2
+    routes = await KvStore.open(env.bus, ROUTES_BUCKET, RouteEntry)
+    entry = await routes.get(route_key("n1", VIP))
+    assert entry is not None and entry.value.state == RouteState.WITHDRAWN
+    assert entry.value.reason == RouteReason.BELOW_LOW_WATERMARK
+    assert entry.value.gates["health"].ok is False and entry.value.gates["forwarder"].ok is True
+    n2 = await routes.get(route_key("n2", VIP))
+    assert n2 is not None and n2.value.state == RouteState.ANNOUNCED
+
+    # One backend back: node 1 announces again (low = high = 1).
+    await env.health[1].set(BACKENDS[0], up=True)
+    await until(lambda: env.lab.fib_next_hops(VIP) == {N1, N2}, 5.0, what="n1 back")
+
+    # SIGTERM withdraws everything before exiting.
+    assert env.procs[2].terminate() == 0
+    await until(lambda: env.lab.rib_next_hops(PREFIX) == {N1}, 5.0, what="n2 withdrawn on SIGTERM")
+    assert any(
+        isinstance(r.event, VipWithdraw) and r.event.node == "n2" and r.event.reason == RouteReason.SHUTDOWN
+        for r in events
+    )
+
+
+async def test_heartbeats_stop_withdraws_within_bound(bgp2: BgpEnv) -> None:
+    env = bgp2
+    env.routectl(1)
+    env.routectl(2)
+    await ecmp_up(env)
+    await env.beats[1].stop()
+    last = env.beats[1].last_sent
+    await until(lambda: env.lab.rib_next_hops(PREFIX) == {N2}, 8.0, step=0.05, what="n1 withdrawn")
+    took = time.monotonic() - last
+    print(f"last heartbeat -> withdrawn at the router: {took:.2f}s (bound 3 s + 1 s)")
+    assert took < 4.0
+    # Heartbeats again: announced again.
+    env.beats[1].start()
+    await ecmp_up(env, 10.0)
+
+
+async def test_kill9_drops_session_and_restart_waits_for_gates(bgp2: BgpEnv) -> None:
+    env = bgp2
+    env.routectl(1)
+    env.routectl(2)
+    await ecmp_up(env)
+
+    env.procs[1].kill9()
+    # The speaker dies with routectl: the session goes down and the router loses node 1's route.
+    await until(lambda: env.lab.protocols().get("n1") != "Established", 3.0, what="n1 session down")
+    await until(lambda: env.lab.rib_next_hops(PREFIX) == {N2}, 2.0, what="n1 route gone")
+    assert env.lab.fib_next_hops(VIP) == {N2}
+
+    # Restart while node 1's forwarder is silent: the session comes back but the VIP does not.
+    await env.beats[1].stop()
+    await asyncio.sleep(3.5)  # the last heartbeat is now stale
+    env.routectl(1)
+    await until(lambda: env.lab.protocols().get("n1") == "Established", 20.0, what=f"n1 session up\n{env.logs()}")
+    await asyncio.sleep(1.5)
+    assert env.lab.rib_next_hops(PREFIX) == {N2}, "announced before the gates held"
+    # The forwarder reports again: now it comes back.
+    env.beats[1].start()
+    await ecmp_up(env, 10.0)
+
+
+async def test_isolate_and_restore(bgp2: BgpEnv) -> None:
+    env = bgp2
+    env.routectl(1)
+    env.routectl(2)
+    await ecmp_up(env)
+    await env.apply(make_doc(2, isolated=(1,)))
+    await until(lambda: env.lab.rib_next_hops(PREFIX) == {N2}, 5.0, what="n1 withdrawn when isolated")
+    await env.apply(make_doc(2))
+    await ecmp_up(env, 10.0)
+
+
+async def test_deprioritise_keeps_route_with_worse_attributes(bgp2: BgpEnv) -> None:
+    env = bgp2
+    await env.apply(make_doc(2, on_unhealthy="deprioritise"))
+    env.routectl(1)
+    env.routectl(2)
+    await ecmp_up(env)
+    await env.health[1].set_all(False)
+
+    def deprioritised() -> bool:
+        rib = env.lab.rib(PREFIX)
+        return "BGP.med: 1000" in rib and "(65000,666)" in rib
+
+    await until(deprioritised, 5.0, what="deprioritised attributes at the router")
+    rib = env.lab.rib(PREFIX)
+    print(rib)
+    assert env.lab.rib_next_hops(PREFIX) == {N1, N2}, "the deprioritised path must stay in the RIB"
+    assert "BGP.as_path: 64513 64513 64513" in rib
+    assert "(65000,100)" in rib
+    # The router prefers node 2 now: its FIB has only node 2 (MED/AS path break the tie).
+    await until(lambda: env.lab.fib_next_hops(VIP) == {N2}, 5.0, what="FIB prefers n2")
+    await env.health[1].set_all(True)
+    await ecmp_up(env, 10.0)
+
+
+async def test_flapping_backend_is_damped(bgp1: BgpEnv) -> None:
+    env = bgp1
+    await env.apply(make_doc(1, backends=BACKENDS[:1]))
+    env.routectl(1, hold_down_s=3, flap_half_life_s=60)
+    await until(lambda: env.lab.fib_next_hops(VIP) == {N1}, 30.0, what=f"announced\n{env.logs()}")
+
+    samples: list[bool] = [True]  # announced: checked just above
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            samples.append(await asyncio.to_thread(lambda: bool(env.lab.rib_next_hops(PREFIX))))
+            await asyncio.sleep(0.1)
+
+    sampler = asyncio.create_task(sample())
+    # The backend flaps every 2 s for 12 s.
+    up = True
+    for _ in range(6):
+        up = not up
+        await env.health[1].set(BACKENDS[0], up=up)
+        await asyncio.sleep(2.0)
+    await env.health[1].set(BACKENDS[0], up=True)
+    # Stable again: announced after the hold-down (3 s).
+    await until(lambda: bool(env.lab.rib_next_hops(PREFIX)), 10.0, what="re-announced after the hold-down")
+    stop.set()
+    await sampler
+    samples.append(await asyncio.to_thread(lambda: bool(env.lab.rib_next_hops(PREFIX))))
+    changes = sum(1 for a, b in itertools.pairwise(samples) if a != b)
+    print(f"route changes at the router while the backend flapped 6 times: {changes}")
+    # One withdrawal at the first failure, one announcement once stable: nothing in between.
+    assert changes == 2, samples
+
+
+async def test_withdraw_requests_survive_restart_and_expire(bgp2: BgpEnv) -> None:
+    env = bgp2
+    env.routectl(1)
+    env.routectl(2)
+    await ecmp_up(env)
+    # An operator asks node 1 to withdraw every VIP (no expiry), and, separately, for a minute.
+    await env.bus.publish(
+        NodeWithdrawRequest(
+            node="n1", request_id="op-1", action=RequestAction.WITHDRAW, requester="operator/t", reason="maintenance"
+        )
+    )
+    await until(lambda: env.lab.rib_next_hops(PREFIX) == {N2}, 5.0, what="n1 withdrawn on request")
+    # routectl restarts: the request is still in force (replayed from the stream before deciding).
+    env.procs[1].kill9()
+    env.routectl(1)
+    await until(lambda: env.lab.protocols().get("n1") == "Established", 20.0, what="n1 session up again")
+    await asyncio.sleep(1.5)
+    assert env.lab.rib_next_hops(PREFIX) == {N2}, "a request in force was forgotten across a restart"
+    # A restore ends it; a request with an expiry lapses by itself.
+    await env.bus.publish(
+        NodeWithdrawRequest(
+            node="n1", request_id="op-2", action=RequestAction.RESTORE, requester="operator/t", reason="done"
+        )
+    )
+    await ecmp_up(env, 10.0)
+    await env.bus.publish(
+        NodeWithdrawRequest(
+            node="n1",
+            request_id="mon-1",
+            action=RequestAction.WITHDRAW,
+            vip=VIP,
+            requester="monitor/vp-1",
+            reason="blackhole",
+            expires_at=datetime.now(UTC) + timedelta(seconds=2),
+        )
+    )
+    await until(lambda: env.lab.rib_next_hops(PREFIX) == {N2}, 5.0, what="n1 withdrawn on the monitor's request")
+    await ecmp_up(env, 10.0)
+
+
+async def test_tcp_md5_session(bgp1_md5: BgpEnv) -> None:
+    env = bgp1_md5
+    await env.apply(make_doc(1, password="vgw-md5-test"))
+    env.routectl(1)
+    await until(lambda: env.lab.fib_next_hops(VIP) == {N1}, 30.0, what=f"announced over TCP-MD5\n{env.logs()}")
+    assert env.lab.protocols() == {"n1": "Established"}
