@@ -40,6 +40,7 @@ bench: setup
 	$(PY) tests/bench/bench_bus.py
 	$(PY) tests/bench/bench_healthcheck.py
 	$(PY) tests/bench/bench_forwarder.py
+	$(PY) tests/bench/bench_routectl.py
 
 clean:
 	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane clean; fi
