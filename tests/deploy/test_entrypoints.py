@@ -1,0 +1,167 @@
+"""Every command an image, the compose stack, the Helm chart or a systemd unit starts exists: a
+console script of pyproject.toml whose function imports, or a binary dataplane/Makefile builds."""
+
+from __future__ import annotations
+
+import configparser
+import importlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.common import (
+    DATAPLANE_BINARIES,
+    DOCKERFILES,
+    PENDING_SCRIPTS,
+    REPO,
+    SYSTEMD,
+    console_scripts,
+    healthcheck_argv,
+    load_compose,
+    makefile_targets,
+    render_chart,
+)
+
+# Commands that are not ours but are part of the images on purpose (health and probe checks).
+SYSTEM_COMMANDS = {"python", "test"}
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def dockerfile_commands(path: Path) -> list[str]:
+    cmds = []
+    for word, rest in dockerfile_instructions(path):
+        if word in ("CMD", "ENTRYPOINT"):
+            argv = json.loads(rest)  # exec form only: no shell in between
+            if argv:
+                cmds.append(argv[0])
+        elif word == "HEALTHCHECK":
+            argv = json.loads(rest[rest.index("CMD") + 3 :].strip())
+            cmds.append(argv[0])
+    return cmds
+
+
+def compose_commands() -> list[str]:
+    return [
+        svc["command"][0]
+        for svc in load_compose()["services"].values()
+        if "command" in svc and svc.get("image", "").startswith("vgw")
+    ]
+
+
+def helm_commands() -> list[str]:
+    pytest.importorskip("helm_python", reason="helm-python-sdk is a dev dependency (make setup)")
+    out = []
+    for doc in render_chart():
+        if doc["kind"] in ("Deployment", "DaemonSet"):
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                out.append(c["command"][0])
+                for probe in ("livenessProbe", "startupProbe", "readinessProbe"):
+                    if "exec" in c.get(probe, {}):
+                        out.append(c[probe]["exec"]["command"][0])
+    return out
+
+
+def systemd_commands() -> list[str]:
+    out = []
+    for unit in sorted(SYSTEMD.glob("*.service")):
+        cp = configparser.ConfigParser(strict=False, interpolation=None)
+        cp.optionxform = str  # type: ignore[assignment,method-assign]
+        cp.read_string(unit.read_text())
+        out.append(Path(cp["Service"]["ExecStart"].split()[0]).name)
+    return out
+
+
+ALL = {
+    "dockerfiles": lambda: [c for p in DOCKERFILES for c in dockerfile_commands(p)],
+    "compose": compose_commands,
+    "helm": helm_commands,
+    "systemd": systemd_commands,
+}
+
+
+@pytest.mark.parametrize("source", ALL.keys())
+def test_every_started_command_exists(source: str) -> None:
+    commands = ALL[source]()
+    assert commands
+    scripts = console_scripts()
+    for cmd in commands:
+        if cmd in SYSTEM_COMMANDS:
+            continue
+        if cmd in DATAPLANE_BINARIES:
+            assert cmd in makefile_targets(), f"{cmd}: no rule in dataplane/Makefile"
+            continue
+        if cmd not in scripts and cmd in PENDING_SCRIPTS:
+            continue  # reported by test_pending_console_scripts
+        assert cmd in scripts, f"{source}: {cmd} is neither a console script nor a dataplane binary"
+        module, _, func = scripts[cmd].partition(":")
+        assert callable(getattr(importlib.import_module(module), func)), scripts[cmd]
+
+
+def test_pending_console_scripts() -> None:
+    missing = {c: why for c, why in PENDING_SCRIPTS.items() if c not in console_scripts()}
+    if missing:
+        pytest.skip(f"referenced before pyproject.toml declares them: {missing}")
+
+
+def test_every_service_has_an_image_target() -> None:
+    text = (REPO / "deploy/docker/vgw.Dockerfile").read_text()
+    targets = dict(re.findall(r"^FROM runtime AS (\w+)\n(?:.*\n)*?CMD \[\"([\w-]+)\"\]", text, re.M))
+    assert targets == {"config": "vgw-config", "healthcheck": "vgw-healthcheck", "routectl": "vgw-routectl",
+                       "monitor": "vgw-monitor", "shim": "vgw-shim"}  # fmt: skip
+
+
+def test_dockerfiles_copy_only_what_exists_and_build_the_forwarder_with_dpdk() -> None:
+    for path in DOCKERFILES:
+        for word, rest in dockerfile_instructions(path):
+            if word == "COPY" and "--from=" not in rest:
+                *sources, _dest = rest.split()
+                for src in sources:
+                    assert (REPO / src).exists(), f"{path.name}: COPY {src}"
+        assert (path.parent / f"{path.name}.dockerignore").exists()
+        instructions = dockerfile_instructions(path)
+        user = [rest for word, rest in instructions if word == "USER"]
+        if path.name == "vgw.Dockerfile":
+            assert user == ["10001:10001"]  # the control-plane image never runs as root
+    node = (REPO / "deploy/docker/node.Dockerfile").read_text()
+    stages = re.split(r"^FROM ", node, flags=re.M)[1:]
+    build = next(s for s in stages if " AS fwd-build" in s.splitlines()[0])
+    final = stages[-1]
+    assert "libdpdk-dev" in build and "make -C dataplane fwd" in build
+    assert "fwd" in makefile_targets() or "vgw-fwd" in makefile_targets()
+    assert "-dev" not in re.sub(r"#.*", "", final), "the runtime stage carries no development packages"
+    assert "dpdk" in final and "librte-net-af-packet23" in final
+    assert "COPY --from=fwd-build /vgw-fwd /usr/local/bin/vgw-fwd" in final
+
+
+def test_image_healthchecks_fail_when_nothing_answers(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.support.nats_server import free_port
+
+    for dockerfile in DOCKERFILES:
+        argv = healthcheck_argv(dockerfile)
+        env = {"PATH": "/usr/bin:/bin", "VGW_METRICS_ADDR": f"0.0.0.0:{free_port()}"}
+        r = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=10)
+        assert r.returncode != 0, dockerfile.name
+    # the node image in the forwarder's container (no VGW_METRICS_ADDR): healthy while the socket exists
+    node = healthcheck_argv(REPO / "deploy/docker/node.Dockerfile")
+    sock_path = tmp_path / "fwd.sock"
+    env = {"PATH": "/usr/bin:/bin", "VGW_FWD_SOCKET": str(sock_path)}
+    assert subprocess.run([sys.executable, *node[1:]], env=env, timeout=10).returncode == 1
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(sock_path))
+        assert subprocess.run([sys.executable, *node[1:]], env=env, timeout=10).returncode == 0
