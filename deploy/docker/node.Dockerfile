@@ -18,6 +18,9 @@ ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 # --- build the forwarder --------------------------------------------------------------------------
 FROM ${DEBIAN_IMAGE} AS fwd-build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Debian stable moves only by security updates: packages are not pinned to versions.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential pkg-config libdpdk-dev \
@@ -32,6 +35,7 @@ RUN make -C dataplane fwd && test -x dataplane/build/vgw-fwd \
 
 # --- build the Python venv (shim, routectl, ExaBGP) -------------------------------------------------
 FROM ${PYTHON_IMAGE} AS py-build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/vgw && /opt/vgw/bin/pip install --upgrade pip setuptools wheel \
@@ -50,12 +54,15 @@ RUN find proto -name '*.proto' -print0 | xargs -0 -r /opt/protoc/bin/python -m g
 
 # --- runtime ------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS node
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 LABEL org.opencontainers.image.title="vgw-node" \
       org.opencontainers.image.description="VGW node: DPDK forwarder vgw-fwd, vgw-shim and vgw-routectl (ExaBGP)" \
       org.opencontainers.image.licenses="Apache-2.0"
 # DPDK runtime only: the EAL/ethdev/mbuf/... libraries vgw-fwd links, the poll-mode drivers it can
 # load (PCI NICs and the af_packet/af_xdp/tap/pcap/ring/null vdevs), and `dpdk` for
 # dpdk-devbind.py / dpdk-hugepages.py. No compiler, no headers.
+# Debian stable moves only by security updates: packages are not pinned to versions.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         dpdk \

@@ -13,6 +13,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- build: a self-contained venv in /opt/vgw with the generated gRPC code -------------------------
 FROM ${PYTHON_IMAGE} AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/vgw && /opt/vgw/bin/pip install --upgrade pip setuptools wheel \
@@ -31,6 +32,7 @@ RUN find proto -name '*.proto' -print0 | xargs -0 -r /opt/protoc/bin/python -m g
 
 # --- runtime ------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 LABEL org.opencontainers.image.title="vgw" \
       org.opencontainers.image.description="VGW control-plane services (config, healthcheck, monitor, routectl, shim) and vgwctl" \
       org.opencontainers.image.licenses="Apache-2.0" \

