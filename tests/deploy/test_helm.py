@@ -10,13 +10,14 @@ Kubernetes the chart supports and the newest the package knows.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.common import CHART, render_chart
+from tests.deploy.common import ALERTS, CHART, DASHBOARDS, render_chart
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a dev dependency (make setup)")
 
@@ -25,6 +26,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "everything": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "grafanaDashboards": {"enabled": True},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
         "natsCredsSecret": "vgw-nats-creds",
         "config": {"tokenSecret": "vgw-config-token"},
         "otel": {"endpoint": "http://jaeger-collector.observability:4317"},
@@ -66,6 +69,8 @@ def test_rendered_manifests_are_valid_kubernetes_objects(values: dict[str, Any])
     for doc in docs:
         if doc["kind"] == "ServiceMonitor":
             check_service_monitor(doc)
+            continue
+        if doc["kind"] == "PrometheusRule":  # a CRD too: its content is checked below
             continue
         for version in K8S_VERSIONS:
             try:
@@ -178,3 +183,15 @@ def test_chart_metadata_and_lint() -> None:
         m for m in result["messages"] if m["severity"] >= 2 and "missing these dependencies: nats" not in m["error"]
     ]
     assert problems == []
+
+
+def test_dashboards_and_alerts_ship_in_the_chart_unchanged() -> None:
+    docs = by_kind(render_chart(VALUE_SETS["everything"]))
+    cm = docs[("ConfigMap", "vgw-dashboards")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    files = {p.name: json.loads(p.read_text()) for p in DASHBOARDS.glob("*.json")}
+    assert {k: json.loads(v) for k, v in cm["data"].items()} == files
+    rule = docs[("PrometheusRule", "vgw-alerts")]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["spec"] == yaml.safe_load(ALERTS.read_text())  # {{ $labels }} stays for Prometheus
+    assert ("ConfigMap", "vgw-dashboards") not in by_kind(render_chart())
