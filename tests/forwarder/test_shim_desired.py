@@ -146,11 +146,14 @@ def ring_fwd(tmp_path: Path) -> Iterator[Path]:
     prefix = f"vgwd{secrets.token_hex(4)}"
     sock = tmp_path / "fwd.sock"
     log = tmp_path / "fwd.log"
+    settings = tmp_path / "fwd.conf"  # the settings file form of the flags
+    settings.write_text(
+        f"# vgw-fwd settings\nmode dual-arm\next net_ring0 203.0.113.1/24\nint net_ring1 198.18.0.1/16\n"
+        f"route 0.0.0.0/0 203.0.113.254 ext\nsocket {sock}\nconn-capacity 4096\nworkers 1\n"
+    )
     proc = subprocess.Popen(
         [str(FWD_BIN), "--no-huge", "-m", "128", "--file-prefix", prefix, "--lcores", "0@0,1@0", "--no-pci",
-         "--log-level", "*:error", "--vdev", "net_ring0", "--vdev", "net_ring1", "--",
-         "--ext", "net_ring0,203.0.113.1/24", "--int", "net_ring1,198.18.0.1/16", "--socket", str(sock),
-         "--conn-capacity", "4096"],
+         "--log-level", "*:error", "--vdev", "net_ring0", "--vdev", "net_ring1", "--", "--config", str(settings)],
         stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
     )  # fmt: skip
     try:

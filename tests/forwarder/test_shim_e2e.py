@@ -181,9 +181,10 @@ async def test_shim_programs_health_restart_and_fail_static(
             stderr=subprocess.PIPE,
         )
         try:
-            owner = await wait_for(
+            # (index,) so that backend 0 is a truthy answer
+            (owner,) = await wait_for(
                 lambda: next(
-                    (i for i in range(3) if any(str(e["path"]).startswith("/slow") for e in lab.backend_log(i))),
+                    ((i,) for i in range(3) if any(str(e["path"]).startswith("/slow") for e in lab.backend_log(i))),
                     None,
                 ),
                 5,
