@@ -29,7 +29,11 @@ SYSTEM_COMMANDS = {"python", "test"}
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", path.read_text())
+    return dockerfile_instructions_text(path.read_text())
+
+
+def dockerfile_instructions_text(source: str) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", source)
     out = []
     for raw in text.splitlines():
         line = raw.strip()
@@ -177,3 +181,75 @@ def test_image_healthchecks_fail_when_nothing_answers(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(sock_path))
         assert subprocess.run([sys.executable, *node[1:]], env=env, timeout=10).returncode == 0
+
+
+def test_the_image_build_context_makes_a_package_with_every_console_script(tmp_path: Path) -> None:
+    """What vgw.Dockerfile's build stage does, without Docker: copy exactly its COPY sources (minus what
+    the .dockerignore drops), generate the gRPC code, build the wheel; every console script (and the
+    module behind it) must be in it."""
+    import fnmatch
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    dockerfile = REPO / "deploy/docker/vgw.Dockerfile"
+    ignore = [
+        line.strip()
+        for line in (dockerfile.parent / f"{dockerfile.name}.dockerignore").read_text().splitlines()
+        if line.strip().startswith("**/")
+    ]
+    ctx = tmp_path / "src"
+    build = next(s for s in re.split(r"^FROM ", dockerfile.read_text(), flags=re.M) if " AS build" in s.split("\n")[0])
+    for word, rest in dockerfile_instructions_text(build):
+        if word != "COPY":
+            continue
+        *sources, _dest = rest.split()
+        for src in sources:
+            target = ctx / src.rstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if (REPO / src).is_dir():
+                shutil.copytree(
+                    REPO / src,
+                    target,
+                    ignore=lambda _d, names: [n for n in names if any(fnmatch.fnmatch(n, p[3:]) for p in ignore)],
+                )
+            else:
+                shutil.copy(REPO / src, target)
+    assert not list(ctx.rglob("*_pb2.py")), "generated code must not come from the build context"
+    protos = sorted(str(p.relative_to(ctx)) for p in (ctx / "proto").rglob("*.proto"))
+    gen = [sys.executable, "-m", "grpc_tools.protoc", "-Iproto", "--python_out=.", "--pyi_out=.", *protos]
+    subprocess.run(gen, cwd=ctx, check=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "whl"),
+            ".",
+        ],
+        cwd=ctx,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (whl,) = (tmp_path / "whl").glob("vgw-*.whl")
+    with zipfile.ZipFile(whl) as z:
+        names = set(z.namelist())
+        ep = next(n for n in names if n.endswith("entry_points.txt"))
+        scripts = dict(
+            (k.strip(), v.strip())
+            for k, _, v in (line.partition("=") for line in z.read(ep).decode().splitlines())
+            if v
+        )
+    assert scripts == console_scripts()
+    for target in scripts.values():
+        module = target.partition(":")[0].replace(".", "/")
+        assert f"{module}.py" in names or f"{module}/__init__.py" in names, target
+    assert "vgw/config/v1/config_pb2.py" in names

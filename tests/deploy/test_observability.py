@@ -176,6 +176,7 @@ def exported(nats_server: NatsServer, child_env: dict[str, str], tmp_path: Path)
         "OTEL_TRACES_EXPORTER": "none",
         "VGW_FWD_SOCKET": str(tmp_path / "no-forwarder.sock"),
         "VGW_RUN_DIR": str(tmp_path / "routectl"),
+        "VGW_MONITOR_STEER": "false",
     }
     (tmp_path / "routectl").mkdir(mode=0o700)
     names = series_names(forwarder_collector_text())
