@@ -38,6 +38,7 @@ demo: setup
 bench: setup
 	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane bench; fi
 	$(PY) tests/bench/bench_bus.py
+	$(PY) tests/bench/bench_config.py
 	$(PY) tests/bench/bench_healthcheck.py
 	$(PY) tests/bench/bench_forwarder.py
 	$(PY) tests/bench/bench_routectl.py

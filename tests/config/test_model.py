@@ -86,3 +86,11 @@ def test_full_dump_is_a_valid_document(doc: ConfigDocument) -> None:
 
     assert load_document(json.dumps(doc.model_dump(mode="json"))) == doc
     assert load_document(yaml.safe_dump(doc.model_dump(mode="json", exclude_defaults=True))) == doc
+
+
+def test_backend_fields_are_what_the_diff_compares() -> None:
+    """vgw.config.diff compares backends by (address, port) and then weight and state only, for
+    speed; a new Backend field must be added there too."""
+    from vgw.config import Backend
+
+    assert set(Backend.model_fields) == {"address", "port", "weight", "state"}

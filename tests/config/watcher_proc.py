@@ -16,7 +16,7 @@ from vgw.bus import Bus
 from vgw.config.store import ConfigReader
 
 
-async def main(url: str, bucket: str) -> None:
+async def main(url: str, bucket: str, light: bool) -> None:
     bus = Bus({"servers": [url], "reconnect_time_wait": 0.2}, source="/vgw/tests/watcher")
     await bus.connect()
     reader = await ConfigReader(bus, bucket).open()
@@ -24,6 +24,13 @@ async def main(url: str, bucket: str) -> None:
     async for rev in reader.watch():
         t = time.time()
         doc = rev.document
+        if light:  # counts only (the benchmark): no per-backend work between revisions
+            services = sum(len(v.services) for v in doc.vips)
+            backends = sum(len(s.backends) for v in doc.vips for s in v.services)
+            print(
+                json.dumps({"revision": rev.revision, "t": t, "services": services, "backends": backends}), flush=True
+            )
+            continue
         weights = sorted({b.weight for _, s in doc.services() for b in s.backends})
         states = sorted({b.state for _, s in doc.services() for b in s.backends})
         services = sum(len(v.services) for v in doc.vips)
@@ -46,4 +53,4 @@ async def main(url: str, bucket: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "vgw_config"))
+    asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "vgw_config", "light" in sys.argv[3:]))

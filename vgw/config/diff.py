@@ -15,10 +15,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from .model import ConfigDocument, Service
-from .records import Encoded, RecordEncoder
+from .records import Encoded, RecordEncoder, gc_paused
 
 Op = Literal["added", "removed", "modified"]
 MAX_FIELD_CHANGES = 50
+MAX_DETAILED = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,41 +93,68 @@ def _dump(obj: BaseModel, exclude: set[str] | None = None) -> Any:
     return obj.model_dump(mode="json", exclude=exclude)
 
 
-def _service_diff(path: str, old: Service, new: Service, entries: list[DiffEntry]) -> None:
-    changes = field_changes(_dump(old, {"backends"}), _dump(new, {"backends"}))
-    if changes:
-        entries.append(DiffEntry("modified", path, changes[:MAX_FIELD_CHANGES]))
-    ob = {b.key: b for b in old.backends}
-    nb = {b.key: b for b in new.backends}
-    for key, b in ob.items():
-        if key not in nb:
-            entries.append(DiffEntry("removed", f"{path}/backends/{key}"))
-        elif nb[key] != b:
-            ch = field_changes(_dump(b), _dump(nb[key]))
-            entries.append(DiffEntry("modified", f"{path}/backends/{key}", ch))
-    for key in nb:
-        if key not in ob:
-            entries.append(DiffEntry("added", f"{path}/backends/{key}"))
+class _Budget:
+    """Field-level detail costs a dump of both objects; past ``left`` entries only paths are kept."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def take(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
 
 
-def diff_records(old: dict[str, Encoded], new: dict[str, Encoded]) -> Diff:
+def _service_diff(path: str, old: Service, new: Service, entries: list[DiffEntry], budget: _Budget) -> None:
+    if budget.take():
+        changes = field_changes(_dump(old, {"backends"}), _dump(new, {"backends"}))
+        if changes:
+            entries.append(DiffEntry("modified", path, changes[:MAX_FIELD_CHANGES]))
+    elif old.model_dump_json(exclude={"backends"}) != new.model_dump_json(exclude={"backends"}):
+        entries.append(DiffEntry("modified", path))
+    if old.backends == new.backends:
+        return
+    ob = {(b.address.packed, b.port): b for b in old.backends}
+    nb = {(b.address.packed, b.port): b for b in new.backends}
+    for k, b in ob.items():
+        n = nb.get(k)
+        if n is None:
+            entries.append(DiffEntry("removed", f"{path}/backends/{b.key}"))
+        elif n is not b and (n.weight != b.weight or n.state != b.state):  # all non-key fields (tested)
+            ch = field_changes(_dump(b), _dump(n)) if budget.take() else []
+            entries.append(DiffEntry("modified", f"{path}/backends/{b.key}", ch))
+    for k, n in nb.items():
+        if k not in ob:
+            entries.append(DiffEntry("added", f"{path}/backends/{n.key}"))
+
+
+def diff_records(old: dict[str, Encoded], new: dict[str, Encoded], detail: int = MAX_DETAILED) -> Diff:
+    """Differences between two encoded documents; field-level detail for the first ``detail``
+    modified objects (the paths and counts are always complete)."""
+    with gc_paused():
+        return _diff_records(old, new, _Budget(detail))
+
+
+def _diff_records(old: dict[str, Encoded], new: dict[str, Encoded], budget: _Budget) -> Diff:
     entries: list[DiffEntry] = []
     for key, o in old.items():
         n = new.get(key)
         if n is None:
             entries.append(DiffEntry("removed", key))
             continue
-        if n.value_json == o.value_json and n.vip == o.vip:
+        if n is o or (n.value_json == o.value_json and n.vip == o.vip):
             continue
         if o.kind == "service" and isinstance(o.obj, Service) and isinstance(n.obj, Service):
             if n.vip != o.vip:
                 entries.append(DiffEntry("modified", key, [FieldChange("vip", o.vip, n.vip)]))
-            _service_diff(key, o.obj, n.obj, entries)
+            _service_diff(key, o.obj, n.obj, entries, budget)
             continue
         ex = {"services"} if o.kind == "vip" else None
-        changes = field_changes(_dump(o.obj, ex), _dump(n.obj, ex))
-        if changes:
-            entries.append(DiffEntry("modified", key, changes[:MAX_FIELD_CHANGES]))
+        if budget.take():
+            changes = field_changes(_dump(o.obj, ex), _dump(n.obj, ex))
+            if changes:
+                entries.append(DiffEntry("modified", key, changes[:MAX_FIELD_CHANGES]))
+        else:
+            entries.append(DiffEntry("modified", key))
     for key in new:
         if key not in old:
             entries.append(DiffEntry("added", key))

@@ -12,15 +12,16 @@ only the objects that were replaced.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .model import SCHEMA_VERSION, Cluster, ConfigDocument, HealthCheck, Node, Service, Timeouts, Vip, VipSpec
-from .types import IPAddress
 
 
 class DocumentSettings(BaseModel):
@@ -64,7 +65,7 @@ class VipRec(_Rec):
 
 class ServiceRec(_Rec):
     t: Literal["service"]
-    vip: IPAddress
+    vip: str
     v: Service
 
 
@@ -88,82 +89,161 @@ class Encoded:
     vip: str | None = None
 
 
-class RecordEncoder:
-    def __init__(self) -> None:
-        self._cache: dict[int, tuple[BaseModel, str]] = {}
+FREEZE_RECORDS = 2000
+"""After building this many new records at once, freeze the collector's view (see settle)."""
 
-    def _json(self, obj: BaseModel, cache: dict[int, tuple[BaseModel, str]], exclude: set[str] | None = None) -> str:
-        hit = self._cache.get(id(obj))
-        js = hit[1] if hit is not None and hit[0] is obj else obj.model_dump_json(exclude=exclude)
-        cache[id(obj)] = (obj, js)
-        return js
+
+def settle(new_records: int) -> None:
+    """After a large document was built (and will live long), move every object alive now into
+    the collector's permanent generation (``gc.freeze``). A configuration is long-lived and
+    acyclic (reference counting frees a replaced revision), and with 100k backends it is about a
+    million objects: left in the old generation, every full collection rescans them all and
+    stalls the process for hundreds of milliseconds, which is what a watcher's latency would show.
+    Small revisions do not freeze, so only what large loads left alive is ever pinned."""
+    if new_records >= FREEZE_RECORDS:
+        gc.freeze()
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic GC while building big, short-lived structures: otherwise their temporaries get
+    promoted to the old generation and trigger full collections (hundreds of ms with a 10k-service
+    document in memory). Reference counting still frees everything as usual."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class RecordEncoder:
+    """Encodes documents into records; objects seen in the previous document (by identity) at the
+    same position reuse their record, so a small edit costs only what it replaced."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, Encoded] = {}
 
     def encode(self, doc: ConfigDocument) -> dict[str, Encoded]:
-        cache: dict[int, tuple[BaseModel, str]] = {}
+        with gc_paused():
+            return self._encode(doc)
+
+    def _encode(self, doc: ConfigDocument) -> dict[str, Encoded]:
+        old = self._cache
+        cache: dict[int, Encoded] = {}
         out: dict[str, Encoded] = {}
 
-        def add(kind: str, key: str, index: int, obj: BaseModel, js: str, vip: str | None = None) -> None:
-            kq = json.dumps(key)
-            vip_part = f',"vip":"{vip}"' if vip is not None else ""
-            line = f'{{"t":"{kind}","k":{kq},"i":{index}{vip_part},"v":{js}}}'
-            out[key] = Encoded(key=key, kind=kind, index=index, value_json=js, line=line, obj=obj, vip=vip)
+        def add(kind: str, key: str, index: int, obj: BaseModel, vip: str | None = None) -> None:
+            hit = old.get(id(obj))
+            if hit is not None and hit.obj is obj and hit.index == index and hit.vip == vip:
+                enc = hit
+            else:
+                js = obj.model_dump_json(exclude={"services"} if kind == "vip" else None)
+                kq = json.dumps(key)
+                vip_part = f',"vip":"{vip}"' if vip is not None else ""
+                line = f'{{"t":"{kind}","k":{kq},"i":{index}{vip_part},"v":{js}}}'
+                enc = Encoded(key=key, kind=kind, index=index, value_json=js, line=line, obj=obj, vip=vip)
+            cache[id(obj)] = enc
+            out[key] = enc
 
         settings = DocumentSettings(version=doc.version, timeouts=doc.timeouts)
-        add("settings", "settings", 0, settings, settings.model_dump_json())
+        add("settings", "settings", 0, settings)
         for i, c in enumerate(doc.clusters):
-            add("cluster", f"clusters/{c.name}", i, c, self._json(c, cache))
+            add("cluster", f"clusters/{c.name}", i, c)
         for i, n in enumerate(doc.nodes):
-            add("node", f"nodes/{n.id}", i, n, self._json(n, cache))
+            add("node", f"nodes/{n.id}", i, n)
         for i, h in enumerate(doc.health_checks):
-            add("check", f"health_checks/{h.name}", i, h, self._json(h, cache))
+            add("check", f"health_checks/{h.name}", i, h)
         for i, v in enumerate(doc.vips):
             addr = str(v.address)
-            add("vip", f"vips/{addr}", i, v, self._json(v, cache, exclude={"services"}))
+            add("vip", f"vips/{addr}", i, v)
             for j, s in enumerate(v.services):
-                add("service", f"services/{s.name}", j, s, self._json(s, cache), vip=addr)
+                hit = old.get(id(s))
+                if hit is not None and hit.obj is s and hit.index == j and hit.vip == addr:
+                    cache[id(s)] = hit
+                    out[hit.key] = hit
+                else:
+                    add("service", f"services/{s.name}", j, s, vip=addr)
         self._cache = cache
         return out
 
 
 def decode_chunk(data: bytes) -> list[_Rec]:
     """The records of one chunk (a JSON array of record lines)."""
-    return list(RECORDS.validate_json(data))
+    with gc_paused():
+        return list(RECORDS.validate_json(data))
 
 
 def assemble(records: Iterable[_Rec]) -> ConfigDocument:
     """Build the document from its records without validating again (records were validated when
     decoded, and the whole document when it was applied)."""
-    settings = DocumentSettings()
-    clusters: list[tuple[int, Cluster]] = []
-    nodes: list[tuple[int, Node]] = []
-    checks: list[tuple[int, HealthCheck]] = []
-    vips: list[tuple[int, VipSpec]] = []
-    services: dict[str, list[tuple[int, Service]]] = {}
-    for r in records:
-        if isinstance(r, ServiceRec):
-            services.setdefault(str(r.vip), []).append((r.i, r.v))
-        elif isinstance(r, VipRec):
-            vips.append((r.i, r.v))
-        elif isinstance(r, NodeRec):
-            nodes.append((r.i, r.v))
-        elif isinstance(r, CheckRec):
-            checks.append((r.i, r.v))
-        elif isinstance(r, ClusterRec):
-            clusters.append((r.i, r.v))
-        elif isinstance(r, SettingsRec):
-            settings = r.v
-    vip_objs = []
-    fields = list(VipSpec.model_fields)
-    for _, spec in sorted(vips, key=lambda t: t[0]):
-        svcs = [s for _, s in sorted(services.get(str(spec.address), []), key=lambda t: t[0])]
-        values = {f: getattr(spec, f) for f in fields}
-        vip_objs.append(Vip.model_construct(_fields_set={*spec.model_fields_set, "services"}, services=svcs, **values))
-    return ConfigDocument.model_construct(
-        _fields_set={"version", "timeouts", "clusters", "nodes", "health_checks", "vips"},
-        version=settings.version,
-        timeouts=settings.timeouts,
-        clusters=[c for _, c in sorted(clusters, key=lambda t: t[0])],
-        nodes=[n for _, n in sorted(nodes, key=lambda t: t[0])],
-        health_checks=[h for _, h in sorted(checks, key=lambda t: t[0])],
-        vips=vip_objs,
-    )
+    return Assembler().assemble(records)
+
+
+class Assembler:
+    """Builds documents from records, reusing the VIP objects of the previous build whose spec and
+    services are the same objects (records of unchanged chunks are), so following a large
+    document costs little more than the records that changed."""
+
+    _FIELDS = tuple(VipSpec.model_fields)
+
+    def __init__(self) -> None:
+        self._vips: dict[str, tuple[VipSpec, list[Service], Vip]] = {}
+
+    def assemble(self, records: Iterable[_Rec]) -> ConfigDocument:
+        with gc_paused():
+            return self._assemble(records)
+
+    def _assemble(self, records: Iterable[_Rec]) -> ConfigDocument:
+        settings = DocumentSettings()
+        clusters: list[tuple[int, Cluster]] = []
+        nodes: list[tuple[int, Node]] = []
+        checks: list[tuple[int, HealthCheck]] = []
+        vips: list[tuple[int, str, VipSpec]] = []
+        services: dict[str, list[tuple[int, Service]]] = {}
+        for r in records:
+            t = r.t  # type: ignore[attr-defined]
+            if t == "service":
+                services.setdefault(r.vip, []).append((r.i, r.v))  # type: ignore[attr-defined]
+            elif t == "vip":
+                vips.append((r.i, r.k[5:], r.v))  # type: ignore[attr-defined]
+            elif t == "node":
+                nodes.append((r.i, r.v))  # type: ignore[attr-defined]
+            elif t == "check":
+                checks.append((r.i, r.v))  # type: ignore[attr-defined]
+            elif t == "cluster":
+                clusters.append((r.i, r.v))  # type: ignore[attr-defined]
+            elif t == "settings":
+                settings = r.v  # type: ignore[attr-defined]
+        vip_objs = []
+        cache: dict[str, tuple[VipSpec, list[Service], Vip]] = {}
+        old = self._vips
+        vips.sort(key=lambda x: x[0])
+        for _, addr, spec in vips:
+            entries = services.get(addr, [])
+            entries.sort(key=lambda x: x[0])
+            svcs = [s for _, s in entries]
+            hit = old.get(addr)
+            if (
+                hit is not None
+                and hit[0] is spec
+                and len(hit[1]) == len(svcs)
+                and all(a is b for a, b in zip(hit[1], svcs, strict=True))
+            ):
+                vip = hit[2]
+            else:
+                values = {f: getattr(spec, f) for f in self._FIELDS}
+                vip = Vip.model_construct(_fields_set={*spec.model_fields_set, "services"}, services=svcs, **values)
+            cache[addr] = (spec, svcs, vip)
+            vip_objs.append(vip)
+        self._vips = cache
+        return ConfigDocument.model_construct(
+            _fields_set={"version", "timeouts", "clusters", "nodes", "health_checks", "vips"},
+            version=settings.version,
+            timeouts=settings.timeouts,
+            clusters=[c for _, c in sorted(clusters, key=lambda x: x[0])],
+            nodes=[n for _, n in sorted(nodes, key=lambda x: x[0])],
+            health_checks=[h for _, h in sorted(checks, key=lambda x: x[0])],
+            vips=vip_objs,
+        )

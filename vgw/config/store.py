@@ -22,6 +22,7 @@ revision first, then each new one, and starts over after a reconnect (level-trig
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import zlib
@@ -41,7 +42,7 @@ from vgw.store import Change, KvStore, RevisionMismatch, Snapshot
 
 from .diff import Diff, diff_records
 from .model import ConfigDocument
-from .records import Encoded, RecordEncoder, _Rec, assemble, decode_chunk
+from .records import Assembler, Encoded, RecordEncoder, _Rec, assemble, decode_chunk, gc_paused, settle
 from .validate import ConfigInvalid, semantic_issues
 
 log = logging.getLogger("vgw.config.store")
@@ -119,6 +120,7 @@ def _chunk_key(digest: str) -> str:
     return f"{CHUNK_PREFIX}{digest}"
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _shard_of(key: str, shards: int) -> int:
     return zlib.crc32(key.encode()) % shards
 
@@ -149,6 +151,7 @@ class ConfigReader:
         self._kv: KeyValue | None = None
         self._kv_generation = -1
         self._chunks: dict[str, list[_Rec]] = {}
+        self._assembler = Assembler()
 
     async def open(self, *, create: bool = True) -> ConfigReader:
         self._heads = await KvStore.open(self.bus, self.bucket, Manifest, history=1, create=create)
@@ -211,7 +214,9 @@ class ConfigReader:
             self._chunks.update(fetched)
         else:
             self._chunks = {h: self._chunks.get(h) or fetched[h] for h in manifest.chunks}
-        return assemble(records)
+        doc = assemble(records) if keep_cache else self._assembler.assemble(records)
+        settle(sum(len(v) for v in fetched.values()))
+        return doc
 
     async def current(self) -> ConfigRevision:
         """The current revision (revision 0 with an empty document when nothing was applied)."""
@@ -304,6 +309,7 @@ class ConfigStore(ConfigReader):
         doc = await self.load(manifest) if manifest is not None else ConfigDocument()
         records = self._encoder.encode(doc) if manifest is not None else {}
         self._cur = (rev, doc, records, manifest)
+        settle(len(records))
         return rev, doc, records, manifest, seq
 
     async def commit(
@@ -349,6 +355,7 @@ class ConfigStore(ConfigReader):
                         ) from None
                     continue
                 self._cur = (manifest.revision, doc, records, manifest)
+                settle(sum(1 for k, e in records.items() if cur_records.get(k) is not e))
                 await self.heads.put(f"{REV_PREFIX}{manifest.revision}", manifest)
                 await self._publish(manifest)
                 await self._prune(manifest.revision)
@@ -367,32 +374,8 @@ class ConfigStore(ConfigReader):
         reason: str,
     ) -> Manifest:
         """Write the chunks the new revision needs and return its manifest (head not switched)."""
-        total = sum(len(e.line) + 1 for e in records.values())
-        shards = _choose_shards(total, prev_manifest.shards if prev_manifest else None)
-        while True:
-            reuse = prev_manifest is not None and prev_manifest.shards == shards
-            if reuse:
-                assert prev_manifest is not None
-                dirty = {
-                    _shard_of(k, shards)
-                    for k, e in records.items()
-                    if (p := previous.get(k)) is None or p.line != e.line
-                }
-                dirty |= {_shard_of(k, shards) for k in previous if k not in records}
-                chunks = list(prev_manifest.chunks)
-            else:
-                dirty = set(range(shards))
-                chunks = [""] * shards
-            groups: dict[int, list[str]] = {s: [] for s in dirty}
-            for key in sorted(records):
-                s = _shard_of(key, shards)
-                if s in groups:
-                    groups[s].append(records[key].line)
-            built = {s: _build_chunk(lines) for s, lines in groups.items()}
-            if any(len(data) > CHUNK_LIMIT_BYTES for _, data in built.values()) and shards < MAX_SHARDS:
-                shards *= 2
-                continue
-            break
+        with gc_paused():
+            shards, chunks, built = self._chunks_for(records, previous, prev_manifest)
         kv = await self.kv()
         known = set(prev_manifest.chunks) if prev_manifest else set()
         sem = asyncio.Semaphore(_PUT_CONCURRENCY)
@@ -417,13 +400,41 @@ class ConfigStore(ConfigReader):
             shards=shards,
             chunks=chunks,
             records=len(records),
-            bytes=total,
+            bytes=sum(len(e.line) + 1 for e in records.values()),
             services=sum(len(v.services) for v in doc.vips),
             backends=sum(len(s.backends) for v in doc.vips for s in v.services),
             counts=ChangeCounts(**counts),
             changed=paths[:MAX_CHANGED_PATHS],
             changed_truncated=len(paths) > MAX_CHANGED_PATHS,
         )
+
+    @staticmethod
+    def _chunks_for(
+        records: dict[str, Encoded], previous: dict[str, Encoded], prev_manifest: Manifest | None
+    ) -> tuple[int, list[str], dict[int, tuple[str, bytes]]]:
+        """(shard count, chunk list with unchanged shards filled in, built chunks by shard)."""
+        total = sum(len(e.line) + 1 for e in records.values())
+        shards = _choose_shards(total, prev_manifest.shards if prev_manifest else None)
+        while True:
+            if prev_manifest is not None and prev_manifest.shards == shards:
+                dirty = {
+                    _shard_of(k, shards)
+                    for k, e in records.items()
+                    if (p := previous.get(k)) is not e and (p is None or p.line != e.line)
+                }
+                dirty |= {_shard_of(k, shards) for k in previous if k not in records}
+                chunks = list(prev_manifest.chunks)
+            else:
+                dirty = set(range(shards))
+                chunks = [""] * shards
+            groups: dict[int, list[str]] = {s: [] for s in dirty}
+            for key in sorted(k for k in records if _shard_of(k, shards) in groups):
+                groups[_shard_of(key, shards)].append(records[key].line)
+            built = {s: _build_chunk(lines) for s, lines in groups.items()}
+            if any(len(data) > CHUNK_LIMIT_BYTES for _, data in built.values()) and shards < MAX_SHARDS:
+                shards *= 2
+                continue
+            return shards, chunks, built
 
     async def _publish(self, m: Manifest) -> None:
         try:

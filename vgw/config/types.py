@@ -33,14 +33,25 @@ def _need_str(v: Any, what: str) -> str:
     return v
 
 
+_IP_CACHE: dict[str, IP] = {}
+_IP_CACHE_MAX = 1 << 18
+
+
 def _parse_ip(v: Any) -> IP:
     if isinstance(v, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return v
     s = _need_str(v, "an IP address")
+    ip = _IP_CACHE.get(s)  # addresses are immutable: documents with 100k backends repeat them
+    if ip is not None:
+        return ip
     try:
-        return ipaddress.ip_address(s)
+        ip = ipaddress.ip_address(s)
     except ValueError:
         raise _err("ip_address", f"{s!r} is not an IPv4 or IPv6 address") from None
+    if len(_IP_CACHE) >= _IP_CACHE_MAX:
+        _IP_CACHE.clear()
+    _IP_CACHE[s] = ip
+    return ip
 
 
 def _parse_ipv4(v: Any) -> ipaddress.IPv4Address:
