@@ -267,75 +267,103 @@ def measure(topo: Topology, mode: str, url: str, runs: int, seconds: int) -> Non
         )
 
 
-def http_cases(workdir: Path, runs: int, seconds: int) -> None:
-    topo = Topology(workdir / "lab")
-    try:
-        topo.build()
-        start_nginx(topo)
-        # direct: client -> kernel router -> one backend (no load balancer): the ceiling
-        kernel_router(topo, True)
-        run("ip", "route", "add", "198.18.0.0/24", "via", EXT_IP, ns=topo.ns_client)
-        measure(topo, "direct", f"http://{BACKEND_IPS[0]}/", runs, seconds)
-        # nftables DNAT (round robin over 3 backends) + SNAT to the LIP
-        run("ip", "addr", "add", f"{LIP}/32", "dev", topo.if_int, ns=topo.ns_fwd)
-        nft = f"""
+NFT_RULES = """
 table ip vgwbench {{
     chain pre {{ type nat hook prerouting priority dstnat; policy accept;
-        ip daddr {VIP} tcp dport 80 dnat to numgen inc mod 3 map {{ 0 : {BACKEND_IPS[0]}, 1 : {BACKEND_IPS[1]}, 2 : {BACKEND_IPS[2]} }}
+        ip daddr {vip} tcp dport 80 dnat to numgen inc mod 3 map {{ 0 : {b0}, 1 : {b1}, 2 : {b2} }}
     }}
     chain post {{ type nat hook postrouting priority srcnat; policy accept;
-        oifname "{topo.if_int}" ip daddr 198.18.0.0/24 snat to {LIP}
+        oifname "{ifc}" ip daddr 198.18.0.0/24 snat to {lip}
     }}
 }}
-"""  # noqa: E501
-        (workdir / "nft.conf").write_text(nft)
-        run("nft", "-f", str(workdir / "nft.conf"), ns=topo.ns_fwd)
-        measure(topo, "nftables", f"http://{VIP}/", runs, seconds)
-        run("nft", "delete", "table", "ip", "vgwbench", ns=topo.ns_fwd)
-        # HAProxy, TCP mode, on the VIP (a local address of the LB namespace), source = LIP
-        run("ip", "addr", "add", f"{VIP}/32", "dev", "lo", ns=topo.ns_fwd)
-        servers = "\n".join(f"    server be{i} {ip}:80" for i, ip in enumerate(BACKEND_IPS))
-        (workdir / "haproxy.cfg").write_text(HAPROXY_CONF.format(vip=VIP, lip=LIP, servers=servers))
-        hap = subprocess.Popen(
-            ["ip", "netns", "exec", topo.ns_fwd, "haproxy", "-db", "-f", str(workdir / "haproxy.cfg")],
-            stdout=subprocess.DEVNULL,
-            stderr=open(workdir / "haproxy.log", "w"),  # noqa: SIM115
-            start_new_session=True,
-        )
-        topo.procs.append(hap)
-        deadline = time.monotonic() + 10
-        while run("ss", "-ltnH", "sport = :80", ns=topo.ns_fwd).stdout.strip() == "":
-            if hap.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start: {(workdir / 'haproxy.log').read_text()}")
-            time.sleep(0.05)
-        measure(topo, "haproxy", f"http://{VIP}/", runs, seconds)
-        os.killpg(hap.pid, signal.SIGTERM)
-        hap.wait(timeout=10)
-        # vgw-fwd: the kernel of the LB namespace gets out of the way (no addresses, no forwarding)
-        run("ip", "addr", "del", f"{VIP}/32", "dev", "lo", ns=topo.ns_fwd)
-        run("ip", "addr", "del", f"{LIP}/32", "dev", topo.if_int, ns=topo.ns_fwd)
-        kernel_router(topo, False)
-        for i in range(topo.nbackends):  # forget the kernel router's MAC for the LIP
-            run("ip", "neigh", "flush", "all", ns=topo.ns_backend(i))
-        run("ip", "neigh", "flush", "all", ns=topo.ns_client)
-        fwd = topo.start_forwarder(workers=1, extra=["--conn-capacity", "262144"])
-        lines = ["vgw-config 1", "generation 1", f"service web tcp {VIP} 80 maglev toa=on", f"lip web {LIP}"]
-        lines += [f"backend web {ip} 80 100 active" for ip in BACKEND_IPS]
+"""
 
-        async def apply() -> None:
-            c = FwdClient(str(fwd.socket))
-            await c.apply("\n".join([*lines, "end", ""]))
-            await c.close()
 
-        asyncio.run(apply())
-        measure(topo, "vgw", f"http://{VIP}/", runs, seconds)
-        st = asyncio.run(fwd_stats(fwd.socket))
-        drops = {k: v for k, v in st["counters"].items() if k.startswith("drop_") and v}  # type: ignore[attr-defined]
-        print(f"# vgw-fwd drops during the run: {drops or 'none'}", flush=True)
-    finally:
-        with contextlib.suppress(Exception):
-            topo.kill_forwarder()
-        topo.close()
+def lab(workdir: Path, mode: str) -> Topology:
+    """A fresh lab per mode: no TIME_WAIT sockets, conntrack entries or neighbour entries of one
+    mode can slow down the next (they did: client-side TIME_WAIT from the kernel modes cut the
+    next mode's connection rate by an order of magnitude)."""
+    topo = Topology(workdir / f"lab-{mode}")
+    topo.build()
+    start_nginx(topo)
+    return topo
+
+
+def mode_direct(topo: Topology, runs: int, seconds: int) -> None:
+    # client -> kernel router -> one backend (no load balancer): the ceiling
+    kernel_router(topo, True)
+    run("ip", "route", "add", "198.18.0.0/24", "via", EXT_IP, ns=topo.ns_client)
+    measure(topo, "direct", f"http://{BACKEND_IPS[0]}/", runs, seconds)
+
+
+def mode_nftables(topo: Topology, runs: int, seconds: int) -> None:
+    # nftables DNAT (round robin over 3 backends) + SNAT to the LIP
+    kernel_router(topo, True)
+    run("ip", "addr", "add", f"{LIP}/32", "dev", topo.if_int, ns=topo.ns_fwd)
+    conf = topo.workdir / "nft.conf"
+    conf.write_text(
+        NFT_RULES.format(vip=VIP, b0=BACKEND_IPS[0], b1=BACKEND_IPS[1], b2=BACKEND_IPS[2], ifc=topo.if_int, lip=LIP)
+    )
+    run("nft", "-f", str(conf), ns=topo.ns_fwd)
+    measure(topo, "nftables", f"http://{VIP}/", runs, seconds)
+
+
+def mode_haproxy(topo: Topology, runs: int, seconds: int) -> None:
+    # HAProxy, TCP mode, on the VIP (a local address of the LB namespace), source = LIP
+    kernel_router(topo, True)
+    run("ip", "addr", "add", f"{LIP}/32", "dev", topo.if_int, ns=topo.ns_fwd)
+    run("ip", "addr", "add", f"{VIP}/32", "dev", "lo", ns=topo.ns_fwd)
+    servers = "\n".join(f"    server be{i} {ip}:80" for i, ip in enumerate(BACKEND_IPS))
+    cfg = topo.workdir / "haproxy.cfg"
+    cfg.write_text(HAPROXY_CONF.format(vip=VIP, lip=LIP, servers=servers))
+    hlog = topo.workdir / "haproxy.log"
+    hap = subprocess.Popen(
+        ["ip", "netns", "exec", topo.ns_fwd, "haproxy", "-db", "-f", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(hlog, "w"),  # noqa: SIM115
+        start_new_session=True,
+    )
+    topo.procs.append(hap)
+    deadline = time.monotonic() + 10
+    while run("ss", "-ltnH", "sport = :80", ns=topo.ns_fwd).stdout.strip() == "":
+        if hap.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"haproxy did not start: {hlog.read_text()}")
+        time.sleep(0.05)
+    measure(topo, "haproxy", f"http://{VIP}/", runs, seconds)
+
+
+def mode_vgw(topo: Topology, runs: int, seconds: int) -> None:
+    # vgw-fwd on af_packet, 1 worker; the kernel of the LB namespace has no address and no forwarding
+    fwd = topo.start_forwarder(workers=1, extra=["--conn-capacity", "262144"])
+    lines = ["vgw-config 1", "generation 1", f"service web tcp {VIP} 80 maglev toa=on", f"lip web {LIP}"]
+    lines += [f"backend web {ip} 80 100 active" for ip in BACKEND_IPS]
+
+    async def apply() -> None:
+        c = FwdClient(str(fwd.socket))
+        await c.apply("\n".join([*lines, "end", ""]))
+        await c.close()
+
+    asyncio.run(apply())
+    measure(topo, "vgw", f"http://{VIP}/", runs, seconds)
+    st = asyncio.run(fwd_stats(fwd.socket))
+    drops = {k: v for k, v in st["counters"].items() if k.startswith("drop_") and v}  # type: ignore[attr-defined]
+    print(f"# vgw-fwd drops during the run: {drops or 'none'}", flush=True)
+
+
+def http_cases(workdir: Path, runs: int, seconds: int) -> None:
+    for mode, fn in (
+        ("direct", mode_direct),
+        ("vgw", mode_vgw),
+        ("nftables", mode_nftables),
+        ("haproxy", mode_haproxy),
+    ):
+        topo = lab(workdir, mode)
+        try:
+            fn(topo, runs, seconds)
+        finally:
+            with contextlib.suppress(Exception):
+                topo.kill_forwarder()
+            topo.close()
 
 
 def machine() -> str:
