@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable
@@ -98,6 +99,8 @@ class Routectl:
         self._previous: dict[IP, RouteEntry] = {}
         self.ready = False
         self._stopped = False
+        self._nats_down_since: float | None = None
+        self._fwd_fresh_at_down = False
 
     def _mark_dirty(self) -> None:
         self._dirty.set()
@@ -329,8 +332,28 @@ class Routectl:
                 log.exception("evaluation failed")
                 await asyncio.sleep(0.5)
 
+    def _fail_static(self, now: float) -> bool:
+        """True while NATS is unreachable: decisions are frozen (fail static). A silent forwarder is
+        indistinguishable from a silent bus, so the heartbeat clock restarts when NATS is back."""
+        assert self._bus is not None
+        if not self._bus.is_connected:
+            if self._nats_down_since is None:
+                self._nats_down_since = now
+                fwd = self._fwd
+                self._fwd_fresh_at_down = fwd is not None and now - fwd.received_at <= self.settings.dataplane_stale_s
+                log.warning("NATS unreachable: keeping the current decisions (fail static)")
+            return True
+        if self._nats_down_since is not None:
+            log.info("NATS back after %.1fs: deciding again", now - self._nats_down_since)
+            self._nats_down_since = None
+            if self._fwd is not None and self._fwd_fresh_at_down:
+                self._fwd = dataclasses.replace(self._fwd, received_at=max(self._fwd.received_at, now))
+        return False
+
     async def _evaluate(self) -> None:
         now, now_wall = time.monotonic(), datetime.now(UTC)
+        if self._fail_static(now):
+            return
         if self._fwd is not None:
             metrics.FORWARDER_AGE.set(now - self._fwd.received_at)
         decisions = self.decider.decide(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -56,6 +57,7 @@ class Lab:
     def start(self) -> Lab:
         if not Path(BIRD).exists():
             raise RuntimeError("BIRD 2 is not installed: run `make setup` (bird2 is in scripts/apt-packages.txt)")
+        sweep_stale_labs()
         self.workdir.mkdir(parents=True, exist_ok=True)
         r = self.router_ns
         _ip("netns", "add", r)
@@ -169,6 +171,33 @@ template bgp vgw {{
                 if "gateway" in nh:
                     hops.add(nh["gateway"])
         return hops
+
+
+def sweep_stale_labs(min_age_s: float = 120.0) -> list[str]:
+    """Remove labs that an interrupted run left behind: a router namespace ``vr<id>`` with no
+    process in it (BIRD lives there for a lab's whole life) and older than ``min_age_s``, with its
+    node namespaces, when none of those has a process either."""
+    run = Path("/run/netns")
+    if not run.is_dir():
+        return []
+    names = {p.name: p for p in run.iterdir()}
+    removed = []
+    for name, path in names.items():
+        m = re.fullmatch(r"vr([0-9a-f]{6})", name)
+        if m is None:
+            continue
+        try:
+            if time.time() - path.stat().st_mtime < min_age_s:
+                continue
+        except OSError:
+            continue
+        nodes = [n for n in names if re.fullmatch(rf"vn\d+{m.group(1)}", n)]
+        if any(_ip("netns", "pids", n, check=False).stdout.strip() for n in [name, *nodes]):
+            continue
+        for n in [*nodes, name]:
+            _ip("netns", "del", n, check=False)
+        removed.append(name)
+    return removed
 
 
 def processes_with(marker: str) -> dict[int, str]:

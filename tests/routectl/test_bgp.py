@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.config.conftest import ConfigService
 from tests.routectl.conftest import BgpEnv
 from tests.routectl.harness import BACKENDS, PREFIX, VIP, make_doc, until
-from tests.routectl.lab import node_ip
+from tests.routectl.lab import node_ip, processes_with
 from vgw.bus import Received
 from vgw.events import NodeWithdrawRequest, RequestAction, RouteReason, RouteState, VipAnnounce, VipWithdraw
 from vgw.routes import ROUTES_BUCKET, RouteEntry, route_key
@@ -32,7 +40,9 @@ async def ecmp_up(env: BgpEnv, timeout: float = 30.0) -> None:
     await until(lambda: env.lab.fib_next_hops(VIP) == both, timeout, what=f"ECMP {both}\n{env.logs()}")
 
 
-async def test_ecmp_then_health_withdraw_keeps_the_other_path(bgp2: BgpEnv) -> None:
+async def test_ecmp_then_health_withdraw_keeps_the_other_path(
+    bgp2: BgpEnv, spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
     env = bgp2
     events: list[Received] = []
 
@@ -40,7 +50,8 @@ async def test_ecmp_then_health_withdraw_keeps_the_other_path(bgp2: BgpEnv) -> N
         events.append(r)
 
     await env.bus.subscribe(on_event, types=[VipAnnounce, VipWithdraw])
-    env.routectl(1)
+    trace_file = tmp_path / "routectl-n1-spans.jsonl"
+    env.routectl(1, trace_file=trace_file)
     env.routectl(2)
 
     # Both nodes announce: one ECMP route with both next hops, in BIRD's RIB and its kernel FIB.
@@ -84,6 +95,24 @@ async def test_ecmp_then_health_withdraw_keeps_the_other_path(bgp2: BgpEnv) -> N
         for r in events
     )
 
+    # The withdrawal is in the trace of the backend.down that caused it, and links to it.
+    assert env.procs[1].terminate() == 0
+    sent = next(
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "send vgw.v1.backend.down" and (s.attributes or {}).get("messaging.message.id") == w.cause_event_id
+    )
+    cause_trace = f"0x{sent.context.trace_id:032x}"
+    decided = [
+        sp
+        for line in trace_file.read_text().splitlines()
+        if (sp := json.loads(line))["name"] == "routectl decide"
+        and sp["attributes"].get("vgw.route.reason") == "below_low_watermark"
+    ]
+    assert decided, "no 'routectl decide' span for the withdrawal"
+    assert decided[0]["context"]["trace_id"] == cause_trace
+    assert decided[0]["links"] and decided[0]["links"][0]["context"]["trace_id"] == cause_trace
+
 
 async def test_heartbeats_stop_withdraws_within_bound(bgp2: BgpEnv) -> None:
     env = bgp2
@@ -125,15 +154,36 @@ async def test_kill9_drops_session_and_restart_waits_for_gates(bgp2: BgpEnv) -> 
     await ecmp_up(env, 10.0)
 
 
-async def test_isolate_and_restore(bgp2: BgpEnv) -> None:
+def vgwctl(env: BgpEnv, svc: ConfigService, *args: str) -> str:
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "vgwctl"), *args, "--config-addr", svc.addr],
+        env={**svc.env, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert res.returncode == 0, f"vgwctl {' '.join(args)}: {res.returncode}\n{res.stdout}\n{res.stderr}"
+    return res.stdout
+
+
+async def test_isolate_and_restore(bgp2: BgpEnv, tmp_path: Path, child_env: dict[str, str]) -> None:
     env = bgp2
-    env.routectl(1)
-    env.routectl(2)
-    await ecmp_up(env)
-    await env.apply(make_doc(2, isolated=(1,)))
-    await until(lambda: env.lab.rib_next_hops(PREFIX) == {N2}, 5.0, what="n1 withdrawn when isolated")
-    await env.apply(make_doc(2))
-    await ecmp_up(env, 10.0)
+    svc = ConfigService(env.nats, tmp_path / "config", child_env)
+    await asyncio.to_thread(svc.start)
+    try:
+        env.routectl(1)
+        env.routectl(2)
+        await ecmp_up(env)
+        await asyncio.to_thread(vgwctl, env, svc, "node", "isolate", "n1", "--reason", "maintenance")
+        await until(lambda: env.lab.rib_next_hops(PREFIX) == {N2}, 5.0, what="n1 withdrawn when isolated")
+        routes = await KvStore.open(env.bus, ROUTES_BUCKET, RouteEntry)
+        entry = await routes.get(route_key("n1", VIP))
+        assert entry is not None and entry.value.reason == RouteReason.NODE_ISOLATED
+        await asyncio.to_thread(vgwctl, env, svc, "node", "restore", "n1")
+        await ecmp_up(env, 10.0)
+    finally:
+        await asyncio.to_thread(svc.stop)
 
 
 async def test_deprioritise_keeps_route_with_worse_attributes(bgp2: BgpEnv) -> None:
@@ -239,3 +289,49 @@ async def test_tcp_md5_session(bgp1_md5: BgpEnv) -> None:
     env.routectl(1)
     await until(lambda: env.lab.fib_next_hops(VIP) == {N1}, 30.0, what=f"announced over TCP-MD5\n{env.logs()}")
     assert env.lab.protocols() == {"n1": "Established"}
+
+
+async def test_graceful_restart_option_keeps_routes_over_a_restart(bgp2: BgpEnv) -> None:
+    env = bgp2
+    env.routectl(1, graceful_restart_s=30)
+    env.routectl(2)
+    await ecmp_up(env)
+    assert env.procs[1].terminate() == 0
+    # No NOTIFICATION: BIRD keeps node 1's route (stale) while the session is down.
+    await until(lambda: env.lab.protocols().get("n1") != "Established", 5.0, what="n1 session down")
+    await asyncio.sleep(1.0)
+    assert env.lab.rib_next_hops(PREFIX) == {N1, N2}
+    assert "graceful restart active" in env.lab.birdc("show", "protocols", "all", "n1").stdout
+    env.routectl(1, graceful_restart_s=30)
+    await until(lambda: env.lab.protocols().get("n1") == "Established", 20.0, what="n1 session back")
+    await ecmp_up(env, 10.0)
+    assert "stale" not in env.lab.birdc("show", "route", PREFIX, "all").stdout.lower()
+
+
+async def test_fail_static_while_nats_is_down(bgp1: BgpEnv) -> None:
+    env = bgp1
+    env.routectl(1)
+    await until(lambda: env.lab.fib_next_hops(VIP) == {N1}, 30.0, what=f"announced\n{env.logs()}")
+    # NATS goes away for longer than the heartbeat bound: routectl keeps its decisions.
+    await asyncio.to_thread(env.nats.stop, True)
+    await asyncio.sleep(4.5)
+    assert env.lab.fib_next_hops(VIP) == {N1}, "withdrawn because NATS was unreachable"
+    await asyncio.to_thread(env.nats.start)
+    # Back: heartbeats flow again, the route stays; then the forwarder really stops.
+    await asyncio.sleep(2.0)
+    assert env.lab.fib_next_hops(VIP) == {N1}
+    await env.beats[1].stop()
+    await until(lambda: not env.lab.fib_next_hops(VIP), 8.0, what="withdrawn once heartbeats stop for real")
+
+
+async def test_speaker_restarts_when_exabgp_dies(bgp1: BgpEnv) -> None:
+    env = bgp1
+    env.routectl(1)
+    await until(lambda: env.lab.fib_next_hops(VIP) == {N1}, 30.0, what=f"announced\n{env.logs()}")
+    conf = str(env.rundir / "n1" / "exabgp.conf")
+    (pid,) = [p for p, cmd in processes_with(conf).items() if "bridge.py" not in cmd]
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: not env.lab.fib_next_hops(VIP), 3.0, what="route gone with ExaBGP")
+    # routectl starts a new ExaBGP and announces again what it decided.
+    await until(lambda: env.lab.fib_next_hops(VIP) == {N1}, 20.0, what=f"re-announced\n{env.logs()}")
+    assert env.procs[1].alive
