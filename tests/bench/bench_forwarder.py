@@ -373,7 +373,8 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return f"{model}, {os.cpu_count()} vCPUs, Linux {platform.release()}"
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return f"{model}, {os.cpu_count()} vCPUs, Linux {platform.release()}, load average at the end {load}"
 
 
 def table() -> None:

@@ -233,3 +233,20 @@ def canon(doc: str) -> list[tuple[str, tuple[str, ...]]]:
             assert cur is not None, ln
             cur.append(ln)
     return sorted((k, tuple(sorted(v))) for k, v in blocks.items())
+
+
+def test_fwd_settings_rendered_from_node(tmp_path: Path) -> None:
+    from dataplane.shim.fwdargs import main as fwdargs_main
+    from dataplane.shim.fwdargs import render_settings
+
+    doc = load_document(DOC)
+    node = doc.node("n1")
+    assert node is not None
+    text = render_settings(node, "net_af_packet0", "net_af_packet1", "/run/x.sock")
+    assert "mode dual-arm\next net_af_packet0 203.0.113.1/24\nint net_af_packet1 198.18.0.1/24\n" in text
+    assert "socket /run/x.sock" in text
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(DOC)
+    assert fwdargs_main(["--config", str(cfg), "--node", "nope"]) == 2
+    with pytest.raises(ValueError, match="no DPDK device"):
+        render_settings(node)
