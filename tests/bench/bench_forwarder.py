@@ -286,6 +286,11 @@ def lab(workdir: Path, mode: str) -> Topology:
     topo = Topology(workdir / f"lab-{mode}")
     topo.build()
     start_nginx(topo)
+    # load-generator tuning: when wrk closes first (it does with some LBs), tens of thousands of
+    # client TIME_WAIT sockets towards one VIP:port make connect() crawl (a third HAProxy run fell
+    # to 277 connections/s); reuse them as load generators do, and use the whole port range
+    run("sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", ns=topo.ns_client)
+    run("sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535", ns=topo.ns_client)
     return topo
 
 
