@@ -150,3 +150,52 @@ async def test_concurrent_committers_one_wins(bus: Bus, nats_server: NatsServer)
         assert losses[0].current == 2
     finally:
         await other.close()
+
+
+async def test_a_following_reader_matches_every_revision(bus: Bus) -> None:
+    """The reader's incremental assembly (only changed chunks are re-read) equals the committed
+    document through adds, removals, moves between VIPs, reorders and node/check changes."""
+    import random
+
+    rng = random.Random(7)
+    store = await ConfigStore(bus, "t_cfg_follow").open()
+    reader = await ConfigReader(bus, "t_cfg_follow").open(create=False)
+    raw = generate(300, 3)
+    for step in range(12):
+        vips = raw["vips"]
+        op = step % 6
+        if op == 0:  # change one backend
+            rng.choice(rng.choice(vips)["services"])["backends"][0]["weight"] = rng.randint(0, 500)
+        elif op == 1:  # remove a service
+            v = rng.choice([v for v in vips if len(v["services"]) > 1])
+            v["services"].pop(rng.randrange(len(v["services"])))
+        elif op == 2:  # move a service to another VIP (new port to stay unique)
+            a, b = rng.sample([v for v in vips if len(v["services"]) > 1], 2)
+            svc = a["services"].pop(0)
+            svc["port"] = 1000 + step
+            b["services"].append(svc)
+        elif op == 3:  # reorder services of a VIP and the VIPs
+            rng.shuffle(rng.choice(vips)["services"])
+            rng.shuffle(vips)
+            vips[0]["services"][0]["backends"][0]["weight"] = 1000 + step  # order alone is not a change
+        elif op == 4:  # node and check changes
+            raw["nodes"][0]["state"] = "isolated" if raw["nodes"][0].get("state", "active") == "active" else "active"
+            raw["health_checks"][0]["rise"] = 1 + step
+        else:  # remove a VIP, add a new one
+            vips.pop(rng.randrange(len(vips)))
+            vips.append(
+                {
+                    "address": f"198.18.200.{step}",
+                    "cluster": "c0",
+                    "services": [
+                        {"name": f"new{step}", "port": 80, "backends": [{"address": "198.19.9.9", "port": 80}]}
+                    ],
+                }
+            )
+        d = doc_of(raw)
+        r = await store.commit(d, actor="t")
+        assert r.committed, step
+        got = await reader.current()
+        assert got.revision == r.revision
+        assert got.document == d, step
+        assert got.document.model_dump_json() == d.model_dump_json(), step

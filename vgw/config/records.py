@@ -17,7 +17,7 @@ import gc
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -178,72 +178,101 @@ def decode_chunk(data: bytes) -> list[_Rec]:
 def assemble(records: Iterable[_Rec]) -> ConfigDocument:
     """Build the document from its records without validating again (records were validated when
     decoded, and the whole document when it was applied)."""
-    return Assembler().assemble(records)
+    return Assembler().update(["all"], {"all": list(records)})
 
 
 class Assembler:
-    """Builds documents from records, reusing the VIP objects of the previous build whose spec and
-    services are the same objects (records of unchanged chunks are), so following a large
-    document costs little more than the records that changed."""
-
-    _FIELDS = tuple(VipSpec.model_fields)
+    """Follows a store revision by revision: keeps the records of the current chunks, and on each
+    update removes the records of chunks that went away, adds those of new chunks, and rebuilds
+    only the lists and VIPs they touched. Untouched VIP objects are reused, so following a
+    10k-service document costs about the size of what changed, not of the document."""
 
     def __init__(self) -> None:
-        self._vips: dict[str, tuple[VipSpec, list[Service], Vip]] = {}
+        self.chunks: dict[str, list[_Rec]] = {}
+        self._settings = DocumentSettings()
+        self._clusters: dict[str, tuple[int, Cluster]] = {}
+        self._nodes: dict[str, tuple[int, Node]] = {}
+        self._checks: dict[str, tuple[int, HealthCheck]] = {}
+        self._specs: dict[str, tuple[int, VipSpec]] = {}
+        self._services: dict[str, dict[str, tuple[int, Service]]] = {}
+        self._vips: dict[str, Vip] = {}
+        self._order: list[str] = []
+        self._lists: dict[str, list[Any]] = {"cluster": [], "node": [], "check": []}
 
-    def assemble(self, records: Iterable[_Rec]) -> ConfigDocument:
+    def update(self, chunks: list[str], fetched: dict[str, list[_Rec]]) -> ConfigDocument:
+        """The document made of ``chunks`` (digests); ``fetched`` has the records of every digest
+        not already held."""
         with gc_paused():
-            return self._assemble(records)
+            return self._update(chunks, fetched)
 
-    def _assemble(self, records: Iterable[_Rec]) -> ConfigDocument:
-        settings = DocumentSettings()
-        clusters: list[tuple[int, Cluster]] = []
-        nodes: list[tuple[int, Node]] = []
-        checks: list[tuple[int, HealthCheck]] = []
-        vips: list[tuple[int, str, VipSpec]] = []
-        services: dict[str, list[tuple[int, Service]]] = {}
-        for r in records:
-            t = r.t  # type: ignore[attr-defined]
-            if t == "service":
-                services.setdefault(r.vip, []).append((r.i, r.v))  # type: ignore[attr-defined]
-            elif t == "vip":
-                vips.append((r.i, r.k[5:], r.v))  # type: ignore[attr-defined]
-            elif t == "node":
-                nodes.append((r.i, r.v))  # type: ignore[attr-defined]
-            elif t == "check":
-                checks.append((r.i, r.v))  # type: ignore[attr-defined]
-            elif t == "cluster":
-                clusters.append((r.i, r.v))  # type: ignore[attr-defined]
-            elif t == "settings":
-                settings = r.v  # type: ignore[attr-defined]
-        vip_objs = []
-        cache: dict[str, tuple[VipSpec, list[Service], Vip]] = {}
-        old = self._vips
-        vips.sort(key=lambda x: x[0])
-        for _, addr, spec in vips:
-            entries = services.get(addr, [])
-            entries.sort(key=lambda x: x[0])
-            svcs = [s for _, s in entries]
-            hit = old.get(addr)
-            if (
-                hit is not None
-                and hit[0] is spec
-                and len(hit[1]) == len(svcs)
-                and all(a is b for a, b in zip(hit[1], svcs, strict=True))
-            ):
-                vip = hit[2]
-            else:
-                values = {f: getattr(spec, f) for f in self._FIELDS}
-                vip = Vip.model_construct(_fields_set={*spec.model_fields_set, "services"}, services=svcs, **values)
-            cache[addr] = (spec, svcs, vip)
-            vip_objs.append(vip)
-        self._vips = cache
+    def _table(self, t: str) -> dict[str, Any]:
+        tables: dict[str, dict[str, Any]] = {"cluster": self._clusters, "node": self._nodes, "check": self._checks}
+        return tables[t]
+
+    def _update(self, chunks: list[str], fetched: dict[str, list[_Rec]]) -> ConfigDocument:
+        wanted = dict.fromkeys(chunks)
+        dirty_kinds: set[str] = set()
+        dirty_vips: set[str] = set()
+        for digest in [d for d in self.chunks if d not in wanted]:
+            for r in self.chunks.pop(digest):
+                t = r.t  # type: ignore[attr-defined]
+                if t == "service":
+                    vip = r.vip  # type: ignore[attr-defined]
+                    self._services.get(vip, {}).pop(r.k, None)
+                    dirty_vips.add(vip)
+                elif t == "vip":
+                    self._specs.pop(r.k[5:], None)
+                    dirty_vips.add(r.k[5:])
+                    dirty_kinds.add("vip")
+                elif t == "settings":
+                    self._settings = DocumentSettings()
+                else:
+                    self._table(t).pop(r.k, None)
+                    dirty_kinds.add(t)
+        for digest in wanted:
+            if digest in self.chunks:
+                continue
+            recs = fetched[digest]
+            self.chunks[digest] = recs
+            for r in recs:
+                t = r.t  # type: ignore[attr-defined]
+                if t == "service":
+                    vip = r.vip  # type: ignore[attr-defined]
+                    self._services.setdefault(vip, {})[r.k] = (r.i, r.v)  # type: ignore[attr-defined]
+                    dirty_vips.add(vip)
+                elif t == "vip":
+                    self._specs[r.k[5:]] = (r.i, r.v)  # type: ignore[attr-defined]
+                    dirty_vips.add(r.k[5:])
+                    dirty_kinds.add("vip")
+                elif t == "settings":
+                    self._settings = r.v  # type: ignore[attr-defined]
+                else:
+                    self._table(t)[r.k] = (r.i, r.v)  # type: ignore[attr-defined]
+                    dirty_kinds.add(t)
+        for t in ("cluster", "node", "check"):
+            if t in dirty_kinds:
+                self._lists[t] = [o for _, o in sorted(self._table(t).values(), key=lambda x: x[0])]
+        if "vip" in dirty_kinds:
+            self._order = [a for a, _ in sorted(self._specs.items(), key=lambda x: x[1][0])]
+        fields = tuple(VipSpec.model_fields)
+        for addr in dirty_vips:
+            got = self._specs.get(addr)
+            if got is None:
+                self._vips.pop(addr, None)
+                self._services.pop(addr, None)
+                continue
+            spec = got[1]
+            svcs = [sv for _, sv in sorted(self._services.get(addr, {}).values(), key=lambda x: x[0])]
+            values = {f: getattr(spec, f) for f in fields}
+            self._vips[addr] = Vip.model_construct(
+                _fields_set={*spec.model_fields_set, "services"}, services=svcs, **values
+            )
         return ConfigDocument.model_construct(
             _fields_set={"version", "timeouts", "clusters", "nodes", "health_checks", "vips"},
-            version=settings.version,
-            timeouts=settings.timeouts,
-            clusters=[c for _, c in sorted(clusters, key=lambda x: x[0])],
-            nodes=[n for _, n in sorted(nodes, key=lambda x: x[0])],
-            health_checks=[h for _, h in sorted(checks, key=lambda x: x[0])],
-            vips=vip_objs,
+            version=self._settings.version,
+            timeouts=self._settings.timeouts,
+            clusters=list(self._lists["cluster"]),
+            nodes=list(self._lists["node"]),
+            health_checks=list(self._lists["check"]),
+            vips=[self._vips[a] for a in self._order],
         )

@@ -150,7 +150,6 @@ class ConfigReader:
         self._heads: KvStore[Manifest] | None = None
         self._kv: KeyValue | None = None
         self._kv_generation = -1
-        self._chunks: dict[str, list[_Rec]] = {}
         self._assembler = Assembler()
 
     async def open(self, *, create: bool = True) -> ConfigReader:
@@ -199,9 +198,12 @@ class ConfigReader:
         return digest, decode_chunk(e.value)
 
     async def load(self, manifest: Manifest, *, keep_cache: bool = False) -> ConfigDocument:
-        """The document of a manifest (fetching only chunks not already cached)."""
+        """The document of a manifest, fetching only chunks not already held. The default follows
+        the store (the reader's view moves to this manifest); ``keep_cache=True`` reads another
+        revision (history) without moving the view."""
         kv = await self.kv()
-        missing = [h for h in dict.fromkeys(manifest.chunks) if h not in self._chunks]
+        have = self._assembler.chunks
+        missing = [h for h in dict.fromkeys(manifest.chunks) if h not in have]
         sem = asyncio.Semaphore(_PUT_CONCURRENCY)
 
         async def fetch(h: str) -> tuple[str, list[_Rec]]:
@@ -209,12 +211,9 @@ class ConfigReader:
                 return await self._chunk(kv, h)
 
         fetched = dict(await asyncio.gather(*(fetch(h) for h in missing)))
-        records = [r for h in manifest.chunks for r in (self._chunks.get(h) or fetched[h])]
         if keep_cache:
-            self._chunks.update(fetched)
-        else:
-            self._chunks = {h: self._chunks.get(h) or fetched[h] for h in manifest.chunks}
-        doc = assemble(records) if keep_cache else self._assembler.assemble(records)
+            return assemble([r for h in manifest.chunks for r in (have.get(h) or fetched[h])])
+        doc = self._assembler.update(manifest.chunks, fetched)
         settle(sum(len(v) for v in fetched.values()))
         return doc
 
