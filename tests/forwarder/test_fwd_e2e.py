@@ -10,6 +10,7 @@ it cleanly. The shim's part (NATS, health, restart re-apply) is in test_shim_e2e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import struct
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +39,14 @@ async def _apply(sock: Path, doc: str) -> int:
     c = ctl(sock)
     try:
         return await c.apply(doc)
+    finally:
+        await c.close()
+
+
+async def _stats(sock: Path) -> dict[str, Any]:
+    c = ctl(sock)
+    try:
+        return await c.stats()
     finally:
         await c.close()
 
@@ -104,6 +114,11 @@ def test_http_spread_lip_and_toa(fwd: Topology) -> None:
     assert toas, "no TOA option seen on backend 0"
     assert {a for a, _ in toas} == {CLIENT_IP}
     assert {p for _, p in toas} <= client_ports, (sorted(client_ports)[:5], toas[:5])
+    # two workers, af_packet fanout: replies reach the wrong worker and are handed over
+    stats = asyncio.run(_stats(fwd.forwarder.socket))  # type: ignore[union-attr]
+    c = stats["counters"]
+    assert c["fwd_handoff_sent"] > 0 and c["fwd_handoff_received"] == c["fwd_handoff_sent"], c
+    assert c["fwd_drop_handoff_full"] == 0 and c["drop"] == 0, c
 
 
 def test_control_socket_garbage(fwd: Topology) -> None:
@@ -262,3 +277,23 @@ def test_sigterm_stops_cleanly(fwd: Topology) -> None:
     assert not rundir.exists()
     fwd.forwarder = None
     assert run("true", ns=fwd.ns_fwd).returncode == 0
+
+
+def test_single_arm(tmp_path: Path) -> None:
+    """One port for both directions: client, forwarder and backends on one bridge."""
+    topo = Topology(tmp_path / "single", single_arm=True)
+    try:
+        topo.build()
+        topo.start_backends()
+        fwd = topo.start_forwarder(workers=1)
+        asyncio.run(_apply(fwd.socket, config_doc(1)))
+        result = http_requests(topo, 60)
+        assert result["nerrors"] == 0, result
+        counts = result["counts"]
+        assert isinstance(counts, dict) and set(counts) == {"be0", "be1", "be2"}
+        for i in range(3):
+            assert {e["peer"] for e in topo.backend_log(i)} == {LIP}
+    finally:
+        with contextlib.suppress(Exception):
+            topo.kill_forwarder()
+        topo.close()

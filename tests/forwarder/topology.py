@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 FWD_BIN = REPO / "dataplane" / "build" / "vgw-fwd"
 
 CLIENT_IP = "203.0.113.2"
+SINGLE_ARM_CLIENT_IP = "198.18.0.50"  # single-arm: the client shares the backends' subnet
 EXT_IP = "203.0.113.1"
 INT_IP = "198.18.0.1"
 VIP = "192.0.2.10"
@@ -103,6 +104,7 @@ class Forwarder:
 class Topology:
     workdir: Path
     nbackends: int = 3
+    single_arm: bool = False  # one forwarder port on the bridge; client, forwarder, backends share it
     suffix: str = field(default_factory=lambda: secrets.token_hex(3))
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
@@ -171,13 +173,22 @@ class Topology:
         for i in range(self.nbackends):
             self._ns(self.ns_backend(i))
         run("sysctl", "-qw", "net.ipv4.ip_forward=0", ns=self.ns_fwd)
-        self._veth(self.if_client, self.ns_client, self.if_ext, self.ns_fwd)
-        self._veth(self.if_int, self.ns_fwd, self.if_int_sw, self.ns_switch)
         run("ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", ns=self.ns_switch)
         run("ip", "link", "set", "br0", "up", ns=self.ns_switch)
-        run("ip", "link", "set", self.if_int_sw, "master", "br0", ns=self.ns_switch)
-        run("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", self.if_client, ns=self.ns_client)
-        run("ip", "route", "add", "192.0.2.0/24", "via", EXT_IP, ns=self.ns_client)
+        if self.single_arm:
+            # client -- bridge -- forwarder's only port (INT_IP), backends on the same bridge
+            self._veth(self.if_client, self.ns_client, self.if_ext, self.ns_switch)
+            run("ip", "link", "set", self.if_ext, "master", "br0", ns=self.ns_switch)
+            self._veth(self.if_int, self.ns_fwd, self.if_int_sw, self.ns_switch)
+            run("ip", "link", "set", self.if_int_sw, "master", "br0", ns=self.ns_switch)
+            run("ip", "addr", "add", f"{SINGLE_ARM_CLIENT_IP}/24", "dev", self.if_client, ns=self.ns_client)
+            run("ip", "route", "add", "192.0.2.0/24", "via", INT_IP, ns=self.ns_client)
+        else:
+            self._veth(self.if_client, self.ns_client, self.if_ext, self.ns_fwd)
+            self._veth(self.if_int, self.ns_fwd, self.if_int_sw, self.ns_switch)
+            run("ip", "link", "set", self.if_int_sw, "master", "br0", ns=self.ns_switch)
+            run("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", self.if_client, ns=self.ns_client)
+            run("ip", "route", "add", "192.0.2.0/24", "via", EXT_IP, ns=self.ns_client)
         for i in range(self.nbackends):
             ns = self.ns_backend(i)
             self._veth(self.if_backend(i), ns, self.if_backend_sw(i), self.ns_switch)
@@ -217,15 +228,21 @@ class Topology:
         sock = self.workdir / "fwd.sock"
         log = self.workdir / f"fwd-{prefix}.log"
         lcores = ",".join(f"{i}@{i % max(1, os.cpu_count() or 1)}" for i in range(workers + 1))
+        if self.single_arm:
+            ports = ["--vdev", f"net_af_packet0,iface={self.if_int},qpairs={workers}"]
+            roles = ["--single-arm", "--ext", f"net_af_packet0,{INT_IP}/24"]
+        else:
+            ports = [
+                "--vdev",
+                f"net_af_packet0,iface={self.if_ext},qpairs={workers}",
+                "--vdev",
+                f"net_af_packet1,iface={self.if_int},qpairs={workers}",
+            ]
+            roles = ["--ext", f"net_af_packet0,{EXT_IP}/24", "--int", f"net_af_packet1,{INT_IP}/24"]
         cmd = [
             "ip", "netns", "exec", self.ns_fwd, str(FWD_BIN),
             "--no-huge", "-m", "256", "--file-prefix", prefix, "--lcores", lcores, "--no-pci",
-            "--log-level", "*:notice",
-            "--vdev", f"net_af_packet0,iface={self.if_ext},qpairs={workers}",
-            "--vdev", f"net_af_packet1,iface={self.if_int},qpairs={workers}",
-            "--",
-            "--ext", f"net_af_packet0,{EXT_IP}/24",
-            "--int", f"net_af_packet1,{INT_IP}/24",
+            "--log-level", "*:notice", *ports, "--", *roles,
             "--workers", str(workers),
             "--socket", str(sock),
             "--conn-capacity", "65536",
