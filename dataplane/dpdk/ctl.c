@@ -27,6 +27,8 @@
 #define CTL_IDLE_MS 60000u
 #define CTL_MAX_SMALL 4096u
 #define CTL_MAX_DELTA (4u << 20)
+#define CTL_MAX_BUFFERED (128ull << 20) /* payload bytes buffered over all clients */
+#define CTL_FRAMES_PER_POLL 16          /* per client, so one client cannot starve the slow path */
 
 enum ctl_type {
     CTL_HELLO = 1,  /* -> JSON: protocol, pid, start time, generation, workers */
@@ -812,12 +814,22 @@ typedef struct ctl_client {
 
 static int g_listen = -1;
 static ctl_client_t g_clients[CTL_MAX_CLIENTS];
+static uint64_t g_buffered; /* bytes of payload buffers allocated */
+
+static void client_free_buf(ctl_client_t *c)
+{
+    if (c->buf) {
+        g_buffered -= (uint64_t)c->need + 1;
+        free(c->buf);
+        c->buf = NULL;
+    }
+}
 
 static void client_close(ctl_client_t *c)
 {
     if (c->fd >= 0)
         close(c->fd);
-    free(c->buf);
+    client_free_buf(c);
     memset(c, 0, sizeof *c);
     c->fd = -1;
 }
@@ -915,7 +927,7 @@ static void handle_request(fwd_t *f, ctl_client_t *c)
 /* Reads what is available; returns -1 when the client must be closed. */
 static int client_read(fwd_t *f, ctl_client_t *c)
 {
-    for (;;) {
+    for (int frames = 0; frames < CTL_FRAMES_PER_POLL;) {
         if (c->hgot < CTL_HDR) {
             ssize_t r = recv(c->fd, c->hdr + c->hgot, CTL_HDR - c->hgot, MSG_DONTWAIT);
             if (r == 0)
@@ -951,8 +963,14 @@ static int client_read(fwd_t *f, ctl_client_t *c)
                 reply_err(f, c, c->type, id, "frame too large: %u bytes (max %u for this request)", len, max);
                 return -1;
             }
+            if (g_buffered + len + 1 > CTL_MAX_BUFFERED) {
+                reply_err(f, c, c->type, id, "busy: too much request data in flight, retry");
+                return -1;
+            }
             c->need = len, c->got = 0;
             c->buf = malloc((size_t)len + 1);
+            if (c->buf)
+                g_buffered += (uint64_t)len + 1;
             if (!c->buf) {
                 reply_err(f, c, c->type, id, "out of memory");
                 return -1;
@@ -970,10 +988,11 @@ static int client_read(fwd_t *f, ctl_client_t *c)
         }
         c->buf[c->got] = 0;
         handle_request(f, c);
-        free(c->buf);
-        c->buf = NULL;
+        client_free_buf(c);
         c->hgot = 0, c->need = c->got = 0;
+        frames++;
     }
+    return 0; /* more may be pending: poll() reports the socket readable again */
 }
 
 int ctl_open(fwd_t *f)
