@@ -30,6 +30,7 @@ import h11
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vgw.events import ProbeResult
+from vgw.netns import socket_in
 
 MAX_READ = 64 * 1024  # bytes read looking for an expected reply or body match
 USER_AGENT = "vgw-healthcheck/1"
@@ -42,6 +43,8 @@ class Target:
     port: int
     mark: int | None = None
     """Routing mark (SO_MARK) for every socket of the probe; None for the normal routing table."""
+    netns: str | None = None
+    """Network namespace to probe from (see :mod:`vgw.netns`); None for the process's own."""
     family: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -251,7 +254,8 @@ async def probe_tcp(target: Target, spec: TcpSpec) -> Outcome:
 
 def _socket(target: Target, kind: int) -> socket.socket:
     """A non-blocking socket for ``target``, marked when the target asks for a routing mark."""
-    sock = socket.socket(target.family, kind | socket.SOCK_NONBLOCK)
+    kind |= socket.SOCK_NONBLOCK
+    sock = socket.socket(target.family, kind) if target.netns is None else socket_in(target.netns, target.family, kind)
     try:
         if target.mark is not None:
             # SO_MARK selects a policy-routing table: how the monitor steers a probe through one node.

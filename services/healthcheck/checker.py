@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class HealthChecker:
         self._tasks: list[asyncio.Task[None]] = []
         self._mirror_ready = asyncio.Event()
         for state in BackendState:
-            BY_STATE.labels(state.value).set_function(lambda s=state: self._count(s))
+            BY_STATE.labels(state.value).set_function(functools.partial(self._count, state))
 
     def _count(self, state: BackendState) -> int:
         return sum(1 for j in self.scheduler.jobs.values() if j.state.state is state)

@@ -1,0 +1,46 @@
+"""The monitor's KV bucket (layout in :mod:`vgw.monitoring`)."""
+
+from __future__ import annotations
+
+from vgw.bus import Bus
+from vgw.monitoring import MONITOR_BUCKET, ActiveRequest, PathObservation, VipView, obs_key
+from vgw.store import KvStore, Snapshot
+
+OBS_TTL_S = 60.0  # a vantage point gone this long is forgotten
+
+
+class MonitorStore:
+    def __init__(
+        self, observations: KvStore[PathObservation], views: KvStore[VipView], requests: KvStore[ActiveRequest]
+    ) -> None:
+        self.observations, self.views, self.requests = observations, views, requests
+
+    @classmethod
+    async def open(cls, bus: Bus) -> MonitorStore:
+        # One bucket, three typed views of it (keys are prefixed by kind).
+        obs = await KvStore.open(bus, MONITOR_BUCKET, PathObservation, ttl_s=OBS_TTL_S)
+        return cls(obs, KvStore(bus, MONITOR_BUCKET, VipView), KvStore(bus, MONITOR_BUCKET, ActiveRequest))
+
+    @staticmethod
+    def obs_key(o: PathObservation) -> str:
+        return obs_key(o.vip, o.port, o.path, o.vantage)
+
+    async def put_observation(self, o: PathObservation) -> None:
+        await self.observations.put(self.obs_key(o), o)
+
+    async def put_view(self, key: str, view: VipView) -> None:
+        await self.views.put(key, view)
+
+    async def put_request(self, key: str, req: ActiveRequest | None) -> None:
+        if req is None:
+            await self.requests.delete(key)
+        else:
+            await self.requests.put(key, req)
+
+    async def active_requests(self) -> dict[str, ActiveRequest]:
+        out: dict[str, ActiveRequest] = {}
+        async for ev in self.requests.watch("req.>"):
+            if isinstance(ev, Snapshot):
+                out = {k: e.value for k, e in ev.entries.items()}
+                break
+        return out

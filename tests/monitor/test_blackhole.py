@@ -1,0 +1,178 @@
+"""A node that silently blackholes a VIP: the monitor finds it, asks routectl to withdraw it, the
+client recovers through the router; after the repair, the announcement returns after the
+hold-down. Real BIRD, real ExaBGP/routectl, real nats-server, HTTP servers in namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_bus import Collector
+from tests.routectl.conftest import BgpEnv, make_env
+from tests.routectl.harness import VIP, make_doc, until
+from tests.routectl.lab import node_ip
+from tests.support.nats_server import NatsServer, free_port
+from vgw.bus import Bus
+from vgw.config import ConfigDocument
+from vgw.events import MonitorVipStatus, NodeWithdrawRequest, RequestAction, VipHealth, VipWithdraw
+
+from .topology import MonitorLab
+
+REPO = Path(__file__).resolve().parents[2]
+HOLD_DOWN_S = 3.0
+
+
+def doc_with_probe() -> ConfigDocument:
+    raw = make_doc(2).model_dump(mode="json")
+    raw["vips"][0]["monitor"] = [{"kind": "http", "port": 80, "interval": 0.5, "timeout": 0.4, "per_node": True}]
+    return ConfigDocument.model_validate(raw)
+
+
+class MonitorProc:
+    def __init__(self, env: BgpEnv, mlab: MonitorLab, vantage: str, logdir: Path) -> None:
+        self.port = free_port()
+        self.log = logdir / f"monitor-{vantage}.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("VGW_", "OTEL_"))}
+        self.env.update({
+            "PYTHONPATH": str(REPO), "VGW_NATS_URL": env.nats.url, "VGW_INSTANCE_ID": vantage,
+            "VGW_METRICS_ADDR": f"127.0.0.1:{self.port}", "VGW_MONITOR_NETNS": mlab.vantage_ns,
+            "VGW_MONITOR_HOLD_DOWN_S": str(HOLD_DOWN_S), "VGW_MONITOR_FAIL_AFTER": "3",
+            "VGW_MONITOR_JUDGE_INTERVAL_S": "0.2", "OTEL_TRACES_EXPORTER": "none",
+        })  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.monitor.main"], env=self.env, cwd=str(REPO),
+            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        )  # fmt: skip
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+            return r.read().decode()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def ecmp_both(env: BgpEnv) -> bool:
+    return env.lab.fib_next_hops(VIP) == {node_ip(1), node_ip(2)}
+
+
+@pytest.fixture
+async def world(tmp_path: Path, bus: Bus, nats_server: NatsServer) -> AsyncIterator[tuple[BgpEnv, MonitorLab]]:
+    async for env in make_env(tmp_path, bus, nats_server, 2):
+        mlab = MonitorLab(env.lab, tmp_path / "mon")
+        try:
+            mlab.start()
+            await env.apply(doc_with_probe())
+            for i in (1, 2):
+                env.routectl(i)
+            await until(functools.partial(ecmp_both, env), 60, what="ECMP route")
+            yield env, mlab
+        finally:
+            mlab.close()
+
+
+async def test_blackholing_node_is_withdrawn_and_restored(world: tuple[BgpEnv, MonitorLab], tmp_path: Path) -> None:
+    env, mlab = world
+    requests, statuses, withdraws = Collector(), Collector(), Collector()
+    await env.bus.subscribe(requests, types=[NodeWithdrawRequest])
+    await env.bus.subscribe(statuses, types=[MonitorVipStatus])
+    await env.bus.subscribe(withdraws, types=[VipWithdraw])
+    mon = MonitorProc(env, mlab, "vp1", tmp_path)
+    try:
+        [first] = await statuses.wait_for(1, timeout=30)
+        assert first.event.status is VipHealth.OK, first.event  # type: ignore[attr-defined]
+        ok, n = await asyncio.to_thread(mlab.client_requests, 20)
+        assert ok == n
+
+        mlab.blackhole(1)
+        t0 = time.monotonic()
+        [req] = await requests.wait_for(1, timeout=15)
+        detected = time.monotonic() - t0
+        ev = req.event
+        assert isinstance(ev, NodeWithdrawRequest)
+        assert (ev.node, str(ev.vip), ev.action) == ("n1", VIP, RequestAction.WITHDRAW), ev
+        assert "n1" in ev.reason and ev.expires_at is not None and ev.evidence
+        assert detected <= 5.0, f"withdraw request after {detected:.1f}s"
+        await until(lambda: env.lab.fib_next_hops(VIP) == {node_ip(2)}, 10, what="router keeps only n2")
+        await withdraws.wait_for(1, timeout=10)
+        assert withdraws.items[0].event.node == "n1"  # type: ignore[attr-defined]
+        ok, n = await asyncio.to_thread(mlab.client_requests, 20)
+        assert ok == n, f"client saw {n - ok} failures after the withdraw"
+        async with asyncio.timeout(10):
+            while not (degraded := [s.event for s in statuses.items if s.event.status is VipHealth.DEGRADED]):  # type: ignore[attr-defined]
+                await asyncio.sleep(0.1)
+        assert degraded[0].evidence and "n1" in degraded[0].detail
+
+        mlab.repair(1)
+        t1 = time.monotonic()
+        await until(lambda: env.lab.fib_next_hops(VIP) == {node_ip(1), node_ip(2)}, 30, what="n1 announced again")
+        restored_after = time.monotonic() - t1
+        restores = [r.event for r in requests.items if r.event.action is RequestAction.RESTORE]  # type: ignore[attr-defined]
+        assert restores and restores[-1].request_id == ev.request_id
+        assert restored_after >= HOLD_DOWN_S, f"restored after {restored_after:.1f}s, before the hold-down"
+        metrics = await asyncio.to_thread(mon.metrics)
+        assert 'vgw_monitor_success_ratio{path="n1",port="80",vip="203.0.113.10"}' in metrics
+        assert "vgw_monitor_probe_duration_seconds_bucket" in metrics
+        print(
+            f"blackhole: withdraw request {detected:.2f}s after the fault; restored {restored_after:.2f}s after repair"
+        )
+    finally:
+        mon.close()
+        (tmp_path / "monitor-log.txt").write_text(mon.log.read_text(errors="replace")[-20000:])
+
+
+async def test_no_withdraw_for_a_lost_vantage_point_or_when_everything_fails(
+    world: tuple[BgpEnv, MonitorLab], tmp_path: Path
+) -> None:
+    env, mlab = world
+    requests, statuses = Collector(), Collector()
+    await env.bus.subscribe(requests, types=[NodeWithdrawRequest])
+    await env.bus.subscribe(statuses, types=[MonitorVipStatus])
+    mon = MonitorProc(env, mlab, "vp1", tmp_path)
+    both = {node_ip(1), node_ip(2)}
+    try:
+        await statuses.wait_for(1, timeout=30)
+        # 1. the vantage point loses its own connectivity: every path fails from it, no one is blamed
+        vlink = f"m{env.lab.id}"
+        subprocess.run(["ip", "-n", mlab.vantage_ns, "link", "set", vlink, "down"], check=True)
+        await asyncio.sleep(4.0)
+        assert requests.items == [], [r.event for r in requests.items]
+        assert env.lab.fib_next_hops(VIP) == both
+        subprocess.run(["ip", "-n", mlab.vantage_ns, "link", "set", vlink, "up"], check=True)
+        subprocess.run(["ip", "-n", mlab.vantage_ns, "route", "replace", "default", "via", "192.0.2.1"], check=True)
+        async with asyncio.timeout(20):
+            while not (statuses.items and statuses.items[-1].event.status is VipHealth.OK):  # type: ignore[attr-defined]
+                await asyncio.sleep(0.1)
+        # 2. the VIP fails through every node and there is no standby: nothing is withdrawn, a clear "down"
+        n_status = len(statuses.items)
+        mlab.blackhole(1)
+        mlab.blackhole(2)
+        await statuses.wait_for(n_status + 1, timeout=15)
+        async with asyncio.timeout(15):
+            while statuses.items[-1].event.status is not VipHealth.DOWN:  # type: ignore[attr-defined]
+                await statuses.wait_for(len(statuses.items) + 1, timeout=15)
+        down = statuses.items[-1].event
+        assert isinstance(down, MonitorVipStatus) and "no healthy standby" in down.detail, down
+        assert {e.node for e in down.evidence} >= {None, "n1", "n2"}
+        await asyncio.sleep(3.0)
+        assert requests.items == [], [r.event for r in requests.items]
+        assert env.lab.fib_next_hops(VIP) == both  # the last announcements stay
+    finally:
+        mon.close()
+        (tmp_path / "monitor-log.txt").write_text(mon.log.read_text(errors="replace")[-20000:])

@@ -1,0 +1,128 @@
+"""The monitor's judgement and guard rails, with a clock the test drives."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
+
+from services.monitor.judge import Judge, JudgeParams, VipTopology
+from vgw.events import ClusterWithdrawRequest, NodeWithdrawRequest, ProbeResult, RequestAction, VipHealth
+from vgw.monitoring import ROUTED, PathObservation
+
+T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+VIP = "203.0.113.10"
+TOPO = VipTopology(vip=ip_address(VIP), port=80, protocol="tcp", probe="http-80", cluster="lab", primary=("n1", "n2"))
+
+
+def obs(vantage: str, path: str, ok: bool, now: datetime = T0, vip: str = VIP) -> PathObservation:
+    return PathObservation(
+        vantage=vantage, vip=ip_address(vip), port=80, protocol="tcp", probe="http-80", path=path, interval_s=1.0,
+        window=5, successes=5 if ok else 0, consecutive_failures=0 if ok else 5,
+        consecutive_successes=5 if ok else 0, errors={} if ok else {"timeout": 5},
+        last_result=ProbeResult.OK if ok else ProbeResult.TIMEOUT, updated_at=now,
+    )  # fmt: skip
+
+
+def scene(now: datetime, **paths: dict[str, bool]) -> list[PathObservation]:
+    """paths: vantage -> {path: ok}"""
+    return [obs(v, p, ok, now) for v, ps in paths.items() for p, ok in ps.items()]
+
+
+OK_ALL = {ROUTED: True, "n1": True, "n2": True}
+N1_DOWN = {ROUTED: True, "n1": False, "n2": True}
+ALL_DOWN = {ROUTED: False, "n1": False, "n2": False}
+
+
+def test_blackholing_node_is_withdrawn_then_restored_after_hold_down() -> None:
+    j = Judge("vp1", JudgeParams(hold_down_s=10, request_ttl_s=30))
+    assert j.judge(TOPO, scene(T0, vp1=OK_ALL), T0).view.status is VipHealth.OK
+    r = j.judge(TOPO, scene(T0, vp1=N1_DOWN), T0)
+    [req] = r.publish
+    assert isinstance(req, NodeWithdrawRequest) and req.node == "n1" and req.action is RequestAction.WITHDRAW
+    assert req.expires_at == T0 + timedelta(seconds=30) and "n1" in req.reason and "n2" in req.reason
+    assert req.requester == "monitor/vp1" and req.evidence
+    assert r.view.status is VipHealth.DEGRADED and r.view.nodes == {"n1": "withdrawn", "n2": "ok"}
+    assert r.changed and r.previous is VipHealth.OK
+    # still failing: refreshed before it expires, same request id
+    t = T0 + timedelta(seconds=11)
+    [refresh] = j.judge(TOPO, scene(t, vp1=N1_DOWN), t).publish
+    assert refresh.request_id == req.request_id and refresh.expires_at == t + timedelta(seconds=30)
+    # fixed: nothing until the hold-down has passed, then a restore
+    t1 = T0 + timedelta(seconds=12)
+    assert j.judge(TOPO, scene(t1, vp1=OK_ALL), t1).publish == []
+    t2 = t1 + timedelta(seconds=9)
+    during = j.judge(TOPO, scene(t2, vp1=OK_ALL), t2).publish  # the hold-down keeps it in force (refreshed)
+    assert all(p.action is RequestAction.WITHDRAW and p.request_id == req.request_id for p in during)
+    t3 = t1 + timedelta(seconds=10)
+    [restore] = j.judge(TOPO, scene(t3, vp1=OK_ALL), t3).publish
+    assert restore.action is RequestAction.RESTORE and restore.request_id == req.request_id
+    assert j.active == {}
+
+
+def test_a_vantage_point_losing_its_own_connectivity_blames_no_one() -> None:
+    j = Judge("vp1")
+    r = j.judge(TOPO, scene(T0, vp1=ALL_DOWN, vp2=OK_ALL), T0)
+    assert r.publish == [] and r.view.status is VipHealth.DEGRADED
+    j2 = Judge("vp1")
+    r2 = j2.judge(TOPO, scene(T0, vp1=ALL_DOWN), T0)
+    assert r2.publish == []
+
+
+def test_everything_failing_without_standby_keeps_the_announcements_and_says_down() -> None:
+    j = Judge("vp1")
+    r = j.judge(TOPO, scene(T0, vp1=ALL_DOWN, vp2=ALL_DOWN), T0)
+    assert r.publish == []
+    assert r.view.status is VipHealth.DOWN and "no healthy standby" in r.view.detail and r.changed
+
+
+def test_everything_failing_with_a_working_standby_withdraws_the_cluster() -> None:
+    topo = VipTopology(vip=ip_address(VIP), port=80, protocol="tcp", probe="http-80", cluster="lab",
+                       primary=("n1", "n2"), standby=("s1",), standby_cluster="dr")  # fmt: skip
+    j = Judge("vp1")
+    r = j.judge(topo, scene(T0, vp1={**ALL_DOWN, "s1": True}, vp2={**ALL_DOWN, "s1": True}), T0)
+    [req] = r.publish
+    assert isinstance(req, ClusterWithdrawRequest)
+    assert (req.cluster, req.standby_cluster, req.action) == ("lab", "dr", RequestAction.WITHDRAW)
+    # standby broken too: no cluster request
+    j2 = Judge("vp1")
+    assert j2.judge(topo, scene(T0, vp1={**ALL_DOWN, "s1": False}), T0).publish == []
+
+
+def test_never_the_last_working_announcement() -> None:
+    j = Judge("vp1")
+    [first] = j.judge(TOPO, scene(T0, vp1=N1_DOWN), T0).publish
+    assert first.node == "n1"  # type: ignore[union-attr]
+    # now n2 fails too (and n1 is withdrawn): n2 is the last announcement, it stays
+    t = T0 + timedelta(seconds=1)
+    r = j.judge(TOPO, scene(t, vp1={ROUTED: True, "n1": True, "n2": False}), t)
+    assert [p for p in r.publish if p.action is RequestAction.WITHDRAW and getattr(p, "node", "") == "n2"] == []
+
+
+def test_quorum_of_vantage_points() -> None:
+    j = Judge("vp1", JudgeParams(quorum=0.5))
+    assert j.judge(TOPO, scene(T0, vp1=N1_DOWN, vp2=OK_ALL, vp3=OK_ALL), T0).publish == []
+    [req] = j.judge(TOPO, scene(T0, vp1=N1_DOWN, vp2=N1_DOWN, vp3=OK_ALL), T0).publish
+    assert req.node == "n1" and "2/3" in req.reason  # type: ignore[union-attr]
+
+
+def test_withdrawals_are_rate_limited() -> None:
+    j = Judge("vp1", JudgeParams(max_withdrawals_per_min=3))
+    published = []
+    for i in range(5):
+        vip = f"203.0.113.{20 + i}"
+        topo = VipTopology(vip=ip_address(vip), port=80, protocol="tcp", probe="http-80", cluster="lab",
+                           primary=("n1", "n2"))  # fmt: skip
+        o = [obs("vp1", p, ok, T0, vip) for p, ok in N1_DOWN.items()]
+        published += j.judge(topo, o, T0).publish
+    assert len(published) == 3
+    t = T0 + timedelta(seconds=61)
+    topo = VipTopology(vip=ip_address("203.0.113.24"), port=80, protocol="tcp", probe="http-80", cluster="lab",
+                       primary=("n1", "n2"))  # fmt: skip
+    assert len(j.judge(topo, [obs("vp1", p, ok, t, "203.0.113.24") for p, ok in N1_DOWN.items()], t).publish) == 1
+
+
+def test_stale_observations_are_ignored() -> None:
+    j = Judge("vp1")
+    old = T0 - timedelta(seconds=60)
+    r = j.judge(TOPO, scene(old, vp1=N1_DOWN), T0)
+    assert r.publish == [] and r.view.vantages == [] and not r.changed
