@@ -60,9 +60,10 @@ class _JobShape:
 
 class HealthChecker:
     def __init__(self, bus: Bus, instance: str, config_feed: ConfigFeed, *, heartbeat_s: float = 1.0,
-                 members_bucket: str = "vgw_hc_members") -> None:  # fmt: skip
+                 members_bucket: str = "vgw_hc_members", netns: str | None = None) -> None:  # fmt: skip
         self.bus = bus
         self.instance = instance
+        self._netns = netns
         self._config_feed = config_feed
         self._targets: dict[str, HealthTarget] = {}
         self._shapes: dict[str, _JobShape] = {}
@@ -134,7 +135,7 @@ class HealthChecker:
                 Job(
                     key=key,
                     kind=check.kind,
-                    prober=Prober(Target(str(target.address), target.port), probe_spec(check)),
+                    prober=Prober(Target(str(target.address), target.port, None, self._netns), probe_spec(check)),
                     timing=Timing(check.interval, check.fast_interval or max(check.interval / 4, 0.1), check.jitter),
                     state=state,
                 )

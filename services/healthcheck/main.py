@@ -20,6 +20,9 @@ class HealthcheckSettings(VgwSettings):
         default=1.0, ge=0.1, le=60, description="Membership heartbeat; a dead instance's checks move within 3 of them"
     )
     hc_members_bucket: str = Field(default="vgw_hc_members", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    hc_netns: str | None = Field(
+        default=None, description="Probe from this network namespace (e.g. one on the backends' network)"
+    )
 
 
 class HealthcheckApp:
@@ -40,6 +43,7 @@ class HealthcheckApp:
             feed,
             heartbeat_s=self.settings.hc_heartbeat_s,
             members_bucket=self.settings.hc_members_bucket,
+            netns=self.settings.hc_netns,
         )
         await self.checker.start()
         checker = self.checker
