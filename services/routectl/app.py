@@ -51,7 +51,7 @@ from vgw.runtime import Runtime
 from vgw.store import Change, KvStore, Snapshot
 
 from . import metrics
-from .decide import Cause, DampingPolicy, Decider, Decision, ForwarderObs, Requests
+from .decide import Announcers, Cause, DampingPolicy, Decider, Decision, ForwarderObs, Requests
 from .settings import RoutectlSettings
 from .speaker import Speaker, SpeakerConfig
 
@@ -94,6 +94,8 @@ class Routectl:
         self._health_causes: dict[str, Cause] = {}
         self._config_cause: Cause | None = None
         self._requests_seen = 0
+        self._others: dict[str, RouteEntry] = {}
+        self._others_loaded = False
         # outputs
         self._applied: dict[IP, Decision] = {}
         self._previous: dict[IP, RouteEntry] = {}
@@ -146,6 +148,7 @@ class Routectl:
         self._subs.append(await bus.subscribe(self._on_config_event, types=[ConfigChanged]))
         config_loaded = asyncio.Event()
         self._spawn(self._watch_config(reader, config_loaded), "config")
+        self._spawn(self._watch_others(self._routes), "routes")
         self._spawn(self._watch_health(health_store), "health")
         await self.speaker.start()
 
@@ -154,7 +157,7 @@ class Routectl:
             await asyncio.sleep(0.02)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(config_loaded.wait(), 30.0)
-        while not self._health_loaded:
+        while not (self._health_loaded and self._others_loaded):
             await asyncio.sleep(0.02)
         if self._requests_seen < stored:
             log.warning("only %d of %d stored withdraw requests replayed in time", self._requests_seen, stored)
@@ -258,6 +261,33 @@ class Routectl:
         else:
             log.info("config revision %d: %d VIP(s) for this node", cr.revision, len(view.vips))
         self._dirty.set()
+
+    async def _watch_others(self, store: KvStore[RouteEntry]) -> None:
+        """Other nodes' decisions: who else announces each VIP (the last-announcer guard)."""
+        async for ev in store.watch():
+            if isinstance(ev, Snapshot):
+                self._others = {k: e.value for k, e in ev.entries.items() if e.value.node != self.node_id}
+                self._others_loaded = True
+            elif isinstance(ev, Change):
+                if ev.entry is None:
+                    self._others.pop(ev.key, None)
+                elif ev.entry.value.node != self.node_id:
+                    self._others[ev.key] = ev.entry.value
+                else:
+                    continue
+            self._dirty.set()
+
+    def _announcers(self) -> dict[IP, Announcers]:
+        doc = self._doc
+        clusters = {n.id: n.cluster for n in doc.nodes} if doc is not None else {}
+        mine = clusters.get(self.node_id)
+        out: dict[IP, Announcers] = {}
+        for e in self._others.values():
+            if e.state == RouteState.WITHDRAWN or e.node not in clusters:
+                continue
+            a = out.get(e.vip, Announcers(0, 0))
+            out[e.vip] = Announcers(a.elsewhere + 1, a.other_clusters + (clusters[e.node] != mine))
+        return out
 
     async def _watch_health(self, store: KvStore[HealthEntry]) -> None:
         async for ev in store.watch():
@@ -366,6 +396,7 @@ class Routectl:
             self._config_cause,
             now,
             now_wall,
+            self._announcers() if self.settings.guard_last_announcer else None,
         )
         changed: list[tuple[Decision, Decision | None]] = []
         for d in decisions:

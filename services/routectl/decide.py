@@ -9,6 +9,8 @@ Gates, in the order their failure is reported as the reason:
 1. ``node_active``  -- the node is not isolated                           -> ``node_isolated``
 2. ``vip_enabled``  -- the VIP is enabled                                 -> ``vip_disabled``
 3. ``requests``     -- no node or cluster withdraw request in force       -> ``*_withdraw_request``
+                       (a request not from ``operator/...`` is not honoured when it would withdraw
+                       the last node -- or, for a cluster, the last cluster -- announcing the VIP)
 4. ``forwarder``    -- a ``dataplane.status`` fresher than the bound, up  -> ``forwarder_stale|down``
 5. ``programmed``   -- the VIP is programmed at (or after) the revision that last changed it
                                                                           -> ``not_programmed``
@@ -89,6 +91,22 @@ class _Req:
     reason: str
     expires_at: datetime | None
     cause: Cause
+
+    @property
+    def operator(self) -> bool:
+        """Operators' requests are always honoured; others' (the monitor's) are guarded."""
+        return self.requester.startswith("operator/")
+
+
+@dataclass(frozen=True, slots=True)
+class Announcers:
+    """Who else announces a VIP, from the other nodes' ``vgw_routes`` entries (for the guard that
+    no automatic request withdraws the last announcer)."""
+
+    elsewhere: int
+    """Other nodes announcing it (normal or deprioritised)."""
+    other_clusters: int
+    """Of those, nodes outside this node's cluster."""
 
 
 class Requests:
@@ -296,6 +314,7 @@ class Decider:
         config_cause: Cause | None,
         now: float,
         now_wall: datetime,
+        announcers: Mapping[IP, Announcers] | None = None,
     ) -> list[Decision]:
         """Evaluate every VIP of the node (and withdraw the ones it no longer serves); updates the
         memory as if every returned decision is applied."""
@@ -327,6 +346,7 @@ class Decider:
                     next_hop,
                     now,
                     now_wall,
+                    announcers,
                 )
             )
         for addr in [a for a in self.mem if a not in seen]:
@@ -366,6 +386,7 @@ class Decider:
         next_hop: IP | None,
         now: float,
         now_wall: datetime,
+        announcers: Mapping[IP, Announcers] | None,
     ) -> Decision:
         m = self.mem.get(vip.address)
         if m is None:
@@ -405,6 +426,17 @@ class Decider:
 
         nreq = requests.node(self.node_id, vip.address, now_wall)
         creq = requests.cluster(view.node.cluster, vip.address, now_wall)
+        guard = ""
+        others = announcers.get(vip.address, Announcers(0, 0)) if announcers is not None else None
+        if nreq is not None and not nreq.operator and others is not None and others.elsewhere == 0:
+            guard = f"node withdraw {nreq.request_id} by {nreq.requester} not honoured: no other node announces the VIP"
+            nreq = None
+        if creq is not None and not creq.operator and others is not None and others.other_clusters == 0:
+            guard = (
+                f"cluster withdraw {creq.request_id} by {creq.requester} not honoured: "
+                "no node of another cluster announces the VIP"
+            )
+            creq = None
         if nreq is not None:
             gates["requests"] = GateStatus(ok=False, detail=f"node withdraw {nreq.request_id} by {nreq.requester}")
             if failing is None:
@@ -418,7 +450,7 @@ class Decider:
                 )
                 failing = (RouteReason.CLUSTER_WITHDRAW_REQUEST, detail, creq.cause)
         else:
-            gates["requests"] = GateStatus(ok=True, detail="none in force")
+            gates["requests"] = GateStatus(ok=True, detail=guard or "none in force")
 
         fgate, pgate, freason, fcause = self._forwarder_gate(vip, fwd, vip_rev, announced, now)
         gates["forwarder"] = fgate

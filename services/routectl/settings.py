@@ -43,6 +43,12 @@ class RoutectlSettings(VgwSettings):
         "forwarder death and operator actions are never limited",
     )
 
+    guard_last_announcer: bool = Field(
+        default=True,
+        description="Do not honour a withdraw request that is not from an operator (requester operator/...) when "
+        "no other node (for a cluster request: no node of another cluster) announces the VIP",
+    )
+
     # restart
     graceful_restart_s: int = Field(
         default=0,

@@ -7,7 +7,7 @@ import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.routectl.decide import Cause, DampingPolicy, Decider, Decision, ForwarderObs, Requests
+from services.routectl.decide import Announcers, Cause, DampingPolicy, Decider, Decision, ForwarderObs, Requests
 from services.routectl.speaker import PeerSpec, SpeakerConfig, exabgp_config, route_command
 from tests.routectl.harness import BACKENDS, CHECK, VIP, make_doc
 from vgw.config import ConfigDocument, health_key, node_view
@@ -185,7 +185,7 @@ def test_isolated_and_disabled() -> None:
 
 
 def _req(cls: type, action: RequestAction, vip: str | None, expires: datetime | None = None, **kw: Any) -> Any:
-    return cls(request_id="r1", action=action, vip=vip, requester="operator/t", reason="test", expires_at=expires, **kw)
+    return cls(request_id="r1", action=action, vip=vip, requester="monitor/t", reason="test", expires_at=expires, **kw)
 
 
 def test_withdraw_requests_with_expiry_and_restore() -> None:
@@ -276,3 +276,42 @@ def test_exabgp_commands_and_config() -> None:
     assert route_command(ebgp, 64513, ipaddress.ip_address("2001:db8::1"), attrs) is None
     text = exabgp_config(SpeakerConfig("192.0.2.11", 64513, (ebgp,), 0), "python bridge.py")
     assert 'md5-password "s3cret";' in text and "hold-time 3;" in text and "neighbor-changes;" in text
+
+
+def test_automatic_requests_never_withdraw_the_last_announcer() -> None:
+    r = Rig()
+    r.at(0.0)
+
+    def decide(t: float, others: Announcers | None) -> Decision:
+        out = r.d.decide(
+            node_view(r.doc, "n1"),
+            r.revs,
+            r.health,
+            fwd(t),
+            r.requests,
+            {},
+            None,
+            t,
+            NOW + timedelta(seconds=t),
+            {IP: others} if others is not None else {},
+        )
+        return out[0]
+
+    r.requests.apply(_req(NodeWithdrawRequest, RequestAction.WITHDRAW, VIP, node="n1"), Cause("m"))
+    # The monitor asks, but nobody else announces the VIP: not honoured, and said so.
+    d = decide(1.0, None)
+    assert d.state == RouteState.ANNOUNCED and "not honoured" in d.gates["requests"].detail
+    # Node 2 announces it: honoured.
+    assert decide(2.0, Announcers(1, 0)).reason == RouteReason.NODE_WITHDRAW_REQUEST
+    # A cluster request from the monitor needs a node of another cluster announcing.
+    r.requests = Requests()
+    r.requests.apply(_req(ClusterWithdrawRequest, RequestAction.WITHDRAW, None, cluster="c1"), Cause("c"))
+    assert decide(3.0, Announcers(1, 0)).state == RouteState.ANNOUNCED
+    assert decide(4.0, Announcers(2, 1)).reason == RouteReason.CLUSTER_WITHDRAW_REQUEST
+    # Operators are always obeyed.
+    r.requests = Requests()
+    req = NodeWithdrawRequest(
+        request_id="o", action=RequestAction.WITHDRAW, vip=None, requester="operator/alice", reason="x", node="n1"
+    )
+    r.requests.apply(req, Cause("o"))
+    assert decide(5.0, None).reason == RouteReason.NODE_WITHDRAW_REQUEST
