@@ -253,3 +253,42 @@ def test_the_image_build_context_makes_a_package_with_every_console_script(tmp_p
         module = target.partition(":")[0].replace(".", "/")
         assert f"{module}.py" in names or f"{module}/__init__.py" in names, target
     assert "vgw/config/v1/config_pb2.py" in names
+
+
+def test_forwarder_accepts_the_deployed_arguments(tmp_path: Path) -> None:
+    """vgw-fwd parses the settings each form gives it (compose and Helm flags after `--`, the systemd
+    example settings file): run against a ring vdev, it gets past its arguments and stops only at the
+    missing af_packet port, with no 'bad option' / 'bad setting'."""
+    import os
+    import secrets
+    import shutil
+    import subprocess
+
+    fwd = REPO / "dataplane/build/vgw-fwd"
+    if os.geteuid() != 0 or not fwd.exists():
+        pytest.skip("needs root and dataplane/build/vgw-fwd")
+
+    def defaults(arg: str) -> str:  # compose's ${VAR:-default}
+        return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", arg)
+
+    compose_cmd = [defaults(a) for a in load_compose()["services"]["fwd"]["command"]]
+    (ds,) = [d for d in render_chart() if d["kind"] == "DaemonSet"]
+    helm_cmd = next(c["command"] for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "fwd")
+    settings_file = ["vgw-fwd", "--", "--config", str(REPO / "deploy/systemd/fwd.conf.example")]
+    for name, cmd in (("compose", compose_cmd), ("helm", helm_cmd), ("systemd", settings_file)):
+        args = cmd[cmd.index("--") + 1 :]
+        args = [str(tmp_path / "fwd.sock") if a == "/run/vgw/fwd.sock" else a for a in args]
+        prefix = f"vgwdep{secrets.token_hex(4)}"
+        eal = ["--no-huge", "-m", "128", "--file-prefix", prefix, "--lcores", "0@0,1@0", "--no-pci"]
+        try:
+            r = subprocess.run(
+                [str(fwd), *eal, "--log-level", "*:error", "--vdev", "net_ring0", "--", *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and "no DPDK port named 'net_af_packet0'" in out, (name, out)
+        assert "bad option" not in out and "bad setting" not in out, (name, out)
