@@ -301,7 +301,17 @@ class Shim:
                         span.set_attribute("vgw.apply.mode", mode)
                         applied_gen = await self.client.apply(render(want, gen))
                 else:
-                    applied_gen = await self.client.apply(doc)
+                    try:
+                        applied_gen = await self.client.apply(doc)
+                    except FwdError as exc:
+                        if "not newer" not in str(exc):
+                            raise
+                        # someone else applied meanwhile (an operator with fwdctl): take the
+                        # forwarder's generation and apply ours on top, once
+                        self.fwd_generation = int((await self.client.hello())["generation"])
+                        gen = self.fwd_generation + 1
+                        span.set_attribute("vgw.apply.generation", gen)
+                        applied_gen = await self.client.apply(render(want, gen))
             except FwdError as exc:
                 APPLIES.labels(mode, "error").inc()
                 span.set_status(trace.StatusCode.ERROR, str(exc))

@@ -102,6 +102,7 @@ def test_http_spread_lip_and_toa(fwd: Topology) -> None:
     assert isinstance(counts, dict)
     assert sum(counts.values()) == 300
     assert set(counts) == {"be0", "be1", "be2"}
+    print(f"300 requests through the VIP: {dict(sorted(counts.items()))}")
     for name, n in counts.items():
         assert 80 <= n <= 120, f"{name} got {n} of 300: not within 20% of even ({counts})"
     # backends see the LIP as the source of every connection
