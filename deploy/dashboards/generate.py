@@ -174,6 +174,17 @@ def overview() -> Board:
     b.panel("stat", "Processes connected to NATS", [("sum(vgw_bus_connected)", "connected"), ("count(vgw_bus_connected)", "all")],
             w=4, h=4, instant=True)  # fmt: skip
     b.panel("stat", "Config revision", [("max(vgw_config_revision)", "revision")], w=4, h=4, instant=True)
+    b.panel(
+        "stat",
+        "VIPs down / degraded (monitor)",
+        [
+            ("count(max by (vip, port) (vgw_monitor_vip_health) == 2) or vector(0)", "down"),
+            ("count(max by (vip, port) (vgw_monitor_vip_health) == 1) or vector(0)", "degraded"),
+        ],
+        w=24,
+        h=4,
+        instant=True,
+    )
     b.panel("timeseries", "VIP traffic (packets in, all services)",
             [(f'sum(rate(vgw_forwarder_service_packets_total{{direction="in"}}[{RATE}]))', "packets/s")], unit="pps")  # fmt: skip
     b.panel("timeseries", "Forwarder drops",
@@ -293,6 +304,11 @@ def routes() -> Board:
     b.panel("timeseries", "Withdraw requests known; withdrawals held back",
             [(f"vgw_routectl_withdraw_requests{{{sel}}}", "requests {{instance}}"),
              (f"increase(vgw_routectl_withdrawals_limited_total{{{sel}}}[{RATE}])", "held back {{instance}}")])  # fmt: skip
+    b.panel("table", "Each VIP through each node, as the monitor sees it (success ratio)",
+            [('min by (vip, port, path) (vgw_monitor_success_ratio{path!="routed"})', "{{vip}}:{{port}} via {{path}}")],
+            unit="percentunit", w=24, instant=True,
+            description="path = the node the probe was steered through; needs a vantage point with per-node "
+            "steering (VGW_MONITOR_STEER).")  # fmt: skip
     b.text("Per VIP",
            "Metrics count VIPs per node and state (bounded labels). The decision for each (node, VIP), with its "
            "reason and gates, is in the `vgw_routes` KV bucket (`vgwctl status`) and in the "
@@ -354,7 +370,88 @@ def control_plane() -> Board:
     return b
 
 
-BOARDS = [overview, traffic, drops, backends, routes, control_plane]
+def vips() -> Board:
+    b = Board(
+        "vgw-vips",
+        "VGW / VIPs from outside",
+        "Each VIP as clients see it: vgw-monitor's end-to-end probes, routed and through each node",
+        ["monitor", "sli"],
+    )
+    b.query_var("vip", "VIP", "label_values(vgw_monitor_success_ratio, vip)")
+    sel = 'vip=~"$vip"'
+    b.panel(
+        "table",
+        "VIP status now (0 ok, 1 degraded, 2 down)",
+        [(f"max by (vip, port) (vgw_monitor_vip_health{{{sel}}})", "{{vip}}:{{port}}")],
+        w=8,
+        instant=True,
+    )
+    b.panel(
+        "state-timeline",
+        "VIP status",
+        [(f"max by (vip, port) (vgw_monitor_vip_health{{{sel}}})", "{{vip}}:{{port}}")],
+        w=16,
+    )
+    b.panel(
+        "table",
+        "Success ratio per VIP and path (routed, or through each node)",
+        [(f"min by (vip, port, path) (vgw_monitor_success_ratio{{{sel}}})", "{{vip}}:{{port}} {{path}}")],
+        unit="percentunit",
+        w=24,
+        instant=True,
+        description="The lowest over vantage points. A node whose path fails while the routed path works "
+        "is the node that blackholes the VIP.",
+    )
+    b.panel(
+        "timeseries",
+        "Success ratio per VIP and path",
+        [(f"min by (vip, port, path) (vgw_monitor_success_ratio{{{sel}}})", "{{vip}}:{{port}} {{path}}")],
+        unit="percentunit",
+    )
+    b.panel(
+        "timeseries",
+        "Probe latency p99 per VIP and path (successful probes)",
+        [
+            (
+                f"histogram_quantile(0.99, sum by (le, vip, path) (rate(vgw_monitor_probe_duration_seconds_bucket{{{sel}}}[{RATE}])))",
+                "{{vip}} {{path}}",
+            )
+        ],
+        unit="s",
+    )
+    b.panel(
+        "timeseries",
+        "Failed probes/s by result",
+        [
+            (
+                f'sum by (vip, path, result) (rate(vgw_monitor_probes_total{{result!="ok",{sel}}}[{RATE}]))',
+                "{{vip}} {{path}} {{result}}",
+            )
+        ],
+        unit="ops",
+    )
+    b.panel(
+        "timeseries",
+        "Withdraw requests (in force; published by kind and action)",
+        [
+            ("max(vgw_monitor_requests_in_force)", "in force"),
+            (f"sum by (kind, action) (increase(vgw_monitor_requests_total[{RATE}]))", "{{kind}} {{action}}"),
+        ],
+    )
+    b.panel(
+        "timeseries",
+        "Vantage points: leader, probe paths, per-node steering",
+        [
+            ("vgw_monitor_leader", "leader {{instance}}"),
+            ("vgw_monitor_paths", "paths {{instance}}"),
+            ("vgw_monitor_steering_ok", "steering ok {{instance}}"),
+        ],
+        w=24,
+    )
+    return b
+
+
+BOARDS = [overview, traffic, drops, backends, routes, control_plane, vips]
 
 
 def render() -> dict[str, str]:

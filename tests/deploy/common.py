@@ -22,9 +22,6 @@ DOCKERFILES = sorted((DEPLOY / "docker").glob("*.Dockerfile"))
 
 # Binaries of the dataplane (dataplane/Makefile builds them under dataplane/build/).
 DATAPLANE_BINARIES = {"vgw-fwd"}
-# Console scripts another issue is still adding: allowed to be referenced before pyproject declares
-# them (the test names them as skipped); once declared they are checked like the others.
-PENDING_SCRIPTS = {"vgw-monitor": "issue #8 (services/monitor)"}
 
 
 @functools.cache

@@ -14,7 +14,6 @@ import pytest
 from tests.deploy.common import (
     DATAPLANE_BINARIES,
     DOCKERFILES,
-    PENDING_SCRIPTS,
     REPO,
     SYSTEMD,
     console_scripts,
@@ -106,17 +105,9 @@ def test_every_started_command_exists(source: str) -> None:
         if cmd in DATAPLANE_BINARIES:
             assert cmd in makefile_targets(), f"{cmd}: no rule in dataplane/Makefile"
             continue
-        if cmd not in scripts and cmd in PENDING_SCRIPTS:
-            continue  # reported by test_pending_console_scripts
         assert cmd in scripts, f"{source}: {cmd} is neither a console script nor a dataplane binary"
         module, _, func = scripts[cmd].partition(":")
         assert callable(getattr(importlib.import_module(module), func)), scripts[cmd]
-
-
-def test_pending_console_scripts() -> None:
-    missing = {c: why for c, why in PENDING_SCRIPTS.items() if c not in console_scripts()}
-    if missing:
-        pytest.skip(f"referenced before pyproject.toml declares them: {missing}")
 
 
 def test_every_service_has_an_image_target() -> None:

@@ -320,6 +320,7 @@ def test_dashboards_parse_and_cover_the_topics() -> None:
     assert "drops/s by reason" in flat["vgw-drops"]
     assert "probe streams by state" in flat["vgw-backends"]
     assert "vips per node by state" in flat["vgw-routes"]
+    assert "success ratio per vip and path" in flat["vgw-vips"]
     assert (
         "health event -> withdraw" in flat["vgw-control-plane"]
         and "config change -> applied" in flat["vgw-control-plane"]
@@ -355,6 +356,7 @@ def test_required_alerts_exist() -> None:
         "VgwForwarderDown",
         "VgwHealthFlapping",
         "VgwNatsDisconnected",
+        "VgwVipDown",
     } <= names
     (nats,) = [
         r
