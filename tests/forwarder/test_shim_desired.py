@@ -8,14 +8,7 @@ new document leaves (the forwarder's canonical CONFIG dump is compared).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import secrets
-import signal
-import subprocess
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +16,6 @@ import pytest
 
 from dataplane.shim.desired import DesiredState, FwdBackend, FwdService, delta, desired_state, render
 from dataplane.shim.fwdctl import FwdClient
-from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
 from vgw.config.validate import load_document
 from vgw.events import BackendState, ProbeResult
 from vgw.health import HealthEntry, health_key
@@ -137,36 +129,6 @@ def random_state(rng: random.Random) -> DesiredState:
             )
         )
     return DesiredState(node="n1", config_revision=1, timeouts=(), services=tuple(services))
-
-
-@pytest.fixture
-def ring_fwd(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0 or not FWD_BIN.exists():
-        pytest.skip("needs root and dataplane/build/vgw-fwd")
-    prefix = f"vgwd{secrets.token_hex(4)}"
-    sock = tmp_path / "fwd.sock"
-    log = tmp_path / "fwd.log"
-    settings = tmp_path / "fwd.conf"  # the settings file form of the flags
-    settings.write_text(
-        f"# vgw-fwd settings\nmode dual-arm\next net_ring0 203.0.113.1/24\nint net_ring1 198.18.0.1/16\n"
-        f"route 0.0.0.0/0 203.0.113.254 ext\nsocket {sock}\nconn-capacity 4096\nworkers 1\n"
-    )
-    proc = subprocess.Popen(
-        [str(FWD_BIN), "--no-huge", "-m", "128", "--file-prefix", prefix, "--lcores", "0@0,1@0", "--no-pci",
-         "--log-level", "*:error", "--vdev", "net_ring0", "--vdev", "net_ring1", "--", "--config", str(settings)],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while "vgw-fwd ready" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        yield sock
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-        cleanup_dpdk_files(prefix)
 
 
 async def test_delta_equals_full_apply(ring_fwd: Path) -> None:
