@@ -265,6 +265,19 @@ def test_idle_cpu_below_5_percent(fwd: Topology) -> None:
     assert share < 0.05, f"idle forwarder used {share * 100:.1f}% of a core"
 
 
+def test_arp_for_the_vip(fwd: Topology) -> None:
+    """With the VIP on-link (as a router ARPs for it), the forwarder answers ARP for the VIP itself."""
+    run("ip", "route", "replace", f"{VIP}/32", "dev", fwd.if_client, ns=fwd.ns_client)
+    try:
+        result = http_requests(fwd, 10)
+        assert result["nerrors"] == 0, result
+        neigh = run("ip", "neigh", "show", VIP, ns=fwd.ns_client).stdout
+        ext_mac = run("cat", f"/sys/class/net/{fwd.if_ext}/address", ns=fwd.ns_fwd).stdout.strip()
+        assert ext_mac and ext_mac in neigh, (neigh, ext_mac)
+    finally:
+        run("ip", "route", "del", f"{VIP}/32", ns=fwd.ns_client, check=False)
+
+
 def test_sigterm_stops_cleanly(fwd: Topology) -> None:
     assert fwd.forwarder is not None
     f = fwd.forwarder
