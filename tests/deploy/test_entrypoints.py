@@ -245,6 +245,25 @@ def test_the_image_build_context_makes_a_package_with_every_console_script(tmp_p
         assert f"{module}.py" in names or f"{module}/__init__.py" in names, target
     assert "vgw/config/v1/config_pb2.py" in names
 
+    # ... and every console script's module imports from those sources alone (the venv's
+    # third-party packages, but not this checkout: the editable install's finder is removed).
+    modules = sorted({t.partition(":")[0] for t in scripts.values()})
+    probe = (
+        "import sys; sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+        f"sys.path = [p for p in sys.path if p not in ('', '.', {str(REPO)!r})]; sys.path.insert(0, {str(ctx)!r}); "
+        "import importlib; [importlib.import_module(m) for m in sys.argv[1:]]; "
+        "import vgw; assert vgw.__file__.startswith(sys.path[0]), vgw.__file__"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe, *modules],
+        cwd=ctx,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+
 
 def test_forwarder_accepts_the_deployed_arguments(tmp_path: Path) -> None:
     """vgw-fwd parses the settings each form gives it (compose and Helm flags after `--`, the systemd
