@@ -70,6 +70,9 @@ enum fwd_counter {
     X(ARP_IGNORED, "arp_ignored")                                                                   \
     X(NEIGH_PENDING_DROP, "drop_neigh_pending_full")                                               \
     X(NEIGH_UNRESOLVED_DROP, "drop_neigh_unresolved")                                              \
+    X(ICMP_ECHO_REPLIES, "icmp_echo_replies")                                                      \
+    X(ICMP_ECHO_LIMITED, "drop_icmp_echo_ratelimited")                                             \
+    X(ICMP_ECHO_BAD, "drop_icmp_echo_invalid")                                                     \
     X(CTL_FRAMES, "ctl_frames")                                                                     \
     X(CTL_ERRORS, "ctl_errors")                                                                     \
     X(APPLIES, "applies")                                                                           \

@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include <rte_arp.h>
+#include <rte_icmp.h>
+#include <rte_ip.h>
 #include <rte_ethdev.h>
 #include <rte_malloc.h>
 
@@ -272,6 +274,60 @@ static void handle_unresolved(fwd_t *f, struct rte_mbuf *m, uint64_t now)
         arp_request(f, p, e, now);
 }
 
+/* ICMP echo replies for the forwarder's addresses, VIPs and LIPs (what ping-based monitors and
+ * operators expect), at most ECHO_PER_S per second. */
+#define ECHO_PER_S 1000u
+
+static void handle_echo(fwd_t *f, uint8_t role, struct rte_mbuf *m, uint64_t now)
+{
+    static uint64_t window_ms;
+    static uint32_t in_window;
+    fwd_port_t *p = &f->port[role];
+    if (now - window_ms >= 1000) {
+        window_ms = now;
+        in_window = 0;
+    }
+    struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+    struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
+    uint32_t ihl = (uint32_t)(ip->version_ihl & 0xf) * 4;
+    uint16_t tot = rte_be_to_cpu_16(ip->total_length);
+    if ((ip->version_ihl >> 4) != 4 || ihl < 20 || tot < ihl + 8 || sizeof *eh + tot > m->data_len ||
+        (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) ||
+        rte_ipv4_cksum(ip) != 0 || !is_ours(f, role, ip->dst_addr)) {
+        /* rte_ipv4_cksum over a header with a correct checksum gives 0 */
+        f->ctl[CTL_CNT_ICMP_ECHO_BAD]++;
+        rte_pktmbuf_free(m);
+        return;
+    }
+    struct rte_icmp_hdr *ic = (struct rte_icmp_hdr *)((uint8_t *)ip + ihl);
+    uint16_t ilen = (uint16_t)(tot - ihl);
+    if (rte_raw_cksum(ic, ilen) != 0xffff) {
+        f->ctl[CTL_CNT_ICMP_ECHO_BAD]++;
+        rte_pktmbuf_free(m);
+        return;
+    }
+    if (++in_window > ECHO_PER_S) {
+        f->ctl[CTL_CNT_ICMP_ECHO_LIMITED]++;
+        rte_pktmbuf_free(m);
+        return;
+    }
+    rte_ether_addr_copy(&eh->src_addr, &eh->dst_addr);
+    rte_ether_addr_copy(&p->mac, &eh->src_addr);
+    uint32_t a = ip->src_addr;
+    ip->src_addr = ip->dst_addr;
+    ip->dst_addr = a;
+    ip->time_to_live = 64;
+    ip->hdr_checksum = 0;
+    ip->hdr_checksum = rte_ipv4_cksum(ip);
+    ic->icmp_type = 0; /* echo reply (macro names changed across DPDK versions) */
+    ic->icmp_cksum = 0;
+    uint16_t c = (uint16_t)~rte_raw_cksum(ic, ilen);
+    ic->icmp_cksum = c ? c : 0xffff;
+    rte_pktmbuf_trim(m, (uint16_t)(m->data_len - sizeof *eh - tot)); /* drop Ethernet padding */
+    f->ctl[CTL_CNT_ICMP_ECHO_REPLIES]++;
+    ctl_tx(f, f->single_arm ? VGW_PORT_EXT : role, m);
+}
+
 void slow_path_run(fwd_t *f, uint64_t now_ms)
 {
     struct rte_mbuf *ms[64];
@@ -282,6 +338,8 @@ void slow_path_run(fwd_t *f, uint64_t now_ms)
             handle_arp(f, pv->role, ms[i], now_ms);
         else if (pv->kind == FWD_PRIV_UNRESOLVED && pv->role < FWD_MAX_PORTS)
             handle_unresolved(f, ms[i], now_ms);
+        else if (pv->kind == FWD_PRIV_ECHO && pv->role < FWD_MAX_PORTS)
+            handle_echo(f, pv->role, ms[i], now_ms);
         else
             rte_pktmbuf_free(ms[i]);
     }

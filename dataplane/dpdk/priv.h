@@ -15,6 +15,7 @@ enum fwd_priv_kind {
     FWD_PRIV_ARP = 1,        /* an ARP frame received on port `role` */
     FWD_PRIV_UNRESOLVED = 2, /* translated packet for `role`, next hop `nexthop` unresolved */
     FWD_PRIV_TX = 3,         /* ready frame for port `role` (control thread -> worker txq) */
+    FWD_PRIV_ECHO = 4,       /* ICMP echo request received on port `role` (maybe for us) */
 };
 
 typedef struct fwd_priv {

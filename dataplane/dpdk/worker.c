@@ -276,9 +276,14 @@ static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, co
         }
         case VGW_ACT_LOCAL: {
             const uint8_t *d = vp[i].data;
-            if (vp[i].len >= 14 && d[12] == 0x08 && d[13] == 0x06) {
+            bool arp = vp[i].len >= 14 && d[12] == 0x08 && d[13] == 0x06;
+            /* untagged IPv4 ICMP echo request: the control thread answers it if it is for us */
+            bool echo = vp[i].len >= 14 + 20 + 8 && d[12] == 0x08 && d[13] == 0x00 && d[14 + 9] == 1 &&
+                        (d[14] & 0xf) >= 5 && vp[i].len >= 14u + (d[14] & 0xfu) * 4u + 8u &&
+                        d[14 + (d[14] & 0xf) * 4] == 8;
+            if (arp || echo) {
                 fwd_priv_t *pv = fwd_priv(m);
-                pv->kind = FWD_PRIV_ARP;
+                pv->kind = arp ? FWD_PRIV_ARP : FWD_PRIV_ECHO;
                 pv->role = g_fwd.single_arm ? VGW_PORT_EXT
                            : (m->port == g_fwd.port[VGW_PORT_INT].port_id ? VGW_PORT_INT : VGW_PORT_EXT);
                 to_slow(fw, m);

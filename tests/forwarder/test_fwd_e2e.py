@@ -18,6 +18,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,46 @@ def test_arp_for_the_vip(fwd: Topology) -> None:
         assert ext_mac and ext_mac in neigh, (neigh, ext_mac)
     finally:
         run("ip", "route", "del", f"{VIP}/32", ns=fwd.ns_client, check=False)
+
+
+PING_SCRIPT = r"""
+import os, socket, struct, sys, time
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+dst, n, ok = sys.argv[1], int(sys.argv[2]), 0
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); sock.settimeout(1)
+for seq in range(n):
+    body = struct.pack("!HH", os.getpid() & 0xffff, seq) + b"vgw-ping" * 4
+    pkt = struct.pack("!BBH", 8, 0, 0) + body
+    sock.sendto(struct.pack("!BBH", 8, 0, csum(pkt)) + body, (dst, 0))
+    try:
+        while True:
+            data, src = sock.recvfrom(2048)
+            ihl = (data[0] & 15) * 4
+            icmp = data[ihl:]
+            if src[0] == dst and icmp[0] == 0 and icmp[4:] == body and csum(icmp) == 0:
+                ok += 1; break
+    except socket.timeout:
+        pass
+print(ok)
+"""
+
+
+def test_ping_vip_and_forwarder_address(fwd: Topology) -> None:
+    """ICMP echo to the VIP and to the forwarder's own address is answered (by the control thread)."""
+    script = fwd.workdir / "ping.py"
+    script.write_text(PING_SCRIPT)
+    for dst in (VIP, "203.0.113.1"):
+        r = fwd.client(sys.executable, str(script), dst, "3")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "3", (dst, r.stdout, r.stderr)
+    # not ours: no reply, counted
+    r = fwd.client(sys.executable, str(script), "192.0.2.99", "1")
+    assert r.stdout.strip() == "0"
+    stats = asyncio.run(_stats(fwd.forwarder.socket))  # type: ignore[union-attr]
+    assert stats["counters"]["ctl_icmp_echo_replies"] >= 6
 
 
 def test_sigterm_stops_cleanly(fwd: Topology) -> None:
