@@ -141,6 +141,7 @@ class Shim:
         self.fwd_identity: tuple[int, int] | None = None  # (pid, start_unix_ns)
         self.fwd_started_at: datetime | None = None
         self.fwd_generation = 0
+        self.applied_generation = 0
         self.last_stats: dict[str, Any] | None = None
         self.changed = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
@@ -224,6 +225,14 @@ class Shim:
         hello = await self.client.hello()
         ident = (int(hello["pid"]), int(hello["start_unix_ns"]))
         self.fwd_generation = int(hello["generation"])
+        if self.applied is not None and ident == self.fwd_identity and self.fwd_generation != self.applied_generation:
+            # the shim is the forwarder's single writer: someone else changed it; put it back
+            log.warning(
+                "forwarder generation %d is not the %d this shim applied: full apply",
+                self.fwd_generation,
+                self.applied_generation,
+            )
+            self.applied = None
         if ident != self.fwd_identity:
             if self.fwd_identity is not None:
                 log.warning("forwarder restarted (pid %d): full apply", ident[0])
@@ -321,7 +330,7 @@ class Shim:
                 return
             APPLY_SECONDS.labels(mode).observe(time.perf_counter() - t0)
         APPLIES.labels(mode, "ok").inc()
-        self.fwd_generation = applied_gen
+        self.fwd_generation = self.applied_generation = applied_gen
         self.applied = want
         self.failed = None
         self.last_apply_error = None

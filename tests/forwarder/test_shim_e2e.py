@@ -260,6 +260,13 @@ async def test_shim_programs_health_restart_and_fail_static(
 
         await wait_for(active_again, 2.0, "the backend to be active again")
 
+        # 4b. someone else changes the forwarder behind the shim's back: the shim puts it back
+        rogue = FwdClient(str(fwd.socket))
+        g = (await rogue.hello())["generation"]
+        await rogue.delta(f"vgw-delta 1\ngeneration {g + 1}\nbackend state web {BACKEND_IPS[owner]} 80 disabled\nend\n")
+        await rogue.close()
+        await wait_for(active_again, 2.0, "the shim to restore the state another client changed")
+
         # 5. forwarder counters on /metrics, spans per apply
         await asyncio.sleep(1.2)
         body = await asyncio.to_thread(
