@@ -340,8 +340,13 @@ def test_single_arm(tmp_path: Path) -> None:
     try:
         topo.build()
         topo.start_backends()
-        fwd = topo.start_forwarder(workers=1)
-        asyncio.run(_apply(fwd.socket, config_doc(1)))
+        # a static route through a gateway: 198.18.5.0/24 via backend 0, which owns 198.18.5.1
+        run("ip", "addr", "add", "198.18.5.1/32", "dev", "lo", ns=topo.ns_backend(0))
+        fwd = topo.start_forwarder(workers=1, extra=["--route", "198.18.5.0/24,198.18.0.11,ext"])
+        routed = f"service routed tcp {VIP} 81 wrr\nlip routed {LIP}\nbackend routed 198.18.5.1 80 1 active\nend\n"
+        asyncio.run(_apply(fwd.socket, config_doc(1).replace("end\n", routed)))
+        r = topo.client("curl", "-sS", "--max-time", "5", f"http://{VIP}:81/id")
+        assert r.returncode == 0 and r.stdout == "be0", (r.stdout, r.stderr)
         result = http_requests(topo, 60)
         assert result["nerrors"] == 0, result
         counts = result["counts"]
