@@ -19,7 +19,7 @@ test-python:
 test-dataplane:
 	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane test; fi
 
-PY_DIRS := $(wildcard vgw services dataplane/shim tests)
+PY_DIRS := $(wildcard vgw services dataplane/shim deploy/lab tests)
 
 lint: setup
 	$(VENV)/bin/ruff check $(PY_DIRS)
@@ -31,9 +31,9 @@ lint: setup
 events-docs: setup
 	$(PY) -m vgw.events.docgen docs/events
 
+# The lab (deploy/lab, docs/lab.md): up, every scenario under steady client traffic, the report, down.
 demo: setup
-	@echo "VGW demo: the lab (deploy/lab, issue #9) is not built yet."
-	@echo "What runs today: 'make test' (library + bus against a real nats-server) and 'make bench'."
+	$(VENV)/bin/vgwctl lab demo
 
 bench: setup
 	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane bench; fi

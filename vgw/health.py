@@ -39,6 +39,10 @@ class HealthEntry(BaseModel):
     consecutive: Annotated[int, Field(ge=0)] = 0
     since: datetime = Field(description="When the state was entered")
     checker: Annotated[str, Field(max_length=128)] = Field(description="Instance that decided the state")
+    traceparent: Annotated[str, Field(max_length=128)] | None = Field(
+        default=None,
+        description="W3C trace context of the transition, so a reader acting on this entry joins its trace",
+    )
 
     @property
     def key(self) -> str:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from prometheus_client import Counter, Gauge
 
 from vgw.bus import Bus
@@ -56,6 +56,12 @@ class _JobShape:
     check: HealthCheck
     address: str
     port: int
+
+
+def _traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
 
 
 class HealthChecker:
@@ -189,6 +195,7 @@ class HealthChecker:
                 consecutive=transition.consecutive,
                 since=datetime.now(UTC),
                 checker=self.instance,
+                traceparent=_traceparent(),
             )
             self._known[job.key] = entry
             assert self._health is not None

@@ -1,0 +1,1 @@
+"""The VGW lab: a complete VGW in network namespaces on one machine (docs/lab.md)."""

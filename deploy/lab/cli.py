@@ -1,0 +1,199 @@
+"""``vgwctl lab ...`` behind the CLI: up, down, status, scenario, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .lab import Lab, LabError
+from .plan import BACKENDS, NODES, VIP
+from .scenarios import Result, Scenarios
+from .traces import backend_down_trace, load, render
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        lab = Lab(args.id, progress=say)
+    except ValueError as exc:
+        print(f"vgwctl: {exc}", file=sys.stderr)
+        return 2
+    cmd = args.lab_command
+    try:
+        if cmd == "up":
+            lab.up()
+            return 0
+        if cmd == "down":
+            res = lab.down()
+            say(down_text(res))
+            return 0
+        if cmd == "demo":
+            return demo(lab, args.keep)
+        if lab.state is None:
+            print(f"vgwctl: lab {args.id!r} is not up (vgwctl lab up)", file=sys.stderr)
+            return 1
+        if cmd == "status":
+            return status(lab, args.output, args.watch)
+        if cmd == "scenario":
+            names = Scenarios.ALL if args.name == "all" else (args.name,)
+            if any(n not in Scenarios.ALL for n in names):
+                print(
+                    f"vgwctl: unknown scenario {args.name!r}; one of {', '.join(Scenarios.ALL)}, all", file=sys.stderr
+                )
+                return 2
+            results = run_scenarios(lab, names)
+            if args.output == "json":
+                print(json.dumps([r.__dict__ for r in results], default=str, indent=2))
+            else:
+                say(report(lab, results))
+            return 0 if all(r.passed for r in results) else 1
+    except LabError as exc:
+        print(f"vgwctl: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def down_text(res: dict[str, Any]) -> str:
+    return (
+        f"lab down: stopped {res['processes']} processes, removed {len(res['namespaces'])} namespaces (with their "
+        f"links), {len(res['dpdk_runtime_dirs'])} DPDK runtime dirs, {len(res['hugepage_files'])} hugepage files"
+    )
+
+
+def run_scenarios(lab: Lab, names: tuple[str, ...] | list[str]) -> list[Result]:
+    sc = Scenarios(lab, say)
+    results = []
+    for name in names:
+        r = sc.run(name)
+        say(f"  -> {name}: {'PASS' if r.passed else 'FAIL'} {r.measured} sent {r.summary['sent']} "
+            f"failed {r.summary['failed']}")  # fmt: skip
+        results.append(r)
+    return results
+
+
+def report(lab: Lab, results: list[Result]) -> str:
+    rows = [("scenario", "sent", "failed", "measured", "bound", "result")]
+    for r in results:
+        measured = ", ".join(f"{k} {v}" for k, v in r.measured.items())
+        rows.append((r.name, str(r.summary["sent"]), str(r.summary["failed"]), measured, r.bound,
+                     "PASS" if r.passed else "FAIL"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    out = ["", "VGW lab report: what clients saw (steady HTTP requests through the router to "
+           f"{VIP}:80, one connection each)", ""]  # fmt: skip
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    for r in results:
+        if r.notes:
+            out.append(f"  {r.name}: " + "; ".join(r.notes))
+        if r.summary.get("errors"):
+            out.append(f"  {r.name} client errors: {r.summary['errors']}")
+        out.append(f"  {r.name} spread: {r.summary['spread']}")
+    bf = next((r for r in results if r.name == "backend-failure"), None)
+    if bf is not None and lab.state is not None and lab.state.trace_dir:
+        time.sleep(6)  # the span processors export every 5 s
+        trace = backend_down_trace(load(Path(lab.state.trace_dir)), BACKENDS[1], bf.fault_at)
+        out += ["", "Trace of backend-failure (spans from every service, by start time):", render(trace)]
+    elif bf is not None:
+        out += ["", "Traces went to the OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT); look there."]
+    return "\n".join(out)
+
+
+def demo(lab: Lab, keep: bool) -> int:
+    t0 = time.monotonic()
+    code = 1
+    try:
+        lab.up()
+        say("")
+        say(status_text(lab))
+        results = run_scenarios(lab, list(Scenarios.ALL))
+        say(report(lab, results))
+        code = 0 if all(r.passed for r in results) else 1
+    finally:
+        if not keep:
+            say("\n" + down_text(lab.down()))
+    verdict = "every scenario within its bound" if code == 0 else "SOME SCENARIOS FAILED"
+    say(f"demo finished in {time.monotonic() - t0:.0f}s: {verdict}")
+    return code
+
+
+# -- status -------------------------------------------------------------------------------------------
+
+
+async def _live(lab: Lab) -> dict[str, Any]:
+    from vgw.bus import Bus
+    from vgw.health import HEALTH_BUCKET, HealthEntry
+    from vgw.monitoring import MONITOR_BUCKET, VipView
+    from vgw.routes import ROUTES_BUCKET, RouteEntry
+    from vgw.store import KvStore, Snapshot
+
+    assert lab.state is not None
+    bus = Bus({"servers": [lab.state.nats_url]}, source="/vgw/vgwctl/lab")
+    await bus.connect()
+    out: dict[str, Any] = {}
+    try:
+        for key, bucket, model, pattern in (
+            ("health", HEALTH_BUCKET, HealthEntry, ">"),
+            ("routes", ROUTES_BUCKET, RouteEntry, ">"),
+            ("monitor", MONITOR_BUCKET, VipView, "view.>"),
+        ):
+            store: KvStore[Any] = await KvStore.open(bus, bucket, model)
+            async for ev in store.watch(pattern):
+                if isinstance(ev, Snapshot):
+                    out[key] = {k: e.value for k, e in ev.entries.items()}
+                    break
+    finally:
+        await bus.close()
+    return out
+
+
+def status_text(lab: Lab) -> str:
+    st = lab.status()
+    live = asyncio.run(_live(lab))
+    lines = [f"lab {st['lab']}: VIP {st['vip']}, {st['processes']} processes, NATS {st['nats']}, "
+             f"config {st['config']}", f"router next hops for {VIP}: {', '.join(st['router_next_hops']) or 'none'}"]  # type: ignore[arg-type]  # fmt: skip
+    lines.append("announcements (routectl):")
+    for e in sorted(live.get("routes", {}).values(), key=lambda e: (str(e.vip), e.node)):
+        lines.append(f"  {e.node:8} {e.vip!s:15} {e.state.value:13} {e.reason.value}: {e.detail[:70]}")
+    lines.append("backend health (healthcheck):")
+    for k, e in sorted(live.get("health", {}).items()):
+        lines.append(f"  {k:34} {e.state.value:5} {e.reason.value:10} {e.detail[:40]}")
+    lines.append("monitor:")
+    for v in live.get("monitor", {}).values():
+        nodes = ", ".join(f"{n} {s}" for n, s in v.nodes.items())
+        lines.append(f"  {v.vip}:{v.port} {v.status.value}: routed {v.routed}; {nodes}")
+    lines.append("traffic per node (new connections, www-http):")
+    for n, (node_id, _a) in NODES.items():
+        try:
+            m = lab.metrics(f"shim-{n}")
+            conns = sum(float(line.rsplit(" ", 1)[1]) for line in m.splitlines()
+                        if line.startswith("vgw_forwarder_service_connections_total{"))  # fmt: skip
+            lines.append(f"  {node_id}: {conns:.0f}")
+        except OSError:
+            lines.append(f"  {node_id}: shim not answering")
+    r = lab.vgwctl("events", "tail", "--since", "2m", "--timeout", "1s")
+    events = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")][-6:]
+    lines.append("last events:")
+    for e in events:
+        lines.append(
+            f"  {e['time'][11:23]} {e['type'].removeprefix('io.vgw.').removesuffix('.v1'):24} {e.get('subject') or ''}"
+        )
+    return "\n".join(lines)
+
+
+def status(lab: Lab, output: str, watch: bool) -> int:
+    while True:
+        if output == "json":
+            print(json.dumps(lab.status()))
+        else:
+            print(status_text(lab), flush=True)
+        if not watch:
+            return 0
+        time.sleep(2)
+        print("\033[2J\033[H", end="")

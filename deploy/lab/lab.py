@@ -1,0 +1,307 @@
+"""`vgwctl lab up | down | status`: a complete VGW in network namespaces (docs/lab.md).
+
+``up`` builds the topology, starts NATS, BIRD, the backends, the config service (and applies
+docs/config-example.yaml with vgwctl), healthcheck, two nodes (vgw-fwd on af_packet veths in
+dual-arm mode, its shim, routectl with ExaBGP) and the monitor, then waits until the VIP is
+announced by both nodes and serves clients. ``down`` removes every namespace, link, process and
+DPDK runtime file of the lab, whatever state it was left in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import net, procs
+from .plan import BACKENDS, CLIENT, NODES, SPARE_BACKEND, VIP, VIP_PORT, Plan
+from .servers import BACKEND, bird_config
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+FWD = REPO / "dataplane" / "build" / "vgw-fwd"
+EXAMPLE = REPO / "docs" / "config-example.yaml"
+STATE_DIR = Path("/run/vgw-lab")
+NODE_ASN = 65010
+
+
+class LabError(RuntimeError):
+    pass
+
+
+@dataclass
+class LabState:
+    id: str
+    workdir: str
+    nats_url: str
+    config_addr: str
+    metrics: dict[str, int] = field(default_factory=dict)
+    sockets: dict[str, str] = field(default_factory=dict)
+    trace_dir: str | None = None
+    started_at: float = 0.0
+
+    @property
+    def path(self) -> Path:
+        return state_path(self.id)
+
+    def save(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(asdict(self), indent=2))
+
+
+def state_path(lab_id: str) -> Path:
+    return STATE_DIR / f"{lab_id}.json"
+
+
+def load_state(lab_id: str) -> LabState | None:
+    try:
+        return LabState(**json.loads(state_path(lab_id).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def preflight() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces): run it as root")
+    missing = [
+        what
+        for what, path in (
+            ("vgw-fwd (make setup builds it)", FWD),
+            ("nats-server", Path(shutil.which("nats-server") or "/usr/bin/nats-server")),
+            ("BIRD 2 (bird2)", Path(shutil.which("bird") or "/usr/sbin/bird")),
+            ("vgw services (make setup)", BIN / "vgw-config"),
+        )
+        if not path.exists()
+    ]
+    if missing:
+        raise LabError(f"missing: {', '.join(missing)}")
+
+
+class Lab:
+    def __init__(self, lab_id: str = "lab", progress: Callable[[str], None] = print) -> None:
+        self.plan = Plan(lab_id)
+        self.say = progress
+        self.state: LabState | None = load_state(lab_id)
+
+    # -- up --------------------------------------------------------------------------------------
+
+    def up(self, timeout_s: float = 180.0) -> LabState:
+        preflight()
+        if self.state is not None or set(self.plan.namespaces()) & net.existing_namespaces():
+            self.say("a previous lab with this id is still here: removing it first")
+            self.down()
+        p = self.plan
+        workdir = Path(f"/tmp/vgw-lab-{p.id}")
+        shutil.rmtree(workdir, ignore_errors=True)
+        (workdir / "logs").mkdir(parents=True)
+        traces = None
+        if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") and not os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        ):
+            traces = workdir / "traces"
+            traces.mkdir()
+        st = LabState(
+            id=p.id, workdir=str(workdir), nats_url=f"nats://127.0.0.1:{_free_port()}",
+            config_addr=f"127.0.0.1:{_free_port()}", trace_dir=str(traces) if traces else None,
+            started_at=time.time(),
+        )  # fmt: skip
+        self.state = st
+        st.save()  # from here on, `down` can clean up whatever happens
+        t0 = time.monotonic()
+        try:
+            self.say("[1/7] network namespaces and links")
+            net.build(p)
+            self.say("[2/7] backends (3 in the config, 1 spare) and the router (BIRD 2)")
+            for i in [*BACKENDS, SPARE_BACKEND[0]]:
+                self._start(f"backend-{i}", [sys.executable, "-c", BACKEND, f"backend-{i}"], ns=p.backend(i))
+            (workdir / "bird.conf").write_text(bird_config(NODE_ASN))
+            self._start("bird", [shutil.which("bird") or "/usr/sbin/bird", "-f", "-c", str(workdir / "bird.conf"),
+                                 "-s", str(workdir / "bird.ctl")], ns=p.router)  # fmt: skip
+            self.say("[3/7] NATS with JetStream")
+            port = int(st.nats_url.rsplit(":", 1)[1])
+            self._start("nats", ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
+                                 str(workdir / "jetstream"), "-n", f"vgw-lab-{p.id}"])  # fmt: skip
+            self._wait(lambda: _tcp_open(port), 20, "NATS")
+            self.say("[4/7] config service, and the example configuration applied with vgwctl")
+            self._service("config", "vgw-config", {"VGW_CONFIG_ADDR": st.config_addr})
+            self._wait(lambda: self.vgwctl("status").returncode == 0, 30, "the config service")
+            r = self.vgwctl("apply", "-f", str(EXAMPLE), "--reason", "lab up: docs/config-example.yaml")
+            if r.returncode != 0:
+                raise LabError(f"vgwctl apply failed: {r.stderr or r.stdout}")
+            self.say("[5/7] healthcheck and the monitor")
+            self._service("healthcheck", "vgw-healthcheck", {"VGW_HC_NETNS": p.healthcheck})
+            self._service("monitor", "vgw-monitor", {"VGW_MONITOR_NETNS": p.monitor, "VGW_MONITOR_FAIL_AFTER": "2",
+                                                      "VGW_MONITOR_HOLD_DOWN_S": "10"})  # fmt: skip
+            self.say("[6/7] nodes: vgw-fwd (DPDK, af_packet, dual-arm), shim, routectl + ExaBGP")
+            for n, (node_id, _addr) in NODES.items():
+                self.start_forwarder(n)
+                self._service(f"shim-{n}", "vgw-shim", {"VGW_NODE_ID": node_id, "VGW_FWD_SOCKET": st.sockets[n]})
+                self._service(f"routectl-{n}", "vgw-routectl", {
+                    "VGW_NODE_ID": node_id, "VGW_EXABGP_NETNS": p.node(n), "VGW_RUN_DIR": str(workdir / f"exabgp-{n}"),
+                    "VGW_HOLD_DOWN_S": "2",
+                })  # fmt: skip
+            self.say("[7/7] waiting for the VIP to be announced by both nodes and to serve clients")
+            left = max(30.0, timeout_s - (time.monotonic() - t0))
+            self._wait(lambda: len(self.router_next_hops()) == len(NODES), left, "both nodes to announce the VIP")
+            self._wait(lambda: self.client_get() is not None, 30, "a client request through the VIP")
+        except Exception:
+            self.say(f"lab up failed; logs in {workdir / 'logs'}")
+            raise
+        st.save()
+        self.say(f"lab up in {time.monotonic() - t0:.1f}s: VIP {VIP}:{VIP_PORT} served by both nodes")
+        return st
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VGW_")}
+        env["PYTHONPATH"] = str(REPO)
+        return env
+
+    def _start(self, name: str, cmd: list[str], ns: str | None = None, env: dict[str, str] | None = None) -> None:
+        assert self.state is not None
+        procs.start(self.plan.id, name, cmd, env or self._env(), Path(self.state.workdir) / "logs", ns)
+
+    def _service(self, name: str, script: str, extra: dict[str, str]) -> None:
+        assert self.state is not None
+        port = _free_port()
+        self.state.metrics[name] = port
+        env = self._env()
+        env.update({
+            "VGW_NATS_URL": self.state.nats_url, "VGW_INSTANCE_ID": name, "VGW_METRICS_ADDR": f"127.0.0.1:{port}",
+            "VGW_CONFIG_ADDR": self.state.config_addr, **extra,
+        })  # fmt: skip
+        if self.state.trace_dir:
+            env["VGW_TRACE_FILE"] = str(Path(self.state.trace_dir) / f"{name}.jsonl")
+        self._start(name, [str(BIN / script)], env=env)
+        self.state.save()
+
+    def start_forwarder(self, n: str) -> None:
+        """(Re)start node n's vgw-fwd and wait until it is ready."""
+        assert self.state is not None
+        p, wd = self.plan, Path(self.state.workdir)
+        node_id = NODES[n][0]
+        settings = wd / f"fwd-{n}.conf"
+        r = subprocess.run(
+            [sys.executable, "-m", "dataplane.shim.fwdargs", "--config", str(EXAMPLE), "--node", node_id,
+             "--ext", "net_af_packet0", "--int", "net_af_packet1"],
+            capture_output=True, text=True, cwd=str(REPO), check=True,
+        )  # fmt: skip
+        settings.write_text(r.stdout)
+        sock = str(wd / f"fwd-{n}.sock")
+        self.state.sockets[n] = sock
+        log = wd / "logs" / f"fwd-{n}.log"
+        start = log.stat().st_size if log.exists() else 0
+        lcores = "0@0,1@1" if (os.cpu_count() or 1) > 1 else "0@0,1@0"
+        self._start(f"fwd-{n}", [
+            str(FWD), "--no-huge", "-m", "256", "--file-prefix", f"{p.file_prefix}-{n}", "--lcores", lcores,
+            "--no-pci", "--log-level", "*:notice",
+            "--vdev", f"net_af_packet0,iface={p.node_ext(n)}", "--vdev", f"net_af_packet1,iface={p.node_int(n)}",
+            "--", "--config", str(settings), "--workers", "1", "--socket", sock, "--conn-capacity", "65536",
+        ], ns=p.node(n))  # fmt: skip
+        self._wait(lambda: "vgw-fwd ready" in log.read_text(errors="replace")[start:], 30, f"vgw-fwd on {node_id}")
+
+    def _wait(self, ok: Callable[[], bool], timeout_s: float, what: str) -> float:
+        t0 = time.monotonic()
+        last = t0
+        while True:
+            try:
+                if ok():
+                    return time.monotonic() - t0
+            except Exception:
+                pass
+            now = time.monotonic()
+            if now - t0 > timeout_s:
+                raise LabError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            if now - last >= 5:
+                self.say(f"      ... still waiting for {what} ({now - t0:.0f}s)")
+                last = now
+            time.sleep(0.2)
+
+    # -- looking at it -----------------------------------------------------------------------------
+
+    def vgwctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        assert self.state is not None
+        env = {**self._env(), "VGW_NATS_URL": self.state.nats_url, "VGW_CONFIG_ADDR": self.state.config_addr}
+        return subprocess.run([str(BIN / "vgwctl"), *args], capture_output=True, text=True, env=env, timeout=timeout,
+                              check=False)  # fmt: skip
+
+    def birdc(self, *args: str) -> str:
+        assert self.state is not None
+        r = subprocess.run(["birdc", "-s", str(Path(self.state.workdir) / "bird.ctl"), *args], capture_output=True,
+                           text=True, timeout=10, check=False)  # fmt: skip
+        return r.stdout
+
+    def router_next_hops(self) -> set[str]:
+        r = net.sh("ip", "-j", "route", "show", f"{VIP}/32", ns=self.plan.router, check=False)
+        hops: set[str] = set()
+        for route in json.loads(r.stdout or "[]"):
+            if "gateway" in route:
+                hops.add(route["gateway"])
+            for nh in route.get("nexthops", []):
+                hops.add(nh["gateway"])
+        return hops
+
+    def client_get(self, path: str = "/", timeout: float = 2.0) -> str | None:
+        code = f"import urllib.request;print(urllib.request.urlopen('http://{VIP}{path}',timeout={timeout}).read().decode())"
+        r = net.sh(sys.executable, "-c", code, ns=self.plan.client, check=False)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    def metrics(self, service: str) -> str:
+        assert self.state is not None
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.state.metrics[service]}/metrics", timeout=3) as r:
+            return str(r.read().decode())
+
+    def status(self) -> dict[str, object]:
+        if self.state is None:
+            return {"lab": self.plan.id, "up": False}
+        alive = procs.marked(self.plan.id)
+        st: dict[str, object] = {
+            "lab": self.plan.id, "up": True, "workdir": self.state.workdir, "nats": self.state.nats_url,
+            "config": self.state.config_addr, "processes": len(alive),
+            "vip": f"{VIP}:{VIP_PORT}", "router_next_hops": sorted(self.router_next_hops()),
+            "client": CLIENT,
+        }  # fmt: skip
+        return st
+
+    # -- down --------------------------------------------------------------------------------------
+
+    def down(self) -> dict[str, Any]:
+        p = self.plan
+        stopped = procs.stop_all(p.id, p.namespaces())
+        removed = net.destroy(p)
+        dpdk = (
+            [d for d in Path("/var/run/dpdk").glob(f"{p.file_prefix}-*") if d.is_dir()]
+            if Path("/var/run/dpdk").exists()
+            else []
+        )
+        for d in dpdk:
+            shutil.rmtree(d, ignore_errors=True)
+        hugepages = (
+            [f for f in Path("/dev/hugepages").glob(f"{p.file_prefix}-*")] if Path("/dev/hugepages").exists() else []
+        )
+        for f in hugepages:
+            f.unlink(missing_ok=True)
+        state_path(p.id).unlink(missing_ok=True)
+        self.state = None
+        return {"processes": stopped, "namespaces": removed, "dpdk_runtime_dirs": [str(d) for d in dpdk],
+                "hugepage_files": [str(f) for f in hugepages]}  # fmt: skip
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,82 @@
+"""The lab's processes: started detached with a marker in their environment (``VGW_LAB=<id>``), so
+``down`` finds and stops every one of them — also after a crash of whatever started them, and also
+the children they spawned (ExaBGP, the forwarders behind ``ip netns exec``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+MARKER = "VGW_LAB"
+
+
+def start(
+    plan_id: str, name: str, cmd: list[str], env: dict[str, str], logdir: Path, ns: str | None = None
+) -> subprocess.Popen[bytes]:
+    full = (["ip", "netns", "exec", ns] if ns else []) + cmd
+    log = open(logdir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+    try:
+        return subprocess.Popen(
+            full, env={**env, MARKER: plan_id}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    finally:
+        log.close()
+
+
+def marked(plan_id: str) -> list[int]:
+    """PIDs of live processes carrying this lab's marker."""
+    needle = f"{MARKER}={plan_id}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def in_namespaces(namespaces: list[str]) -> list[int]:
+    pids: list[int] = []
+    for ns in namespaces:
+        r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
+        pids += [int(p) for p in r.stdout.split() if p.isdigit()]
+    return pids
+
+
+def stop_all(plan_id: str, namespaces: list[str], grace_s: float = 8.0) -> int:
+    """SIGTERM every lab process (services stop gracefully: routectl withdraws, forwarders drain),
+    then SIGKILL what is left. Returns how many processes were found."""
+    me = os.getpid()
+    pids = {p for p in marked(plan_id) + in_namespaces(namespaces) if p != me}
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        alive = {p for p in pids if os.path.exists(f"/proc/{p}") and _state(p) != "Z"}
+        if not alive:
+            break
+        time.sleep(0.1)
+    for pid in set(marked(plan_id) + in_namespaces(namespaces)) - {me}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"

@@ -1,0 +1,84 @@
+"""The lab end to end (issue #9): the same scenarios as `make demo`, with bounds asserted (generous
+margins: timings belong to the report, correctness to the test), and nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.lab import net, procs
+from deploy.lab.lab import FWD, Lab
+from deploy.lab.plan import VIP
+from deploy.lab.scenarios import Scenarios
+
+
+def _prereqs() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("bird", "nats-server", "nft", "ethtool"):
+        if not shutil.which(tool):
+            return f"{tool} missing (make setup installs it)"
+    if not FWD.exists():
+        return f"{FWD} missing (make setup builds it)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    why = _prereqs()
+    if why:
+        pytest.fail(f"the lab cannot run here: {why}")
+    lab = Lab("t" + secrets.token_hex(1)[:3], progress=lambda _m: None)
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
+        plan = lab.plan
+        assert not set(plan.namespaces()) & net.existing_namespaces(), "namespaces left behind"
+        assert procs.marked(plan.id) == [], "processes left behind"
+        assert not list(Path("/var/run/dpdk").glob(f"{plan.file_prefix}-*")), "DPDK runtime files left behind"
+
+
+def test_up_serves_through_both_nodes(lab: Lab) -> None:
+    assert len(lab.router_next_hops()) == 2
+    seen = {lab.client_get() for _ in range(30)}
+    assert seen >= {"backend-1", "backend-2", "backend-3"} - {None}, seen
+
+
+def test_backend_failure(lab: Lab) -> None:
+    r = Scenarios(lab, lambda _m: None).run("backend-failure")
+    assert r.summary["failed_before_fault"] == 0
+    # fall x interval + 1 s is the bound; allow for a busy 2-core machine
+    assert float(r.summary["recovered_after_s"]) <= 3.0 + 2.0, r  # type: ignore[arg-type]
+
+
+def test_node_failure(lab: Lab) -> None:
+    r = Scenarios(lab, lambda _m: None).run("node-failure")
+    assert 0 <= r.measured["router_moved_after_s"] <= 5.0 + 2.0, r
+    assert float(r.summary["recovered_after_s"]) <= 5.0 + 2.0, r  # type: ignore[arg-type]
+    assert r.measured["reannounced_after_restart_s"] >= 0, r
+
+
+def test_node_isolate_loses_nothing(lab: Lab) -> None:
+    r = Scenarios(lab, lambda _m: None).run("node-isolate")
+    assert r.measured["withdrawn_after_s"] >= 0 and r.measured["restored_after_s"] >= 0, r
+    assert r.summary["failed"] == 0, r
+
+
+def test_config_change_loses_nothing(lab: Lab) -> None:
+    r = Scenarios(lab, lambda _m: None).run("config-change")
+    assert r.summary["failed"] == 0, r
+    assert r.measured["requests_to_new_backend"] > 0, r
+
+
+def test_monitor_blackhole(lab: Lab) -> None:
+    r = Scenarios(lab, lambda _m: None).run("monitor-blackhole")
+    assert 0 <= r.measured["withdrawn_after_s"] <= 15.0, r
+    assert r.measured["restored_after_repair_s"] >= 0, r
+    assert lab.router_next_hops() and VIP

@@ -1,0 +1,36 @@
+"""``vgwctl lab``: the one-machine lab (deploy/lab, docs/lab.md)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("lab", help="run VGW in network namespaces on this machine (root)")
+    p.add_argument("--id", default="lab", help="lab id, 1-4 characters a-z 0-9 (default: lab)")
+    lsub = p.add_subparsers(dest="lab_command", required=True, metavar="SUBCOMMAND")
+    lsub.add_parser("up", help="build the lab and wait until the VIP is served").set_defaults(func=run)
+    lsub.add_parser("down", help="remove everything the lab created").set_defaults(func=run)
+    s = lsub.add_parser("status", help="a live view: VIPs, announcements, backend health, traffic, events")
+    s.add_argument("--watch", action="store_true", help="refresh every 2 s until interrupted")
+    s.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    s.set_defaults(func=run)
+    sc = lsub.add_parser("scenario", help="run a scenario with steady client traffic and report what clients saw")
+    sc.add_argument(
+        "name", help="backend-failure, node-failure, node-isolate, config-change, monitor-blackhole, or all"
+    )
+    sc.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    sc.set_defaults(func=run)
+    d = lsub.add_parser("demo", help="up, every scenario, the report, down")
+    d.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    d.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: the lab (and its root-only tooling) is not needed by any other command.
+    from deploy.lab.cli import main as lab_main
+
+    result: int = lab_main(args)
+    return result
+
