@@ -25,6 +25,8 @@ from google.protobuf.message import Message
 from vgw.config.client import ConfigApiError, ConfigClient
 from vgw.config.v1 import config_pb2 as pb
 
+from . import runtime_view
+from .common import settings_from
 from .output import FORMATS, emit, table
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -472,5 +474,8 @@ async def cmd_status(args: argparse.Namespace, c: ConfigClient) -> int:
     if nodes:
         lines.append("")
         lines.append(table(["NODE", "CLUSTER", "STATE"], [[n["id"], n["cluster"], n["state"]] for n in nodes]))
+    live = await runtime_view.read(settings_from(getattr(args, "nats", None)))
+    data.update(live)
+    lines += runtime_view.render(live)
     emit(data, args.output, "\n".join(lines))
     return EXIT_OK

@@ -1,0 +1,74 @@
+"""What ``vgwctl status`` shows beyond the configuration: the live state the services keep in NATS —
+route control's decision per (node, VIP) and the monitor's view per VIP and per node."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from vgw.bus import Bus
+from vgw.monitoring import MONITOR_BUCKET, VipView
+from vgw.routes import ROUTES_BUCKET, RouteEntry
+from vgw.settings import VgwSettings
+from vgw.store import KvStore, Snapshot
+
+from .output import table
+
+
+async def _snapshot(bus: Bus, bucket: str, model: type[Any], pattern: str) -> dict[str, Any]:
+    store: KvStore[Any] = await KvStore.open(bus, bucket, model, create=False)
+    async for ev in store.watch(pattern):
+        if isinstance(ev, Snapshot):
+            return {k: e.value for k, e in ev.entries.items()}
+    return {}
+
+
+async def read(settings: VgwSettings, timeout_s: float = 5.0) -> dict[str, Any]:
+    """Route decisions and monitor views; an ``error`` entry when NATS or a bucket is missing."""
+    bus = Bus(settings.nats_options(), source=f"/vgw/vgwctl/{settings.instance_id}")
+    out: dict[str, Any] = {"routes": [], "monitor": []}
+    try:
+        await asyncio.wait_for(bus.connect(), timeout_s)
+    except Exception as exc:
+        out["error"] = f"NATS at {settings.nats_url} unreachable: {exc or type(exc).__name__}"
+        return out
+    try:
+        for key, bucket, model, pattern in (
+            ("routes", ROUTES_BUCKET, RouteEntry, ">"),
+            ("monitor", MONITOR_BUCKET, VipView, "view.>"),
+        ):
+            try:
+                entries = await asyncio.wait_for(_snapshot(bus, bucket, model, pattern), timeout_s)
+            except Exception:  # bucket not created yet: that service has not run
+                entries = {}
+            out[key] = [e.model_dump(mode="json") for _k, e in sorted(entries.items())]
+    finally:
+        await bus.close()
+    return out
+
+
+def render(view: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if "error" in view:
+        return ["", f"live state: {view['error']}"]
+    routes = view["routes"]
+    lines += ["", "announcements (route control, per node and VIP):"]
+    if routes:
+        rows = [[r["node"], r["vip"], r["state"], r["reason"], r.get("detail", "")[:70]] for r in routes]
+        lines.append(table(["NODE", "VIP", "STATE", "REASON", "DETAIL"], rows))
+    else:
+        lines.append("  (no decisions yet)")
+    lines += ["", "monitor (end to end, per VIP and per node):"]
+    if view["monitor"]:
+        rows = []
+        for v in view["monitor"]:
+            nodes = ", ".join(f"{n}={s}" for n, s in sorted(v["nodes"].items())) or "-"
+            rows.append([f"{v['vip']}:{v['port']}", v["status"], v["routed"], nodes, ", ".join(v["vantages"]),
+                         v.get("detail", "")[:60]])  # fmt: skip
+        lines.append(table(["VIP", "STATUS", "ROUTED", "NODES", "VANTAGE POINTS", "DETAIL"], rows))
+        for v in view["monitor"]:
+            for req in v.get("requests", []):
+                lines.append(f"  request in force for {v['vip']}: {req[:150]}")
+    else:
+        lines.append("  (no monitor view yet)")
+    return lines
