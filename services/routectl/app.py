@@ -35,6 +35,7 @@ from vgw.config.store import ConfigReader, ConfigRevision
 from vgw.events import (
     BackendDown,
     BackendUp,
+    BgpAttributes,
     ClusterWithdrawRequest,
     ConfigChanged,
     DataplaneStatus,
@@ -174,9 +175,10 @@ class Routectl:
         self._stopped = True
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        # Bounded: on Python 3.11 a cancel racing with a completing wait_for can be swallowed; the
+        # loops also check _stopped.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
         for s in self._subs:
             with contextlib.suppress(Exception):
                 await s.unsubscribe()
@@ -195,7 +197,7 @@ class Routectl:
                 state=RouteState.WITHDRAWN,
                 reason=RouteReason.SHUTDOWN,
                 detail="routectl stopped",
-                attributes=d.attributes.model_copy(update={"med": None, "communities": [], "as_path_prepend": 0}),
+                attributes=BgpAttributes(),
                 gates=d.gates,
                 healthy=d.healthy,
                 total=d.total,
@@ -350,7 +352,7 @@ class Routectl:
     # -- the loop --
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopped:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), self.settings.tick_s)
             self._dirty.clear()

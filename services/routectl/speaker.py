@@ -381,10 +381,10 @@ class Speaker:
             log.info("ExaBGP API connected")
             read_task = asyncio.create_task(self._read(reader))
             sync_task = asyncio.create_task(self._sync(cfg))
+            changed = asyncio.create_task(self._cfg_changed.wait())
             try:
                 done, _ = await asyncio.wait(
-                    {exited, read_task, sync_task, asyncio.create_task(self._cfg_changed.wait())},
-                    return_when=asyncio.FIRST_COMPLETED,
+                    {exited, read_task, sync_task, changed}, return_when=asyncio.FIRST_COMPLETED
                 )
                 for t in done:
                     if t is not exited and t.done() and not t.cancelled() and t.exception() is not None:
@@ -394,7 +394,7 @@ class Speaker:
                 if self._cfg_changed.is_set():
                     log.info("restarting ExaBGP for the new BGP configuration")
             finally:
-                for t in (read_task, sync_task):
+                for t in (read_task, sync_task, changed):
                     t.cancel()
         finally:
             await self._teardown()

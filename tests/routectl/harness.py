@@ -4,7 +4,6 @@ backend events healthcheck would publish), forwarder heartbeats, and routectl pr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -102,22 +101,26 @@ class Heartbeat:
         self.forwarder = ForwarderState.UP
         self.last_sent = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._running = False
         self._seq = 0
 
     def start(self) -> Heartbeat:
         if self._task is None or self._task.done():
+            self._running = True
             self._task = asyncio.create_task(self._run())
         return self
 
     async def stop(self) -> None:
+        """Stop publishing. The flag matters: on Python 3.11 a cancel that races with a completing
+        ``wait_for`` inside the publish can be swallowed, and the loop would go on."""
+        self._running = False
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5.0)
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while self._running:
             await self.bus.publish(
                 DataplaneStatus(
                     node=self.node,
