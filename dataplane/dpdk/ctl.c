@@ -225,7 +225,8 @@ void fwd_svc_totals(fwd_t *f, uint64_t *out)
     free(tmp);
     if (f->svc_base)
         for (size_t i = 0; i < n; i++)
-            out[i] -= f->svc_base[i] <= out[i] ? f->svc_base[i] : out[i];
+            if (i % SVC_CNT_MAX != SVC_CNT_ACTIVE)
+                out[i] -= f->svc_base[i] <= out[i] ? f->svc_base[i] : out[i];
 }
 
 void svcmap_reclaim(fwd_t *f)
@@ -294,13 +295,22 @@ int fwd_apply_cfg(fwd_t *f, vgw_cfg_t *cfg, char *err, size_t errlen)
         if (slots[i] == UINT32_MAX)
             need_new++;
     }
-    (void)need_new;
     if (vgw_dp_apply(f->dp, cfg, err, errlen) != 0) {
         free(m), free(tab), free(vips), free(lips), free(slots);
         return -1;
     }
     pthread_mutex_lock(&g_ctl_lock);
     uint64_t *totals = NULL;
+    if (need_new) {
+        /* counters of every slot as they are now (without baselines): new slots start from them,
+         * and a slot whose previous service still has connections is not reused yet */
+        totals = malloc(sizeof(uint64_t) * FWD_MAX_SVC_SLOTS * SVC_CNT_MAX);
+        uint64_t *saved = f->svc_base;
+        f->svc_base = NULL;
+        if (totals)
+            fwd_svc_totals(f, totals);
+        f->svc_base = saved;
+    }
     for (uint32_t k = 0; k < FWD_MAX_SVC_SLOTS; k++)
         if (f->svc_keys[k].used && !keep[k]) {
             f->svc_keys[k].used = 0;
@@ -310,24 +320,20 @@ int fwd_apply_cfg(fwd_t *f, vgw_cfg_t *cfg, char *err, size_t errlen)
     for (uint32_t i = 0; i < cfg->nservices; i++) {
         const vgw_cfg_service_t *s = &cfg->services[i];
         if (slots[i] == UINT32_MAX) {
-            for (uint32_t k = 0; k < FWD_MAX_SVC_SLOTS; k++)
-                if (!f->svc_keys[k].used && !keep[k]) {
-                    slots[i] = k;
-                    keep[k] = true;
-                    break;
-                }
+            for (int pass = 0; pass < 2 && slots[i] == UINT32_MAX; pass++)
+                for (uint32_t k = 0; k < FWD_MAX_SVC_SLOTS; k++)
+                    if (!f->svc_keys[k].used && !keep[k] &&
+                        (pass == 1 || !totals || totals[(size_t)k * SVC_CNT_MAX + SVC_CNT_ACTIVE] == 0)) {
+                        slots[i] = k;
+                        keep[k] = true;
+                        break;
+                    }
             /* new slot: remember the counters it starts from */
-            if (!totals) {
-                totals = malloc(sizeof(uint64_t) * FWD_MAX_SVC_SLOTS * SVC_CNT_MAX);
-                uint64_t *saved = f->svc_base;
-                f->svc_base = NULL;
-                if (totals)
-                    fwd_svc_totals(f, totals);
-                f->svc_base = saved;
-            }
-            if (totals && f->svc_base)
+            if (totals && f->svc_base) {
                 memcpy(&f->svc_base[(size_t)slots[i] * SVC_CNT_MAX], &totals[(size_t)slots[i] * SVC_CNT_MAX],
                        sizeof(uint64_t) * SVC_CNT_MAX);
+                f->svc_base[(size_t)slots[i] * SVC_CNT_MAX + SVC_CNT_ACTIVE] = 0;
+            }
         }
         uint32_t k = slots[i];
         f->svc_keys[k] = (svc_key_slot_t){.vip = s->vip.v4, .port = htons(s->port), .proto = s->proto, .used = 1, .slot = k};

@@ -91,7 +91,8 @@ enum ctl_counter {
     X(BYTES_IN, "bytes_in")                                                                         \
     X(PKTS_OUT, "packets_out")                                                                      \
     X(BYTES_OUT, "bytes_out")                                                                       \
-    X(CONN_NEW, "conn_new")
+    X(CONN_NEW, "conn_new")                                                                         \
+    X(ACTIVE, "conn_active") /* gauge: connections in the tables (shadow set, see svcconn.c) */
 
 enum svc_counter {
 #define FWD_X_(e, s) SVC_CNT_##e,
@@ -162,6 +163,19 @@ typedef struct fwd_port {
     neigh_entry_t *neigh; /* FWD_NEIGH_SIZE entries */
 } fwd_port_t;
 
+/* Per-worker shadow set of the client tuples of its connections (svcconn.c). */
+typedef struct shadow_ent {
+    uint32_t cip, vip;     /* network order */
+    uint16_t cport, vport; /* network order */
+    uint8_t proto, used;
+    uint16_t slot;
+} shadow_ent_t;
+
+typedef struct shadow {
+    shadow_ent_t *tab;
+    uint32_t mask, capacity, count, sweep;
+} shadow_t;
+
 typedef struct fwd_worker {
     uint32_t id;
     unsigned lcore;
@@ -173,6 +187,7 @@ typedef struct fwd_worker {
     port_stats_t port[FWD_MAX_PORTS];
     uint64_t busy_polls, idle_polls, sleeps;
     uint64_t *svc; /* FWD_MAX_SVC_SLOTS * SVC_CNT_MAX */
+    shadow_t shadow;
     _Atomic uint64_t svcmap_gen; /* generation of the svcmap this worker last used (QSBR) */
     /* published snapshot */
     _Atomic uint32_t snap_seq;
@@ -229,6 +244,12 @@ extern fwd_t g_fwd;
 
 /* time */
 uint64_t fwd_now_ms(void);
+
+/* svcconn.c: per-service active connections */
+int shadow_init(shadow_t *s, uint32_t capacity);
+void shadow_fini(shadow_t *s);
+int shadow_add(shadow_t *s, uint32_t cip, uint16_t cport, uint32_t vip, uint16_t vport, uint8_t proto, uint16_t slot);
+void shadow_sweep(fwd_worker_t *fw, uint64_t now_ms, uint32_t budget);
 
 /* worker.c */
 int fwd_worker_main(void *arg);

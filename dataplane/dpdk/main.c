@@ -452,6 +452,10 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, "vgw_tx%u", i);
         fw->txq = rte_ring_create(name, FWD_TXQ_RING, (int)rte_socket_id(), RING_F_SC_DEQ);
         fw->svc = calloc((size_t)FWD_MAX_SVC_SLOTS * SVC_CNT_MAX, sizeof(uint64_t));
+        if (shadow_init(&fw->shadow, g_fwd.conn_capacity) != 0) {
+            fprintf(stderr, "vgw-fwd: worker %u: out of memory for the connection shadow set\n", i);
+            goto out_workers;
+        }
         fw->svc_snap = calloc((size_t)FWD_MAX_SVC_SLOTS * SVC_CNT_MAX, sizeof(uint64_t));
         atomic_store(&fw->svcmap_gen, UINT64_MAX);
         if (!fw->w || !fw->handoff || !fw->txq || !fw->svc || !fw->svc_snap) {
@@ -527,6 +531,7 @@ out_workers:
             vgw_worker_destroy(fw->w);
         free(fw->svc);
         free(fw->svc_snap);
+        shadow_fini(&fw->shadow);
     }
 out_ports:
     for (uint32_t r = 0; r < ndev; r++)

@@ -165,6 +165,10 @@ static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, co
     vgw_pkt_t vp[FWD_BURST];
     vgw_verdict_t vd[FWD_BURST];
     uint32_t in_slot[FWD_BURST];
+    struct {
+        uint32_t cip, vip;
+        uint16_t cport, vport;
+    } pre[FWD_BURST]; /* client tuple before translation (network order) */
     uint16_t keep = 0;
     struct rte_mbuf *mk[FWD_BURST];
 
@@ -198,8 +202,10 @@ static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, co
         uint16_t sp, dp;
         uint8_t pr, fl;
         in_slot[keep] = UINT32_MAX;
-        if (l34(d, m->data_len, &s, &dst, &sp, &dp, &pr, &fl) == 0)
+        if (l34(d, m->data_len, &s, &dst, &sp, &dp, &pr, &fl) == 0) {
             in_slot[keep] = svcmap_lookup(sm, dst, dp, pr);
+            pre[keep].cip = s, pre[keep].vip = dst, pre[keep].cport = sp, pre[keep].vport = dp;
+        }
         mk[keep++] = m;
     }
     if (!keep)
@@ -212,6 +218,7 @@ static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, co
     vgw_worker_process(fw->w, vp, vd, keep, now_ms);
     vgw_worker_counters(fw->w, &c);
     uint64_t new_conns = c.v[VGW_CNT_CONN_NEW] - new_before;
+    bool burst_new = new_conns > 0;
 
     for (uint16_t i = 0; i < keep; i++) {
         struct rte_mbuf *m = mk[i];
@@ -231,9 +238,15 @@ static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, co
                     uint64_t *sc = svc_ctr(fw, in_slot[i]);
                     sc[SVC_CNT_PKTS_IN]++;
                     sc[SVC_CNT_BYTES_IN] += vp[i].len;
-                    if (new_conns && ((pr == 6 && (fl & 0x12) == 0x02) || pr == 17)) {
-                        sc[SVC_CNT_CONN_NEW]++;
-                        new_conns--;
+                    if (burst_new && ((pr == 6 && (fl & 0x12) == 0x02) || pr == 17)) {
+                        if (new_conns) {
+                            sc[SVC_CNT_CONN_NEW]++;
+                            new_conns--;
+                        }
+                        /* the client tuple is the pre-translation one: the packet was rewritten */
+                        if (shadow_add(&fw->shadow, pre[i].cip, pre[i].cport, pre[i].vip, pre[i].vport, pr,
+                                       (uint16_t)in_slot[i]) == 1)
+                            sc[SVC_CNT_ACTIVE]++;
                     }
                 } else if (role == VGW_PORT_EXT) {
                     uint32_t slot = svcmap_lookup(sm, s, sp, pr);
@@ -314,7 +327,7 @@ int fwd_worker_main(void *arg)
     memset(tbs, 0, sizeof tbs);
     struct rte_mbuf *ms[FWD_BURST];
     uint32_t empty = 0, sleep_us = IDLE_SLEEP_MIN_US;
-    uint64_t last_pub = 0, last_busy = fwd_now_ms();
+    uint64_t last_pub = 0, last_busy = fwd_now_ms(), last_sweep = 0;
     uint8_t roles[FWD_MAX_PORTS] = {VGW_PORT_EXT, VGW_PORT_INT};
     uint32_t nroles = g_fwd.single_arm ? 1 : 2;
 
@@ -358,9 +371,14 @@ int fwd_worker_main(void *arg)
             empty = 0;
             sleep_us = IDLE_SLEEP_MIN_US;
             vgw_worker_housekeep(fw->w, now, 32);
+            if (now != last_sweep) { /* under load: 64 shadow entries per millisecond */
+                shadow_sweep(fw, now, 64);
+                last_sweep = now;
+            }
         } else {
             fw->idle_polls++;
             vgw_worker_housekeep(fw->w, now, HOUSEKEEP_BUDGET);
+            shadow_sweep(fw, now, 1024);
             if (++empty >= IDLE_SPIN_POLLS) {
                 /* Idle: leave every shared state reference before sleeping. */
                 vgw_worker_quiesce(fw->w);

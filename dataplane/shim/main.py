@@ -114,15 +114,20 @@ class ForwarderCollector(Collector):
         )
         sb = CounterMetricFamily("vgw_forwarder_service_bytes", "Bytes per service", labels=["service", "direction"])
         sc = CounterMetricFamily("vgw_forwarder_service_connections", "New connections per service", labels=["service"])
+        sa = GaugeMetricFamily(
+            "vgw_forwarder_service_active_connections", "Connections in the tables, per service", labels=["service"]
+        )
         for name, s in st.get("services", {}).items():
             sp.add_metric([name, "in"], float(s.get("packets_in", 0)))
             sp.add_metric([name, "out"], float(s.get("packets_out", 0)))
             sb.add_metric([name, "in"], float(s.get("bytes_in", 0)))
             sb.add_metric([name, "out"], float(s.get("bytes_out", 0)))
             sc.add_metric([name], float(s.get("conn_new", 0)))
+            sa.add_metric([name], float(s.get("conn_active", 0)))
         yield sp
         yield sb
         yield sc
+        yield sa
 
 
 class Shim:

@@ -210,6 +210,10 @@ def test_delta_drain_keeps_connection(fwd: Topology) -> None:
         assert owner is not None
         from tests.forwarder.topology import BACKEND_IPS
 
+        st = await c.stats()
+        active = st["services"]["web"]["conn_active"]
+        assert 1 <= active <= st["counters"]["conn_active"], st["services"]
+
         await c.delta(f"vgw-delta 1\ngeneration {gen + 1}\nbackend state web {BACKEND_IPS[owner]} 80 draining\nend\n")
         res = http_requests(fwd, 30)
         assert res["nerrors"] == 0

@@ -8,6 +8,7 @@ input produced nothing. No namespaces needed: this runs wherever DPDK runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -18,10 +19,20 @@ from pathlib import Path
 
 import pytest
 
+from dataplane.shim.fwdctl import FwdClient
 from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
 
 VIP, LIP, BACKEND, CLIENT = "192.0.2.10", "198.18.0.100", "198.18.0.11", "203.0.113.7"
 BACKEND_MAC, CLIENT_MAC, GW_MAC = "02:00:00:00:01:00", "02:00:00:00:00:07", "02:00:00:00:00:fe"
+
+
+async def service_active(sock: Path) -> int:
+    c = FwdClient(str(sock))
+    try:
+        return int((await c.stats())["services"]["web"]["conn_active"])
+    finally:
+        await c.close()
+
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not FWD_BIN.exists(), reason="needs root and vgw-fwd")
 
@@ -48,7 +59,7 @@ def test_pcap_in_pcap_out(tmp_path: Path) -> None:
     wrpcap(str(rx), inp)
     doc = tmp_path / "state.conf"
     doc.write_text(
-        f"vgw-config 1\ngeneration 1\nservice web tcp {VIP} 80 wrr toa=on\nlip web {LIP}\n"
+        f"vgw-config 1\ngeneration 1\nservice web tcp {VIP} 80 wrr toa=on timeout.tcp_syn_recv=1\nlip web {LIP}\n"
         f"backend web {BACKEND} 80 1 active\nend\n"
     )
     prefix = f"vgwp{secrets.token_hex(4)}"
@@ -66,7 +77,11 @@ def test_pcap_in_pcap_out(tmp_path: Path) -> None:
         while "vgw-fwd ready" not in log.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
-        time.sleep(1.0)  # the pcap is read once at start; let the workers and the slow path finish
+        # the pcap is read once at start: the SYN made one connection (SYN_RECV, 1 s timeout here)
+        time.sleep(0.3)
+        assert asyncio.run(service_active(tmp_path / "fwd.sock")) == 1
+        time.sleep(1.5)  # expired: the shadow sweep takes it out of the service's gauge
+        assert asyncio.run(service_active(tmp_path / "fwd.sock")) == 0
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
