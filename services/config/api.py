@@ -29,6 +29,7 @@ from opentelemetry import trace
 from vgw.config.client import ACTOR_HEADER, CURRENT_REVISION_HEADER, SERVICE
 from vgw.config.diff import Diff
 from vgw.config.model import Backend, ConfigDocument, Limits, Service, Vip, node_view
+from vgw.config.records import Encoded
 from vgw.config.store import (
     Action,
     CommitResult,
@@ -227,6 +228,36 @@ def with_backend_state(
                 new_services[i] = svc.model_copy(update={"backends": new_backends})
         new_vips.append(vip if new_services is None else vip.model_copy(update={"services": new_services}))
     return doc.model_copy(update={"vips": new_vips}), matched
+
+
+def with_backend_state_in(
+    doc: ConfigDocument, records: dict[str, Encoded], enc: Encoded, address: Any, port: int | None, state: str
+) -> tuple[ConfigDocument, int]:
+    """:func:`with_backend_state` for one service, located through the store's records (its VIP's
+    position and its own) instead of a scan of every service."""
+    vip_enc = records.get(f"vips/{enc.vip}")
+    if vip_enc is None or vip_enc.index >= len(doc.vips):
+        return with_backend_state(doc, enc.key.removeprefix("services/"), address, port, state)
+    vip = doc.vips[vip_enc.index]
+    if enc.index >= len(vip.services) or vip.services[enc.index] is not enc.obj:
+        return with_backend_state(doc, enc.key.removeprefix("services/"), address, port, state)
+    svc = vip.services[enc.index]
+    matched = 0
+    backends: list[Backend] | None = None
+    for j, b in enumerate(svc.backends):
+        if b.address == address and (port is None or b.port == port):
+            matched += 1
+            if b.state != state:
+                if backends is None:
+                    backends = list(svc.backends)
+                backends[j] = b.model_copy(update={"state": state})
+    if backends is None:
+        return doc, matched
+    services = list(vip.services)
+    services[enc.index] = svc.model_copy(update={"backends": backends})
+    vips = list(doc.vips)
+    vips[vip_enc.index] = vip.model_copy(update={"services": services})
+    return doc.model_copy(update={"vips": vips}), matched
 
 
 # --- the service -----------------------------------------------------------------------------------
@@ -525,15 +556,15 @@ class ConfigApi:
         expected: int | None,
         reason: str,
         action: Action,
-        edit: Callable[[ConfigDocument], ConfigDocument],
+        edit: Callable[[ConfigDocument, dict[str, Encoded]], ConfigDocument],
     ) -> CommitResult:
         """Apply ``edit`` to the current document and commit; retried when another writer got in
         between (unless the caller named the revision it expects)."""
         for attempt in range(5):
-            rev, doc, _, _, _ = await self.store.current_state()
+            rev, doc, records, _, _ = await self.store.current_state()
             if expected is not None and expected != rev:
                 raise conflict(ConfigConflict(expected, rev))
-            new = edit(doc)
+            new = edit(doc, records)
             try:
                 return await self._commit(new, context, reason=reason, action=action, expected=rev)
             except ApiError as exc:
@@ -553,10 +584,14 @@ class ConfigApi:
             )
         address, port = parse_backend(req.backend)
 
-        def edit(doc: ConfigDocument) -> ConfigDocument:
-            if req.service and doc.service(req.service) is None:
-                raise ApiError(grpc.StatusCode.NOT_FOUND, f"unknown service {req.service!r}")
-            new, matched = with_backend_state(doc, req.service, address, port, state)
+        def edit(doc: ConfigDocument, records: dict[str, Encoded]) -> ConfigDocument:
+            if req.service:
+                enc = records.get(f"services/{req.service}")
+                if enc is None:
+                    raise ApiError(grpc.StatusCode.NOT_FOUND, f"unknown service {req.service!r}")
+                new, matched = with_backend_state_in(doc, records, enc, address, port, state)
+            else:
+                new, matched = with_backend_state(doc, "", address, port, state)
             if not matched:
                 where = f" in service {req.service!r}" if req.service else ""
                 raise ApiError(grpc.StatusCode.NOT_FOUND, f"no backend {req.backend}{where}")
@@ -577,7 +612,7 @@ class ConfigApi:
                 issues=[Issue("state", "must be ACTIVE or ISOLATED")],
             )
 
-        def edit(doc: ConfigDocument) -> ConfigDocument:
+        def edit(doc: ConfigDocument, records: dict[str, Encoded]) -> ConfigDocument:
             nodes = list(doc.nodes)
             for i, n in enumerate(nodes):
                 if n.id == req.node:

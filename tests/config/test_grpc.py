@@ -158,5 +158,37 @@ async def test_bearer_token_and_health(nats_server: object, tmp_path: object, co
             stub = health_pb2_grpc.HealthStub(ok.channel)
             resp = await stub.Check(health_pb2.HealthCheckRequest(service="vgw.config.v1.ConfigService"))
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+        def reflected() -> list[str]:
+            from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+                ProtoReflectionDescriptorDatabase,
+            )
+
+            with grpc.insecure_channel(svc.addr) as ch:
+                return list(ProtoReflectionDescriptorDatabase(ch).get_services())
+
+        assert "vgw.config.v1.ConfigService" in await asyncio.to_thread(reflected)
+    finally:
+        svc.stop(kill=True)
+
+
+async def test_tls(nats_server: object, tmp_path: object, config_env: dict[str, str]) -> None:
+    from pathlib import Path
+
+    from tests.support.backends import self_signed_cert
+    from tests.support.nats_server import NatsServer
+
+    assert isinstance(nats_server, NatsServer) and isinstance(tmp_path, Path)
+    cert, key = self_signed_cert(tmp_path, name="localhost")
+    svc = ConfigService(nats_server, tmp_path / "tls", config_env, config_tls_cert=str(cert), config_tls_key=str(key))
+    svc.start()
+    try:
+        async with ConfigClient(f"localhost:{svc.grpc_port}", tls_ca=cert) as c:
+            r = await c.apply(example_yaml(), reason="over tls")
+            assert r.revision == 1
+        async with ConfigClient(svc.addr, timeout_s=3) as plain:
+            with pytest.raises(ConfigApiError) as info:
+                await plain.history()
+            assert info.value.code == grpc.StatusCode.UNAVAILABLE
     finally:
         svc.stop(kill=True)

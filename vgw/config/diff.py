@@ -127,16 +127,26 @@ def _service_diff(path: str, old: Service, new: Service, entries: list[DiffEntry
             entries.append(DiffEntry("added", f"{path}/backends/{n.key}"))
 
 
-def diff_records(old: dict[str, Encoded], new: dict[str, Encoded], detail: int = MAX_DETAILED) -> Diff:
+def diff_records(
+    old: dict[str, Encoded], new: dict[str, Encoded], detail: int = MAX_DETAILED, keys: list[str] | None = None
+) -> Diff:
     """Differences between two encoded documents; field-level detail for the first ``detail``
-    modified objects (the paths and counts are always complete)."""
+    modified objects (the paths and counts are always complete). ``keys``, when given, are the
+    only keys that may differ (an incremental encode knows them)."""
     with gc_paused():
-        return _diff_records(old, new, _Budget(detail))
+        return _diff_records(old, new, _Budget(detail), keys)
 
 
-def _diff_records(old: dict[str, Encoded], new: dict[str, Encoded], budget: _Budget) -> Diff:
+def _diff_records(old: dict[str, Encoded], new: dict[str, Encoded], budget: _Budget, keys: list[str] | None) -> Diff:
     entries: list[DiffEntry] = []
-    for key, o in old.items():
+    if keys is not None:
+        candidates = dict.fromkeys(keys)
+        old_items = [(k, old[k]) for k in candidates if k in old]
+        added = [k for k in candidates if k in new and k not in old]
+    else:
+        old_items = list(old.items())
+        added = [k for k in new if k not in old]
+    for key, o in old_items:
         n = new.get(key)
         if n is None:
             entries.append(DiffEntry("removed", key))
@@ -155,9 +165,7 @@ def _diff_records(old: dict[str, Encoded], new: dict[str, Encoded], budget: _Bud
                 entries.append(DiffEntry("modified", key, changes[:MAX_FIELD_CHANGES]))
         else:
             entries.append(DiffEntry("modified", key))
-    for key in new:
-        if key not in old:
-            entries.append(DiffEntry("added", key))
+    entries.extend(DiffEntry("added", key) for key in added)
     return Diff(entries)
 
 

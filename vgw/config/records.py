@@ -118,54 +118,126 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+class EncodedDoc(dict[str, Encoded]):
+    """Records of a document by key, with what an incremental encode of the next document needs:
+    the records of each VIP object (by identity), every object's record (by identity), and, when
+    derived from a base, which keys were encoded anew or removed."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.vips: dict[int, tuple[BaseModel, int, tuple[str, ...]]] = {}
+        self.objs: dict[int, Encoded] = {}
+        self.other_keys: set[str] = set()
+        self.total_bytes = 0
+        self.base: EncodedDoc | None = None
+        self.fresh: list[str] = []
+        self.removed: list[str] = []
+
+    def changed_since(self, base: dict[str, Encoded]) -> list[str] | None:
+        """Keys that may differ from ``base`` when this was derived from it, else None."""
+        if self.base is not None and self.base is base:
+            return [*self.fresh, *self.removed]
+        return None
+
+
+def _encode_one(kind: str, key: str, index: int, obj: BaseModel, vip: str | None) -> Encoded:
+    js = obj.model_dump_json(exclude={"services"} if kind == "vip" else None)
+    kq = json.dumps(key)
+    vip_part = f',"vip":"{vip}"' if vip is not None else ""
+    line = f'{{"t":"{kind}","k":{kq},"i":{index}{vip_part},"v":{js}}}'
+    return Encoded(key=key, kind=kind, index=index, value_json=js, line=line, obj=obj, vip=vip)
+
+
 class RecordEncoder:
-    """Encodes documents into records; objects seen in the previous document (by identity) at the
-    same position reuse their record, so a small edit costs only what it replaced."""
+    """Encodes documents into records. Given the records of a previous document (``base``),
+    objects that are the same objects at the same position reuse their records, and a VIP object
+    that did not change is skipped with all its services: a small edit of a document derived from
+    the base (``model_copy`` along the changed path) costs about what it replaced, not the
+    document. Documents are treated as immutable (never mutate their lists in place)."""
 
-    def __init__(self) -> None:
-        self._cache: dict[int, Encoded] = {}
-
-    def encode(self, doc: ConfigDocument) -> dict[str, Encoded]:
+    def encode(self, doc: ConfigDocument, base: dict[str, Encoded] | None = None) -> EncodedDoc:
         with gc_paused():
-            return self._encode(doc)
+            if isinstance(base, EncodedDoc):
+                return self._incremental(doc, base)
+            return self._incremental(doc, EncodedDoc())
 
-    def _encode(self, doc: ConfigDocument) -> dict[str, Encoded]:
-        old = self._cache
-        cache: dict[int, Encoded] = {}
-        out: dict[str, Encoded] = {}
+    @staticmethod
+    def _incremental(doc: ConfigDocument, base: EncodedDoc) -> EncodedDoc:  # noqa: PLR0915 - one pass, kept together
+        out = EncodedDoc(base)
+        out.base = base
+        objs = dict(base.objs)
+        fresh: list[str] = []
+        total = base.total_bytes
+        replaced: list[Encoded] = []
 
-        def add(kind: str, key: str, index: int, obj: BaseModel, vip: str | None = None) -> None:
-            hit = old.get(id(obj))
-            if hit is not None and hit.obj is obj and hit.index == index and hit.vip == vip:
+        def put(kind: str, key: str, index: int, obj: BaseModel, vip: str | None = None) -> None:
+            nonlocal total
+            hit = objs.get(id(obj))
+            if hit is not None and hit.obj is obj and hit.index == index and hit.vip == vip and hit.key == key:
                 enc = hit
             else:
-                js = obj.model_dump_json(exclude={"services"} if kind == "vip" else None)
-                kq = json.dumps(key)
-                vip_part = f',"vip":"{vip}"' if vip is not None else ""
-                line = f'{{"t":"{kind}","k":{kq},"i":{index}{vip_part},"v":{js}}}'
-                enc = Encoded(key=key, kind=kind, index=index, value_json=js, line=line, obj=obj, vip=vip)
-            cache[id(obj)] = enc
-            out[key] = enc
+                enc = _encode_one(kind, key, index, obj, vip)
+                objs[id(obj)] = enc
+                fresh.append(key)
+            prev = out.get(key)
+            if prev is not enc:
+                if prev is not None:
+                    total -= len(prev.line) + 1
+                    replaced.append(prev)
+                total += len(enc.line) + 1
+                out[key] = enc
 
         settings = DocumentSettings(version=doc.version, timeouts=doc.timeouts)
-        add("settings", "settings", 0, settings)
+        prev_settings = base.get("settings")
+        if prev_settings is None or prev_settings.value_json != settings.model_dump_json():
+            put("settings", "settings", 0, settings)
+        other: set[str] = {"settings"}
         for i, c in enumerate(doc.clusters):
-            add("cluster", f"clusters/{c.name}", i, c)
+            put("cluster", f"clusters/{c.name}", i, c)
+            other.add(f"clusters/{c.name}")
         for i, n in enumerate(doc.nodes):
-            add("node", f"nodes/{n.id}", i, n)
+            put("node", f"nodes/{n.id}", i, n)
+            other.add(f"nodes/{n.id}")
         for i, h in enumerate(doc.health_checks):
-            add("check", f"health_checks/{h.name}", i, h)
+            put("check", f"health_checks/{h.name}", i, h)
+            other.add(f"health_checks/{h.name}")
+        gone = [k for k in base.other_keys if k not in other]
+
+        vips: dict[int, tuple[BaseModel, int, tuple[str, ...]]] = {}
+        new_keys: set[str] = set()
         for i, v in enumerate(doc.vips):
+            st = base.vips.get(id(v))
+            if st is not None and st[0] is v and st[1] == i:
+                vips[id(v)] = st
+                continue
             addr = str(v.address)
-            add("vip", f"vips/{addr}", i, v)
-            for j, s in enumerate(v.services):
-                hit = old.get(id(s))
-                if hit is not None and hit.obj is s and hit.index == j and hit.vip == addr:
-                    cache[id(s)] = hit
-                    out[hit.key] = hit
-                else:
-                    add("service", f"services/{s.name}", j, s, vip=addr)
-        self._cache = cache
+            keys = [f"vips/{addr}"]
+            put("vip", keys[0], i, v)
+            for j, svc in enumerate(v.services):
+                k = f"services/{svc.name}"
+                put("service", k, j, svc, vip=addr)
+                keys.append(k)
+            vips[id(v)] = (v, i, tuple(keys))
+            new_keys.update(keys)
+        for vid, st in base.vips.items():
+            if vips.get(vid) is not st:
+                gone.extend(k for k in st[2] if k not in new_keys)
+        removed: list[str] = []
+        for k in gone:
+            enc = out.pop(k, None)
+            if enc is not None:
+                total -= len(enc.line) + 1
+                replaced.append(enc)
+                removed.append(k)
+        for enc in replaced:  # forget objects no longer in the document
+            if objs.get(id(enc.obj)) is enc and out.get(enc.key) is not enc:
+                del objs[id(enc.obj)]
+        out.vips = vips
+        out.objs = objs
+        out.other_keys = other
+        out.total_bytes = total
+        out.fresh = fresh
+        out.removed = removed
         return out
 
 

@@ -42,7 +42,7 @@ from vgw.store import Change, KvStore, RevisionMismatch, Snapshot
 
 from .diff import Diff, diff_records
 from .model import ConfigDocument
-from .records import Assembler, Encoded, RecordEncoder, _Rec, assemble, decode_chunk, gc_paused, settle
+from .records import Assembler, Encoded, EncodedDoc, RecordEncoder, _Rec, assemble, decode_chunk, gc_paused, settle
 from .validate import ConfigInvalid, semantic_issues
 
 log = logging.getLogger("vgw.config.store")
@@ -274,7 +274,7 @@ class ConfigStore(ConfigReader):
         self.retention = retention
         self._encoder = RecordEncoder()
         self._lock = asyncio.Lock()
-        self._cur: tuple[int, ConfigDocument, dict[str, Encoded], Manifest | None] | None = None
+        self._cur: tuple[int, ConfigDocument, EncodedDoc, Manifest | None] | None = None
 
     async def open(self, *, create: bool = True) -> ConfigStore:
         if self._heads is None:
@@ -299,14 +299,14 @@ class ConfigStore(ConfigReader):
             log.warning("history record of revision %d was missing; restored from head", manifest.revision)
             await self.heads.put(f"{REV_PREFIX}{manifest.revision}", manifest)
 
-    async def current_state(self) -> tuple[int, ConfigDocument, dict[str, Encoded], Manifest | None, int]:
+    async def current_state(self) -> tuple[int, ConfigDocument, EncodedDoc, Manifest | None, int]:
         """(revision, document, encoded records, manifest, head KV sequence), cached by revision."""
         manifest, seq = await self.head()
         rev = manifest.revision if manifest else 0
         if self._cur is not None and self._cur[0] == rev:
             return (*self._cur, seq)
         doc = await self.load(manifest) if manifest is not None else ConfigDocument()
-        records = self._encoder.encode(doc) if manifest is not None else {}
+        records = self._encoder.encode(doc) if manifest is not None else EncodedDoc()
         self._cur = (rev, doc, records, manifest)
         settle(len(records))
         return rev, doc, records, manifest, seq
@@ -333,8 +333,9 @@ class ConfigStore(ConfigReader):
                 rev, _cur_doc, cur_records, cur_manifest, seq = await self.current_state()
                 if expected_revision is not None and expected_revision != rev:
                     raise ConfigConflict(expected_revision, rev)
-                records = self._encoder.encode(doc)
-                diff = diff_records(cur_records, records)
+                records = self._encoder.encode(doc, base=cur_records)
+                changed = records.changed_since(cur_records)
+                diff = diff_records(cur_records, records, keys=changed)
                 if dry_run or diff.empty:
                     return CommitResult(rev, rev, diff, False, cur_manifest)
                 manifest = await self._write(doc, records, cur_records, cur_manifest, diff, action, actor, reason)
@@ -354,7 +355,7 @@ class ConfigStore(ConfigReader):
                         ) from None
                     continue
                 self._cur = (manifest.revision, doc, records, manifest)
-                settle(sum(1 for k, e in records.items() if cur_records.get(k) is not e))
+                settle(len(records.fresh))
                 await self.heads.put(f"{REV_PREFIX}{manifest.revision}", manifest)
                 await self._publish(manifest)
                 await self._prune(manifest.revision)
@@ -364,7 +365,7 @@ class ConfigStore(ConfigReader):
     async def _write(
         self,
         doc: ConfigDocument,
-        records: dict[str, Encoded],
+        records: EncodedDoc,
         previous: dict[str, Encoded],
         prev_manifest: Manifest | None,
         diff: Diff,
@@ -375,6 +376,7 @@ class ConfigStore(ConfigReader):
         """Write the chunks the new revision needs and return its manifest (head not switched)."""
         with gc_paused():
             shards, chunks, built = self._chunks_for(records, previous, prev_manifest)
+            total = records.total_bytes
         kv = await self.kv()
         known = set(prev_manifest.chunks) if prev_manifest else set()
         sem = asyncio.Semaphore(_PUT_CONCURRENCY)
@@ -399,7 +401,7 @@ class ConfigStore(ConfigReader):
             shards=shards,
             chunks=chunks,
             records=len(records),
-            bytes=sum(len(e.line) + 1 for e in records.values()),
+            bytes=total,
             services=sum(len(v.services) for v in doc.vips),
             backends=sum(len(s.backends) for v in doc.vips for s in v.services),
             counts=ChangeCounts(**counts),
@@ -409,25 +411,29 @@ class ConfigStore(ConfigReader):
 
     @staticmethod
     def _chunks_for(
-        records: dict[str, Encoded], previous: dict[str, Encoded], prev_manifest: Manifest | None
+        records: EncodedDoc, previous: dict[str, Encoded], prev_manifest: Manifest | None
     ) -> tuple[int, list[str], dict[int, tuple[str, bytes]]]:
         """(shard count, chunk list with unchanged shards filled in, built chunks by shard)."""
-        total = sum(len(e.line) + 1 for e in records.values())
-        shards = _choose_shards(total, prev_manifest.shards if prev_manifest else None)
+        shards = _choose_shards(records.total_bytes, prev_manifest.shards if prev_manifest else None)
+        changed = records.changed_since(previous)
         while True:
             if prev_manifest is not None and prev_manifest.shards == shards:
-                dirty = {
-                    _shard_of(k, shards)
-                    for k, e in records.items()
-                    if (p := previous.get(k)) is not e and (p is None or p.line != e.line)
-                }
-                dirty |= {_shard_of(k, shards) for k in previous if k not in records}
+                if changed is not None:
+                    dirty = {_shard_of(k, shards) for k in changed}
+                else:
+                    dirty = {
+                        _shard_of(k, shards)
+                        for k, e in records.items()
+                        if (p := previous.get(k)) is not e and (p is None or p.line != e.line)
+                    }
+                    dirty |= {_shard_of(k, shards) for k in previous if k not in records}
                 chunks = list(prev_manifest.chunks)
             else:
                 dirty = set(range(shards))
                 chunks = [""] * shards
             groups: dict[int, list[str]] = {s: [] for s in dirty}
-            for key in sorted(k for k in records if _shard_of(k, shards) in groups):
+            keys = [k for k in records if _shard_of(k, shards) in groups]
+            for key in sorted(keys):
                 groups[_shard_of(key, shards)].append(records[key].line)
             built = {s: _build_chunk(lines) for s, lines in groups.items()}
             if any(len(data) > CHUNK_LIMIT_BYTES for _, data in built.values()) and shards < MAX_SHARDS:
