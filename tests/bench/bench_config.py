@@ -92,6 +92,16 @@ class Watcher:
         self.proc.wait()
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (load-independent, unlike wall time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 def with_weight(raw: dict[str, Any], w: int) -> dict[str, Any]:
     for vip in raw["vips"]:
         for s in vip["services"]:
@@ -114,17 +124,23 @@ async def main() -> list[dict[str, Any]]:
             watcher = Watcher(nats.url, env)
             raw = generate(SERVICES, BACKENDS)
             async with ConfigClient(svc.addr, actor="bench", timeout_s=120) as c:
-                applies, visibles = [], []
+                assert svc.proc is not None
+                spid, wpid = svc.proc.pid, watcher.proc.pid
+                load_start = loadavg()
+                applies, visibles, svc_cpu, watch_cpu = [], [], [], []
                 doc_bytes = 0
                 info: pb.RevisionInfo | None = None
                 for run in range(RUNS):
                     data = json.dumps(with_weight(raw, 100 + run)).encode()
                     doc_bytes = len(data)
+                    c0, w0 = cpu_s(spid), cpu_s(wpid)
                     t0 = time.time()
                     r = await c.apply(data, reason=f"bench run {run}")
                     t1 = time.time()
                     seen = await watcher.await_revision(r.revision)
                     assert seen["services"] == SERVICES and seen["backends"] == SERVICES * BACKENDS, seen
+                    svc_cpu.append(cpu_s(spid) - c0)
+                    watch_cpu.append(cpu_s(wpid) - w0)
                     applies.append(t1 - t0)
                     visibles.append(seen["t"] - t0)
                     info = r.info
@@ -138,6 +154,9 @@ async def main() -> list[dict[str, Any]]:
                         "apply_s": round(statistics.median(applies), 3),
                         "visible_s": round(statistics.median(visibles), 3),
                         "visible_max_s": round(max(visibles), 3),
+                        "service_cpu_s": round(statistics.median(svc_cpu), 2),
+                        "watcher_cpu_s": round(statistics.median(watch_cpu), 2),
+                        "loadavg_1m": load_start,
                         "stored_bytes": info.bytes,
                         "chunks": info.chunks,
                         "runs": RUNS,
@@ -162,6 +181,8 @@ async def main() -> list[dict[str, Any]]:
                 )
 
                 lat, c2w = [], []
+                load_start = loadavg()
+                c0, w0 = cpu_s(spid), cpu_s(wpid)
                 vip0 = raw["vips"][len(raw["vips"]) // 2]
                 targets = [(s["name"], f"{b['address']}:{b['port']}") for s in vip0["services"] for b in s["backends"]]
                 for i in range(CHANGES):
@@ -183,6 +204,9 @@ async def main() -> list[dict[str, Any]]:
                         "max_ms": round(max(lat), 2),
                         "commit_to_watch_p50_ms": round(pct(c2w, 0.5), 2),
                         "commit_to_watch_p99_ms": round(pct(c2w, 0.99), 2),
+                        "service_cpu_ms_per_change": round((cpu_s(spid) - c0) / CHANGES * 1000, 2),
+                        "watcher_cpu_ms_per_change": round((cpu_s(wpid) - w0) / CHANGES * 1000, 2),
+                        "loadavg_1m": load_start,
                         "target_p99_ms": 100.0,
                     }
                 )
@@ -202,7 +226,8 @@ def render(results: list[dict[str, Any]]) -> str:
             rows.append(
                 (
                     f"apply {r['services']} services x 10 (JSON, {r['document_bytes'] / 1e6:.1f} MB)",
-                    f"committed {r['apply_s']} s, whole at watcher {r['visible_s']} s (max {r['visible_max_s']})",
+                    f"committed {r['apply_s']} s, whole at watcher {r['visible_s']} s (max {r['visible_max_s']}); "
+                    f"CPU: service {r['service_cpu_s']} s, watcher {r['watcher_cpu_s']} s; load {r['loadavg_1m']}",
                     "<= 5 s",
                     ok,
                 )
@@ -222,7 +247,9 @@ def render(results: list[dict[str, Any]]) -> str:
                 (
                     f"one-backend change -> watcher process ({r['changes']}x)",
                     f"p50 {r['p50_ms']} / p99 {r['p99_ms']} / max {r['max_ms']} ms "
-                    f"(commit->watch p99 {r['commit_to_watch_p99_ms']} ms)",
+                    f"(commit->watch p99 {r['commit_to_watch_p99_ms']} ms); CPU/change: service "
+                    f"{r['service_cpu_ms_per_change']} ms, watcher {r['watcher_cpu_ms_per_change']} ms; "
+                    f"load {r['loadavg_1m']}",
                     "p99 <= 100 ms",
                     ok,
                 )
