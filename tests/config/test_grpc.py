@@ -192,3 +192,36 @@ async def test_tls(nats_server: object, tmp_path: object, config_env: dict[str, 
             assert info.value.code == grpc.StatusCode.UNAVAILABLE
     finally:
         svc.stop(kill=True)
+
+
+async def test_calls_and_commits_are_traced_and_counted(
+    nats_server: object, tmp_path: object, config_env: dict[str, str]
+) -> None:
+    import json as _json
+    from pathlib import Path
+
+    from tests.support.nats_server import NatsServer
+
+    assert isinstance(nats_server, NatsServer) and isinstance(tmp_path, Path)
+    trace_file = tmp_path / "spans.jsonl"
+    svc = ConfigService(nats_server, tmp_path / "trace", {**config_env, "VGW_TRACE_FILE": str(trace_file)})
+    svc.start()
+    try:
+        async with ConfigClient(svc.addr) as c:
+            await c.apply(example_yaml(), reason="traced")
+            with pytest.raises(ConfigApiError):
+                await c.apply(b"version: 2\n")
+        metrics = svc.metrics()
+    finally:
+        svc.stop()  # SIGTERM: spans are flushed on the way out
+    assert 'vgw_config_grpc_requests_total{code="OK",method="Apply"} 1.0' in metrics
+    assert 'vgw_config_grpc_requests_total{code="INVALID_ARGUMENT",method="Apply"} 1.0' in metrics
+    assert 'vgw_config_commits_total{action="apply"} 1.0' in metrics
+    assert "vgw_config_revision 1.0" in metrics
+    spans = [_json.loads(line) for line in trace_file.read_text().splitlines() if line.strip()]
+    names = {s["name"] for s in spans}
+    assert "/vgw.config.v1.ConfigService/Apply" in names and "config.commit" in names, names
+    commit = next(s for s in spans if s["name"] == "config.commit")
+    server = next(s for s in spans if s["name"] == "/vgw.config.v1.ConfigService/Apply")
+    assert commit["context"]["trace_id"] == server["context"]["trace_id"]
+    assert any(s["name"].startswith("send ") for s in spans)  # config.changed published in the same trace
