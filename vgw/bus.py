@@ -120,6 +120,11 @@ class Subscription:
 
     async def _start(self) -> None:
         async with self._lock:
+            if self.stream_backed and self._since is None:
+                # Start right after what the stream holds now, as a position we can resume from:
+                # a subscriber cut off before its first event still gets what was published meanwhile.
+                last = (await self._bus.js.stream_info(EVENT_STREAM)).state.last_seq
+                self._last_seq = {subject: last for subject in self._subjects}
             for subject in self._subjects:
                 await self._start_one(subject)
 
@@ -153,11 +158,12 @@ class Subscription:
                 seq = msg.metadata.sequence.stream
             except Exception:  # not a JetStream delivery: nothing to order by
                 seq = None
-            if seq is not None:
-                if seq <= self._last_seq.get(subject_filter, 0):
-                    return  # a re-created consumer re-delivered what we already handled
-                self._last_seq[subject_filter] = seq
+            if seq is not None and seq <= self._last_seq.get(subject_filter, 0):
+                return  # a re-created consumer re-delivered what we already handled
         await self._bus._dispatch(msg.subject, msg.headers, msg.data, self._handler, seq)
+        # Recorded only once handled: a handler cut short by a reconnect gets the event again.
+        if seq is not None:
+            self._last_seq[subject_filter] = seq
 
     async def _resume(self) -> None:
         """Re-create stream consumers after a reconnect, right after the last handled event."""
@@ -403,15 +409,17 @@ class Bus:
             if not self.is_connected:
                 await asyncio.sleep(0.05)
                 continue
+            head = self._outbox[0]
             try:
-                await self._store(self._outbox[0], timeout=1.0)
+                await self._store(head, timeout=1.0)
             except Exception as exc:
                 log.debug("outbox: stream not answering yet: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             delay = 0.05
-            self._outbox.popleft()
+            if self._outbox and self._outbox[0] is head:  # a full outbox may have dropped it meanwhile
+                self._outbox.popleft()
             metrics.BUS_OUTBOX.set(len(self._outbox))
         log.info("outbox flushed")
 

@@ -1,8 +1,11 @@
-"""The monitor's shared state: the ``vgw_monitor`` KV bucket.
+"""The monitor's shared state, in two KV buckets.
 
-* ``obs.<vip>_<port>.<path>.<vantage>`` -- :class:`PathObservation`: what one vantage point sees
-  through one path (``routed`` = the normal routed path, or a node id = steered through that node).
-  Written by each monitor instance after each probe; the bucket's TTL forgets dead vantage points.
+* ``vgw_monitor_obs``: ``obs.<vip>_<port>.<path>.<vantage>`` -- :class:`PathObservation`: what one
+  vantage point sees through one path (``routed`` = the normal routed path, or a node id = steered
+  through that node). Written by each monitor instance after each probe; the bucket's TTL forgets
+  dead vantage points.
+
+``vgw_monitor`` (no TTL) holds:
 * ``view.<vip>_<port>`` -- :class:`VipView`: the judged status of a VIP probe, per node, with the
   evidence and the requests in force. Written by the leading monitor instance; ``vgwctl status``
   reads it.
@@ -21,6 +24,7 @@ from vgw.events import IPAddress, ProbeEvidence, ProbeResult, VipHealth
 from vgw.naming import addr_token, endpoint_token
 
 MONITOR_BUCKET = "vgw_monitor"
+OBS_BUCKET = "vgw_monitor_obs"
 ROUTED = "routed"
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")]

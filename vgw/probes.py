@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import heapq
+import logging
 import os
 import select
 import socket
@@ -31,6 +32,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vgw.events import ProbeResult
 from vgw.netns import socket_in
+
+log = logging.getLogger("vgw.probes")
 
 MAX_READ = 64 * 1024  # bytes read looking for an expected reply or body match
 USER_AGENT = "vgw-healthcheck/1"
@@ -62,6 +65,9 @@ class Outcome:
     result: ProbeResult
     detail: str = ""
     latency_ms: float | None = None
+    local: bool = False
+    """The probe could not run for a reason of ours (e.g. out of file descriptors): not evidence
+    about the backend, so it must not count towards rise or fall."""
 
     @property
     def ok(self) -> bool:
@@ -121,8 +127,14 @@ class GrpcSpec:
 Spec = TcpSpec | TcpSendExpectSpec | UdpSpec | HttpSpec | GrpcSpec
 
 
+_LOCAL_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL)
+
+
 def _classify_os_error(exc: OSError) -> Outcome:
     code = exc.errno
+    if code in _LOCAL_ERRNOS:
+        # Our own shortage (file descriptors, buffers, local ports) says nothing about the backend.
+        return Outcome(ProbeResult.ERROR, f"local: {exc.strerror or exc}", local=True)
     if code == errno.ECONNREFUSED:
         return Outcome(ProbeResult.REFUSED, "connection refused")
     if code in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
@@ -132,6 +144,14 @@ def _classify_os_error(exc: OSError) -> Outcome:
     if code == errno.ETIMEDOUT:
         return Outcome(ProbeResult.TIMEOUT, "connect timed out")
     return Outcome(ProbeResult.ERROR, exc.strerror or str(exc))
+
+
+def _deliver(done: Done, outcome: Outcome) -> None:
+    """Hand an outcome over; a failing callback must not stop the reactor (its timer, its loop)."""
+    try:
+        done(outcome)
+    except Exception:  # e.g. the awaiting task was cancelled: the outcome has no taker
+        log.debug("probe outcome dropped", exc_info=True)
 
 
 class _Connect:
@@ -153,7 +173,9 @@ class ConnectReactor:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # The reactor is the value of a WeakKeyDictionary keyed by the loop: a strong reference
+        # back to the loop would keep both alive forever.
+        self._loop_ref = weakref.ref(loop)
         self._epoll = select.epoll()
         self._pending: dict[int, _Connect] = {}
         self._deadlines: list[tuple[float, int, int]] = []
@@ -161,6 +183,12 @@ class ConnectReactor:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         loop.add_reader(self._epoll.fileno(), self._ready)
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop_ref()
+        assert loop is not None, "the event loop of this reactor is gone"
+        return loop
 
     def start(self, target: Target, timeout_s: float, done: Done) -> None:
         start = time.perf_counter()
@@ -192,9 +220,9 @@ class ConnectReactor:
             err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             c.sock.close()  # SO_LINGER 0: a reset, no TIME_WAIT; also leaves the epoll set
             if err:
-                c.done(_classify_os_error(OSError(err, os.strerror(err))))
+                _deliver(c.done, _classify_os_error(OSError(err, os.strerror(err))))
             else:
-                c.done(Outcome(ProbeResult.OK, "connected", (time.perf_counter() - c.start) * 1000))
+                _deliver(c.done, Outcome(ProbeResult.OK, "connected", (time.perf_counter() - c.start) * 1000))
 
     def _arm(self, at: float) -> None:
         if at >= self._timer_at:
@@ -215,7 +243,7 @@ class ConnectReactor:
                 continue  # finished already (and the fd maybe reused)
             del self._pending[fd]
             c.sock.close()
-            c.done(Outcome(ProbeResult.TIMEOUT, f"no connect in {c.timeout_s:g}s"))
+            _deliver(c.done, Outcome(ProbeResult.TIMEOUT, f"no connect in {c.timeout_s:g}s"))
         while self._deadlines:
             _, serial, fd = self._deadlines[0]
             c = self._pending.get(fd)
@@ -248,7 +276,12 @@ def start_tcp(target: Target, spec: TcpSpec, done: Done) -> None:
 async def probe_tcp(target: Target, spec: TcpSpec) -> Outcome:
     """The awaitable form of :func:`start_tcp`."""
     done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-    start_tcp(target, spec, done.set_result)
+
+    def settle(o: Outcome) -> None:
+        if not done.done():  # cancelled while connecting: nobody waits any more
+            done.set_result(o)
+
+    start_tcp(target, spec, settle)
     return await done
 
 

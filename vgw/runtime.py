@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -54,12 +55,21 @@ def run(name: str, app_factory: Callable[[S], ServiceApp[S]], settings_cls: type
     """Run a service until SIGTERM/SIGINT; never returns."""
     settings = load_settings(settings_cls)
     setup_logging(name, settings.log_level, settings.instance_id)
+    _raise_fd_limit()
     setup_tracing(name, settings.instance_id)
     try:
         code = asyncio.run(_serve(name, app_factory, settings))
     except KeyboardInterrupt:
         code = 1
     sys.exit(code)
+
+
+def _raise_fd_limit() -> None:
+    """Services hold a socket per probe, peer and subscription: the default soft limit of 1024 open
+    files is far below what a health checker of thousands of backends needs. Use the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 async def _serve(name: str, app_factory: Callable[[S], ServiceApp[S]], settings: S) -> int:

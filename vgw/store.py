@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
@@ -210,7 +211,12 @@ class KvStore(Generic[M]):
                 return
             try:
                 e = nxt.result()
-            except Exception as exc:  # a timeout or a broken consumer: start over
+            except NatsTimeoutError:
+                if initial:  # the snapshot never completed: start over
+                    log.warning("watch %s: no snapshot in %.0fs; rebuilding", self.bucket, snapshot_timeout_s)
+                    return
+                continue  # an idle bucket, nothing more
+            except Exception as exc:  # a broken consumer: start over
                 log.warning("watch %s: %s; rebuilding", self.bucket, exc or type(exc).__name__)
                 return
             if e is None:

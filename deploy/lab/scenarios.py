@@ -4,6 +4,7 @@ change, undoes it, and reports what the clients saw against the bound the design
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import yaml
 from . import net
 from .lab import EXAMPLE, Lab
 from .plan import NODES, SPARE_BACKEND, VIP
+from .servers import BACKEND
 from .traffic import Traffic, now, summarize
 
 # From docs/config-example.yaml's web-http check: interval 1 s, fall 2.
@@ -67,11 +69,12 @@ class Scenarios:
         assert lab.state is not None
         self.workdir = Path(lab.state.workdir)
         self.ext = {n: addr for n, (_id, addr) in NODES.items()}
+        self._current: Traffic | None = None
 
     def _traffic(self, name: str, duration_s: float) -> Traffic:
-        return Traffic(self.lab.plan.client, self.workdir / f"traffic-{name}.jsonl", duration_s=duration_s).start(
-            self.lab._env()
-        )
+        t = Traffic(self.lab.plan.client, self.workdir / f"traffic-{name}.jsonl", duration_s=duration_s)
+        self._current = t.start(self.lab._env())
+        return self._current
 
     def _both_announced(self) -> bool:
         return self.lab.router_next_hops() == set(self.ext.values())
@@ -84,11 +87,7 @@ class Scenarios:
         fault = now()
         _kill(_pids(p.backend(1), "backend-1"))
         time.sleep(10)
-        import sys
-
-        from .servers import BACKEND
-
-        self.lab._start("backend-1", [sys.executable, "-c", BACKEND, "backend-1"], ns=p.backend(1))
+        self._start_backend(1)
         s = summarize(t.wait(), fault)
         bound = HC_FALL * HC_INTERVAL_S + 1.0
         r = Result("backend-failure", s, {"recovered_after_s": float(s["recovered_after_s"])},  # type: ignore[arg-type]
@@ -125,10 +124,12 @@ class Scenarios:
         time.sleep(4)
         fault, t_isolate = now(), time.monotonic()
         out = self.lab.vgwctl("node", "isolate", "node-a", "--reason", "lab scenario node-isolate")
-        moved = _wait(lambda: self.lab.router_next_hops() == {self.ext["b"]}, 15, since=t_isolate)
-        time.sleep(4)
-        t_restore = time.monotonic()
-        self.lab.vgwctl("node", "restore", "node-a", "--reason", "lab scenario node-isolate done")
+        try:
+            moved = _wait(lambda: self.lab.router_next_hops() == {self.ext["b"]}, 15, since=t_isolate)
+            time.sleep(4)
+        finally:
+            t_restore = time.monotonic()
+            self.lab.vgwctl("node", "restore", "node-a", "--reason", "lab scenario node-isolate done")
         back = _wait(self._both_announced, 20, since=t_restore)
         s = summarize(t.wait(), fault)
         r = Result("node-isolate", s, {"withdrawn_after_s": moved if moved is not None else -1.0,
@@ -152,9 +153,11 @@ class Scenarios:
         time.sleep(4)
         fault = now()
         out = self.lab.vgwctl("apply", "-f", str(changed), "--reason", "lab scenario config-change: add a backend")
-        time.sleep(8)
-        s = summarize(t.wait(), fault)
-        self.lab.vgwctl("apply", "-f", str(EXAMPLE), "--reason", "lab scenario config-change: back to the example")
+        try:
+            time.sleep(8)
+            s = summarize(t.wait(), fault)
+        finally:
+            self.lab.vgwctl("apply", "-f", str(EXAMPLE), "--reason", "lab scenario config-change: back to the example")
         new_backend = f"backend-{SPARE_BACKEND[0]}"
         served = int(s["spread"].get(new_backend, 0))  # type: ignore[attr-defined]
         r = Result("config-change", s, {"requests_to_new_backend": float(served)}, "zero failed requests",
@@ -191,10 +194,12 @@ class Scenarios:
         )
         if nft.returncode != 0:
             raise net.NetError(f"nft: {nft.stderr.strip()}")
-        moved = _wait(lambda: self.lab.router_next_hops() == {self.ext["b"]}, 25, since=t_fault)
-        time.sleep(3)
-        t_repair = time.monotonic()
-        net.sh("nft", "delete", "table", "bridge", "vgwlab", ns=p.router, check=False)
+        try:
+            moved = _wait(lambda: self.lab.router_next_hops() == {self.ext["b"]}, 25, since=t_fault)
+            time.sleep(3)
+        finally:
+            t_repair = time.monotonic()
+            self._unblackhole()
         back = _wait(self._both_announced, 40, since=t_repair)
         s = summarize(t.wait(), fault)
         r = Result("monitor-blackhole", s, {
@@ -206,9 +211,35 @@ class Scenarios:
         r.passed = moved is not None and back is not None
         return r
 
+    def _start_backend(self, i: int) -> None:
+        self.lab._start(f"backend-{i}", [sys.executable, "-c", BACKEND, f"backend-{i}"], ns=self.lab.plan.backend(i))
+
+    def _unblackhole(self) -> None:
+        net.sh("nft", "delete", "table", "bridge", "vgwlab", ns=self.lab.plan.router, check=False)
+
+    def heal(self) -> None:
+        """Undo whatever a scenario left broken (it failed half-way, or was interrupted), so the next
+        one starts on a healthy lab. Every step is idempotent."""
+        p = self.lab.plan
+        if self._current is not None:
+            self._current.stop()
+        self._unblackhole()
+        if not _pids(p.backend(1), "backend-1"):
+            self._start_backend(1)
+        if not _pids(p.node("a"), "vgw-fwd"):
+            self.lab.start_forwarder("a")
+        if _wait(self._both_announced, 60) is None:
+            self.say("  warning: the lab did not recover both announcements after the scenario")
+
     ALL = ("backend-failure", "node-failure", "node-isolate", "config-change", "monitor-blackhole")
 
     def run(self, name: str) -> Result:
+        try:
+            return self._scenario(name)
+        finally:
+            self.heal()
+
+    def _scenario(self, name: str) -> Result:
         return {
             "backend-failure": self.backend_failure,
             "node-failure": self.node_failure,

@@ -27,13 +27,13 @@ from vgw.bus import Bus
 from vgw.config import ConfigDocument, HealthCheck, HealthTarget, health_targets
 from vgw.events import BackendDown, BackendState, BackendUp, CheckKind, Endpoint, ProbeResult
 from vgw.health import HEALTH_BUCKET, HealthEntry
+from vgw.probe_specs import from_health_check
 from vgw.probes import Outcome, Prober, Target
 from vgw.store import Change, KvStore, Snapshot
 
 from .membership import Membership
 from .scheduler import Job, Scheduler, Timing
 from .sharding import owned
-from .specs import probe_spec
 from .state import CheckState, Transition
 
 log = logging.getLogger("vgw.healthcheck")
@@ -74,6 +74,7 @@ class HealthChecker:
         self._targets: dict[str, HealthTarget] = {}
         self._shapes: dict[str, _JobShape] = {}
         self._known: dict[str, HealthEntry] = {}
+        self._unstored: dict[str, HealthEntry] = {}
         self._health: KvStore[HealthEntry] | None = None
         self.revision: int | None = None
         self.scheduler = Scheduler(self._on_result)
@@ -93,12 +94,32 @@ class HealthChecker:
         await self.membership.start()
         self._tasks.append(asyncio.create_task(self.scheduler.run()))
         self._tasks.append(asyncio.create_task(self._follow_config()))
+        self._tasks.append(asyncio.create_task(self._retry_unstored()))
 
     async def stop(self) -> None:
         await self.membership.stop()
         for t in self._tasks:
             t.cancel()
         await self.scheduler.close()
+
+    async def _store_pending(self) -> None:
+        """Write the newest state of every key not stored yet. Level state must not stay wrong
+        because NATS was away at the moment of a transition: what failed is retried every second."""
+        assert self._health is not None
+        for key, entry in list(self._unstored.items()):
+            try:
+                await self._health.put(key, entry)
+            except Exception as exc:
+                log.warning("could not store health of %s (will retry): %s", key, exc)
+                return
+            if self._unstored.get(key) is entry:
+                del self._unstored[key]
+
+    async def _retry_unstored(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._unstored:
+                await self._store_pending()
 
     async def _mirror_health(self) -> None:
         assert self._health is not None
@@ -137,11 +158,16 @@ class HealthChecker:
             state = job.state if job is not None else self._initial_state(key, target.check)
             state.rise, state.fall = target.check.rise, target.check.fall
             check = target.check
+            if check.kind == "grpc" and self._netns:
+                log.warning("gRPC check %s probes from this process's namespace: grpcio opens its own sockets,"
+                            " so VGW_HC_NETNS does not apply to it", check.name)  # fmt: skip
             self.scheduler.add(
                 Job(
                     key=key,
                     kind=check.kind,
-                    prober=Prober(Target(str(target.address), target.port, None, self._netns), probe_spec(check)),
+                    prober=Prober(
+                        Target(str(target.address), target.port, None, self._netns), from_health_check(check)
+                    ),
                     timing=Timing(check.interval, check.fast_interval or max(check.interval / 4, 0.1), check.jitter),
                     state=state,
                 )
@@ -198,11 +224,8 @@ class HealthChecker:
                 traceparent=_traceparent(),
             )
             self._known[job.key] = entry
-            assert self._health is not None
-            try:
-                await self._health.put(job.key, entry)
-            except Exception as exc:  # NATS away: the event goes through the bus outbox anyway
-                log.warning("could not store health of %s: %s", job.key, exc)
+            self._unstored[job.key] = entry
+            await self._store_pending()
             event_cls = BackendUp if state is BackendState.UP else BackendDown
             for user in target.users:
                 if user.backend.state == "disabled":

@@ -31,6 +31,8 @@ class CheckState:
         From ``unknown`` the first result decides, so a new backend is usable (or known broken)
         after one probe; afterwards ``rise`` successes or ``fall`` failures in a row are needed.
         """
+        if outcome.local:
+            return None  # not about the backend: neither a success nor a failure
         self.last = outcome
         if outcome.ok:
             self.successes += 1

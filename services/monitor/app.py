@@ -18,7 +18,7 @@ from pydantic import Field
 from vgw.bus import Bus
 from vgw.config import ConfigDocument, MonitorProbe
 from vgw.config.store import ConfigReader
-from vgw.events import MonitorVipStatus, VipHealth
+from vgw.events import MonitorVipStatus, NodeWithdrawRequest, VipHealth
 from vgw.monitoring import ROUTED, PathObservation, VipView, view_key
 from vgw.runtime import Runtime
 from vgw.settings import VgwSettings
@@ -120,7 +120,8 @@ class MonitorApp:
         steer = self.s.monitor_steer
         if steer:
             try:
-                self.steering.apply(routes)
+                # iproute2 calls, one per VIP and node: off the event loop, so probes keep their pace.
+                await asyncio.to_thread(self.steering.apply, routes)
                 STEERING_OK.set(1)
             except SteeringError as exc:
                 log.error("per-node probes disabled: cannot set up policy routing: %s", exc)
@@ -221,15 +222,17 @@ class MonitorApp:
         for topo in self.topologies:
             obs = [o for o in self.observations.values() if str(o.vip) == str(topo.vip) and o.port == topo.port]
             j = self.judge.judge(topo, obs, now)
-            for key, req in j.store.items():
-                await self._store.put_request(key, req)
+            # Events first (the bus's outbox keeps them through a NATS blip), then the store, item by
+            # item: a failed write must not swallow the rest of the round.
             for ev in j.publish:
                 await self._bus.publish(ev)
-                REQUESTS.labels("node" if hasattr(ev, "node") else "cluster", ev.action.value).inc()
+                REQUESTS.labels("node" if isinstance(ev, NodeWithdrawRequest) else "cluster", ev.action.value).inc()
                 log.warning("%s %s: %s", ev.action.value, ev.ce_subject(), ev.reason)
-            if j.view.vantages:
-                HEALTH.labels(str(topo.vip), str(topo.port)).set(_LEVEL[j.view.status])
-                await self._put_view(j.view, now)
+            for key, req in j.store.items():
+                try:
+                    await self._store.put_request(key, req)
+                except Exception as exc:
+                    log.warning("could not store request %s: %s", key, exc)
             if j.changed:
                 await self._bus.publish(
                     MonitorVipStatus(
@@ -244,4 +247,10 @@ class MonitorApp:
                     )
                 )
                 log.info("VIP %s:%d is %s: %s", topo.vip, topo.port, j.view.status.value, j.view.detail)
+            if j.view.vantages:
+                HEALTH.labels(str(topo.vip), str(topo.port)).set(_LEVEL[j.view.status])
+                try:
+                    await self._put_view(j.view, now)
+                except Exception as exc:
+                    log.warning("could not store the view of %s:%d: %s", topo.vip, topo.port, exc)
         IN_FORCE.set(len(self.judge.active))

@@ -91,11 +91,7 @@ class _Scene:
             for v in self.vantages
         }
         self.blame = {n: self._blamers(n) for n in self.nodes}
-        self.failing = {
-            n
-            for n in self.nodes
-            if self.probing(n) and len(self.blame[n]) >= max(1, math.ceil(p.quorum * len(self.probing(n))))
-        }
+        self.failing = {n for n in self.nodes if self._quorum_blames(n, p.quorum)}
 
     def _quorum_blames(self, node: str, quorum: float) -> bool:
         probing = self.probing(node)
@@ -207,9 +203,8 @@ class Judge:
         if key in self.active:
             self._keep_or_restore(key, s, now, publish, store)
             return
-        primary_dead = bool(topo.primary) and all(s.fails_everywhere(n) for n in topo.primary)
         standby_ok = topo.standby_cluster is not None and any(s.works_from_majority(n) for n in topo.standby)
-        if s.fails_everywhere(ROUTED) and primary_dead and standby_ok and self._may_withdraw(now):
+        if self._cluster_dead(s) and standby_ok and self._may_withdraw(now):
             reason = (
                 f"{topo.probe} fails from every vantage point ({', '.join(s.vantages)}) through every node of "
                 f"cluster {topo.cluster}; standby cluster {topo.standby_cluster} works"
@@ -218,6 +213,11 @@ class Judge:
             store[key] = req
             publish.append(self._event(req, RequestAction.WITHDRAW, s.evidence))
             self._withdrawals.append(now)
+
+    @staticmethod
+    def _cluster_dead(s: _Scene) -> bool:
+        primary = s.topo.primary
+        return s.fails_everywhere(ROUTED) and bool(primary) and all(s.fails_everywhere(n) for n in primary)
 
     def _view(self, s: _Scene, now: datetime) -> VipView:
         topo = s.topo
@@ -300,6 +300,11 @@ class Judge:
             del self.active[key]
             store[key] = None
             publish.append(self._event(req, RequestAction.RESTORE, s.evidence))
+            return
+        # Refreshed only while there is evidence: the cause persists, or the hold-down runs. With no
+        # observations at all (the monitor lost its view), the request lapses by itself.
+        still_bad = req.target in s.failing if req.kind == "node" else self._cluster_dead(s)
+        if not still_bad and ok_since is None:
             return
         if (now - req.refreshed_at).total_seconds() >= self.p.request_ttl_s / 3:
             req = req.model_copy(

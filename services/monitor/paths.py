@@ -17,7 +17,8 @@ from prometheus_client import Gauge, Histogram
 from vgw.config import MonitorProbe
 from vgw.events import ProbeResult
 from vgw.monitoring import PathObservation
-from vgw.probes import HttpSpec, Outcome, Prober, Spec, Target, TcpSpec, UdpSpec
+from vgw.probe_specs import from_monitor_probe
+from vgw.probes import Outcome, Prober, Target
 
 log = logging.getLogger("vgw.monitor")
 
@@ -31,31 +32,6 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 SUCCESS = Gauge("vgw_monitor_success_ratio", "Share of successful probes in the SLI window", ["vip", "port", "path"])
-
-
-def probe_spec(p: MonitorProbe) -> Spec:
-    if p.kind == "tcp":
-        return TcpSpec(p.timeout)
-    if p.kind == "udp":
-        payload = p.payload
-        return UdpSpec(p.timeout, payload.send_bytes() if payload else b"", payload.expect_bytes() if payload else None)
-    h = p.http
-    ranges = (
-        tuple((int(r.partition("-")[0]), int(r.partition("-")[2] or r.partition("-")[0])) for r in h.expected_status)
-        if h
-        else ((200, 399),)
-    )
-    return HttpSpec(
-        p.timeout,
-        tls=p.kind == "https",
-        method=h.method if h else "GET",
-        path=h.path if h else "/",
-        host=h.host if h else None,
-        expect_status=ranges,
-        body_contains=h.body_contains.encode() if h and h.body_contains else None,
-        tls_verify=h.tls_verify if h else False,
-        headers=tuple(h.headers.items()) if h else (),
-    )
 
 
 @dataclass(frozen=True)
@@ -82,7 +58,7 @@ class ProbePath:
         self.key = key
         self.probe = probe
         self.vantage = vantage
-        self._prober = Prober(Target(key.vip, key.port, mark, netns), probe_spec(probe))
+        self._prober = Prober(Target(key.vip, key.port, mark, netns), from_monitor_probe(probe))
         self._results: deque[Outcome] = deque(maxlen=window)
         self._on_observation = on_observation
         self._task: asyncio.Task[None] | None = None

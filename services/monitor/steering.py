@@ -5,7 +5,7 @@ each of the node's VIPs via the node's external address. A probe socket marked M
 reaches the VIP through that node only, whatever BGP and ECMP do, which is how a node that
 blackholes a VIP is told apart from the others. The vantage point must reach the nodes' external
 addresses directly (be on their segment), as the lab's monitor host is. Uses iproute2; needs
-CAP_NET_ADMIN. Tables and marks are ``base + index`` and are removed on stop.
+CAP_NET_ADMIN. Tables and marks are allocated from ``base`` and removed on stop.
 """
 
 from __future__ import annotations
@@ -37,29 +37,33 @@ class Steering:
         return self._tables.get(node)
 
     def apply(self, routes: dict[str, tuple[str, list[str]]]) -> None:
-        """``routes``: node -> (its external address, the VIPs it serves). Replaces what was there."""
-        wanted = {node: self.base + i for i, node in enumerate(sorted(routes))}
-        for node, table in list(self._tables.items()):
-            if wanted.get(node) != table:
-                self._drop(table)
-                del self._tables[node]
-        for node, table in wanted.items():
+        """``routes``: node -> (its external address, the VIPs it serves). Replaces what was there.
+
+        A node keeps its table (and mark) as long as it exists, so a running probe's mark never
+        starts pointing at another node when nodes come or go; a new node takes the lowest free one."""
+        for node in [n for n in self._tables if n not in routes]:
+            self._drop(self._tables.pop(node))
+        used = set(self._tables.values())
+        for node in sorted(routes):
             via, vips = routes[node]
-            if node not in self._tables:
+            table = self._tables.get(node)
+            if table is None:
+                table = next(t for t in range(self.base, self.base + 1024) if t not in used)
+                used.add(table)
+                # A rule left by an earlier run that did not stop cleanly would make "add" fail.
+                self._ip_quiet("rule", "del", "fwmark", str(table), "lookup", str(table))
                 _ip(self.netns, "rule", "add", "fwmark", str(table), "lookup", str(table), "priority", str(table))
                 self._tables[node] = table
             self._flush(table)
             for vip in vips:
-                _ip(
-                    self.netns,
-                    "route",
-                    "replace",
-                    f"{vip}/{128 if ':' in vip else 32}",
-                    "via",
-                    via,
-                    "table",
-                    str(table),
-                )
+                prefix = f"{vip}/{128 if ':' in vip else 32}"
+                _ip(self.netns, "route", "replace", prefix, "via", via, "table", str(table))
+
+    def _ip_quiet(self, *args: str) -> None:
+        try:
+            _ip(self.netns, *args)
+        except SteeringError as exc:
+            log.debug("%s", exc)
 
     def _flush(self, table: int) -> None:
         try:
@@ -69,14 +73,8 @@ class Steering:
                 raise
 
     def _drop(self, table: int) -> None:
-        for args in (
-            ("rule", "del", "fwmark", str(table), "lookup", str(table)),
-            ("route", "flush", "table", str(table)),
-        ):
-            try:
-                _ip(self.netns, *args)
-            except SteeringError as exc:
-                log.debug("%s", exc)
+        self._ip_quiet("rule", "del", "fwmark", str(table), "lookup", str(table))
+        self._ip_quiet("route", "flush", "table", str(table))
 
     def close(self) -> None:
         for table in self._tables.values():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vgw.bus import Bus
-from vgw.monitoring import MONITOR_BUCKET, ActiveRequest, PathObservation, VipView, obs_key
+from vgw.monitoring import MONITOR_BUCKET, OBS_BUCKET, ActiveRequest, PathObservation, VipView, obs_key
 from vgw.store import KvStore, Snapshot
 
 OBS_TTL_S = 60.0  # a vantage point gone this long is forgotten
@@ -17,9 +17,11 @@ class MonitorStore:
 
     @classmethod
     async def open(cls, bus: Bus) -> MonitorStore:
-        # One bucket, three typed views of it (keys are prefixed by kind).
-        obs = await KvStore.open(bus, MONITOR_BUCKET, PathObservation, ttl_s=OBS_TTL_S)
-        return cls(obs, KvStore(bus, MONITOR_BUCKET, VipView), KvStore(bus, MONITOR_BUCKET, ActiveRequest))
+        # Observations expire with their vantage point (bucket TTL); views and requests must not:
+        # a request lives as long as its own expires_at says.
+        obs = await KvStore.open(bus, OBS_BUCKET, PathObservation, ttl_s=OBS_TTL_S)
+        views = await KvStore.open(bus, MONITOR_BUCKET, VipView)
+        return cls(obs, views, KvStore(bus, MONITOR_BUCKET, ActiveRequest))
 
     @staticmethod
     def obs_key(o: PathObservation) -> str:

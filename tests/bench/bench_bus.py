@@ -5,7 +5,8 @@ Cases (median of RUNS runs each; one JSON line per case, then a table):
   publish_stored       vgw.bus.publish (stream-acknowledged, traced) events/s, sequential;
                        peer: plain nats-py js.publish of the same bytes
   publish_to_handler   latency from publish to a stream-backed vgw subscriber's handler, p50/p99 ms;
-                       peer: plain nats-py core publish -> core subscriber callback
+                       peers: plain nats-py JetStream publish -> ordered push consumer callback (the same
+                       storage path, without vgw), and core publish -> core subscriber (no storage at all)
 The peer is the floor that any NATS client pays; `ratio` = vgw / peer (throughput) or peer / vgw
 (latency), so 1.0 means no overhead and lower means slower.
 """
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
+from nats.js.api import DeliverPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -107,6 +109,25 @@ async def raw_latency(nc: nats.NATS) -> list[float]:
     return samples
 
 
+async def raw_js_latency(nc: nats.NATS) -> list[float]:
+    """The same stored path vgw uses (acked publish, ordered push consumer), with nothing of vgw."""
+    js = nc.jetstream()
+    got: asyncio.Queue[float] = asyncio.Queue()
+
+    async def cb(msg: object) -> None:
+        got.put_nowait(time.perf_counter())
+
+    enc = encode(event(0), source="/bench")
+    sub = await js.subscribe("vgw.v1.backend.down.>", cb=cb, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
+    samples = []
+    for _ in range(LATENCY_SAMPLES):
+        t0 = time.perf_counter()
+        await js.publish(enc.subject, enc.body, headers=enc.headers)
+        samples.append((await asyncio.wait_for(got.get(), 5) - t0) * 1000)
+    await sub.unsubscribe()
+    return samples
+
+
 async def main() -> list[dict[str, object]]:
     setup_tracing("bench")  # spans are created (as in production) but not exported
     results: list[dict[str, object]] = []
@@ -129,12 +150,13 @@ async def main() -> list[dict[str, object]]:
             async def raw_pub(i: int) -> object:
                 return await js.publish(enc.subject, enc.body, headers=enc.headers)
 
-            vgw_rates, raw_rates, vgw_lat, raw_lat = [], [], [], []
+            vgw_rates, raw_rates, vgw_lat, raw_lat, js_lat = [], [], [], [], []
             for _ in range(RUNS):
                 vgw_rates.append(await publish_rate(vgw_pub))
                 raw_rates.append(await publish_rate(raw_pub))
                 vgw_lat.append(await vgw_latency(bus))
                 raw_lat.append(await raw_latency(nc))
+                js_lat.append(await raw_js_latency(nc))
             v, p = statistics.median(vgw_rates), statistics.median(raw_rates)
             results.append(
                 {
@@ -151,15 +173,19 @@ async def main() -> list[dict[str, object]]:
             vp99 = statistics.median(pct(s, 0.99) for s in vgw_lat)
             pp50 = statistics.median(pct(s, 0.5) for s in raw_lat)
             pp99 = statistics.median(pct(s, 0.99) for s in raw_lat)
+            jp50 = statistics.median(pct(s, 0.5) for s in js_lat)
+            jp99 = statistics.median(pct(s, 0.99) for s in js_lat)
             results.append(
                 {
                     "case": "publish_to_handler",
                     "p50_ms": round(vp50, 3),
                     "p99_ms": round(vp99, 3),
-                    "peer": "nats-py core pub/sub",
-                    "peer_p50_ms": round(pp50, 3),
-                    "peer_p99_ms": round(pp99, 3),
-                    "ratio_p50": round(pp50 / vp50, 3),
+                    "peer": "nats-py JetStream publish -> ordered push consumer",
+                    "peer_p50_ms": round(jp50, 3),
+                    "peer_p99_ms": round(jp99, 3),
+                    "ratio_p50": round(jp50 / vp50, 3),
+                    "core_nats_p50_ms": round(pp50, 3),
+                    "core_nats_p99_ms": round(pp99, 3),
                     "runs": RUNS,
                     "samples": LATENCY_SAMPLES,
                 }

@@ -126,3 +126,13 @@ def test_stale_observations_are_ignored() -> None:
     old = T0 - timedelta(seconds=60)
     r = j.judge(TOPO, scene(old, vp1=N1_DOWN), T0)
     assert r.publish == [] and r.view.vantages == [] and not r.changed
+
+
+def test_a_request_without_evidence_is_not_refreshed_and_lapses() -> None:
+    j = Judge("vp1", JudgeParams(request_ttl_s=30))
+    [req] = j.judge(TOPO, scene(T0, vp1=N1_DOWN), T0).publish
+    # the monitor loses its view (no fresh observation): no refresh, so routectl lets it expire
+    for dt in (11, 21, 31):
+        t = T0 + timedelta(seconds=dt)
+        assert j.judge(TOPO, [], t).publish == [], dt
+    assert req.expires_at == T0 + timedelta(seconds=30)

@@ -33,4 +33,3 @@ def run(args: argparse.Namespace) -> int:
 
     result: int = lab_main(args)
     return result
-
