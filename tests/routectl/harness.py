@@ -267,3 +267,20 @@ async def until(pred: Callable[[], bool], timeout: float, step: float = 0.05, wh
 async def commit(store: ConfigStore, doc: ConfigDocument, reason: str = "test") -> int:
     res = await store.commit(doc, actor="tests", reason=reason)
     return res.revision
+
+
+def metrics_of(proc: RoutectlProc) -> str:
+    """The routectl process's /metrics text (its port is in its 'serving /metrics' log line)."""
+    import json
+    import urllib.request
+
+    port = None
+    for line in proc.log_path.read_text(errors="replace").splitlines():
+        if '"metrics_port"' in line:
+            try:
+                port = json.loads(line)["metrics_port"]
+            except (ValueError, KeyError):
+                continue
+    assert port is not None, "no metrics port in the routectl log"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return str(r.read().decode())

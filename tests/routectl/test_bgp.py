@@ -23,10 +23,19 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.config.conftest import ConfigService
 from tests.routectl.conftest import BgpEnv
-from tests.routectl.harness import BACKENDS, PREFIX, VIP, make_doc, until
+from tests.routectl.harness import BACKENDS, PREFIX, VIP, make_doc, metrics_of, until
 from tests.routectl.lab import node_ip, processes_with
 from vgw.bus import Received
-from vgw.events import NodeWithdrawRequest, RequestAction, RouteReason, RouteState, VipAnnounce, VipWithdraw
+from vgw.config import ConfigDocument
+from vgw.events import (
+    ClusterWithdrawRequest,
+    NodeWithdrawRequest,
+    RequestAction,
+    RouteReason,
+    RouteState,
+    VipAnnounce,
+    VipWithdraw,
+)
 from vgw.routes import ROUTES_BUCKET, RouteEntry, route_key
 from vgw.store import KvStore
 
@@ -206,6 +215,12 @@ async def test_deprioritise_keeps_route_with_worse_attributes(bgp2: BgpEnv) -> N
     assert "(65000,100)" in rib
     # The router prefers node 2 now: its FIB has only node 2 (MED/AS path break the tie).
     await until(lambda: env.lab.fib_next_hops(VIP) == {N2}, 5.0, what="FIB prefers n2")
+    # Metrics tell the same story.
+    text = await asyncio.to_thread(metrics_of, env.procs[1])
+    assert 'vgw_routectl_bgp_peer_up{peer="192.0.2.1"} 1.0' in text
+    assert 'vgw_routectl_vips{state="deprioritised"} 1.0' in text
+    assert 'vgw_routectl_decisions_total{reason="below_low_watermark",state="deprioritised"} 1.0' in text
+    assert "vgw_routectl_speaker_up 1.0" in text
     await env.health[1].set_all(True)
     await ecmp_up(env, 10.0)
 
@@ -335,3 +350,31 @@ async def test_speaker_restarts_when_exabgp_dies(bgp1: BgpEnv) -> None:
     # routectl starts a new ExaBGP and announces again what it decided.
     await until(lambda: env.lab.fib_next_hops(VIP) == {N1}, 20.0, what=f"re-announced\n{env.logs()}")
     assert env.procs[1].alive
+
+
+async def test_standby_cluster_takes_over_on_a_cluster_withdraw_request(bgp2: BgpEnv) -> None:
+    env = bgp2
+    raw = make_doc(2).model_dump(mode="json")
+    raw["clusters"] = [{"name": "c1", "standby": "c2"}, {"name": "c2"}]
+    raw["nodes"][1]["cluster"] = "c2"
+    await env.apply(ConfigDocument.model_validate(raw))
+    env.routectl(1)
+    env.routectl(2)
+    # Both announce; the standby node with its worse attributes, so the router uses node 1.
+    await until(lambda: env.lab.rib_next_hops(PREFIX) == {N1, N2}, 30.0, what=f"both announce\n{env.logs()}")
+    await until(lambda: env.lab.fib_next_hops(VIP) == {N1}, 5.0, what="primary preferred")
+    assert "BGP.med: 2000" in env.lab.rib(PREFIX)
+    # An operator fails the VIP over from cluster c1: node 1 withdraws, the standby carries it.
+    await env.bus.publish(
+        ClusterWithdrawRequest(
+            cluster="c1", request_id="fo-1", action=RequestAction.WITHDRAW, requester="operator/t", reason="failover"
+        )
+    )
+    await until(lambda: env.lab.fib_next_hops(VIP) == {N2}, 5.0, what="standby carries the VIP")
+    assert env.lab.rib_next_hops(PREFIX) == {N2}
+    await env.bus.publish(
+        ClusterWithdrawRequest(
+            cluster="c1", request_id="fo-2", action=RequestAction.RESTORE, requester="operator/t", reason="back"
+        )
+    )
+    await until(lambda: env.lab.fib_next_hops(VIP) == {N1}, 5.0, what="primary back")
