@@ -35,8 +35,7 @@ FROM ${PYTHON_IMAGE} AS runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 LABEL org.opencontainers.image.title="vgw" \
       org.opencontainers.image.description="VGW control-plane services (config, healthcheck, monitor, routectl, shim) and vgwctl" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/vgw-project/vgw"
+      org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid 10001 vgw \
     && useradd --system --uid 10001 --gid vgw --home-dir /var/lib/vgw --create-home --shell /usr/sbin/nologin vgw \
     && install -d -o vgw -g vgw -m 0750 /run/vgw
