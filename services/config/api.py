@@ -27,7 +27,7 @@ from grpc_status import rpc_status
 from opentelemetry import trace
 
 from vgw.config.client import ACTOR_HEADER, CURRENT_REVISION_HEADER, SERVICE
-from vgw.config.diff import Diff
+from vgw.config.diff import Diff, diff_documents
 from vgw.config.model import Backend, ConfigDocument, Limits, Service, Vip, node_view
 from vgw.config.records import Encoded
 from vgw.config.store import (
@@ -40,7 +40,7 @@ from vgw.config.store import (
     RevisionNotFound,
 )
 from vgw.config.v1 import config_pb2 as pb
-from vgw.config.validate import ConfigInvalid, Issue, load_document
+from vgw.config.validate import ConfigInvalid, Issue, load_document, semantic_issues
 from vgw.store import Change, Snapshot
 
 from . import metrics
@@ -493,8 +493,6 @@ class ConfigApi:
                 from_revision=result.revision, to_revision=0, counts=counts(result.diff), changes=ch,
                 changes_truncated=truncated,
             )  # fmt: skip
-        from vgw.config.diff import diff_documents
-
         old_rev, old_doc, _ = await self._revision(req.from_revision) if req.from_revision else (0, None, None)
         new_rev, new_doc, _ = await self._revision(req.to_revision)
         d = await asyncio.to_thread(diff_documents, old_doc, new_doc)
@@ -514,8 +512,6 @@ class ConfigApi:
             old = await self.store.revision(req.revision)
         except RevisionNotFound as exc:
             raise ApiError(grpc.StatusCode.NOT_FOUND, str(exc)) from None
-        from vgw.config.validate import semantic_issues
-
         issues = semantic_issues(old.document)
         if issues:
             raise ApiError(
