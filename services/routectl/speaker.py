@@ -127,16 +127,13 @@ def exabgp_config(cfg: SpeakerConfig, bridge_cmd: str) -> str:
     return "\n".join(lines)
 
 
-def route_command(peer: PeerSpec, local_asn: int, vip: IP, attrs: BgpAttributes | None) -> str | None:
-    """The ExaBGP API command that announces (or, ``attrs`` None, withdraws) ``vip`` to ``peer``;
-    None when the peer's address family does not carry the VIP."""
-    if (vip.version == 6) != (":" in peer.address):
-        return None
-    prefix = f"{vip}/{vip.max_prefixlen}"
-    if attrs is None:
-        return f"neighbor {peer.address} withdraw route {prefix}"
+def _family_ok(peer: PeerSpec, vip: IP) -> bool:
+    return (vip.version == 6) == (":" in peer.address)
+
+
+def _attribute_parts(peer: PeerSpec, local_asn: int, attrs: BgpAttributes) -> list[str]:
     nh = str(attrs.next_hop) if attrs.next_hop is not None else "self"
-    parts = [f"neighbor {peer.address} announce route {prefix} next-hop {nh}"]
+    parts = [f"next-hop {nh}"]
     if attrs.med is not None:
         parts.append(f"med {attrs.med}")
     if attrs.local_pref is not None and peer.asn == local_asn:
@@ -147,7 +144,36 @@ def route_command(peer: PeerSpec, local_asn: int, vip: IP, attrs: BgpAttributes 
         # ExaBGP sends a given AS path as is: on eBGP it must start with our own AS.
         n = attrs.as_path_prepend + (0 if peer.asn == local_asn else 1)
         parts.append(f"as-path [ {' '.join([str(local_asn)] * n)} ]")
-    return " ".join(parts)
+    return parts
+
+
+def route_command(peer: PeerSpec, local_asn: int, vip: IP, attrs: BgpAttributes | None) -> str | None:
+    """The ExaBGP API command that announces (or, ``attrs`` None, withdraws) ``vip`` to ``peer``;
+    None when the peer's address family does not carry the VIP."""
+    if not _family_ok(peer, vip):
+        return None
+    prefix = f"{vip}/{vip.max_prefixlen}"
+    if attrs is None:
+        return f"neighbor {peer.address} withdraw route {prefix}"
+    return " ".join([f"neighbor {peer.address} announce route {prefix}", *_attribute_parts(peer, local_asn, attrs)])
+
+
+def announce_command(peer: PeerSpec, local_asn: int, vips: list[IP], attrs: BgpAttributes) -> str | None:
+    """One command announcing every VIP of ``vips`` (same attributes) to ``peer``: ExaBGP's
+    ``announce attributes ... nlri P1 P2 ...``; a single VIP uses ``announce route``."""
+    ok = [v for v in vips if _family_ok(peer, v)]
+    if not ok:
+        return None
+    if len(ok) == 1:
+        return route_command(peer, local_asn, ok[0], attrs)
+    nlri = " ".join(f"{v}/{v.max_prefixlen}" for v in ok)
+    return " ".join(
+        [f"neighbor {peer.address} announce attributes", *_attribute_parts(peer, local_asn, attrs), f"nlri {nlri}"]
+    )
+
+
+BATCH_MAX = 200
+"""Most VIPs announced by one ExaBGP command."""
 
 
 class Speaker:
@@ -482,15 +508,27 @@ class Speaker:
             changed = [(v, a) for v, a in self._desired.items() if self._sent.get(v) != a] + [
                 (v, None) for v in self._sent if v not in self._desired
             ]
+            # Announcements with equal attributes go in one command (up to BATCH_MAX VIPs).
+            groups: dict[str, tuple[BgpAttributes, list[IP]]] = {}
             for vip, attrs in changed:
-                for peer in cfg.peers:
-                    cmd = route_command(peer, cfg.local_asn, vip, attrs)
-                    if cmd is not None:
-                        await self._command(cmd)
+                if attrs is not None:
+                    groups.setdefault(attrs.model_dump_json(), (attrs, []))[1].append(vip)
+            for attrs, vips in groups.values():
+                for i in range(0, len(vips), BATCH_MAX):
+                    chunk = vips[i : i + BATCH_MAX]
+                    for peer in cfg.peers:
+                        cmd = announce_command(peer, cfg.local_asn, chunk, attrs)
+                        if cmd is not None:
+                            await self._command(cmd)
+                    for vip in chunk:
+                        self._sent[vip] = attrs
+            for vip, attrs in changed:
                 if attrs is None:
+                    for peer in cfg.peers:
+                        cmd = route_command(peer, cfg.local_asn, vip, None)
+                        if cmd is not None:
+                            await self._command(cmd)
                     self._sent.pop(vip, None)
-                else:
-                    self._sent[vip] = attrs
             if self._desired == self._sent:
                 self.synced.set()
                 await self._wake.wait()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.routectl.decide import Announcers, Cause, DampingPolicy, Decider, Decision, ForwarderObs, Requests
-from services.routectl.speaker import PeerSpec, SpeakerConfig, exabgp_config, route_command
+from services.routectl.speaker import PeerSpec, SpeakerConfig, announce_command, exabgp_config, route_command
 from tests.routectl.harness import BACKENDS, CHECK, VIP, make_doc
 from vgw.config import ConfigDocument, health_key, node_view
 from vgw.events import (
@@ -274,6 +274,12 @@ def test_exabgp_commands_and_config() -> None:
     )
     assert route_command(ebgp, 64513, IP, None) == "neighbor 192.0.2.1 withdraw route 203.0.113.10/32"
     assert route_command(ebgp, 64513, ipaddress.ip_address("2001:db8::1"), attrs) is None
+    two = [IP, ipaddress.ip_address("203.0.113.11"), ipaddress.ip_address("2001:db8::1")]
+    assert announce_command(ebgp, 64513, two, attrs) == (
+        "neighbor 192.0.2.1 announce attributes next-hop 192.0.2.11 med 1000 community [ 65000:1 ] "
+        "as-path [ 64513 64513 64513 ] nlri 203.0.113.10/32 203.0.113.11/32"
+    )
+    assert announce_command(ebgp, 64513, two[:1], attrs) == cmd
     text = exabgp_config(SpeakerConfig("192.0.2.11", 64513, (ebgp,), 0), "python bridge.py")
     assert 'md5-password "s3cret";' in text and "hold-time 3;" in text and "neighbor-changes;" in text
 
