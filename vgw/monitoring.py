@@ -46,6 +46,10 @@ class PathObservation(_Model):
     successes: Annotated[int, Field(ge=0)]
     consecutive_failures: Annotated[int, Field(ge=0)]
     consecutive_successes: Annotated[int, Field(ge=0)]
+    failing_since: datetime | None = Field(
+        default=None, description="When the current run of failures began (none while the last probe succeeded)"
+    )
+    last_ok_at: datetime | None = Field(default=None, description="When a probe last succeeded")
     errors: dict[str, int] = {}
     last_result: ProbeResult
     last_detail: Annotated[str, Field(max_length=256)] = ""

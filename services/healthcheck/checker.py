@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +71,8 @@ class HealthChecker:
         self.bus = bus
         self.instance = instance
         self._netns = netns
+        self._heartbeat_s = heartbeat_s
+        self._settle_until = 0.0
         self._config_feed = config_feed
         self._targets: dict[str, HealthTarget] = {}
         self._shapes: dict[str, _JobShape] = {}
@@ -92,6 +95,9 @@ class HealthChecker:
         self._tasks.append(asyncio.create_task(self._mirror_health()))
         await asyncio.wait_for(self._mirror_ready.wait(), 30)
         await self.membership.start()
+        # Instances started together have not heard each other yet: give the heartbeats a moment, or
+        # each would probe everything once and publish the same first transitions.
+        self._settle_until = time.monotonic() + 1.5 * self._heartbeat_s
         self._tasks.append(asyncio.create_task(self.scheduler.run()))
         self._tasks.append(asyncio.create_task(self._follow_config()))
         self._tasks.append(asyncio.create_task(self._retry_unstored()))
@@ -135,6 +141,7 @@ class HealthChecker:
 
     async def _follow_config(self) -> None:
         async for revision, doc in self._config_feed():
+            await asyncio.sleep(max(0.0, self._settle_until - time.monotonic()))
             self._targets = {k: t for k, t in health_targets(doc).items() if t.active}
             self.revision = revision
             CONFIG_REVISION.set(revision)

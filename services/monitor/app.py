@@ -80,6 +80,7 @@ class MonitorApp:
         self._bus: Bus | None = None
         self._store: MonitorStore | None = None
         self._views: dict[str, VipView] = {}
+        self._routes: dict[str, tuple[str, list[str]]] = {}
 
     async def start(self, rt: Runtime[MonitorSettings]) -> None:
         self._bus = rt.bus
@@ -89,6 +90,7 @@ class MonitorApp:
             asyncio.create_task(self._follow_config(reader)),
             asyncio.create_task(self._mirror()),
             asyncio.create_task(self._judge_loop()),
+            asyncio.create_task(self._keep_steering()),
         ]
         rt.health.add_check("config", lambda: (self.revision is not None, "no config revision read yet"))
 
@@ -159,8 +161,24 @@ class MonitorApp:
                 self.paths[key] = path
                 path.start()
         self.topologies = topologies
+        self._routes = routes if steer else {}
         PATHS.set(len(self.paths))
         log.info("monitoring %d VIP probe(s) over %d path(s)", len(topologies), len(self.paths))
+
+    async def _keep_steering(self) -> None:
+        """The kernel drops a table's routes when the vantage point's link flaps; put them back
+        (idempotently, without flushing) every few seconds, or per-node probes would silently start
+        following the normal routes."""
+        while True:
+            await asyncio.sleep(5.0)
+            if not self._routes:
+                continue
+            try:
+                await asyncio.to_thread(self.steering.apply, self._routes)
+                STEERING_OK.set(1)
+            except SteeringError as exc:
+                STEERING_OK.set(0)
+                log.warning("per-node steering routes could not be restored: %s", exc)
 
     async def _record(self, obs: PathObservation) -> None:
         assert self._store is not None

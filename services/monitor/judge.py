@@ -101,13 +101,22 @@ class _Scene:
         return sorted(self.by.get(path, {}))
 
     def _blamers(self, node: str) -> list[str]:
-        # A vantage point blames a node only while it reaches the VIP through another node.
-        return [
-            v
-            for v in self.probing(node)
-            if self.verdict[(node, v)] == "failing"
-            and any(self.verdict.get((m, v)) == "ok" for m in self.nodes if m != node)
-        ]
+        # A vantage point blames a node only while it reaches the VIP through another node — and
+        # reached it *after* this node had started failing (by one probe interval at least). Paths
+        # are probed one by one, so when everything breaks at once one path reaches its failure count
+        # while another still shows its last, older success: that is no evidence the other works.
+        return [v for v in self.probing(node) if self.verdict[(node, v)] == "failing" and self._other_works(node, v)]
+
+    def _other_works(self, node: str, v: str) -> bool:
+        failing = self.by[node][v]
+        since = failing.failing_since
+        for m in self.nodes:
+            if m == node or self.verdict.get((m, v)) != "ok":
+                continue
+            ok_at = self.by[m][v].last_ok_at
+            if since is None or ok_at is None or ok_at >= since + timedelta(seconds=failing.interval_s):
+                return True
+        return False
 
     def works_from_majority(self, path: str) -> bool:
         vs = self.probing(path)

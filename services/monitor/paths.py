@@ -60,6 +60,8 @@ class ProbePath:
         self.vantage = vantage
         self._prober = Prober(Target(key.vip, key.port, mark, netns), from_monitor_probe(probe))
         self._results: deque[Outcome] = deque(maxlen=window)
+        self._failing_since: datetime | None = None
+        self._last_ok_at: datetime | None = None
         self._on_observation = on_observation
         self._task: asyncio.Task[None] | None = None
         labels = (key.vip, str(key.port), key.path)
@@ -81,6 +83,11 @@ class ProbePath:
         while True:
             outcome = await self._prober.probe()
             self._results.append(outcome)
+            at = datetime.now(UTC)
+            if outcome.ok:
+                self._last_ok_at, self._failing_since = at, None
+            elif self._failing_since is None:
+                self._failing_since = at
             PROBES.labels(self.key.vip, str(self.key.port), self.key.path, outcome.result.value).inc()
             if outcome.ok and outcome.latency_ms is not None:
                 self._latency.observe(outcome.latency_ms / 1000)
@@ -111,6 +118,8 @@ class ProbePath:
             successes=sum(ok),
             consecutive_failures=consec_fail,
             consecutive_successes=consec_ok,
+            failing_since=self._failing_since,
+            last_ok_at=self._last_ok_at,
             errors=dict(Counter(r.result.value for r in results if not r.ok)),
             last_result=last.result,
             last_detail=last.detail[:256],

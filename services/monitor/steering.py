@@ -10,8 +10,10 @@ CAP_NET_ADMIN. Tables and marks are allocated from ``base`` and removed on stop.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
+import threading
 
 log = logging.getLogger("vgw.monitor.steering")
 
@@ -31,6 +33,7 @@ class Steering:
     def __init__(self, base: int, netns: str | None = None) -> None:
         self.base = base
         self.netns = netns
+        self._lock = threading.Lock()  # apply runs in worker threads: config changes and the keeper
         self._tables: dict[str, int] = {}
 
     def mark_of(self, node: str) -> int | None:
@@ -41,6 +44,10 @@ class Steering:
 
         A node keeps its table (and mark) as long as it exists, so a running probe's mark never
         starts pointing at another node when nodes come or go; a new node takes the lowest free one."""
+        with self._lock:
+            self._apply(routes)
+
+    def _apply(self, routes: dict[str, tuple[str, list[str]]]) -> None:
         for node in [n for n in self._tables if n not in routes]:
             self._drop(self._tables.pop(node))
         used = set(self._tables.values())
@@ -54,23 +61,31 @@ class Steering:
                 self._ip_quiet("rule", "del", "fwmark", str(table), "lookup", str(table))
                 _ip(self.netns, "rule", "add", "fwmark", str(table), "lookup", str(table), "priority", str(table))
                 self._tables[node] = table
-            self._flush(table)
-            for vip in vips:
-                prefix = f"{vip}/{128 if ':' in vip else 32}"
+            wanted = {f"{vip}/{128 if ':' in vip else 32}" for vip in vips}
+            # Replace in place, never flush first: a probe in flight must not find the table empty.
+            for prefix in sorted(wanted):
                 _ip(self.netns, "route", "replace", prefix, "via", via, "table", str(table))
+            for prefix in self._routes_in(table) - wanted:
+                self._ip_quiet("route", "del", prefix, "table", str(table))
+
+    def _routes_in(self, table: int) -> set[str]:
+        cmd = ["ip", *(["-n", self.netns] if self.netns else []), "-j", "route", "show", "table", str(table)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+        try:
+            entries = json.loads(r.stdout or "[]")
+        except ValueError:
+            return set()
+        out = set()
+        for e in entries:
+            dst = str(e.get("dst", ""))
+            out.add(dst if "/" in dst or dst == "default" else f"{dst}/{128 if ':' in dst else 32}")
+        return out
 
     def _ip_quiet(self, *args: str) -> None:
         try:
             _ip(self.netns, *args)
         except SteeringError as exc:
             log.debug("%s", exc)
-
-    def _flush(self, table: int) -> None:
-        try:
-            _ip(self.netns, "route", "flush", "table", str(table))
-        except SteeringError as exc:
-            if "does not exist" not in str(exc):  # a table that was never filled is fine
-                raise
 
     def _drop(self, table: int) -> None:
         self._ip_quiet("rule", "del", "fwmark", str(table), "lookup", str(table))

@@ -72,7 +72,7 @@ async def test_kill_one_of_three_instances(bus: Bus, nats_server: NatsServer, ch
                 await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)
         events_before = len(events.items)
-        assert events_before == BACKENDS  # one up per backend, nothing since
+        assert events_before == BACKENDS, "one up per backend, nothing else"
 
         victim, victim_port = procs["hc-1"]
         victims_share = owned(victim_port)

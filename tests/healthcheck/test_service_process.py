@@ -39,7 +39,8 @@ async def test_misbehaving_backends_are_down_with_reasons_and_the_service_stays_
     garbage, hang, reset = [await TcpBackend(m).start() for m in ("garbage", "hang", "reset")]
     events = Collector()
     await bus.subscribe(events, types=[BackendDown, BackendUp])
-    check = {"name": "http", "kind": "http", "interval": 0.3, "timeout": 0.3, "rise": 1, "fall": 1, "jitter": 0}
+    # fall 2 and a 1 s timeout: a loaded machine must not turn the good backend down by a slow probe
+    check = {"name": "http", "kind": "http", "interval": 0.3, "timeout": 1.0, "rise": 1, "fall": 2, "jitter": 0}
     ports = {"good": good.port, "failing": failing.port, "garbage": garbage.port, "hang": hang.port,
              "reset": reset.port}  # fmt: skip
     await (await ConfigStore(bus).open()).commit(

@@ -20,6 +20,7 @@ def obs(vantage: str, path: str, ok: bool, now: datetime = T0, vip: str = VIP) -
         window=5, successes=5 if ok else 0, consecutive_failures=0 if ok else 5,
         consecutive_successes=5 if ok else 0, errors={} if ok else {"timeout": 5},
         last_result=ProbeResult.OK if ok else ProbeResult.TIMEOUT, updated_at=now,
+        failing_since=None if ok else now - timedelta(seconds=5), last_ok_at=now if ok else now - timedelta(seconds=6),
     )  # fmt: skip
 
 
@@ -136,3 +137,17 @@ def test_a_request_without_evidence_is_not_refreshed_and_lapses() -> None:
         t = T0 + timedelta(seconds=dt)
         assert j.judge(TOPO, [], t).publish == [], dt
     assert req.expires_at == T0 + timedelta(seconds=30)
+
+
+def test_everything_breaking_at_once_is_not_blamed_on_the_first_path_to_count_its_failures() -> None:
+    """n1's path has counted its failures while n2's path still shows its last success, from before
+    n1 started failing: nobody is blamed, because n2 has not been seen working since."""
+    j = Judge("vp1")
+    n1 = obs("vp1", "n1", False)
+    n2_stale = obs("vp1", "n2", True).model_copy(update={"last_ok_at": n1.failing_since})
+    routed = obs("vp1", ROUTED, False)
+    assert j.judge(TOPO, [n1, n2_stale, routed], T0).publish == []
+    # n2 seen working a full interval after n1 began failing: now n1 is blamed
+    n2_fresh = n2_stale.model_copy(update={"last_ok_at": n1.failing_since + timedelta(seconds=1.5)})  # type: ignore[operator]
+    [req] = j.judge(TOPO, [n1, n2_fresh, routed], T0).publish
+    assert req.node == "n1"  # type: ignore[union-attr]
