@@ -207,6 +207,7 @@ class Bus:
         self._outbox: deque[_Pending] = deque()
         self._outbox_limit = outbox_limit
         self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -244,7 +245,8 @@ class Bus:
 
         async def disconnected() -> None:
             metrics.BUS_CONNECTED.set(0)
-            log.warning("NATS disconnected; reconnecting")
+            if not self._closing:
+                log.warning("NATS disconnected; reconnecting")
 
         async def reconnected() -> None:
             metrics.BUS_CONNECTED.set(1)
@@ -345,6 +347,7 @@ class Bus:
 
     async def drain(self) -> None:
         """Store deferred events (bounded wait), stop intake, deliver what is pending, close."""
+        self._closing = True
         if self._outbox and not await self.wait_published(timeout=3.0):
             log.error("closing with %d events not stored (NATS unavailable)", len(self._outbox))
         if self._nc is not None and not self._nc.is_closed:
@@ -356,6 +359,7 @@ class Bus:
         metrics.BUS_CONNECTED.set(0)
 
     async def close(self) -> None:
+        self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
         metrics.BUS_CONNECTED.set(0)

@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -149,6 +151,8 @@ class Shim:
         self.applied_generation = 0
         self.last_stats: dict[str, Any] | None = None
         self.changed = asyncio.Event()
+        self._cause: Context | None = None
+        """Trace context of the health transition behind the next apply, if any."""
         self.tasks: list[asyncio.Task[None]] = []
         self.seq = 0
         self.collector = ForwarderCollector(self)
@@ -205,6 +209,9 @@ class Shim:
                             self.health.pop(ev.key, None)
                         else:
                             self.health[ev.key] = ev.entry.value
+                            if ev.entry.value.traceparent:
+                                # The apply this change causes joins the health transition's trace.
+                                self._cause = propagate.extract({"traceparent": ev.entry.value.traceparent})
                     self._recompute()
             except asyncio.CancelledError:
                 raise
@@ -290,8 +297,12 @@ class Shim:
                     self.applied = want
                     APPLIED_REVISION.set(want.config_revision)
                     return
+        cause, self._cause = self._cause, None
+        links = [Link(trace.get_current_span(cause).get_span_context())] if cause is not None else []
         with tracer.start_as_current_span(
             "apply forwarder state",
+            context=cause,
+            links=links,
             attributes={
                 "vgw.node": self.node,
                 "vgw.apply.mode": mode,
