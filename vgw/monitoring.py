@@ -50,6 +50,9 @@ class PathObservation(_Model):
         default=None, description="When the current run of failures began (none while the last probe succeeded)"
     )
     last_ok_at: datetime | None = Field(default=None, description="When a probe last succeeded")
+    succeeding_since: datetime | None = Field(
+        default=None, description="When the current run of successes began (none while the last probe failed)"
+    )
     errors: dict[str, int] = {}
     last_result: ProbeResult
     last_detail: Annotated[str, Field(max_length=256)] = ""

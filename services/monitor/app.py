@@ -167,10 +167,10 @@ class MonitorApp:
 
     async def _keep_steering(self) -> None:
         """The kernel drops a table's routes when the vantage point's link flaps; put them back
-        (idempotently, without flushing) every few seconds, or per-node probes would silently start
+        (idempotently, without flushing) every 2 s, or per-node probes would silently start
         following the normal routes."""
         while True:
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(2.0)
             if not self._routes:
                 continue
             try:

@@ -77,8 +77,11 @@ def _verdict(o: PathObservation | None, fail_after: int) -> NodeVerdict:
 class _Scene:
     """Every vantage point's verdict on every path of one VIP probe, and what follows from them."""
 
-    def __init__(self, topo: VipTopology, obs: list[PathObservation], p: JudgeParams) -> None:
+    def __init__(
+        self, topo: VipTopology, obs: list[PathObservation], p: JudgeParams, ignore: frozenset[str] = frozenset()
+    ) -> None:
         self.topo = topo
+        self.ignore = ignore
         self.obs = obs
         self.vantages = sorted({o.vantage for o in obs})
         self.by: dict[str, dict[str, PathObservation]] = {}
@@ -105,16 +108,29 @@ class _Scene:
         # reached it *after* this node had started failing (by one probe interval at least). Paths
         # are probed one by one, so when everything breaks at once one path reaches its failure count
         # while another still shows its last, older success: that is no evidence the other works.
-        return [v for v in self.probing(node) if self.verdict[(node, v)] == "failing" and self._other_works(node, v)]
+        return [
+            v
+            for v in self.probing(node)
+            if v not in self.ignore and self.verdict[(node, v)] == "failing" and self._other_works(node, v)
+        ]
 
     def _other_works(self, node: str, v: str) -> bool:
+        """Whether, from vantage point v, another node worked while this one kept failing: it was
+        seen working a full interval after this node began failing, and this node failed again after
+        that other node's current run of successes began. A node that merely recovers first (a link
+        coming back) is no evidence against one that has not been probed since."""
         failing = self.by[node][v]
-        since = failing.failing_since
+        since, last_fail = failing.failing_since, failing.updated_at
         for m in self.nodes:
             if m == node or self.verdict.get((m, v)) != "ok":
                 continue
-            ok_at = self.by[m][v].last_ok_at
-            if since is None or ok_at is None or ok_at >= since + timedelta(seconds=failing.interval_s):
+            other = self.by[m][v]
+            if since is None or other.last_ok_at is None or other.succeeding_since is None:
+                return True  # observations without timing (older monitors): judge by verdicts alone
+            if (
+                other.last_ok_at >= since + timedelta(seconds=failing.interval_s)
+                and last_fail >= other.succeeding_since
+            ):
                 return True
         return False
 
@@ -143,6 +159,7 @@ class Judge:
         self._ok_since: dict[str, datetime] = {}
         self._status: dict[tuple[str, int], VipHealth] = {}
         self._withdrawals: list[datetime] = []
+        self._blind_until: dict[str, datetime] = {}
 
     def load(self, active: dict[str, ActiveRequest]) -> None:
         """Requests in force from the store (after a restart or a change of leader)."""
@@ -162,8 +179,22 @@ class Judge:
         else:
             self._ok_since.pop(key, None)
 
+    def _settling(self, obs: list[PathObservation], now: datetime) -> frozenset[str]:
+        """Vantage points that were blind — every path's last probe failed — until a moment ago.
+        Right after a vantage point's own outage its paths recover one by one (routes, neighbours),
+        and the last to recover would look like a blackholing node; its blame waits a while."""
+        by_vantage: dict[str, list[PathObservation]] = {}
+        for o in obs:
+            by_vantage.setdefault(o.vantage, []).append(o)
+        for v, paths in by_vantage.items():
+            if paths and all(o.consecutive_failures >= 1 for o in paths):
+                settle = 2 * self.p.fail_after * max(o.interval_s for o in paths)
+                self._blind_until[v] = now + timedelta(seconds=settle)
+        return frozenset(v for v, until in self._blind_until.items() if now < until)
+
     def judge(self, topo: VipTopology, observations: list[PathObservation], now: datetime) -> Judgement:
-        scene = _Scene(topo, self._fresh(observations, now), self.p)
+        fresh = self._fresh(observations, now)
+        scene = _Scene(topo, fresh, self.p, self._settling(fresh, now))
         publish: list[Request] = []
         store: dict[str, ActiveRequest | None] = {}
         self._node_requests(scene, now, publish, store)

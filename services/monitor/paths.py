@@ -61,6 +61,7 @@ class ProbePath:
         self._prober = Prober(Target(key.vip, key.port, mark, netns), from_monitor_probe(probe))
         self._results: deque[Outcome] = deque(maxlen=window)
         self._failing_since: datetime | None = None
+        self._succeeding_since: datetime | None = None
         self._last_ok_at: datetime | None = None
         self._on_observation = on_observation
         self._task: asyncio.Task[None] | None = None
@@ -86,8 +87,10 @@ class ProbePath:
             at = datetime.now(UTC)
             if outcome.ok:
                 self._last_ok_at, self._failing_since = at, None
-            elif self._failing_since is None:
-                self._failing_since = at
+                self._succeeding_since = self._succeeding_since or at
+            else:
+                self._failing_since = self._failing_since or at
+                self._succeeding_since = None
             PROBES.labels(self.key.vip, str(self.key.port), self.key.path, outcome.result.value).inc()
             if outcome.ok and outcome.latency_ms is not None:
                 self._latency.observe(outcome.latency_ms / 1000)
@@ -120,6 +123,7 @@ class ProbePath:
             consecutive_successes=consec_ok,
             failing_since=self._failing_since,
             last_ok_at=self._last_ok_at,
+            succeeding_since=self._succeeding_since,
             errors=dict(Counter(r.result.value for r in results if not r.ok)),
             last_result=last.result,
             last_detail=last.detail[:256],

@@ -25,6 +25,8 @@ from tests.support.nats_server import NatsServer, free_port
 from vgw.bus import Bus
 from vgw.config import ConfigDocument
 from vgw.events import MonitorVipStatus, NodeWithdrawRequest, RequestAction, VipHealth, VipWithdraw
+from vgw.monitoring import MONITOR_BUCKET, VipView, view_key
+from vgw.store import KvStore
 
 from .topology import MonitorLab
 
@@ -115,19 +117,21 @@ async def test_blackholing_node_is_withdrawn_and_restored(world: tuple[BgpEnv, M
         ok, n = await asyncio.to_thread(mlab.client_requests, 20)
         assert ok == n, f"client saw {n - ok} failures after the withdraw"
 
-        def explained() -> list[MonitorVipStatus]:
-            return [
-                s.event
-                for s in statuses.items
-                if isinstance(s.event, MonitorVipStatus)
-                and s.event.status is VipHealth.DEGRADED
-                and ("n1" in s.event.detail or "withdraw request" in s.event.detail)
-            ]
-
+        # The status event said "degraded" (with evidence) when it changed; the view in KV says why now.
         async with asyncio.timeout(10):
-            while not explained():
+            while not [s for s in statuses.items if s.event.status is VipHealth.DEGRADED]:  # type: ignore[attr-defined]
                 await asyncio.sleep(0.1)
-        assert explained()[0].evidence
+        degraded = next(s.event for s in statuses.items if s.event.status is VipHealth.DEGRADED)  # type: ignore[attr-defined]
+        assert degraded.evidence  # type: ignore[attr-defined]
+        views = await KvStore.open(env.bus, MONITOR_BUCKET, VipView)
+        async with asyncio.timeout(10):
+            while True:
+                view = await views.get(view_key(VIP, 80))
+                if view is not None and view.value.nodes.get("n1") == "withdrawn":
+                    break
+                await asyncio.sleep(0.2)
+        assert view.value.status is VipHealth.DEGRADED and view.value.nodes["n2"] == "ok", view.value
+        assert any("n1" in r for r in view.value.requests), view.value
 
         mlab.repair(1)
         t1 = time.monotonic()
@@ -162,7 +166,7 @@ async def test_no_withdraw_for_a_lost_vantage_point_or_when_everything_fails(
         vlink = f"m{env.lab.id}"
         subprocess.run(["ip", "-n", mlab.vantage_ns, "link", "set", vlink, "down"], check=True)
         await asyncio.sleep(4.0)
-        assert requests.items == [], [r.event for r in requests.items]
+        assert requests.items == [], [(r.event.reason, r.event.evidence) for r in requests.items]  # type: ignore[attr-defined]
         assert env.lab.fib_next_hops(VIP) == both
         subprocess.run(["ip", "-n", mlab.vantage_ns, "link", "set", vlink, "up"], check=True)
         subprocess.run(["ip", "-n", mlab.vantage_ns, "route", "replace", "default", "via", "192.0.2.1"], check=True)
@@ -181,7 +185,7 @@ async def test_no_withdraw_for_a_lost_vantage_point_or_when_everything_fails(
         assert isinstance(down, MonitorVipStatus) and "no healthy standby" in down.detail, down
         assert {e.node for e in down.evidence} >= {None, "n1", "n2"}
         await asyncio.sleep(3.0)
-        assert requests.items == [], [r.event for r in requests.items]
+        assert requests.items == [], [(r.meta.time, r.event.reason, r.event.evidence) for r in requests.items]  # type: ignore[attr-defined]
         assert env.lab.fib_next_hops(VIP) == both  # the last announcements stay
     finally:
         mon.close()

@@ -21,6 +21,7 @@ def obs(vantage: str, path: str, ok: bool, now: datetime = T0, vip: str = VIP) -
         consecutive_successes=5 if ok else 0, errors={} if ok else {"timeout": 5},
         last_result=ProbeResult.OK if ok else ProbeResult.TIMEOUT, updated_at=now,
         failing_since=None if ok else now - timedelta(seconds=5), last_ok_at=now if ok else now - timedelta(seconds=6),
+        succeeding_since=now - timedelta(seconds=20) if ok else None,
     )  # fmt: skip
 
 
@@ -150,4 +151,23 @@ def test_everything_breaking_at_once_is_not_blamed_on_the_first_path_to_count_it
     # n2 seen working a full interval after n1 began failing: now n1 is blamed
     n2_fresh = n2_stale.model_copy(update={"last_ok_at": n1.failing_since + timedelta(seconds=1.5)})  # type: ignore[operator]
     [req] = j.judge(TOPO, [n1, n2_fresh, routed], T0).publish
+    assert req.node == "n1"  # type: ignore[union-attr]
+
+
+def test_a_node_that_recovers_first_is_no_evidence_against_one_not_probed_since() -> None:
+    """After a vantage point's own outage, n2 is probed (and works) before n1 is probed again: n1
+    still shows the failures of the outage, but it has not failed since n2 works again."""
+    j = Judge("vp1")
+    n1 = obs("vp1", "n1", False).model_copy(update={"updated_at": T0 - timedelta(seconds=0.3)})
+    n2 = obs("vp1", "n2", True).model_copy(update={"succeeding_since": T0 - timedelta(seconds=0.1)})
+    assert j.judge(TOPO, [n1, n2, obs("vp1", ROUTED, True)], T0).publish == []
+
+
+def test_a_vantage_point_just_back_from_its_own_outage_blames_no_one_for_a_while() -> None:
+    j = Judge("vp1", JudgeParams(fail_after=3))
+    assert j.judge(TOPO, scene(T0, vp1=ALL_DOWN), T0).publish == []  # blind
+    t = T0 + timedelta(seconds=1)
+    assert j.judge(TOPO, scene(t, vp1=N1_DOWN), t).publish == []  # n1's path is the last to recover
+    t = T0 + timedelta(seconds=7)  # settled (2 x fail_after x interval = 6 s): n1 still fails, now blamed
+    [req] = j.judge(TOPO, scene(t, vp1=N1_DOWN), t).publish
     assert req.node == "n1"  # type: ignore[union-attr]
