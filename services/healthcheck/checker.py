@@ -78,6 +78,7 @@ class HealthChecker:
         self._shapes: dict[str, _JobShape] = {}
         self._known: dict[str, HealthEntry] = {}
         self._unstored: dict[str, HealthEntry] = {}
+        self._dirty = asyncio.Event()
         self._health: KvStore[HealthEntry] | None = None
         self.revision: int | None = None
         self.scheduler = Scheduler(self._on_result)
@@ -100,7 +101,7 @@ class HealthChecker:
         self._settle_until = time.monotonic() + 1.5 * self._heartbeat_s
         self._tasks.append(asyncio.create_task(self.scheduler.run()))
         self._tasks.append(asyncio.create_task(self._follow_config()))
-        self._tasks.append(asyncio.create_task(self._retry_unstored()))
+        self._tasks.append(asyncio.create_task(self._writer()))
 
     async def stop(self) -> None:
         await self.membership.stop()
@@ -108,24 +109,34 @@ class HealthChecker:
             t.cancel()
         await self.scheduler.close()
 
-    async def _store_pending(self) -> None:
-        """Write the newest state of every key not stored yet. Level state must not stay wrong
-        because NATS was away at the moment of a transition: what failed is retried every second."""
+    async def _writer(self) -> None:
+        """The one writer of ``vgw_health`` for this instance. Transitions only mark their key
+        (newest state wins), so a burst of thousands costs one put per key, a few at a time; what
+        fails (NATS away) stays marked and is retried a second later. Level state must not stay
+        wrong because NATS was away at the moment of a transition."""
         assert self._health is not None
-        for key, entry in list(self._unstored.items()):
-            try:
-                await self._health.put(key, entry)
-            except Exception as exc:
-                log.warning("could not store health of %s (will retry): %s", key, exc)
-                return
-            if self._unstored.get(key) is entry:
-                del self._unstored[key]
-
-    async def _retry_unstored(self) -> None:
+        health = self._health
         while True:
-            await asyncio.sleep(1.0)
-            if self._unstored:
-                await self._store_pending()
+            await self._dirty.wait()
+            self._dirty.clear()
+            batch = list(self._unstored.items())
+
+            async def put(key: str, entry: HealthEntry) -> bool:
+                try:
+                    await health.put(key, entry)
+                except Exception as exc:
+                    log.warning("could not store health of %s (will retry): %s", key, exc)
+                    return False
+                if self._unstored.get(key) is entry:
+                    del self._unstored[key]
+                return True
+
+            for i in range(0, len(batch), 64):
+                results = await asyncio.gather(*(put(k, e) for k, e in batch[i : i + 64]))
+                if not all(results):
+                    await asyncio.sleep(1.0)  # NATS trouble: back off, then retry what is left
+                    self._dirty.set()
+                    break
 
     async def _mirror_health(self) -> None:
         assert self._health is not None
@@ -232,7 +243,7 @@ class HealthChecker:
             )
             self._known[job.key] = entry
             self._unstored[job.key] = entry
-            await self._store_pending()
+            self._dirty.set()
             event_cls = BackendUp if state is BackendState.UP else BackendDown
             for user in target.users:
                 if user.backend.state == "disabled":
