@@ -160,6 +160,13 @@ class KvStore(Generic[M]):
         kv = await self._handle()
         await kv.delete(key)
 
+    async def snapshot(self, keys: str = ">") -> dict[str, M]:
+        """The current value of every matching key, once (the first :meth:`watch` snapshot)."""
+        async for ev in self.watch(keys):
+            if isinstance(ev, Snapshot):
+                return {k: e.value for k, e in ev.entries.items()}
+        return {}
+
     async def watch(self, keys: str = ">", *, snapshot_timeout_s: float = 30.0) -> AsyncIterator[WatchEvent[M]]:
         """A :class:`Snapshot` of ``keys`` (a KV key pattern), then each :class:`Change`; a fresh
         snapshot after every reconnect. Runs until the consumer stops iterating."""

@@ -128,29 +128,22 @@ def demo(lab: Lab, keep: bool) -> int:
 
 async def _live(lab: Lab) -> dict[str, Any]:
     from vgw.bus import Bus
+    from vgw.cli.runtime_view import snapshot
     from vgw.health import HEALTH_BUCKET, HealthEntry
     from vgw.monitoring import MONITOR_BUCKET, VipView
     from vgw.routes import ROUTES_BUCKET, RouteEntry
-    from vgw.store import KvStore, Snapshot
 
     assert lab.state is not None
     bus = Bus({"servers": [lab.state.nats_url]}, source="/vgw/vgwctl/lab")
     await bus.connect()
-    out: dict[str, Any] = {}
     try:
-        for key, bucket, model, pattern in (
-            ("health", HEALTH_BUCKET, HealthEntry, ">"),
-            ("routes", ROUTES_BUCKET, RouteEntry, ">"),
-            ("monitor", MONITOR_BUCKET, VipView, "view.>"),
-        ):
-            store: KvStore[Any] = await KvStore.open(bus, bucket, model)
-            async for ev in store.watch(pattern):
-                if isinstance(ev, Snapshot):
-                    out[key] = {k: e.value for k, e in ev.entries.items()}
-                    break
+        return {
+            "health": await snapshot(bus, HEALTH_BUCKET, HealthEntry, ">"),
+            "routes": await snapshot(bus, ROUTES_BUCKET, RouteEntry, ">"),
+            "monitor": await snapshot(bus, MONITOR_BUCKET, VipView, "view.>"),
+        }
     finally:
         await bus.close()
-    return out
 
 
 def status_text(lab: Lab) -> str:

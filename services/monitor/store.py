@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vgw.bus import Bus
 from vgw.monitoring import MONITOR_BUCKET, OBS_BUCKET, ActiveRequest, PathObservation, VipView, obs_key
-from vgw.store import KvStore, Snapshot
+from vgw.store import KvStore
 
 OBS_TTL_S = 60.0  # a vantage point gone this long is forgotten
 
@@ -40,9 +40,4 @@ class MonitorStore:
             await self.requests.put(key, req)
 
     async def active_requests(self) -> dict[str, ActiveRequest]:
-        out: dict[str, ActiveRequest] = {}
-        async for ev in self.requests.watch("req.>"):
-            if isinstance(ev, Snapshot):
-                out = {k: e.value for k, e in ev.entries.items()}
-                break
-        return out
+        return await self.requests.snapshot("req.>")

@@ -10,17 +10,15 @@ from vgw.bus import Bus
 from vgw.monitoring import MONITOR_BUCKET, VipView
 from vgw.routes import ROUTES_BUCKET, RouteEntry
 from vgw.settings import VgwSettings
-from vgw.store import KvStore, Snapshot
+from vgw.store import KvStore
 
 from .output import table
 
 
-async def _snapshot(bus: Bus, bucket: str, model: type[Any], pattern: str) -> dict[str, Any]:
+async def snapshot(bus: Bus, bucket: str, model: type[Any], pattern: str) -> dict[str, Any]:
+    """One bucket's current entries; the bucket is not created when it does not exist yet."""
     store: KvStore[Any] = await KvStore.open(bus, bucket, model, create=False)
-    async for ev in store.watch(pattern):
-        if isinstance(ev, Snapshot):
-            return {k: e.value for k, e in ev.entries.items()}
-    return {}
+    return await store.snapshot(pattern)
 
 
 async def read(settings: VgwSettings, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -38,7 +36,7 @@ async def read(settings: VgwSettings, timeout_s: float = 5.0) -> dict[str, Any]:
             ("monitor", MONITOR_BUCKET, VipView, "view.>"),
         ):
             try:
-                entries = await asyncio.wait_for(_snapshot(bus, bucket, model, pattern), timeout_s)
+                entries = await asyncio.wait_for(snapshot(bus, bucket, model, pattern), timeout_s)
             except Exception:  # bucket not created yet: that service has not run
                 entries = {}
             out[key] = [e.model_dump(mode="json") for _k, e in sorted(entries.items())]
