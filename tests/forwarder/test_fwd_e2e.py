@@ -60,14 +60,71 @@ def fwd(lab: Topology) -> Topology:
     return lab
 
 
-def toa_options(pcap: Path) -> list[tuple[str, int]]:
-    from scapy.all import TCP, rdpcap
+class Capture:
+    """tcpdump on an interface in a namespace, written to a pcap file as packets arrive.
 
+    ``--immediate-mode`` matters: without it libpcap uses a TPACKET_V3 ring whose blocks reach
+    user space only when full or when the kernel's block timer (tcpdump's 1 s timeout) retires
+    them, and tcpdump drops the unretired block when it is interrupted: a short capture stopped
+    within that second comes out empty. Immediate mode (TPACKET_V2) hands over every packet at
+    once, and ``-U`` writes it to the file at once, so the file can be read while capturing.
+    """
+
+    def __init__(self, ns: str, ifname: str, pcap: Path, bpf: str, timeout_s: float = 10) -> None:
+        self.pcap = pcap
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "tcpdump", "-i", ifname, "--immediate-mode", "-U", "-n", "-w", str(pcap), bpf],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        # tcpdump says "listening on" once the socket is bound and the filter is attached
+        assert self.proc.stderr is not None
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        self.stderr = b""
+        deadline = time.monotonic() + timeout_s
+        while b"listening on" not in self.stderr:
+            self.stderr += self.proc.stderr.read() or b""
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"tcpdump did not start listening: {self.stderr.decode(errors='replace')}")
+            time.sleep(0.02)
+
+    def packets(self) -> list[bytes]:
+        """The frames written so far (a record still being written is left for the next call)."""
+        data = self.pcap.read_bytes() if self.pcap.exists() else b""
+        if len(data) < 24:
+            return []
+        endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        frames, off = [], 24
+        while off + 16 <= len(data):
+            caplen = struct.unpack(endian + "IIII", data[off : off + 16])[2]
+            if off + 16 + caplen > len(data):
+                break
+            frames.append(data[off + 16 : off + 16 + caplen])
+            off += 16 + caplen
+        return frames
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        assert self.proc.stderr is not None
+        self.stderr += self.proc.stderr.read() or b""
+
+
+def tcp_segments(frames: list[bytes]) -> list[Any]:
+    from scapy.all import TCP, Ether
+
+    return [pkt[TCP] for pkt in (Ether(f) for f in frames) if TCP in pkt]
+
+
+def toa_options(segments: list[Any]) -> list[tuple[str, int]]:
     out = []
-    for pkt in rdpcap(str(pcap)):
-        if TCP not in pkt:
-            continue
-        for kind, value in pkt[TCP].options:
+    for seg in segments:
+        for kind, value in seg.options:
             if kind == 254 and isinstance(value, bytes) and len(value) == 6:
                 port, addr = struct.unpack("!H4s", value)
                 out.append((socket.inet_ntoa(addr), port))
@@ -76,27 +133,24 @@ def toa_options(pcap: Path) -> list[tuple[str, int]]:
 
 def test_http_spread_lip_and_toa(fwd: Topology) -> None:
     # capture client->server segments on backend 0 (the SYN and the first ACK carry TOA)
-    pcap = fwd.workdir / "be0.pcap"
-    cap = subprocess.Popen(
-        ["ip", "netns", "exec", fwd.ns_backend(0), "tcpdump", "-i", fwd.if_backend(0), "-U", "-n", "-w", str(pcap),
-         f"tcp dst port 80 and src host {LIP}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+    cap = Capture(fwd.ns_backend(0), fwd.if_backend(0), fwd.workdir / "be0.pcap", f"tcp dst port 80 and src host {LIP}")
     try:
-        assert cap.stderr is not None
-        os.set_blocking(cap.stderr.fileno(), False)
-        deadline = time.monotonic() + 5
-        buf = b""
-        while b"listening on" not in buf and time.monotonic() < deadline:
-            buf += cap.stderr.read() or b""
-            time.sleep(0.05)
         before = [len(fwd.backend_log(i)) for i in range(3)]
         result = http_requests(fwd, 300)
         client_ports = set(result["ports"])  # type: ignore[arg-type]
-        time.sleep(0.5)
+        # every connection backend 0 served (its log names the LIP port) has its SYN in the capture
+        served = {e["port"] for e in fwd.backend_log(0)[before[0] :]}
+        deadline = time.monotonic() + 10
+        while True:
+            segments = tcp_segments(cap.packets())
+            syn_ports = {seg.sport for seg in segments if seg.flags.S}
+            if served <= syn_ports or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     finally:
-        os.killpg(cap.pid, signal.SIGINT)
-        cap.wait(timeout=10)
+        cap.stop()
+    missing = served - syn_ports
+    assert not missing, f"capture lacks the SYNs of {len(missing)} of {len(served)} connections: {cap.stderr!r}"
 
     assert result["nerrors"] == 0, result
     counts = result["counts"]
@@ -112,13 +166,21 @@ def test_http_spread_lip_and_toa(fwd: Topology) -> None:
         assert new, f"backend {i} saw nothing"
         assert {e["peer"] for e in new} == {LIP}
     # TOA: option 254 with the client's address and port
-    toas = toa_options(pcap)
+    toas = toa_options(segments)
     assert toas, "no TOA option seen on backend 0"
+    syns = [seg for seg in segments if seg.flags.S]
+    assert len(toa_options(syns)) == len(syns), "a SYN to backend 0 without TOA"
     assert {a for a, _ in toas} == {CLIENT_IP}
     assert {p for _, p in toas} <= client_ports, (sorted(client_ports)[:5], toas[:5])
-    # two workers, af_packet fanout: replies reach the wrong worker and are handed over
-    stats = asyncio.run(_stats(fwd.forwarder.socket))  # type: ignore[union-attr]
-    c = stats["counters"]
+    # two workers, af_packet fanout: replies reach the wrong worker and are handed over. Each
+    # worker publishes its counters every 100 ms, so the two sides of a hand-over (the last FINs
+    # and ACKs are still in flight when the client returns) agree once both have published.
+    deadline = time.monotonic() + 10
+    while True:
+        c = asyncio.run(_stats(fwd.forwarder.socket))["counters"]  # type: ignore[union-attr]
+        if c["fwd_handoff_received"] == c["fwd_handoff_sent"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert c["fwd_handoff_sent"] > 0 and c["fwd_handoff_received"] == c["fwd_handoff_sent"], c
     assert c["fwd_drop_handoff_full"] == 0 and c["drop"] == 0, c
 
