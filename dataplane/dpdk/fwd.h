@@ -27,7 +27,7 @@
 #include "vgw/counters.h"
 #include "vgw/engine.h"
 
-struct vbuf;
+#include "svcmap.h"
 
 #define FWD_MAX_PORTS 2u /* EXT and INT (the same device in single-arm mode) */
 #define FWD_MAX_ROUTES 64u
@@ -75,6 +75,8 @@ enum fwd_counter {
     X(ICMP_ECHO_BAD, "drop_icmp_echo_invalid")                                                     \
     X(CTL_FRAMES, "ctl_frames")                                                                     \
     X(CTL_ERRORS, "ctl_errors")                                                                     \
+    X(CTL_REJECTED, "ctl_rejected_peers")   /* connections from a uid/gid not allowed */           \
+    X(NEIGH_EVICTED, "neigh_evicted")       /* neighbour entries replaced or expired */            \
     X(APPLIES, "applies")                                                                           \
     X(DELTAS, "deltas")
 
@@ -84,40 +86,6 @@ enum ctl_counter {
 #undef FWD_X_
     CTL_CNT_MAX
 };
-
-/* Per-service counters, indexed by the forwarder's own stable service slot (see svcmap). */
-#define SVC_COUNTERS(X)                                                                            \
-    X(PKTS_IN, "packets_in")                                                                        \
-    X(BYTES_IN, "bytes_in")                                                                         \
-    X(PKTS_OUT, "packets_out")                                                                      \
-    X(BYTES_OUT, "bytes_out")                                                                       \
-    X(CONN_NEW, "conn_new")                                                                         \
-    X(ACTIVE, "conn_active") /* gauge: connections in the tables (shadow set, see svcconn.c) */
-
-enum svc_counter {
-#define FWD_X_(e, s) SVC_CNT_##e,
-    SVC_COUNTERS(FWD_X_)
-#undef FWD_X_
-    SVC_CNT_MAX
-};
-
-#define FWD_MAX_SVC_SLOTS VGW_MAX_SERVICES
-
-/* Service (proto, VIP, port) -> slot, rebuilt by the control thread on every generation and
- * published with an atomic pointer swap (old maps are freed after every worker moved on). */
-typedef struct svc_key_slot {
-    uint32_t vip; /* network order; 0 = empty */
-    uint16_t port; /* network order */
-    uint8_t proto;
-    uint8_t used;
-    uint32_t slot;
-} svc_key_slot_t;
-
-typedef struct svcmap {
-    uint64_t generation;
-    uint32_t mask;
-    svc_key_slot_t *tab;
-} svcmap_t;
 
 typedef struct port_stats {
     uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes, tx_drops;
@@ -133,14 +101,19 @@ typedef struct worker_snapshot {
     uint32_t conns;
 } worker_snapshot_t;
 
+/* ip, mac and valid change only inside the entry's sequence lock (seq odd while writing), so a
+ * worker reading lock-free sees an entry whole. */
+#define NEIGH_IP_EMPTY 0u          /* never used: ends a probe sequence */
+#define NEIGH_IP_GONE 0xffffffffu  /* removed: probing continues past it */
 typedef struct neigh_entry {
-    _Atomic uint32_t seq; /* odd while being written */
-    _Atomic uint32_t ip;  /* network order; 0 = empty; set once (release) */
+    _Atomic uint32_t seq;
+    _Atomic uint32_t ip; /* network order, or NEIGH_IP_EMPTY / NEIGH_IP_GONE */
     uint8_t mac[6];
     _Atomic uint8_t valid;
-    uint8_t is_static; /* never expires or re-resolves */
+    _Atomic uint8_t used; /* set by a worker that used the entry, cleared by housekeeping */
+    uint8_t is_static;    /* never expires or re-resolves */
     /* control-thread-only fields */
-    uint64_t updated_ms, requested_ms, pending_since_ms;
+    uint64_t created_ms, updated_ms, requested_ms, pending_since_ms, used_ms;
     uint32_t npending;
     struct rte_mbuf *pending[FWD_PENDING_PER_NEIGH];
 } neigh_entry_t;
@@ -209,6 +182,8 @@ typedef struct fwd {
     uint32_t deep_idle_after_ms;
     uint16_t mtu;
     bool no_sw_csum;
+    uint64_t memory_budget; /* bytes; 0 = not enforced */
+    char socket_group[64];  /* group allowed on the control socket besides root and our uid */
     /* runtime */
     fwd_port_t port[FWD_MAX_PORTS]; /* [VGW_PORT_EXT], [VGW_PORT_INT]; INT mirrors EXT if single-arm */
     uint32_t ndevs;                 /* distinct DPDK devices (1 in single-arm) */
@@ -224,20 +199,15 @@ typedef struct fwd {
     struct rte_ring *slow; /* workers -> control thread */
     vgw_dp_t *dp;
     fwd_worker_t *workers;
-    _Atomic(svcmap_t *) svcmap;
-    _Atomic uint64_t svcmap_cur; /* generation of svcmap (QSBR for the workers) */
+    svcmap_ctl_t svc;
     _Atomic bool stop;
     uint64_t start_unix_ns;
     uint64_t ctl[CTL_CNT_MAX];
     /* control-thread state */
-    vgw_cfg_t *cfg; /* the applied configuration (for deltas, ARP, /vgw/services) */
-    char svc_names[FWD_MAX_SVC_SLOTS][VGW_CFG_MAX_NAME + 1]; /* slot -> name ("" = free) */
-    svc_key_slot_t svc_keys[FWD_MAX_SVC_SLOTS];              /* slot -> (vip, port, proto) */
-    uint64_t *svc_base;                                       /* counters at slot allocation */
-    svcmap_t *svcmap_retired[64];
-    uint32_t nretired;
-    uint32_t *local_vips, nlocal_vips; /* sorted, network order: ARP answers */
-    uint32_t *local_lips, nlocal_lips;
+    vgw_cfg_t *cfg;  /* the applied configuration (deltas edit it; ARP asks it whose addresses) */
+    vgw_cost_t cost; /* what cfg costs (vgw_cfg_cost), reported in STATS */
+    uint64_t *garp_known_v; /* sorted (role << 32 | address) already announced by gratuitous ARP */
+    uint32_t ngarp_known;
 } fwd_t;
 
 extern fwd_t g_fwd;
@@ -255,41 +225,7 @@ void shadow_sweep(fwd_worker_t *fw, uint64_t now_ms, uint32_t budget);
 int fwd_worker_main(void *arg);
 void fwd_worker_publish(fwd_worker_t *fw);
 void fwd_read_snapshot(const fwd_worker_t *fw, worker_snapshot_t *out, uint64_t *svc_out);
-uint32_t svcmap_lookup(const svcmap_t *m, uint32_t vip, uint16_t port, uint8_t proto);
 
-/* neigh.c: routes, neighbours, ARP (control thread except the lookup) */
-int neigh_lookup(const fwd_port_t *p, uint32_t ip, struct rte_ether_addr *mac);
-int route_nexthop(const fwd_t *f, uint8_t port, uint32_t dst, uint32_t *nexthop);
-void slow_path_run(fwd_t *f, uint64_t now_ms);
-void neigh_housekeep(fwd_t *f, uint64_t now_ms);
-void neigh_garp_all(fwd_t *f);
-void neigh_set_local(fwd_t *f, uint32_t *vips, uint32_t nv, uint32_t *lips, uint32_t nl);
-int neigh_init(fwd_t *f);
-int neigh_add_static(fwd_t *f, uint8_t role, uint32_t ip, const struct rte_ether_addr *mac);
-void neigh_fini(fwd_t *f);
-void neigh_dump_json(fwd_t *f, struct vbuf *b);
-
-/* ctl.c: the control socket */
-int ctl_open(fwd_t *f);
-void ctl_poll(fwd_t *f, int timeout_ms);
-void ctl_close(fwd_t *f);
-int fwd_apply_cfg(fwd_t *f, vgw_cfg_t *cfg, char *err, size_t errlen);
-
-/* telemetry.c */
-int fwd_telemetry_register(void);
-
-/* A small growable buffer for replies and JSON. */
-struct vbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-void vb_printf(struct vbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void vb_put(struct vbuf *b, const char *s, size_t n);
-void vb_free(struct vbuf *b);
-void fwd_stats_json(fwd_t *f, struct vbuf *b);
-void fwd_svc_totals(fwd_t *f, uint64_t *out); /* FWD_MAX_SVC_SLOTS * SVC_CNT_MAX, minus baselines */
-void svcmap_reclaim(fwd_t *f);
-extern pthread_mutex_t g_ctl_lock; /* control thread vs telemetry thread: cfg, svc_names */
+extern pthread_mutex_t g_ctl_lock; /* control thread vs telemetry thread: svc names and keys */
 
 #endif

@@ -7,13 +7,14 @@
  *           [--neigh IP,MAC,ext|int]
  *           [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]
  *           [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N] [--apply FILE]
- *           [--no-sw-l4-csum]
+ *           [--no-sw-l4-csum] [--memory-budget BYTES] [--socket-group GROUP]
  */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <limits.h>
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +29,13 @@
 #include <rte_lcore.h>
 #include <rte_malloc.h>
 
+#include "apply.h"
+#include "ctl.h"
 #include "fwd.h"
+#include "neigh.h"
 #include "priv.h"
+#include "telemetry.h"
+#include "vbuf.h"
 
 fwd_t g_fwd;
 
@@ -56,6 +62,17 @@ static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
     if (!*s || *e || errno || v < min || v > max)
         return -1;
     *out = (uint32_t)v;
+    return 0;
+}
+
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *e;
+    errno = 0;
+    unsigned long long v = strtoull(s, &e, 10);
+    if (!*s || *s == '-' || *e || errno || v < min || v > max)
+        return -1;
+    *out = v;
     return 0;
 }
 
@@ -170,6 +187,10 @@ static int setting(const char *key, char **v, int n)
         snprintf(g_apply_path, sizeof g_apply_path, "%s", v[0]);
     else if (!strcmp(key, "no-sw-l4-csum") && n == 0)
         g_fwd.no_sw_csum = true;
+    else if (!strcmp(key, "memory-budget") && n == 1)
+        return parse_u64(v[0], 1ull << 20, 1ull << 50, &g_fwd.memory_budget);
+    else if (!strcmp(key, "socket-group") && n == 1 && strlen(v[0]) < sizeof g_fwd.socket_group)
+        snprintf(g_fwd.socket_group, sizeof g_fwd.socket_group, "%s", v[0]);
     else
         return -1;
     return 0;
@@ -227,7 +248,7 @@ static int parse_args(int argc, char **argv)
                    "       [--neigh IP,MAC,ext|int]\n"
                    "       [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]\n"
                    "       [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N]\n"
-                   "       [--apply FILE] [--no-sw-l4-csum]\n");
+                   "       [--apply FILE] [--no-sw-l4-csum] [--memory-budget BYTES] [--socket-group GROUP]\n");
             exit(0);
         }
         char *v[4];
@@ -297,31 +318,6 @@ static int port_init(fwd_port_t *p)
     return 0;
 }
 
-static int apply_file(const char *path)
-{
-    FILE *fp = fopen(path, "r");
-    if (!fp)
-        return fprintf(stderr, "vgw-fwd: cannot open %s: %s\n", path, strerror(errno)), -1;
-    struct vbuf b = {0};
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
-        vb_put(&b, chunk, n);
-    fclose(fp);
-    vgw_cfg_t *cfg = NULL;
-    char err[256];
-    int rc = -1;
-    if (!b.oom && vgw_cfg_parse(b.p ? b.p : "", b.len, &cfg, err, sizeof err) == 0) {
-        rc = fwd_apply_cfg(&g_fwd, cfg, err, sizeof err);
-        if (rc)
-            vgw_cfg_free(cfg);
-    }
-    if (rc)
-        fprintf(stderr, "vgw-fwd: %s: %s\n", path, err);
-    vb_free(&b);
-    return rc;
-}
-
 static void remove_runtime_dir(const char *dir)
 {
     if (!dir[0] || !strstr(dir, "/dpdk/"))
@@ -365,6 +361,11 @@ int main(int argc, char **argv)
     argv += eal;
     argv[0] = (char *)"vgw-fwd";
     int exit_code = 1;
+    /* Scheduler tables are 64 KiB .. 2 MiB and come and go with every change: serve allocations
+     * from 64 KiB up with their own mappings so a freed table goes back to the system at once
+     * (glibc's adaptive threshold would otherwise move them into the heap, where freed memory
+     * stays: resident memory would creep up with every change). */
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     signal(SIGPIPE, SIG_IGN);
@@ -413,7 +414,8 @@ int main(int argc, char **argv)
     g_fwd.slow = rte_ring_create("vgw_slow", FWD_SLOW_RING, (int)rte_socket_id(), RING_F_SC_DEQ);
     g_fwd.dp = vgw_dp_create(&(vgw_dp_params_t){.nworkers = g_fwd.nworkers});
     g_fwd.workers = rte_zmalloc("vgw_workers", sizeof(fwd_worker_t) * g_fwd.nworkers, RTE_CACHE_LINE_SIZE);
-    if (!g_fwd.slow || !g_fwd.dp || !g_fwd.workers || neigh_init(&g_fwd)) {
+    if (!g_fwd.slow || !g_fwd.dp || !g_fwd.workers || neigh_init(&g_fwd) || svcmap_init(&g_fwd) ||
+        fwd_apply_init(&g_fwd)) {
         fprintf(stderr, "vgw-fwd: out of memory\n");
         goto out_eal;
     }
@@ -471,14 +473,14 @@ int main(int argc, char **argv)
         }
     if (ctl_open(&g_fwd) != 0)
         goto out_workers;
-    if (g_apply_path[0] && apply_file(g_apply_path) != 0)
+    if (g_apply_path[0] && fwd_apply_file(&g_fwd, g_apply_path) != 0)
         goto out_ctl;
     if (fwd_telemetry_register() != 0)
         fprintf(stderr, "vgw-fwd: warning: telemetry commands not registered (telemetry disabled?)\n");
 
     for (uint32_t i = 0; i < g_fwd.nworkers; i++)
         rte_eal_remote_launch(fwd_worker_main, &g_fwd.workers[i], g_fwd.workers[i].lcore);
-    neigh_garp_all(&g_fwd);
+    neigh_announce(&g_fwd, true);
 
     char a[2][INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &g_fwd.port[0].ip, a[0], sizeof a[0]);
@@ -544,15 +546,8 @@ out_ports:
         vgw_dp_reclaim(g_fwd.dp);
         vgw_dp_destroy(g_fwd.dp);
     }
-    svcmap_t *m = atomic_exchange(&g_fwd.svcmap, NULL);
-    if (m) {
-        free(m->tab);
-        free(m);
-    }
-    for (uint32_t i = 0; i < g_fwd.nretired; i++) {
-        free(g_fwd.svcmap_retired[i]->tab);
-        free(g_fwd.svcmap_retired[i]);
-    }
+    svcmap_fini(&g_fwd);
+    fwd_apply_fini(&g_fwd);
     if (g_fwd.slow) {
         struct rte_mbuf *mb = NULL;
         while (rte_ring_dequeue(g_fwd.slow, (void **)&mb) == 0)

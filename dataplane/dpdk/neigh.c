@@ -2,9 +2,12 @@
  * vgw-fwd slow path (control thread): ARP answers for the node's own addresses, VIPs and LIPs;
  * ARP resolution and a neighbour table per port for backends and gateways; static routes.
  *
- * Workers read the neighbour table lock-free (a sequence lock per entry); only the control
- * thread writes it. Entries are never removed, only invalidated, so a reader can never follow a
- * slot that changes identity under it. */
+ * Workers read the neighbour table lock-free: an entry's address, MAC and validity change only
+ * inside its sequence lock, so a reader sees an entry whole or retries. Only the control thread
+ * writes. Entries in use are refreshed; unused ones stop being refreshed, go invalid and are
+ * removed (a removed slot stays a marker that lookups probe past, and is reused by the next new
+ * neighbour); a full table replaces its least recently useful entry. ARP from outside the
+ * port's subnet is ignored, so a stranger on the link cannot fill the table. */
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,12 +18,14 @@
 #include <rte_ethdev.h>
 #include <rte_malloc.h>
 
-#include "fwd.h"
+#include "neigh.h"
 #include "priv.h"
 
 #define ARP_RETRY_MS 200u
-#define NEIGH_REFRESH_MS 30000u
-#define NEIGH_STALE_MS 120000u
+#define NEIGH_REFRESH_MS 30000u  /* re-ARP a valid entry in use this often */
+#define NEIGH_IDLE_MS 120000u    /* ... as long as a worker used it this recently */
+#define NEIGH_STALE_MS 120000u   /* invalid after this long without an answer */
+#define NEIGH_EXPIRE_MS 300000u  /* removed after this long invalid and unused */
 #define PENDING_MAX_MS 3000u
 
 static inline uint32_t nhash(uint32_t ip)
@@ -32,28 +37,31 @@ int neigh_lookup(const fwd_port_t *p, uint32_t ip, struct rte_ether_addr *mac)
 {
     uint32_t h = nhash(ip);
     for (uint32_t i = 0; i < FWD_NEIGH_SIZE; i++) {
-        const neigh_entry_t *e = &p->neigh[(h + i) & (FWD_NEIGH_SIZE - 1)];
-        uint32_t eip = atomic_load_explicit(&e->ip, memory_order_acquire);
-        if (eip == 0)
-            return -1;
-        if (eip != ip)
-            continue;
-        for (int tries = 0; tries < 64; tries++) {
+        neigh_entry_t *e = &p->neigh[(h + i) & (FWD_NEIGH_SIZE - 1)];
+        for (int tries = 0;; tries++) {
+            if (tries == 64)
+                return -1; /* a writer keeps the entry busy: take the slow path */
             uint32_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
             if (s1 & 1)
                 continue;
+            uint32_t eip = atomic_load_explicit(&e->ip, memory_order_relaxed);
             uint8_t valid = atomic_load_explicit(&e->valid, memory_order_relaxed);
             struct rte_ether_addr m;
             memcpy(m.addr_bytes, e->mac, 6);
             atomic_thread_fence(memory_order_acquire);
             if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1)
                 continue;
+            if (eip == NEIGH_IP_EMPTY)
+                return -1;
+            if (eip != ip)
+                break; /* another address, or a removed one: keep probing */
             if (!valid)
                 return -1;
+            if (!atomic_load_explicit(&e->used, memory_order_relaxed))
+                atomic_store_explicit(&e->used, 1, memory_order_relaxed);
             *mac = m;
             return 0;
         }
-        return -1;
     }
     return -1;
 }
@@ -81,25 +89,80 @@ int route_nexthop(const fwd_t *f, uint8_t role, uint32_t dst, uint32_t *nexthop)
     return 0;
 }
 
-static neigh_entry_t *neigh_find(fwd_port_t *p, uint32_t ip, bool create)
+/* Changes an entry's identity and contents inside its sequence lock. */
+static void entry_write(neigh_entry_t *e, uint32_t ip, const uint8_t *mac, uint8_t valid)
+{
+    uint32_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
+    atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&e->ip, ip, memory_order_relaxed);
+    if (mac)
+        memcpy(e->mac, mac, 6);
+    atomic_store_explicit(&e->valid, valid, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+}
+
+static void entry_free_pending(fwd_t *f, neigh_entry_t *e)
+{
+    for (uint32_t k = 0; k < e->npending; k++)
+        rte_pktmbuf_free(e->pending[k]);
+    f->ctl[CTL_CNT_NEIGH_UNRESOLVED_DROP] += e->npending;
+    e->npending = 0;
+}
+
+/* When the table is full: the entry whose loss hurts least (invalid before valid, then the
+ * longest unused); never a static one or one holding packets. */
+static neigh_entry_t *victim(fwd_port_t *p)
+{
+    neigh_entry_t *best = NULL;
+    bool best_valid = true;
+    uint64_t best_last = UINT64_MAX;
+    for (uint32_t i = 0; i < FWD_NEIGH_SIZE; i++) {
+        neigh_entry_t *e = &p->neigh[i];
+        if (e->is_static || e->npending)
+            continue;
+        bool valid = atomic_load_explicit(&e->valid, memory_order_relaxed);
+        uint64_t last = e->used_ms > e->updated_ms ? e->used_ms : e->updated_ms;
+        if (!best || (best_valid && !valid) || (valid == best_valid && last < best_last))
+            best = e, best_valid = valid, best_last = last;
+    }
+    return best;
+}
+
+static neigh_entry_t *neigh_find(fwd_t *f, fwd_port_t *p, uint32_t ip, bool create, uint64_t now)
 {
     uint32_t h = nhash(ip);
+    neigh_entry_t *gone = NULL, *e = NULL;
     for (uint32_t i = 0; i < FWD_NEIGH_SIZE; i++) {
-        neigh_entry_t *e = &p->neigh[(h + i) & (FWD_NEIGH_SIZE - 1)];
-        uint32_t eip = atomic_load_explicit(&e->ip, memory_order_relaxed);
-        if (eip == ip)
-            return e;
-        if (eip == 0) {
-            if (!create)
-                return NULL;
-            e->updated_ms = e->requested_ms = e->pending_since_ms = 0;
-            e->npending = 0;
-            atomic_store_explicit(&e->valid, 0, memory_order_relaxed);
-            atomic_store_explicit(&e->ip, ip, memory_order_release);
-            return e;
+        neigh_entry_t *c = &p->neigh[(h + i) & (FWD_NEIGH_SIZE - 1)];
+        uint32_t cip = atomic_load_explicit(&c->ip, memory_order_relaxed);
+        if (cip == ip)
+            return c;
+        if (cip == NEIGH_IP_GONE && !gone)
+            gone = c;
+        if (cip == NEIGH_IP_EMPTY) {
+            e = c;
+            break;
         }
     }
-    return NULL; /* full: the table holds FWD_NEIGH_SIZE next hops per port */
+    if (!create)
+        return NULL;
+    if (gone)
+        e = gone;
+    if (!e) {
+        /* Full: with no empty slot a lookup probes the whole table, so any slot will do. */
+        e = victim(p);
+        if (!e)
+            return NULL;
+        f->ctl[CTL_CNT_NEIGH_EVICTED]++;
+    }
+    e->created_ms = e->used_ms = now;
+    e->updated_ms = e->requested_ms = e->pending_since_ms = 0;
+    e->npending = 0;
+    atomic_store_explicit(&e->used, 0, memory_order_relaxed);
+    entry_write(e, ip, NULL, 0);
+    return e;
 }
 
 /* Sends a ready frame through worker 0's control TX ring. */
@@ -115,16 +178,9 @@ static void ctl_tx(fwd_t *f, uint8_t role, struct rte_mbuf *m)
 static void neigh_set(fwd_t *f, fwd_port_t *p, neigh_entry_t *e, const struct rte_ether_addr *mac,
                       uint64_t now)
 {
-    uint32_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
     bool changed = !atomic_load_explicit(&e->valid, memory_order_relaxed) || memcmp(e->mac, mac->addr_bytes, 6);
-    if (changed) {
-        atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
-        atomic_thread_fence(memory_order_release);
-        memcpy(e->mac, mac->addr_bytes, 6);
-        atomic_store_explicit(&e->valid, 1, memory_order_relaxed);
-        atomic_thread_fence(memory_order_release);
-        atomic_store_explicit(&e->seq, s + 2, memory_order_release);
-    }
+    if (changed)
+        entry_write(e, atomic_load_explicit(&e->ip, memory_order_relaxed), mac->addr_bytes, 1);
     e->updated_ms = now;
     uint8_t role = (uint8_t)(p - f->port);
     for (uint32_t i = 0; i < e->npending; i++) {
@@ -180,28 +236,24 @@ static void arp_request(fwd_t *f, fwd_port_t *p, neigh_entry_t *e, uint64_t now)
     ctl_tx(f, f->single_arm ? VGW_PORT_EXT : (uint8_t)(p - f->port), m);
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static bool in_set(const uint32_t *s, uint32_t n, uint32_t ip)
-{
-    return n && bsearch(&ip, s, n, sizeof *s, cmp_u32) != NULL;
-}
-
-/* Is `ip` an address this node answers ARP for on port `role`? */
+/* Is `ip` an address this node answers ARP for on port `role`? Its own address there; VIPs on
+ * the external side, LIPs on the internal side (both on the one port in single-arm mode). */
 static bool is_ours(const fwd_t *f, uint8_t role, uint32_t ip)
 {
-    if (ip == f->port[role].ip)
+    if (ip == f->port[role].ip || (f->single_arm && ip == f->port[VGW_PORT_EXT].ip))
         return true;
+    vgw_addr_t a;
+    memset(&a, 0, sizeof a);
+    a.v4 = ip;
+    unsigned kind = f->cfg ? vgw_cfg_addr_kind(f->cfg, VGW_AF_INET, &a) : 0;
     if (f->single_arm)
-        return ip == f->port[VGW_PORT_EXT].ip || in_set(f->local_vips, f->nlocal_vips, ip) ||
-               in_set(f->local_lips, f->nlocal_lips, ip);
-    if (role == VGW_PORT_EXT)
-        return in_set(f->local_vips, f->nlocal_vips, ip);
-    return in_set(f->local_lips, f->nlocal_lips, ip);
+        return kind != 0;
+    return (kind & (role == VGW_PORT_EXT ? VGW_ADDR_F_VIP : VGW_ADDR_F_LIP)) != 0;
+}
+
+static bool on_link(const fwd_port_t *p, uint32_t ip)
+{
+    return p->plen && (ip & p->mask) == (p->ip & p->mask) && ip != p->ip;
 }
 
 static void handle_arp(fwd_t *f, uint8_t role, struct rte_mbuf *m, uint64_t now)
@@ -226,10 +278,13 @@ static void handle_arp(fwd_t *f, uint8_t role, struct rte_mbuf *m, uint64_t now)
     }
     uint32_t sip = a->arp_data.arp_sip, tip = a->arp_data.arp_tip;
     struct rte_ether_addr sha = a->arp_data.arp_sha;
+    /* Learn only from the port's subnet: a sender outside it (or claiming our own address) is no
+     * neighbour we could ever use, and learning from it would let anyone on the link fill or
+     * poison the table. A request for one of our addresses is still answered: Linux hosts send
+     * ARP from the packet's source address, which may be off-subnet (a backend's loopback). */
+    bool learnable = sip && (!p->plen || on_link(p, sip));
     bool for_us = is_ours(f, role, tip);
-    bool connected = p->plen && (sip & p->mask) == (p->ip & p->mask) && sip != p->ip;
-    /* Learn: always refresh a known neighbour; create one when it talks to us from our subnet. */
-    neigh_entry_t *e = sip ? neigh_find(p, sip, for_us && connected) : NULL;
+    neigh_entry_t *e = learnable ? neigh_find(f, p, sip, for_us, now) : NULL;
     if (e && !e->is_static)
         neigh_set(f, p, e, &sha, now);
     if (op == RTE_ARP_OP_REQUEST && for_us && sip != tip) {
@@ -248,7 +303,7 @@ static void handle_unresolved(fwd_t *f, struct rte_mbuf *m, uint64_t now)
 {
     fwd_priv_t *pv = fwd_priv(m);
     fwd_port_t *p = &f->port[pv->role];
-    neigh_entry_t *e = neigh_find(p, pv->nexthop, true);
+    neigh_entry_t *e = neigh_find(f, p, pv->nexthop, true, now);
     if (!e) {
         f->ctl[CTL_CNT_NEIGH_UNRESOLVED_DROP]++;
         rte_pktmbuf_free(m);
@@ -345,74 +400,136 @@ void slow_path_run(fwd_t *f, uint64_t now_ms)
     }
 }
 
+static bool entry_live(const neigh_entry_t *e)
+{
+    uint32_t ip = atomic_load_explicit(&e->ip, memory_order_relaxed);
+    return ip != NEIGH_IP_EMPTY && ip != NEIGH_IP_GONE;
+}
+
 void neigh_housekeep(fwd_t *f, uint64_t now)
 {
     for (uint32_t r = 0; r < (f->single_arm ? 1u : 2u); r++) {
         fwd_port_t *p = &f->port[r];
         for (uint32_t i = 0; i < FWD_NEIGH_SIZE; i++) {
             neigh_entry_t *e = &p->neigh[i];
-            if (!atomic_load_explicit(&e->ip, memory_order_relaxed))
+            if (!entry_live(e))
                 continue;
             if (e->npending) {
-                if (now - e->pending_since_ms > PENDING_MAX_MS) {
-                    for (uint32_t k = 0; k < e->npending; k++)
-                        rte_pktmbuf_free(e->pending[k]);
-                    f->ctl[CTL_CNT_NEIGH_UNRESOLVED_DROP] += e->npending;
-                    e->npending = 0;
-                } else if (now - e->requested_ms >= ARP_RETRY_MS) {
+                if (now - e->pending_since_ms > PENDING_MAX_MS)
+                    entry_free_pending(f, e);
+                else if (now - e->requested_ms >= ARP_RETRY_MS)
                     arp_request(f, p, e, now);
-                }
             }
-            if (!atomic_load_explicit(&e->valid, memory_order_relaxed) || e->is_static)
+            if (atomic_load_explicit(&e->used, memory_order_relaxed)) {
+                e->used_ms = now;
+                atomic_store_explicit(&e->used, 0, memory_order_relaxed);
+            }
+            if (e->is_static)
                 continue;
-            if (now - e->updated_ms > NEIGH_STALE_MS) {
-                uint32_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
-                atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
-                atomic_thread_fence(memory_order_release);
-                atomic_store_explicit(&e->valid, 0, memory_order_relaxed);
-                atomic_store_explicit(&e->seq, s + 2, memory_order_release);
-            } else if (now - e->updated_ms > NEIGH_REFRESH_MS && now - e->requested_ms > NEIGH_REFRESH_MS / 4) {
-                arp_request(f, p, e, now); /* unicast-worthy refresh; broadcast keeps it simple */
+            bool valid = atomic_load_explicit(&e->valid, memory_order_relaxed);
+            if (valid && now - e->updated_ms > NEIGH_STALE_MS) {
+                entry_write(e, atomic_load_explicit(&e->ip, memory_order_relaxed), NULL, 0);
+            } else if (valid && now - e->updated_ms > NEIGH_REFRESH_MS && now - e->used_ms < NEIGH_IDLE_MS &&
+                       now - e->requested_ms > NEIGH_REFRESH_MS / 4) {
+                arp_request(f, p, e, now); /* broadcast: a unicast refresh is not worth the code */
+            } else if (!valid && !e->npending) {
+                uint64_t last = e->updated_ms > e->created_ms ? e->updated_ms : e->created_ms;
+                if (e->used_ms > last)
+                    last = e->used_ms;
+                if (now - last > NEIGH_EXPIRE_MS) {
+                    entry_write(e, NEIGH_IP_GONE, NULL, 0);
+                    f->ctl[CTL_CNT_NEIGH_EVICTED]++;
+                }
             }
         }
     }
 }
 
-/* Gratuitous ARP for every address we own, so neighbours learn a (re)started forwarder at once. */
-void neigh_garp_all(fwd_t *f)
+/* Addresses to announce, as (role << 32 | address) so a sorted array diffs in one pass. */
+typedef struct addr_list {
+    uint64_t *v;
+    uint32_t n, cap;
+    uint8_t role;
+    bool oom;
+} addr_list_t;
+
+static void addr_list_push(addr_list_t *l, uint8_t role, uint32_t ip)
 {
-    static const struct rte_ether_addr bcast = {.addr_bytes = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
-    for (uint32_t r = 0; r < (f->single_arm ? 1u : 2u); r++) {
-        fwd_port_t *p = &f->port[r];
-        const uint32_t *sets[3] = {&p->ip, NULL, NULL};
-        uint32_t ns[3] = {p->ip ? 1u : 0u, 0, 0};
-        if (f->single_arm || r == VGW_PORT_EXT)
-            sets[1] = f->local_vips, ns[1] = f->nlocal_vips;
-        if (f->single_arm || r == VGW_PORT_INT)
-            sets[2] = f->local_lips, ns[2] = f->nlocal_lips;
-        for (int k = 0; k < 3; k++)
-            for (uint32_t i = 0; i < ns[k] && i < 256; i++) {
-                struct rte_mbuf *m = arp_frame(f, p, RTE_ARP_OP_REQUEST, &bcast, &bcast, sets[k][i], sets[k][i]);
-                if (m)
-                    ctl_tx(f, (uint8_t)r, m);
-            }
+    if (l->oom || !ip)
+        return;
+    if (l->n == l->cap) {
+        uint32_t nc = l->cap ? l->cap * 2 : 64;
+        uint64_t *nv = realloc(l->v, sizeof *nv * nc);
+        if (!nv) {
+            l->oom = true;
+            return;
+        }
+        l->v = nv, l->cap = nc;
     }
+    l->v[l->n++] = (uint64_t)role << 32 | ip;
 }
 
-void neigh_set_local(fwd_t *f, uint32_t *vips, uint32_t nv, uint32_t *lips, uint32_t nl)
+static void addr_list_cb(void *arg, uint8_t af, const vgw_addr_t *a)
 {
-    qsort(vips, nv, sizeof *vips, cmp_u32);
-    qsort(lips, nl, sizeof *lips, cmp_u32);
-    free(f->local_vips);
-    free(f->local_lips);
-    f->local_vips = vips, f->nlocal_vips = nv;
-    f->local_lips = lips, f->nlocal_lips = nl;
+    (void)af;
+    addr_list_t *l = arg;
+    addr_list_push(l, l->role, a->v4);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define GARP_MAX_PER_CALL 256u /* the control TX ring holds 1024 frames */
+
+void neigh_announce(fwd_t *f, bool all)
+{
+    static const struct rte_ether_addr bcast = {.addr_bytes = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+    addr_list_t l = {0};
+    uint8_t int_role = f->single_arm ? VGW_PORT_EXT : VGW_PORT_INT;
+    addr_list_push(&l, VGW_PORT_EXT, f->port[VGW_PORT_EXT].ip);
+    if (!f->single_arm)
+        addr_list_push(&l, VGW_PORT_INT, f->port[VGW_PORT_INT].ip);
+    if (f->cfg) {
+        l.role = VGW_PORT_EXT;
+        vgw_cfg_each_addr(f->cfg, VGW_ADDR_F_VIP, addr_list_cb, &l);
+        l.role = int_role;
+        vgw_cfg_each_addr(f->cfg, VGW_ADDR_F_LIP, addr_list_cb, &l);
+    }
+    if (l.oom) {
+        free(l.v);
+        return;
+    }
+    qsort(l.v, l.n, sizeof *l.v, cmp_u64);
+    uint32_t sent = 0, k = 0;
+    for (uint32_t i = 0; i < l.n && sent < GARP_MAX_PER_CALL; i++) {
+        if (i && l.v[i] == l.v[i - 1])
+            continue;
+        if (!all) {
+            while (k < f->ngarp_known && f->garp_known_v[k] < l.v[i])
+                k++;
+            if (k < f->ngarp_known && f->garp_known_v[k] == l.v[i])
+                continue;
+        }
+        uint8_t role = (uint8_t)(l.v[i] >> 32);
+        uint32_t ip = (uint32_t)l.v[i];
+        struct rte_mbuf *m = arp_frame(f, &f->port[role], RTE_ARP_OP_REQUEST, &bcast, &bcast, ip, ip);
+        if (m) {
+            ctl_tx(f, role, m);
+            sent++;
+        }
+    }
+    free(f->garp_known_v);
+    f->garp_known_v = l.v;
+    f->ngarp_known = l.n;
 }
 
 int neigh_add_static(fwd_t *f, uint8_t role, uint32_t ip, const struct rte_ether_addr *mac)
 {
     fwd_port_t *p = &f->port[f->single_arm ? VGW_PORT_EXT : role];
-    neigh_entry_t *e = neigh_find(p, ip, true);
+    neigh_entry_t *e = neigh_find(f, p, ip, true, 0);
     if (!e)
         return -1;
     neigh_set(f, p, e, mac, 0);
@@ -442,9 +559,9 @@ void neigh_fini(fwd_t *f)
         rte_free(p->neigh);
         p->neigh = NULL;
     }
-    free(f->local_vips);
-    free(f->local_lips);
-    f->local_vips = f->local_lips = NULL;
+    free(f->garp_known_v);
+    f->garp_known_v = NULL;
+    f->ngarp_known = 0;
 }
 
 void neigh_dump_json(fwd_t *f, struct vbuf *b)
@@ -456,7 +573,7 @@ void neigh_dump_json(fwd_t *f, struct vbuf *b)
         for (uint32_t i = 0; i < FWD_NEIGH_SIZE; i++) {
             neigh_entry_t *e = &p->neigh[i];
             uint32_t ip = atomic_load_explicit(&e->ip, memory_order_relaxed);
-            if (!ip)
+            if (!entry_live(e))
                 continue;
             char a[INET_ADDRSTRLEN];
             inet_ntop(AF_INET, &ip, a, sizeof a);

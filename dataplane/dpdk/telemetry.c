@@ -12,6 +12,8 @@
 #include <rte_version.h>
 
 #include "fwd.h"
+#include "stats.h"
+#include "telemetry.h"
 
 #if RTE_VERSION >= RTE_VERSION_NUM(23, 3, 0, 0)
 #define TEL_U64(d, k, v) rte_tel_data_add_dict_uint((d), (k), (v))
@@ -19,34 +21,9 @@
 #define TEL_U64(d, k, v) rte_tel_data_add_dict_u64((d), (k), (v))
 #endif
 
-static const char *fwd_names[] = {
-#define FWD_X_(e, s) s,
-    FWD_COUNTERS(FWD_X_)
-#undef FWD_X_
-};
-static const char *ctl_names[] = {
-#define FWD_X_(e, s) s,
-    CTL_COUNTERS(FWD_X_)
-#undef FWD_X_
-};
-static const char *svc_names[] = {
-#define FWD_X_(e, s) s,
-    SVC_COUNTERS(FWD_X_)
-#undef FWD_X_
-};
-
 static void totals(vgw_counters_t *core, uint64_t *fwd)
 {
-    memset(core, 0, sizeof *core);
-    memset(fwd, 0, sizeof(uint64_t) * FWD_CNT_MAX);
-    worker_snapshot_t s;
-    for (uint32_t w = 0; w < g_fwd.nworkers; w++) {
-        fwd_read_snapshot(&g_fwd.workers[w], &s, NULL);
-        for (unsigned i = 0; i < VGW_CNT_MAX; i++)
-            core->v[i] += s.core.v[i];
-        for (unsigned i = 0; i < FWD_CNT_MAX; i++)
-            fwd[i] += s.fwd[i];
-    }
+    stats_totals(&g_fwd, core, fwd);
 }
 
 static int tel_info(const char *cmd, const char *params, struct rte_tel_data *d)
@@ -73,9 +50,9 @@ static int tel_stats(const char *cmd, const char *params, struct rte_tel_data *d
     for (unsigned i = 0; i < VGW_CNT_EVENTS_MAX; i++)
         TEL_U64(d, vgw_counter_name(i), core.v[i]);
     for (unsigned i = 0; i < FWD_CNT_MAX; i++)
-        TEL_U64(d, fwd_names[i], fwd[i]);
+        TEL_U64(d, fwd_counter_names[i], fwd[i]);
     for (unsigned i = 0; i < CTL_CNT_MAX; i++)
-        TEL_U64(d, ctl_names[i], g_fwd.ctl[i]);
+        TEL_U64(d, ctl_counter_names[i], g_fwd.ctl[i]);
     return 0;
 }
 
@@ -89,11 +66,11 @@ static int tel_drops(const char *cmd, const char *params, struct rte_tel_data *d
     for (unsigned r = 1; r < VGW_DROP_MAX; r++)
         TEL_U64(d, vgw_counter_name(VGW_CNT_DROP_BASE + r), core.v[VGW_CNT_DROP_BASE + r]);
     for (unsigned i = 0; i < FWD_CNT_MAX; i++)
-        if (!strncmp(fwd_names[i], "drop_", 5))
-            TEL_U64(d, fwd_names[i], fwd[i]);
+        if (!strncmp(fwd_counter_names[i], "drop_", 5))
+            TEL_U64(d, fwd_counter_names[i], fwd[i]);
     for (unsigned i = 0; i < CTL_CNT_MAX; i++)
-        if (!strncmp(ctl_names[i], "drop_", 5))
-            TEL_U64(d, ctl_names[i], g_fwd.ctl[i]);
+        if (!strncmp(ctl_counter_names[i], "drop_", 5))
+            TEL_U64(d, ctl_counter_names[i], g_fwd.ctl[i]);
     return 0;
 }
 
@@ -101,14 +78,9 @@ static int tel_ports(const char *cmd, const char *params, struct rte_tel_data *d
 {
     (void)cmd, (void)params;
     rte_tel_data_start_dict(d);
-    worker_snapshot_t s;
     for (uint32_t r = 0; r < (g_fwd.single_arm ? 1u : 2u); r++) {
-        port_stats_t ps = {0};
-        for (uint32_t w = 0; w < g_fwd.nworkers; w++) {
-            fwd_read_snapshot(&g_fwd.workers[w], &s, NULL);
-            ps.rx_pkts += s.port[r].rx_pkts, ps.rx_bytes += s.port[r].rx_bytes;
-            ps.tx_pkts += s.port[r].tx_pkts, ps.tx_bytes += s.port[r].tx_bytes, ps.tx_drops += s.port[r].tx_drops;
-        }
+        port_stats_t ps;
+        stats_port(&g_fwd, r, &ps);
         struct rte_eth_stats es;
         memset(&es, 0, sizeof es);
         rte_eth_stats_get(g_fwd.port[r].port_id, &es);
@@ -164,8 +136,8 @@ static int tel_services(const char *cmd, const char *params, struct rte_tel_data
     rte_tel_data_start_array(d, RTE_TEL_STRING_VAL);
     pthread_mutex_lock(&g_ctl_lock);
     for (uint32_t k = 0; k < FWD_MAX_SVC_SLOTS; k++)
-        if (g_fwd.svc_keys[k].used)
-            rte_tel_data_add_array_string(d, g_fwd.svc_names[k]);
+        if (g_fwd.svc.keys[k].used)
+            rte_tel_data_add_array_string(d, g_fwd.svc.names[k]);
     pthread_mutex_unlock(&g_ctl_lock);
     return 0;
 }
@@ -181,18 +153,18 @@ static int tel_service(const char *cmd, const char *params, struct rte_tel_data 
     int rc = -1;
     pthread_mutex_lock(&g_ctl_lock);
     for (uint32_t k = 0; k < FWD_MAX_SVC_SLOTS; k++) {
-        if (!g_fwd.svc_keys[k].used || strcmp(g_fwd.svc_names[k], params))
+        if (!g_fwd.svc.keys[k].used || strcmp(g_fwd.svc.names[k], params))
             continue;
-        fwd_svc_totals(&g_fwd, tot);
+        svcmap_totals(&g_fwd, tot);
         char a[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &g_fwd.svc_keys[k].vip, a, sizeof a);
+        inet_ntop(AF_INET, &g_fwd.svc.keys[k].vip, a, sizeof a);
         rte_tel_data_start_dict(d);
-        rte_tel_data_add_dict_string(d, "name", g_fwd.svc_names[k]);
+        rte_tel_data_add_dict_string(d, "name", g_fwd.svc.names[k]);
         rte_tel_data_add_dict_string(d, "vip", a);
-        TEL_U64(d, "port", ntohs(g_fwd.svc_keys[k].port));
-        rte_tel_data_add_dict_string(d, "proto", g_fwd.svc_keys[k].proto == VGW_PROTO_UDP ? "udp" : "tcp");
+        TEL_U64(d, "port", ntohs(g_fwd.svc.keys[k].port));
+        rte_tel_data_add_dict_string(d, "proto", g_fwd.svc.keys[k].proto == VGW_PROTO_UDP ? "udp" : "tcp");
         for (unsigned c = 0; c < SVC_CNT_MAX; c++)
-            TEL_U64(d, svc_names[c], tot[(size_t)k * SVC_CNT_MAX + c]);
+            TEL_U64(d, svc_counter_names[c], tot[(size_t)k * SVC_CNT_MAX + c]);
         rc = 0;
         break;
     }

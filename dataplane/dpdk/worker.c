@@ -13,28 +13,13 @@
 #include <rte_prefetch.h>
 
 #include "fwd.h"
+#include "neigh.h"
 #include "priv.h"
 
 #define IDLE_SPIN_POLLS 256u   /* empty polls before the first sleep */
 #define IDLE_SLEEP_MIN_US 16u
 #define SNAPSHOT_MS 100u
 #define HOUSEKEEP_BUDGET 256u
-
-uint32_t svcmap_lookup(const svcmap_t *m, uint32_t vip, uint16_t port, uint8_t proto)
-{
-    if (!m || !m->tab)
-        return UINT32_MAX;
-    uint32_t h = (uint32_t)((((uint64_t)vip * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)port << 8 | proto) *
-                             0xc2b2ae3d27d4eb4fULL) >> 32);
-    for (uint32_t i = 0; i <= m->mask; i++) {
-        const svc_key_slot_t *s = &m->tab[(h + i) & m->mask];
-        if (!s->used)
-            return UINT32_MAX;
-        if (s->vip == vip && s->port == port && s->proto == proto)
-            return s->slot;
-    }
-    return UINT32_MAX;
-}
 
 /* Minimal L3/L4 view of a frame the core has already validated (or will): Ethernet, up to two
  * VLAN tags, IPv4. Returns 0 if it is IPv4 TCP/UDP with ports present. */
@@ -334,8 +319,8 @@ int fwd_worker_main(void *arg)
     while (!atomic_load_explicit(&g_fwd.stop, memory_order_relaxed)) {
         uint64_t now = fwd_now_ms();
         /* QSBR for the service map: announce the generation before loading the pointer. */
-        atomic_store(&fw->svcmap_gen, atomic_load(&g_fwd.svcmap_cur));
-        const svcmap_t *sm = atomic_load(&g_fwd.svcmap);
+        atomic_store(&fw->svcmap_gen, atomic_load(&g_fwd.svc.cur_gen));
+        const svcmap_t *sm = atomic_load(&g_fwd.svc.cur);
         uint32_t got = 0;
 
         uint16_t n = (uint16_t)rte_ring_sc_dequeue_burst(fw->handoff, (void **)ms, FWD_BURST, NULL);

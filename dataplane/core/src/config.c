@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0
- * Parser for the "vgw-config 1" text format. Hostile input is expected (control socket, fuzzer):
- * every token is length- and range-checked, nothing is applied unless the whole document is
- * valid, and the document must end with "end" so a truncated transfer is never taken as real. */
-#include <errno.h>
+ * The configuration object (vgw/config.h): indexes, primitive edits with an undo journal, the
+ * "vgw-config 1" document parser and the canonical serialiser. The delta grammar is in delta.c
+ * and uses the same primitives, so a rule is checked in exactly one place whichever way the
+ * change arrives. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cfgint.h"
 #include "internal.h"
+#include "text.h"
 
 static const char *const state_names[VGW_STATE_MAX] = {
     [VGW_TCP_NONE] = "tcp_none",
@@ -42,14 +44,6 @@ const char *vgw_state_name(unsigned state)
     return state < VGW_STATE_MAX ? state_names[state] : NULL;
 }
 
-static int state_by_name(const char *s)
-{
-    for (unsigned i = 0; i < VGW_STATE_MAX; i++)
-        if (strcmp(s, state_names[i]) == 0)
-            return (int)i;
-    return -1;
-}
-
 int vgw_is_prime(uint32_t n)
 {
     if (n < 2)
@@ -62,429 +56,340 @@ int vgw_is_prime(uint32_t n)
     return 1;
 }
 
-typedef struct parser {
-    char *err;
-    size_t errlen;
-    unsigned line;
-} parser_t;
-
-__attribute__((format(printf, 2, 3))) static int fail(parser_t *p, const char *fmt, ...)
+const char *vgw_addr_str(uint8_t af, const vgw_addr_t *a, char *buf, size_t len)
 {
-    if (p->err && p->errlen) {
-        int n = snprintf(p->err, p->errlen, "line %u: ", p->line);
-        if (n >= 0 && (size_t)n < p->errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
-            va_end(ap);
-        }
+    (void)af; /* IPv4 only for now */
+    const uint8_t *b = (const uint8_t *)&a->v4;
+    snprintf(buf, len, "%u.%u.%u.%u", b[0], b[1], b[2], b[3]);
+    return buf;
+}
+
+#define FAIL(...) (snprintf(reason, rlen, __VA_ARGS__), -1)
+
+/* ---- configuration -------------------------------------------------------------------------- */
+
+vgw_cfg_t *vgw_cfg_new(void)
+{
+    vgw_cfg_t *cfg = calloc(1, sizeof *cfg);
+    if (!cfg)
+        return NULL;
+    cfg->index = calloc(1, sizeof *cfg->index);
+    if (!cfg->index) {
+        free(cfg);
+        return NULL;
     }
-    return -1;
-}
-
-/* Strict unsigned decimal: digits only, no sign, no leading zeros beyond "0", bounded. */
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-    if (!*s || strlen(s) > 20)
-        return -1;
-    if (s[0] == '0' && s[1])
-        return -1;
-    uint64_t v = 0;
-    for (const char *c = s; *c; c++) {
-        if (*c < '0' || *c > '9')
-            return -1;
-        uint64_t d = (uint64_t)(*c - '0');
-        if (v > (max - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Dotted quad, exactly four decimal octets; returns network order. */
-static int parse_ipv4(const char *s, uint32_t *out)
-{
-    uint8_t b[4];
-    const char *c = s;
-    for (int i = 0; i < 4; i++) {
-        unsigned v = 0, nd = 0;
-        while (*c >= '0' && *c <= '9') {
-            v = v * 10 + (unsigned)(*c - '0');
-            if (++nd > 3 || v > 255)
-                return -1;
-            c++;
-        }
-        if (nd == 0 || (nd > 1 && c[-(int)nd] == '0'))
-            return -1;
-        b[i] = (uint8_t)v;
-        if (i < 3) {
-            if (*c != '.')
-                return -1;
-            c++;
-        }
-    }
-    if (*c)
-        return -1;
-    memcpy(out, b, 4);
-    return 0;
-}
-
-/* A usable unicast address: not 0/8, 127/8, multicast, class E or broadcast. */
-static int ipv4_unicast(uint32_t a_net)
-{
-    uint32_t a = n2h32(a_net);
-    uint32_t top = a >> 24;
-    return top != 0 && top != 127 && top < 224;
-}
-
-static int valid_name(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > VGW_CFG_MAX_NAME)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-              c == '-' || c == '.' || c == ':' || c == '/'))
-            return 0;
-    }
-    return 1;
-}
-
-static vgw_cfg_service_t *find_service(vgw_cfg_t *cfg, const char *name)
-{
-    for (uint32_t i = 0; i < cfg->nservices; i++)
-        if (strcmp(cfg->services[i].name, name) == 0)
-            return &cfg->services[i];
-    return NULL;
-}
-
-static int grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    uint32_t ncap = *cap ? *cap * 2 : 8;
-    while (ncap < need)
-        ncap *= 2;
-    void *n = realloc(*arr, (size_t)ncap * elem);
-    if (!n)
-        return -1;
-    *arr = n;
-    *cap = ncap;
-    return 0;
+    cfg->version = VGW_CFG_VERSION;
+    for (unsigned i = 0; i < VGW_STATE_MAX; i++)
+        cfg->timeout_s[i] = default_timeouts[i];
+    return cfg;
 }
 
 void vgw_cfg_free(vgw_cfg_t *cfg)
 {
     if (!cfg)
         return;
-    for (uint32_t i = 0; i < cfg->nservices; i++) {
-        free(cfg->services[i].backends);
-        free(cfg->services[i].lips);
-    }
+    for (uint32_t i = 0; i < cfg->nservices; i++)
+        vgw_cfg_svc_free(cfg->services[i]);
     free(cfg->services);
+    if (cfg->index) {
+        vgw_vset_fini(&cfg->index->by_name);
+        vgw_vset_fini(&cfg->index->by_key);
+        vgw_amap_fini(&cfg->index->vips);
+        vgw_amap_fini(&cfg->index->lips);
+        free(cfg->index);
+    }
     free(cfg);
 }
 
-#define MAX_TOKENS 16
+/* ---- token parsers --------------------------------------------------------------------------- */
 
-static int tokenize(char *line, char **tok)
+int vgw_cfg_parse_service(char **t, int n, vgw_cfg_service_t *s, char *reason, size_t rlen)
 {
-    int n = 0;
-    char *s = line;
-    while (*s) {
-        while (*s == ' ' || *s == '\t')
-            *s++ = 0;
-        if (!*s)
-            break;
-        if (n == MAX_TOKENS)
-            return -1;
-        tok[n++] = s;
-        while (*s && *s != ' ' && *s != '\t')
-            s++;
-    }
-    return n;
-}
-
-static int parse_service(parser_t *p, vgw_cfg_t *cfg, char **t, int n)
-{
-    /* service <name> <tcp|udp> <vip> <port> <maglev|wrr|wlc> [key=value ...] */
-    if (n < 6)
-        return fail(p, "service: expected <name> <proto> <vip> <port> <sched> [options]");
-    if (!valid_name(t[1]))
-        return fail(p, "service: bad name");
-    if (find_service(cfg, t[1]))
-        return fail(p, "service %s: duplicate", t[1]);
-    if (cfg->nservices >= VGW_MAX_SERVICES)
-        return fail(p, "too many services (max %u)", VGW_MAX_SERVICES);
-    vgw_cfg_service_t s;
-    memset(&s, 0, sizeof s);
-    snprintf(s.name, sizeof s.name, "%s", t[1]);
-    s.af = VGW_AF_INET;
-    if (strcmp(t[2], "tcp") == 0)
-        s.proto = VGW_PROTO_TCP;
-    else if (strcmp(t[2], "udp") == 0)
-        s.proto = VGW_PROTO_UDP;
+    /* <name> <tcp|udp> <vip> <port> <maglev|wrr|wlc> [key=value ...] */
+    if (n < 5)
+        return FAIL("service: expected <name> <tcp|udp> <vip> <port> <maglev|wrr|wlc> [options]");
+    if (!vgw_valid_name(t[0]))
+        return FAIL("service: bad name '%.64s' (1-%u of A-Z a-z 0-9 _ - . : /)", t[0], VGW_CFG_MAX_NAME);
+    snprintf(s->name, sizeof s->name, "%s", t[0]);
+    s->af = VGW_AF_INET;
+    if (strcmp(t[1], "tcp") == 0)
+        s->proto = VGW_PROTO_TCP;
+    else if (strcmp(t[1], "udp") == 0)
+        s->proto = VGW_PROTO_UDP;
     else
-        return fail(p, "service %s: protocol must be tcp or udp", s.name);
-    if (parse_ipv4(t[3], &s.vip.v4) || !ipv4_unicast(s.vip.v4))
-        return fail(p, "service %s: bad VIP '%s'", s.name, t[3]);
+        return FAIL("service %s: protocol must be tcp or udp", s->name);
+    memset(&s->vip, 0, sizeof s->vip);
+    if (vgw_parse_ipv4(t[2], &s->vip.v4) || !vgw_ipv4_unicast(s->vip.v4))
+        return FAIL("service %s: bad VIP '%.64s'", s->name, t[2]);
     uint64_t v;
-    if (parse_u64(t[4], 65535, &v) || v == 0)
-        return fail(p, "service %s: bad port", s.name);
-    s.port = (uint16_t)v;
-    if (strcmp(t[5], "maglev") == 0)
-        s.sched = VGW_SCHED_MAGLEV;
-    else if (strcmp(t[5], "wrr") == 0)
-        s.sched = VGW_SCHED_WRR;
-    else if (strcmp(t[5], "wlc") == 0)
-        s.sched = VGW_SCHED_WLC;
+    if (vgw_parse_u64(t[3], 65535, &v) || v == 0)
+        return FAIL("service %s: bad port '%.16s' (1-65535)", s->name, t[3]);
+    s->port = (uint16_t)v;
+    if (strcmp(t[4], "maglev") == 0)
+        s->sched = VGW_SCHED_MAGLEV;
+    else if (strcmp(t[4], "wrr") == 0)
+        s->sched = VGW_SCHED_WRR;
+    else if (strcmp(t[4], "wlc") == 0)
+        s->sched = VGW_SCHED_WLC;
     else
-        return fail(p, "service %s: scheduler must be maglev, wrr or wlc", s.name);
-    s.maglev_m = VGW_MAGLEV_DEFAULT_M;
-    for (int i = 6; i < n; i++) {
-        char *eq = strchr(t[i], '=');
+        return FAIL("service %s: scheduler must be maglev, wrr or wlc", s->name);
+    s->maglev_m = VGW_MAGLEV_DEFAULT_M;
+    for (int i = 5; i < n; i++) {
+        const char *eq = strchr(t[i], '=');
         if (!eq)
-            return fail(p, "service %s: option '%s' is not key=value", s.name, t[i]);
-        *eq = 0;
-        const char *key = t[i], *val = eq + 1;
-        if (strcmp(key, "table") == 0) {
-            if (parse_u64(val, VGW_MAGLEV_MAX_M, &v) || !vgw_is_prime((uint32_t)v) || v < 7)
-                return fail(p, "service %s: table must be a prime in [7, %u]", s.name, VGW_MAGLEV_MAX_M);
-            s.maglev_m = (uint32_t)v;
-        } else if (strcmp(key, "toa") == 0) {
+            return FAIL("service %s: option '%.64s' is not key=value", s->name, t[i]);
+        size_t klen = (size_t)(eq - t[i]);
+        const char *val = eq + 1;
+        if (klen == 5 && strncmp(t[i], "table", 5) == 0) {
+            if (vgw_parse_u64(val, VGW_MAGLEV_MAX_M, &v) || v < 7 || !vgw_is_prime((uint32_t)v))
+                return FAIL("service %s: table must be a prime in [7, %u]", s->name, VGW_MAGLEV_MAX_M);
+            s->maglev_m = (uint32_t)v;
+        } else if (klen == 3 && strncmp(t[i], "toa", 3) == 0) {
             if (strcmp(val, "on") == 0)
-                s.flags |= VGW_SVC_F_TOA;
-            else if (strcmp(val, "off") != 0)
-                return fail(p, "service %s: toa must be on or off", s.name);
-        } else if (strncmp(key, "timeout.", 8) == 0) {
-            int st = state_by_name(key + 8);
+                s->flags |= VGW_SVC_F_TOA;
+            else if (strcmp(val, "off") == 0)
+                s->flags &= (uint8_t)~VGW_SVC_F_TOA;
+            else
+                return FAIL("service %s: toa must be on or off", s->name);
+        } else if (klen > 8 && strncmp(t[i], "timeout.", 8) == 0) {
+            char st_name[32];
+            snprintf(st_name, sizeof st_name, "%.*s", (int)(klen - 8), t[i] + 8);
+            int st = klen - 8 < sizeof st_name ? vgw_state_by_name(st_name) : -1;
             if (st < 0)
-                return fail(p, "service %s: unknown timeout state '%s'", s.name, key + 8);
-            if (parse_u64(val, VGW_MAX_TIMEOUT_S, &v) || v == 0)
-                return fail(p, "service %s: timeout must be 1..%u s", s.name, VGW_MAX_TIMEOUT_S);
-            s.timeout_s[st] = (uint32_t)v;
+                return FAIL("service %s: unknown timeout state '%.32s'", s->name, st_name);
+            if (vgw_parse_u64(val, VGW_MAX_TIMEOUT_S, &v) || v == 0)
+                return FAIL("service %s: timeout must be 1..%u s", s->name, VGW_MAX_TIMEOUT_S);
+            s->timeout_s[st] = (uint32_t)v;
         } else {
-            return fail(p, "service %s: unknown option '%s'", s.name, key);
+            return FAIL("service %s: unknown option '%.*s'", s->name, (int)(klen > 64 ? 64 : klen), t[i]);
         }
     }
-    if (s.proto == VGW_PROTO_UDP && (s.flags & VGW_SVC_F_TOA))
-        return fail(p, "service %s: toa is TCP only", s.name);
-    for (uint32_t i = 0; i < cfg->nservices; i++) {
-        const vgw_cfg_service_t *o = &cfg->services[i];
-        if (o->vip.v4 == s.vip.v4 && o->port == s.port && o->proto == s.proto)
-            return fail(p, "service %s: same VIP, port and protocol as %s", s.name, o->name);
-    }
-    if (grow((void **)&cfg->services, &cfg->services_cap, cfg->nservices + 1, sizeof s))
-        return fail(p, "out of memory");
-    cfg->services[cfg->nservices++] = s;
+    if (s->proto == VGW_PROTO_UDP && (s->flags & VGW_SVC_F_TOA))
+        return FAIL("service %s: toa is TCP only", s->name);
     return 0;
 }
 
-static int parse_backend(parser_t *p, vgw_cfg_t *cfg, char **t, int n)
+int vgw_cfg_parse_be_addr(const char *addr, const char *port, vgw_cfg_backend_t *b, char *reason, size_t rlen)
+{
+    memset(b, 0, sizeof *b);
+    b->af = VGW_AF_INET;
+    if (vgw_parse_ipv4(addr, &b->addr.v4) || !vgw_ipv4_unicast(b->addr.v4))
+        return FAIL("backend: bad address '%.64s'", addr);
+    uint64_t v;
+    if (vgw_parse_u64(port, 65535, &v) || v == 0)
+        return FAIL("backend: bad port '%.16s' (1-65535)", port);
+    b->port = (uint16_t)v;
+    return 0;
+}
+
+/* ---- the document parser --------------------------------------------------------------------- */
+
+static int doc_service(vgw_cfg_t *cfg, char **t, int n, char *reason, size_t rlen)
+{
+    vgw_cfg_service_t *s = vgw_cfg_svc_alloc();
+    if (!s)
+        return FAIL("out of memory");
+    if (vgw_cfg_parse_service(t + 1, n - 1, s, reason, rlen) || vgw_cfg_svc_add(cfg, s, NULL, reason, rlen)) {
+        vgw_cfg_svc_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+static vgw_cfg_service_t *declared(vgw_cfg_t *cfg, const char *what, const char *name, char *reason, size_t rlen)
+{
+    vgw_cfg_service_t *s = vgw_cfg_lookup(cfg, name);
+    if (!s)
+        snprintf(reason, rlen, "%s: unknown service '%.64s' (declare it first)", what, name);
+    return s;
+}
+
+static int doc_backend(vgw_cfg_t *cfg, char **t, int n, char *reason, size_t rlen)
 {
     /* backend <service> <ip> <port> <weight> <active|draining|disabled> */
     if (n != 6)
-        return fail(p, "backend: expected <service> <ip> <port> <weight> <state>");
-    vgw_cfg_service_t *s = find_service(cfg, t[1]);
-    if (!s)
-        return fail(p, "backend: unknown service '%s' (declare it first)", t[1]);
+        return FAIL("backend: expected <service> <ip> <port> <weight> <state>");
+    vgw_cfg_service_t *s = declared(cfg, "backend", t[1], reason, rlen);
     vgw_cfg_backend_t b;
-    memset(&b, 0, sizeof b);
-    b.af = VGW_AF_INET;
-    if (parse_ipv4(t[2], &b.addr.v4) || !ipv4_unicast(b.addr.v4))
-        return fail(p, "backend: bad address '%s'", t[2]);
-    uint64_t v;
-    if (parse_u64(t[3], 65535, &v) || v == 0)
-        return fail(p, "backend: bad port");
-    b.port = (uint16_t)v;
-    if (parse_u64(t[4], 65535, &v))
-        return fail(p, "backend: weight must be 0..65535");
-    b.weight = (uint16_t)v;
-    if (strcmp(t[5], "active") == 0)
-        b.state = VGW_BE_ACTIVE;
-    else if (strcmp(t[5], "draining") == 0)
-        b.state = VGW_BE_DRAINING;
-    else if (strcmp(t[5], "disabled") == 0)
-        b.state = VGW_BE_DISABLED;
-    else
-        return fail(p, "backend: state must be active, draining or disabled");
-    for (uint32_t i = 0; i < s->nbackends; i++)
-        if (s->backends[i].addr.v4 == b.addr.v4 && s->backends[i].port == b.port)
-            return fail(p, "backend: duplicate %s:%s in %s", t[2], t[3], s->name);
-    if (s->nbackends >= VGW_MAX_BACKENDS_PER_SVC)
-        return fail(p, "backend: too many backends in %s", s->name);
-    uint32_t total = 0;
-    for (uint32_t i = 0; i < cfg->nservices; i++)
-        total += cfg->services[i].nbackends;
-    if (total >= VGW_MAX_BACKENDS)
-        return fail(p, "backend: too many backends (max %u)", VGW_MAX_BACKENDS);
-    if (grow((void **)&s->backends, &s->backends_cap, s->nbackends + 1, sizeof b))
-        return fail(p, "out of memory");
-    s->backends[s->nbackends++] = b;
-    return 0;
+    uint64_t w;
+    int st;
+    if (!s || vgw_cfg_parse_be_addr(t[2], t[3], &b, reason, rlen))
+        return -1;
+    if (vgw_parse_u64(t[4], 65535, &w))
+        return FAIL("backend: weight must be 0..65535");
+    if ((st = vgw_be_state_by_name(t[5])) < 0)
+        return FAIL("backend: state must be active, draining or disabled");
+    b.weight = (uint16_t)w;
+    b.state = (uint8_t)st;
+    return vgw_cfg_be_add(cfg, s, &b, NULL, reason, rlen);
 }
 
-static int parse_lip(parser_t *p, vgw_cfg_t *cfg, char **t, int n)
+static int doc_lip(vgw_cfg_t *cfg, char **t, int n, char *reason, size_t rlen)
 {
     if (n != 3)
-        return fail(p, "lip: expected <service> <ip>");
-    vgw_cfg_service_t *s = find_service(cfg, t[1]);
+        return FAIL("lip: expected <service> <ip>");
+    vgw_cfg_service_t *s = declared(cfg, "lip", t[1], reason, rlen);
     if (!s)
-        return fail(p, "lip: unknown service '%s' (declare it first)", t[1]);
+        return -1;
     vgw_addr_t a;
     memset(&a, 0, sizeof a);
-    if (parse_ipv4(t[2], &a.v4) || !ipv4_unicast(a.v4))
-        return fail(p, "lip: bad address '%s'", t[2]);
-    for (uint32_t i = 0; i < s->nlips; i++)
-        if (s->lips[i].v4 == a.v4)
-            return fail(p, "lip: duplicate %s in %s", t[2], s->name);
-    if (s->nlips >= VGW_MAX_LIPS_PER_SVC)
-        return fail(p, "lip: too many LIPs in %s (max %u)", s->name, VGW_MAX_LIPS_PER_SVC);
-    if (grow((void **)&s->lips, &s->lips_cap, s->nlips + 1, sizeof a))
-        return fail(p, "out of memory");
-    s->lips[s->nlips++] = a;
-    return 0;
-}
-
-static int validate_document(parser_t *p, vgw_cfg_t *cfg)
-{
-    /* A LIP that is also a VIP would make a reply indistinguishable from a new client packet. */
-    for (uint32_t i = 0; i < cfg->nservices; i++) {
-        const vgw_cfg_service_t *s = &cfg->services[i];
-        if (s->nlips == 0)
-            return fail(p, "service %s: needs at least one lip", s->name);
-        for (uint32_t j = 0; j < s->nlips; j++)
-            for (uint32_t k = 0; k < cfg->nservices; k++)
-                if (cfg->services[k].vip.v4 == s->lips[j].v4)
-                    return fail(p, "service %s: lip is also the VIP of %s", s->name,
-                                cfg->services[k].name);
-    }
-    return 0;
+    if (vgw_parse_ipv4(t[2], &a.v4) || !vgw_ipv4_unicast(a.v4))
+        return FAIL("lip: bad address '%.64s'", t[2]);
+    return vgw_cfg_lip_add(cfg, s, VGW_AF_INET, &a, NULL, reason, rlen);
 }
 
 int vgw_cfg_parse(const char *text, size_t len, vgw_cfg_t **out, char *err, size_t errlen)
 {
-    parser_t p = {.err = err, .errlen = errlen, .line = 0};
     *out = NULL;
     if (err && errlen)
         err[0] = 0;
     if (!text || len > VGW_CFG_MAX_BYTES)
-        return fail(&p, "document too large (max %u bytes)", VGW_CFG_MAX_BYTES);
-    vgw_cfg_t *cfg = calloc(1, sizeof *cfg);
-    if (!cfg)
-        return fail(&p, "out of memory");
-    cfg->version = VGW_CFG_VERSION;
-    for (unsigned i = 0; i < VGW_STATE_MAX; i++)
-        cfg->timeout_s[i] = default_timeouts[i];
-
-    char line[VGW_CFG_MAX_LINE + 1];
-    size_t pos = 0;
-    int seen_header = 0, seen_gen = 0, seen_end = 0;
-    while (pos < len) {
-        p.line++;
-        size_t start = pos;
-        while (pos < len && text[pos] != '\n')
-            pos++;
-        size_t llen = pos - start;
-        if (pos < len)
-            pos++; /* newline */
-        if (llen && text[start + llen - 1] == '\r')
-            llen--;
-        if (llen > VGW_CFG_MAX_LINE) {
-            fail(&p, "line longer than %u bytes", VGW_CFG_MAX_LINE);
-            goto bad;
-        }
-        memcpy(line, text + start, llen);
-        line[llen] = 0;
-        if (memchr(line, 0, llen)) {
-            fail(&p, "NUL byte");
-            goto bad;
-        }
-        for (size_t i = 0; i < llen; i++) {
-            unsigned char c = (unsigned char)line[i];
-            if ((c < 0x20 && c != '\t') || c > 0x7e) {
-                fail(&p, "non-printable byte 0x%02x", c);
-                goto bad;
-            }
-        }
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = 0;
-        char *t[MAX_TOKENS];
-        int n = tokenize(line, t);
+        return vgw_text_fail(err, errlen, 0, "document too large (max %u bytes)", VGW_CFG_MAX_BYTES);
+    vgw_cfg_t *cfg = vgw_cfg_new();
+    vgw_lines_t *l = malloc(sizeof *l);
+    if (!cfg || !l) {
+        vgw_cfg_free(cfg);
+        free(l);
+        return vgw_text_fail(err, errlen, 0, "out of memory");
+    }
+    vgw_lines_init(l, text, len);
+    char reason[256];
+    char *t[VGW_TEXT_MAX_TOKENS];
+    int n, seen_header = 0, seen_gen = 0, seen_end = 0, rc = 0;
+    while (rc == 0 && (n = vgw_lines_next(l, t, err, errlen)) != 0) {
+        reason[0] = 0;
         if (n < 0) {
-            fail(&p, "too many tokens");
-            goto bad;
+            rc = -1;
+            break;
         }
-        if (n == 0)
-            continue;
+        uint64_t v = 0;
         if (seen_end) {
-            fail(&p, "content after 'end'");
-            goto bad;
-        }
-        if (!seen_header) {
-            uint64_t v;
-            if (n != 2 || strcmp(t[0], "vgw-config") != 0 || parse_u64(t[1], 1000, &v)) {
-                fail(&p, "expected header 'vgw-config %u'", VGW_CFG_VERSION);
-                goto bad;
-            }
-            if (v != VGW_CFG_VERSION) {
-                fail(&p, "unsupported format version %llu (this build reads %u)", (unsigned long long)v,
-                     VGW_CFG_VERSION);
-                goto bad;
-            }
+            rc = vgw_text_fail(err, errlen, l->lineno, "content after 'end'");
+        } else if (!seen_header) {
+            if (n != 2 || strcmp(t[0], "vgw-config") != 0 || vgw_parse_u64(t[1], 1000, &v))
+                rc = vgw_text_fail(err, errlen, l->lineno, "expected header 'vgw-config %u'", VGW_CFG_VERSION);
+            else if (v != VGW_CFG_VERSION)
+                rc = vgw_text_fail(err, errlen, l->lineno, "unsupported format version %llu (this build reads %u)",
+                                   (unsigned long long)v, VGW_CFG_VERSION);
             seen_header = 1;
-            continue;
-        }
-        int rc = 0;
-        if (strcmp(t[0], "generation") == 0) {
-            uint64_t v;
-            if (n != 2 || seen_gen || parse_u64(t[1], UINT64_MAX, &v) || v == 0) {
-                rc = fail(&p, "generation: expected one positive integer, once");
-            } else {
-                cfg->generation = v;
-                seen_gen = 1;
-            }
+        } else if (strcmp(t[0], "generation") == 0) {
+            if (n != 2 || seen_gen || vgw_parse_u64(t[1], UINT64_MAX, &v) || v == 0)
+                rc = vgw_text_fail(err, errlen, l->lineno, "generation: expected one positive integer, once");
+            cfg->generation = v;
+            seen_gen = 1;
         } else if (strcmp(t[0], "timeout") == 0) {
-            uint64_t v;
-            int st = n == 3 ? state_by_name(t[1]) : -1;
-            if (st < 0 || parse_u64(t[2], VGW_MAX_TIMEOUT_S, &v) || v == 0)
-                rc = fail(&p, "timeout: expected <state> <1..%u seconds>", VGW_MAX_TIMEOUT_S);
+            int st = n == 3 ? vgw_state_by_name(t[1]) : -1;
+            if (st < 0 || vgw_parse_u64(t[2], VGW_MAX_TIMEOUT_S, &v) || v == 0)
+                rc = vgw_text_fail(err, errlen, l->lineno, "timeout: expected <state> <1..%u seconds>",
+                                   VGW_MAX_TIMEOUT_S);
             else
                 cfg->timeout_s[st] = (uint32_t)v;
         } else if (strcmp(t[0], "service") == 0) {
-            rc = parse_service(&p, cfg, t, n);
+            rc = doc_service(cfg, t, n, reason, sizeof reason);
         } else if (strcmp(t[0], "backend") == 0) {
-            rc = parse_backend(&p, cfg, t, n);
+            rc = doc_backend(cfg, t, n, reason, sizeof reason);
         } else if (strcmp(t[0], "lip") == 0) {
-            rc = parse_lip(&p, cfg, t, n);
+            rc = doc_lip(cfg, t, n, reason, sizeof reason);
         } else if (strcmp(t[0], "end") == 0 && n == 1) {
             seen_end = 1;
         } else {
-            rc = fail(&p, "unknown directive '%s'", t[0]);
+            rc = vgw_text_fail(err, errlen, l->lineno, "unknown directive '%.64s'", t[0]);
         }
-        if (rc)
-            goto bad;
+        if (rc && reason[0])
+            vgw_text_fail(err, errlen, l->lineno, "%s", reason);
     }
-    if (!seen_header) {
-        fail(&p, "empty document");
-        goto bad;
+    if (rc == 0) {
+        if (!seen_header)
+            rc = vgw_text_fail(err, errlen, l->lineno, "empty document");
+        else if (!seen_gen)
+            rc = vgw_text_fail(err, errlen, l->lineno, "missing 'generation'");
+        else if (!seen_end)
+            rc = vgw_text_fail(err, errlen, l->lineno, "missing 'end' (truncated document?)");
+        for (uint32_t i = 0; rc == 0 && i < cfg->nservices; i++)
+            if (cfg->services[i]->nlips == 0)
+                rc = vgw_text_fail(err, errlen, l->lineno, "service %s: needs at least one lip",
+                                   cfg->services[i]->name);
     }
-    if (!seen_gen) {
-        fail(&p, "missing 'generation'");
-        goto bad;
+    free(l);
+    if (rc) {
+        vgw_cfg_free(cfg);
+        return -1;
     }
-    if (!seen_end) {
-        fail(&p, "missing 'end' (truncated document?)");
-        goto bad;
-    }
-    if (validate_document(&p, cfg))
-        goto bad;
     *out = cfg;
     return 0;
-bad:
-    vgw_cfg_free(cfg);
-    return -1;
+}
+
+/* ---- serialiser ------------------------------------------------------------------------------ */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf_t;
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const char *fmt, ...)
+{
+    if (b->oom)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t nc = b->cap ? b->cap * 2 : 4096;
+        while (nc < b->len + (size_t)n + 1)
+            nc *= 2;
+        char *np = realloc(b->p, nc);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np, b->cap = nc;
+    }
+}
+
+char *vgw_cfg_serialize(const vgw_cfg_t *c, size_t *len)
+{
+    char a[48];
+    sbuf_t b = {0};
+    sb_printf(&b, "vgw-config 1\ngeneration %llu\n", (unsigned long long)c->generation);
+    for (unsigned s = 0; s < VGW_STATE_MAX; s++)
+        if (c->timeout_s[s])
+            sb_printf(&b, "timeout %s %u\n", vgw_state_name(s), c->timeout_s[s]);
+    for (uint32_t i = 0; i < c->nservices; i++) {
+        const vgw_cfg_service_t *s = c->services[i];
+        sb_printf(&b, "service %s %s %s %u %s", s->name, s->proto == VGW_PROTO_UDP ? "udp" : "tcp",
+                  vgw_addr_str(s->af, &s->vip, a, sizeof a), s->port, vgw_sched_name(s->sched));
+        if (s->sched == VGW_SCHED_MAGLEV && s->maglev_m != VGW_MAGLEV_DEFAULT_M)
+            sb_printf(&b, " table=%u", s->maglev_m);
+        if (s->flags & VGW_SVC_F_TOA)
+            sb_printf(&b, " toa=on");
+        for (unsigned t = 0; t < VGW_STATE_MAX; t++)
+            if (s->timeout_s[t])
+                sb_printf(&b, " timeout.%s=%u", vgw_state_name(t), s->timeout_s[t]);
+        sb_printf(&b, "\n");
+        for (uint32_t k = 0; k < s->nlips; k++)
+            sb_printf(&b, "lip %s %s\n", s->name, vgw_addr_str(s->af, &s->lips[k], a, sizeof a));
+        for (uint32_t k = 0; k < s->nbackends; k++) {
+            const vgw_cfg_backend_t *be = &s->backends[k];
+            sb_printf(&b, "backend %s %s %u %u %s\n", s->name, vgw_addr_str(be->af, &be->addr, a, sizeof a), be->port,
+                      be->weight, vgw_be_state_name(be->state));
+        }
+    }
+    sb_printf(&b, "end\n");
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.p;
 }

@@ -384,9 +384,9 @@ static int parse(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, 
 
 static inline uint32_t conn_timeout(const vgw_state_t *st, const vgw_conn_t *c)
 {
-    uint32_t si = st->svc_by_uid[c->svc_uid];
+    const vgw_svc_t *s = st->svc_by_uid[c->svc_uid];
     /* A service removed from the config keeps its connections on the document defaults. */
-    return si ? st->services[si - 1].timeout_ms[c->state] : st->default_timeout_ms[c->state];
+    return s ? s->timeout_ms[c->state] : st->default_timeout_ms[c->state];
 }
 
 static inline void xlate(uint8_t *l3, uint8_t *l4, uint8_t proto, const vgw_conn_t *c, uint32_t dir)

@@ -104,6 +104,17 @@ uint16_t vgw_l4_csum_v4(uint32_t saddr, uint32_t daddr, uint8_t proto, const voi
 
 /* ---- config state ------------------------------------------------------------------------ */
 
+/* A scheduler table (Maglev slots or the WRR cycle), shared by consecutive versions of a service
+ * whose schedulable backends did not change. */
+typedef struct vgw_table {
+    _Atomic uint32_t refs;
+    uint32_t len;
+    uint16_t idx[]; /* indexes into the service's backends */
+} vgw_table_t;
+
+vgw_table_t *vgw_table_new(uint32_t len);
+void vgw_table_put(vgw_table_t *t);
+
 typedef struct vgw_be {
     uint32_t addr; /* network order */
     uint16_t port; /* network order */
@@ -114,6 +125,8 @@ typedef struct vgw_be {
     uint32_t uid; /* stable across generations while the (service, addr, port) exists */
 } vgw_be_t;
 
+/* One service as the fast path sees it. Immutable once published; shared by every generation in
+ * which its configuration did not change (reference counted, freed by the last state). */
 typedef struct vgw_svc {
     uint32_t vip;  /* network order */
     uint16_t port; /* network order */
@@ -127,13 +140,17 @@ typedef struct vgw_svc {
     uint32_t nlips;
     uint32_t *lips; /* network order */
     uint32_t maglev_m;
-    uint16_t *maglev; /* indexes into backends */
+    uint16_t *maglev; /* = tab->idx for Maglev */
     uint32_t wrr_len;
-    uint16_t *wrr; /* indexes into backends: precomputed smooth WRR order */
+    uint16_t *wrr; /* = tab->idx for WRR: precomputed smooth WRR order */
+    vgw_table_t *tab;
+    /* control thread only */
+    _Atomic uint32_t refs;
+    uint64_t cfg_rev; /* rev of the configuration entry it was built from (or matched) */
 } vgw_svc_t;
 
-#define VGW_ADDR_VIP 1u
-#define VGW_ADDR_LIP 2u
+#define VGW_ADDR_VIP VGW_ADDR_F_VIP
+#define VGW_ADDR_LIP VGW_ADDR_F_LIP
 
 typedef struct vgw_addr_slot {
     uint32_t addr; /* 0 = empty (0.0.0.0 is rejected by config) */
@@ -145,26 +162,40 @@ typedef struct vgw_svc_slot {
     uint16_t port;
     uint8_t proto;
     uint8_t used;
-    uint32_t idx;
+    uint32_t uid;
 } vgw_svc_slot_t;
 
-struct vgw_state {
-    uint64_t generation;
-    uint32_t nservices;
-    vgw_svc_t *services;
+/* The (VIP, port, proto) -> service and address -> kind tables. They depend only on which
+ * services exist and on their LIPs, so generations that change neither share them. */
+typedef struct vgw_lookup {
+    _Atomic uint32_t refs;
     uint32_t svc_mask; /* open addressing, power of two */
     vgw_svc_slot_t *svc_slots;
     uint32_t addr_mask;
     vgw_addr_slot_t *addr_slots;
+} vgw_lookup_t;
+
+struct vgw_state {
+    uint64_t generation;
+    /* fast path: copies of lookup's fields, so a packet needs no extra pointer hop */
+    uint32_t svc_mask;
+    const vgw_svc_slot_t *svc_slots;
+    uint32_t addr_mask;
+    const vgw_addr_slot_t *addr_slots;
     uint32_t default_timeout_ms[VGW_STATE_MAX];
-    uint32_t svc_by_uid[VGW_MAX_SERVICES]; /* uid -> index+1 (0 = not in this generation) */
+    vgw_svc_t *svc_by_uid[VGW_MAX_SERVICES]; /* NULL = not in this generation */
+    /* control thread */
+    vgw_lookup_t *lookup;
+    uint32_t nservices;
+    vgw_svc_t **services; /* configuration order */
     struct vgw_state *retired_next;
 };
 
 const vgw_svc_t *vgw_state_find_svc(const vgw_state_t *st, uint32_t vip, uint16_t port, uint8_t proto);
 uint32_t vgw_state_addr_kind(const vgw_state_t *st, uint32_t addr);
 
-/* Registry: stable small ids for services and backends across generations. Control thread only. */
+/* Registry: stable small ids for services and backends across generations, reused oldest-freed
+ * first so per-worker state of a departed id (WLC counts) ages out. Control thread only. */
 typedef struct vgw_registry {
     uint64_t *keys; /* 0 = empty; keys have a non-zero tag bit */
     uint32_t *uids;
@@ -172,9 +203,17 @@ typedef struct vgw_registry {
     uint32_t count;
     uint32_t space; /* uid space size */
     uint32_t next_fresh;
-    uint32_t *free_fifo; /* freed uids, reused oldest first so stale per-worker counts age out */
+    uint32_t *free_fifo;
     uint32_t fifo_head, fifo_len;
 } vgw_registry_t;
+
+#define VGW_UID_NONE UINT32_MAX
+int vgw_reg_init(vgw_registry_t *r, uint32_t space);
+void vgw_reg_fini(vgw_registry_t *r);
+uint32_t vgw_reg_find(const vgw_registry_t *r, uint64_t key);
+/* The key's uid, assigning one if it has none; VGW_UID_NONE only if the space is exhausted. */
+uint32_t vgw_reg_acquire(vgw_registry_t *r, uint64_t key);
+void vgw_reg_release(vgw_registry_t *r, uint64_t key);
 
 /* ---- connection table ------------------------------------------------------------------- */
 
@@ -309,6 +348,10 @@ struct vgw_dp {
     void *retire_arg;
     vgw_registry_t svc_reg;
     vgw_registry_t be_reg;
+    /* Build marks: which uids the generation being built keeps (stamp == build_seq). */
+    uint32_t build_seq;
+    uint32_t svc_stamp[VGW_MAX_SERVICES];
+    uint32_t *be_stamp; /* VGW_MAX_BACKENDS */
 };
 
 struct vgw_worker {
@@ -327,6 +370,7 @@ struct vgw_worker {
 
 /* Schedulers (sched.c). Return an index into svc->backends or -1. */
 int32_t vgw_sched_pick(vgw_worker_t *w, const vgw_svc_t *svc, uint32_t flow_hash);
+/* Builds the smooth-WRR cycle of svc's candidates into svc->tab. */
 int vgw_wrr_build(vgw_svc_t *svc);
 
 #endif

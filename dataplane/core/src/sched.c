@@ -23,8 +23,7 @@ static uint32_t gcd32(uint32_t a, uint32_t b)
 
 int vgw_wrr_build(vgw_svc_t *svc)
 {
-    svc->wrr = NULL;
-    svc->wrr_len = 0;
+    svc->tab = NULL;
     if (svc->ncand == 0)
         return 0;
     uint32_t n = svc->ncand;
@@ -58,8 +57,8 @@ int vgw_wrr_build(vgw_svc_t *svc)
         }
         sum = nsum;
     }
-    svc->wrr = malloc(sizeof(uint16_t) * sum);
-    if (!svc->wrr) {
+    vgw_table_t *t = vgw_table_new((uint32_t)sum);
+    if (!t) {
         free(w), free(cur);
         return -1;
     }
@@ -73,9 +72,11 @@ int vgw_wrr_build(vgw_svc_t *svc)
                 best = i;
         }
         cur[best] -= (int64_t)sum;
-        svc->wrr[k] = svc->cand[best];
+        t->idx[k] = svc->cand[best];
     }
-    svc->wrr_len = (uint32_t)sum;
+    svc->tab = t;
+    svc->wrr = t->idx;
+    svc->wrr_len = t->len;
     free(w), free(cur);
     return 0;
 }

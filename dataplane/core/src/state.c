@@ -1,139 +1,64 @@
 /* SPDX-License-Identifier: Apache-2.0
- * Config generations: build an immutable state from a parsed config, publish it with one atomic
- * pointer store, retire the old one through QSBR (or a caller hook, e.g. DPDK's rte_rcu). */
+ * Config generations: build an immutable state from a configuration, publish it with one atomic
+ * pointer store, retire the old one through QSBR (or a caller hook, e.g. DPDK's rte_rcu).
+ *
+ * A generation is built incrementally: a service whose configuration did not change (same rev,
+ * or equal content after a full apply) is shared with the previous generation, a changed one is
+ * rebuilt (keeping its scheduler table when its schedulable backends did not change), and the
+ * lookup tables are shared unless a service or LIP came or went. Only the registry entries of
+ * changed services are touched. So a one-backend change costs one service, not the node. */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"
 
-/* ---- registries: stable uids --------------------------------------------------------------- */
+/* ---- shared pieces ---------------------------------------------------------------------------- */
 
-static int reg_init(vgw_registry_t *r, uint32_t space)
+vgw_table_t *vgw_table_new(uint32_t len)
 {
-    memset(r, 0, sizeof *r);
-    r->space = space;
-    r->mask = 1;
-    while (r->mask + 1 < space * 2)
-        r->mask = r->mask * 2 + 1;
-    r->keys = calloc((size_t)r->mask + 1, sizeof(uint64_t));
-    r->uids = calloc((size_t)r->mask + 1, sizeof(uint32_t));
-    r->free_fifo = calloc(space, sizeof(uint32_t));
-    return (r->keys && r->uids && r->free_fifo) ? 0 : -1;
+    vgw_table_t *t = malloc(sizeof *t + sizeof(uint16_t) * (len ? len : 1));
+    if (!t)
+        return NULL;
+    atomic_init(&t->refs, 1);
+    t->len = len;
+    return t;
 }
 
-static void reg_fini(vgw_registry_t *r)
+void vgw_table_put(vgw_table_t *t)
 {
-    free(r->keys), free(r->uids), free(r->free_fifo);
-    memset(r, 0, sizeof *r);
+    if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+        free(t);
 }
 
-/* Keys carry bit 63 so that 0 can mean "empty". */
-static uint32_t reg_find(const vgw_registry_t *r, uint64_t key)
+static void svc_put(vgw_svc_t *s)
 {
-    for (uint32_t i = (uint32_t)vgw_mix64(key) & r->mask;; i = (i + 1) & r->mask) {
-        if (r->keys[i] == 0)
-            return UINT32_MAX;
-        if (r->keys[i] == key)
-            return r->uids[i];
-    }
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    free(s->backends), free(s->cand), free(s->lips);
+    vgw_table_put(s->tab);
+    free(s);
 }
 
-static void reg_put(uint64_t *keys, uint32_t *uids, uint32_t mask, uint64_t key, uint32_t uid)
+static void lookup_put(vgw_lookup_t *lk)
 {
-    uint32_t i = (uint32_t)vgw_mix64(key) & mask;
-    while (keys[i] != 0)
-        i = (i + 1) & mask;
-    keys[i] = key;
-    uids[i] = uid;
+    if (!lk || atomic_fetch_sub_explicit(&lk->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    free(lk->svc_slots), free(lk->addr_slots);
+    free(lk);
 }
-
-/* Assigns uids for keys[0..n): existing keys keep theirs, new keys get fresh or the oldest freed
- * ones, vanished keys are freed. Builds the new map aside and commits only if all fit. */
-static int reg_assign(vgw_registry_t *r, const uint64_t *keys, uint32_t n, uint32_t *uids_out)
-{
-    if (n > r->space)
-        return -1;
-    uint64_t *nk = calloc((size_t)r->mask + 1, sizeof(uint64_t));
-    uint32_t *nu = calloc((size_t)r->mask + 1, sizeof(uint32_t));
-    uint8_t *kept = calloc(r->space, 1);
-    if (!nk || !nu || !kept) {
-        free(nk), free(nu), free(kept);
-        return -1;
-    }
-    uint32_t fresh = r->next_fresh, head = r->fifo_head, len = r->fifo_len;
-    uint32_t *pending = malloc(sizeof(uint32_t) * (n ? n : 1));
-    uint32_t npending = 0;
-    if (!pending) {
-        free(nk), free(nu), free(kept);
-        return -1;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t uid = reg_find(r, keys[i]);
-        if (uid != UINT32_MAX) {
-            kept[uid] = 1;
-            uids_out[i] = uid;
-            reg_put(nk, nu, r->mask, keys[i], uid);
-        } else {
-            pending[npending++] = i;
-        }
-    }
-    /* Freed uids of this round go to the FIFO tail after the older ones. */
-    uint32_t *fifo = r->free_fifo;
-    for (uint32_t s = 0; s <= r->mask; s++) {
-        if (r->keys[s] && !kept[r->uids[s]]) {
-            fifo[(head + len) % r->space] = r->uids[s];
-            len++;
-        }
-    }
-    for (uint32_t k = 0; k < npending; k++) {
-        uint32_t uid;
-        if (fresh < r->space) {
-            uid = fresh++;
-        } else if (len > 0) {
-            uid = fifo[head];
-            head = (head + 1) % r->space;
-            len--;
-        } else {
-            free(nk), free(nu), free(kept), free(pending);
-            return -1;
-        }
-        uids_out[pending[k]] = uid;
-        reg_put(nk, nu, r->mask, keys[pending[k]], uid);
-    }
-    free(r->keys), free(r->uids);
-    r->keys = nk;
-    r->uids = nu;
-    r->count = n;
-    r->next_fresh = fresh;
-    r->fifo_head = head;
-    r->fifo_len = len;
-    free(kept), free(pending);
-    return 0;
-}
-
-static uint64_t svc_key(const vgw_cfg_service_t *s)
-{
-    return (1ULL << 63) | ((uint64_t)s->proto << 48) | ((uint64_t)s->port << 32) | s->vip.v4;
-}
-
-static uint64_t be_key(uint32_t svc_uid, const vgw_cfg_backend_t *b)
-{
-    return (1ULL << 63) | ((uint64_t)(svc_uid & 0x7fff) << 48) | ((uint64_t)b->port << 32) | b->addr.v4;
-}
-
-/* ---- state --------------------------------------------------------------------------------- */
 
 void vgw_state_free(vgw_state_t *st)
 {
     if (!st)
         return;
-    for (uint32_t i = 0; i < st->nservices; i++) {
-        vgw_svc_t *s = &st->services[i];
-        free(s->backends), free(s->cand), free(s->lips), free(s->maglev), free(s->wrr);
-    }
-    free(st->services), free(st->svc_slots), free(st->addr_slots);
+    for (uint32_t i = 0; i < st->nservices; i++)
+        svc_put(st->services[i]);
+    lookup_put(st->lookup);
+    free(st->services);
     free(st);
 }
+
+/* ---- fast-path lookups ------------------------------------------------------------------------ */
 
 static inline uint32_t svc_slot_hash(uint32_t vip, uint16_t port, uint8_t proto)
 {
@@ -147,7 +72,7 @@ const vgw_svc_t *vgw_state_find_svc(const vgw_state_t *st, uint32_t vip, uint16_
         if (!s->used)
             return NULL;
         if (s->vip == vip && s->port == port && s->proto == proto)
-            return &st->services[s->idx];
+            return st->svc_by_uid[s->uid];
     }
 }
 
@@ -162,14 +87,167 @@ uint32_t vgw_state_addr_kind(const vgw_state_t *st, uint32_t addr)
     }
 }
 
-static void addr_add(vgw_state_t *st, uint32_t addr, uint32_t kind)
+/* ---- registry keys ---------------------------------------------------------------------------- */
+
+static uint64_t svc_key(const vgw_cfg_service_t *s)
 {
-    uint32_t i = (uint32_t)vgw_mix64(addr) & st->addr_mask;
-    while (st->addr_slots[i].addr != 0 && st->addr_slots[i].addr != addr)
-        i = (i + 1) & st->addr_mask;
-    st->addr_slots[i].addr = addr;
-    st->addr_slots[i].kind |= kind;
+    return (1ULL << 63) | ((uint64_t)s->proto << 48) | ((uint64_t)s->port << 32) | s->vip.v4;
 }
+
+static uint64_t svc_key_of(const vgw_svc_t *s)
+{
+    return (1ULL << 63) | ((uint64_t)s->proto << 48) | ((uint64_t)n2h16(s->port) << 32) | s->vip;
+}
+
+static uint64_t be_key(uint32_t svc_uid, uint32_t addr, uint16_t port_net)
+{
+    return (1ULL << 63) | ((uint64_t)(svc_uid & 0x7fff) << 48) | ((uint64_t)n2h16(port_net) << 32) | addr;
+}
+
+/* ---- building a service ---------------------------------------------------------------------- */
+
+static void resolve_timeouts(uint32_t *out_ms, const vgw_cfg_t *cfg, const vgw_cfg_service_t *cs)
+{
+    for (unsigned k = 0; k < VGW_STATE_MAX; k++)
+        out_ms[k] = (cs->timeout_s[k] ? cs->timeout_s[k] : cfg->timeout_s[k]) * 1000u;
+}
+
+/* Does p (built earlier) already say everything cs says? */
+static bool svc_matches(const vgw_svc_t *p, const vgw_cfg_t *cfg, const vgw_cfg_service_t *cs)
+{
+    uint32_t t[VGW_STATE_MAX];
+    resolve_timeouts(t, cfg, cs);
+    if (memcmp(t, p->timeout_ms, sizeof t) != 0)
+        return false;
+    if (p->cfg_rev == cs->rev)
+        return true;
+    if (p->sched != cs->sched || p->flags != cs->flags || p->nbackends != cs->nbackends || p->nlips != cs->nlips ||
+        (cs->sched == VGW_SCHED_MAGLEV && p->maglev_m != cs->maglev_m))
+        return false;
+    for (uint32_t j = 0; j < cs->nbackends; j++) {
+        const vgw_cfg_backend_t *b = &cs->backends[j];
+        const vgw_be_t *o = &p->backends[j];
+        if (o->addr != b->addr.v4 || o->port != h2n16(b->port) || o->weight != b->weight || o->state != b->state ||
+            o->af != b->af)
+            return false;
+    }
+    for (uint32_t j = 0; j < cs->nlips; j++)
+        if (p->lips[j] != cs->lips[j].v4)
+            return false;
+    return true;
+}
+
+/* Can s use p's scheduler table? Yes when the table's inputs are the same: scheduler, size, and
+ * the same backend at every index with the same candidacy and (for candidates) weight. */
+static bool table_reusable(const vgw_svc_t *p, const vgw_svc_t *s)
+{
+    if (!p || !p->tab || p->sched != s->sched || p->nbackends != s->nbackends || p->ncand != s->ncand ||
+        (s->sched == VGW_SCHED_MAGLEV && p->maglev_m != s->maglev_m))
+        return false;
+    for (uint32_t j = 0; j < s->nbackends; j++) {
+        const vgw_be_t *a = &p->backends[j], *b = &s->backends[j];
+        bool ca = a->state == VGW_BE_ACTIVE && a->weight > 0, cb = b->state == VGW_BE_ACTIVE && b->weight > 0;
+        if (a->addr != b->addr || a->port != b->port || a->af != b->af || ca != cb || (cb && a->weight != b->weight))
+            return false;
+    }
+    return true;
+}
+
+static int build_maglev(vgw_svc_t *s, const vgw_cfg_service_t *cs)
+{
+    s->maglev_m = cs->maglev_m;
+    vgw_table_t *t = vgw_table_new(s->maglev_m);
+    vgw_maglev_backend_t *mb = calloc(s->ncand ? s->ncand : 1, sizeof *mb);
+    if (!t || !mb) {
+        free(mb);
+        vgw_table_put(t);
+        return -1;
+    }
+    for (uint32_t k = 0; k < s->ncand; k++) {
+        const vgw_cfg_backend_t *b = &cs->backends[s->cand[k]];
+        mb[k].addr = b->addr;
+        mb[k].port = b->port;
+        mb[k].weight = b->weight;
+        mb[k].af = b->af;
+    }
+    int rc = vgw_maglev_build(t->idx, s->maglev_m, mb, s->ncand);
+    free(mb);
+    if (rc) {
+        vgw_table_put(t);
+        return -1;
+    }
+    /* The table holds candidate positions; store backend indexes so the fast path does a single
+     * load. */
+    for (uint32_t k = 0; k < s->maglev_m; k++)
+        if (t->idx[k] != VGW_MAGLEV_EMPTY)
+            t->idx[k] = s->cand[t->idx[k]];
+    s->tab = t;
+    return 0;
+}
+
+/* A new engine service for cs, without uids (assigned once the generation is certain). p is the
+ * previous version of the same service, if any. */
+static vgw_svc_t *build_service(const vgw_cfg_t *cfg, const vgw_cfg_service_t *cs, const vgw_svc_t *p)
+{
+    vgw_svc_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    atomic_init(&s->refs, 1);
+    s->cfg_rev = cs->rev;
+    s->vip = cs->vip.v4;
+    s->port = h2n16(cs->port);
+    s->proto = cs->proto;
+    s->af = cs->af;
+    s->sched = cs->sched;
+    s->flags = cs->flags;
+    s->maglev_m = cs->sched == VGW_SCHED_MAGLEV ? cs->maglev_m : 0;
+    resolve_timeouts(s->timeout_ms, cfg, cs);
+    s->nbackends = cs->nbackends;
+    s->backends = calloc(cs->nbackends ? cs->nbackends : 1, sizeof(vgw_be_t));
+    s->cand = calloc(cs->nbackends ? cs->nbackends : 1, sizeof(uint16_t));
+    s->lips = calloc(cs->nlips ? cs->nlips : 1, sizeof(uint32_t));
+    if (!s->backends || !s->cand || !s->lips)
+        goto oom;
+    for (uint32_t j = 0; j < cs->nbackends; j++) {
+        const vgw_cfg_backend_t *b = &cs->backends[j];
+        vgw_be_t *o = &s->backends[j];
+        o->addr = b->addr.v4;
+        o->port = h2n16(b->port);
+        o->weight = b->weight;
+        o->state = b->state;
+        o->af = b->af;
+        if (b->state == VGW_BE_ACTIVE && b->weight > 0)
+            s->cand[s->ncand++] = (uint16_t)j;
+    }
+    s->nlips = cs->nlips;
+    for (uint32_t j = 0; j < cs->nlips; j++)
+        s->lips[j] = cs->lips[j].v4;
+    if (table_reusable(p, s)) {
+        atomic_fetch_add_explicit(&p->tab->refs, 1, memory_order_relaxed);
+        s->tab = p->tab;
+    } else if (s->sched == VGW_SCHED_MAGLEV) {
+        if (build_maglev(s, cs))
+            goto oom;
+    } else if (s->sched == VGW_SCHED_WRR) {
+        if (vgw_wrr_build(s))
+            goto oom;
+    }
+    if (s->tab && s->sched == VGW_SCHED_MAGLEV)
+        s->maglev = s->tab->idx;
+    else if (s->tab && s->sched == VGW_SCHED_WRR)
+        s->wrr = s->tab->idx, s->wrr_len = s->tab->len;
+    return s;
+oom:
+    svc_put(s);
+    return NULL;
+}
+
+static bool lips_equal(const vgw_svc_t *a, const vgw_svc_t *b)
+{
+    return a->nlips == b->nlips && memcmp(a->lips, b->lips, sizeof(uint32_t) * a->nlips) == 0;
+}
+
+/* ---- lookup tables ------------------------------------------------------------------------------ */
 
 static uint32_t pow2_at_least(uint32_t n)
 {
@@ -179,136 +257,173 @@ static uint32_t pow2_at_least(uint32_t n)
     return p;
 }
 
-static int build_service(vgw_svc_t *s, const vgw_cfg_t *cfg, const vgw_cfg_service_t *cs, const uint32_t *be_uids)
+static vgw_lookup_t *lookup_alloc(const vgw_cfg_t *cfg)
 {
-    s->vip = cs->vip.v4;
-    s->port = h2n16(cs->port);
-    s->proto = cs->proto;
-    s->af = cs->af;
-    s->sched = cs->sched;
-    s->flags = cs->flags;
-    for (unsigned k = 0; k < VGW_STATE_MAX; k++)
-        s->timeout_ms[k] = (cs->timeout_s[k] ? cs->timeout_s[k] : cfg->timeout_s[k]) * 1000u;
-    s->nbackends = cs->nbackends;
-    s->backends = calloc(cs->nbackends ? cs->nbackends : 1, sizeof(vgw_be_t));
-    s->cand = calloc(cs->nbackends ? cs->nbackends : 1, sizeof(uint16_t));
-    s->lips = calloc(cs->nlips ? cs->nlips : 1, sizeof(uint32_t));
-    if (!s->backends || !s->cand || !s->lips)
-        return -1;
-    for (uint32_t j = 0; j < cs->nbackends; j++) {
-        const vgw_cfg_backend_t *b = &cs->backends[j];
-        vgw_be_t *o = &s->backends[j];
-        o->addr = b->addr.v4;
-        o->port = h2n16(b->port);
-        o->weight = b->weight;
-        o->state = b->state;
-        o->af = b->af;
-        o->uid = be_uids[j];
-        if (b->state == VGW_BE_ACTIVE && b->weight > 0)
-            s->cand[s->ncand++] = (uint16_t)j;
+    vgw_lookup_t *lk = calloc(1, sizeof *lk);
+    if (!lk)
+        return NULL;
+    atomic_init(&lk->refs, 1);
+    uint32_t naddr = 0;
+    for (uint32_t i = 0; i < cfg->nservices; i++)
+        naddr += 1 + cfg->services[i]->nlips;
+    lk->svc_mask = pow2_at_least(cfg->nservices * 2) - 1;
+    lk->addr_mask = pow2_at_least(naddr * 2) - 1;
+    lk->svc_slots = calloc((size_t)lk->svc_mask + 1, sizeof(vgw_svc_slot_t));
+    lk->addr_slots = calloc((size_t)lk->addr_mask + 1, sizeof(vgw_addr_slot_t));
+    if (!lk->svc_slots || !lk->addr_slots) {
+        lookup_put(lk);
+        return NULL;
     }
-    s->nlips = cs->nlips;
-    for (uint32_t j = 0; j < cs->nlips; j++)
-        s->lips[j] = cs->lips[j].v4;
-    if (s->sched == VGW_SCHED_MAGLEV) {
-        s->maglev_m = cs->maglev_m;
-        s->maglev = malloc(sizeof(uint16_t) * s->maglev_m);
-        vgw_maglev_backend_t *mb = calloc(s->ncand ? s->ncand : 1, sizeof *mb);
-        if (!s->maglev || !mb) {
-            free(mb);
-            return -1;
-        }
-        for (uint32_t k = 0; k < s->ncand; k++) {
-            const vgw_cfg_backend_t *b = &cs->backends[s->cand[k]];
-            mb[k].addr = b->addr;
-            mb[k].port = b->port;
-            mb[k].weight = b->weight;
-            mb[k].af = b->af;
-        }
-        int rc = vgw_maglev_build(s->maglev, s->maglev_m, mb, s->ncand);
-        free(mb);
-        if (rc)
-            return -1;
-        /* The table holds candidate positions; store backend indexes so the fast path does a
-         * single load. */
-        for (uint32_t k = 0; k < s->maglev_m; k++)
-            if (s->maglev[k] != VGW_MAGLEV_EMPTY)
-                s->maglev[k] = s->cand[s->maglev[k]];
-    } else if (s->sched == VGW_SCHED_WRR) {
-        if (vgw_wrr_build(s))
-            return -1;
+    return lk;
+}
+
+static void addr_add(vgw_lookup_t *lk, uint32_t addr, uint32_t kind)
+{
+    uint32_t i = (uint32_t)vgw_mix64(addr) & lk->addr_mask;
+    while (lk->addr_slots[i].addr != 0 && lk->addr_slots[i].addr != addr)
+        i = (i + 1) & lk->addr_mask;
+    lk->addr_slots[i].addr = addr;
+    lk->addr_slots[i].kind |= kind;
+}
+
+static void lookup_fill(vgw_lookup_t *lk, vgw_svc_t *const *svcs, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        const vgw_svc_t *s = svcs[i];
+        uint32_t h = svc_slot_hash(s->vip, s->port, s->proto) & lk->svc_mask;
+        while (lk->svc_slots[h].used)
+            h = (h + 1) & lk->svc_mask;
+        lk->svc_slots[h] = (vgw_svc_slot_t){.vip = s->vip, .port = s->port, .proto = s->proto, .used = 1, .uid = s->uid};
+        addr_add(lk, s->vip, VGW_ADDR_VIP);
+        for (uint32_t j = 0; j < s->nlips; j++)
+            addr_add(lk, s->lips[j], VGW_ADDR_LIP);
     }
-    return 0;
+}
+
+/* ---- building a generation --------------------------------------------------------------------- */
+
+typedef struct plan {
+    vgw_svc_t *svc;        /* shared (prev's) or built */
+    const vgw_svc_t *prev; /* previous version of the same service */
+    uint32_t uid;          /* VGW_UID_NONE until assigned */
+    bool built;
+} plan_t;
+
+/* Registry changes for the new generation. Nothing here can fail: every key it assigns was
+ * validated against the uid spaces (the configuration's limits equal them). */
+static void commit_uids(vgw_dp_t *dp, const vgw_state_t *prev, const vgw_cfg_t *cfg, plan_t *plan)
+{
+    uint32_t seq = ++dp->build_seq;
+    uint32_t n = cfg->nservices;
+    for (uint32_t i = 0; i < n; i++)
+        if (plan[i].uid != VGW_UID_NONE)
+            dp->svc_stamp[plan[i].uid] = seq;
+    /* Services that left: their backends' uids and their own go to the free FIFO. */
+    for (uint32_t i = 0; prev && i < prev->nservices; i++) {
+        const vgw_svc_t *q = prev->services[i];
+        if (dp->svc_stamp[q->uid] == seq)
+            continue;
+        for (uint32_t j = 0; j < q->nbackends; j++)
+            vgw_reg_release(&dp->be_reg, be_key(q->uid, q->backends[j].addr, q->backends[j].port));
+        vgw_reg_release(&dp->svc_reg, svc_key_of(q));
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (plan[i].uid == VGW_UID_NONE)
+            plan[i].uid = vgw_reg_acquire(&dp->svc_reg, svc_key(cfg->services[i]));
+        if (!plan[i].built)
+            continue;
+        vgw_svc_t *s = plan[i].svc;
+        s->uid = (uint16_t)plan[i].uid;
+        for (uint32_t j = 0; j < s->nbackends; j++) {
+            uint32_t b = vgw_reg_acquire(&dp->be_reg, be_key(s->uid, s->backends[j].addr, s->backends[j].port));
+            s->backends[j].uid = b;
+            dp->be_stamp[b] = seq;
+        }
+        const vgw_svc_t *p = plan[i].prev;
+        for (uint32_t j = 0; p && j < p->nbackends; j++)
+            if (dp->be_stamp[p->backends[j].uid] != seq)
+                vgw_reg_release(&dp->be_reg, be_key(s->uid, p->backends[j].addr, p->backends[j].port));
+    }
 }
 
 static vgw_state_t *build_state(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, size_t errlen)
 {
+    const vgw_state_t *prev = atomic_load_explicit(&dp->state, memory_order_relaxed);
+    uint32_t n = cfg->nservices;
+    if (n > VGW_MAX_SERVICES || cfg->nbackends > VGW_MAX_BACKENDS) {
+        snprintf(err, errlen, "too many services or backends");
+        return NULL;
+    }
     vgw_state_t *st = calloc(1, sizeof *st);
-    uint64_t *skeys = calloc(cfg->nservices ? cfg->nservices : 1, sizeof(uint64_t));
-    uint32_t *suids = calloc(cfg->nservices ? cfg->nservices : 1, sizeof(uint32_t));
-    uint32_t nbe = 0;
-    for (uint32_t i = 0; i < cfg->nservices; i++)
-        nbe += cfg->services[i].nbackends;
-    uint64_t *bkeys = calloc(nbe ? nbe : 1, sizeof(uint64_t));
-    uint32_t *buids = calloc(nbe ? nbe : 1, sizeof(uint32_t));
-    if (!st || !skeys || !suids || !bkeys || !buids)
+    plan_t *plan = calloc(n ? n : 1, sizeof *plan);
+    vgw_svc_t **svcs = calloc(n ? n : 1, sizeof *svcs);
+    vgw_lookup_t *lk = NULL;
+    if (!st || !plan || !svcs)
         goto oom;
+    bool addrs_changed = prev == NULL;
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const vgw_cfg_service_t *cs = cfg->services[i];
+        uint32_t uid = vgw_reg_find(&dp->svc_reg, svc_key(cs));
+        vgw_svc_t *p = uid != VGW_UID_NONE && prev ? prev->svc_by_uid[uid] : NULL;
+        plan[i].uid = p ? uid : VGW_UID_NONE;
+        plan[i].prev = p;
+        if (p)
+            kept++;
+        else
+            addrs_changed = true;
+        if (p && svc_matches(p, cfg, cs)) {
+            p->cfg_rev = cs->rev; /* control-thread field: the next rev check is enough */
+            plan[i].svc = p;
+            continue;
+        }
+        plan[i].svc = build_service(cfg, cs, p);
+        if (!plan[i].svc)
+            goto oom;
+        plan[i].built = true;
+        if (p && !lips_equal(p, plan[i].svc))
+            addrs_changed = true;
+    }
+    if (prev && kept != prev->nservices)
+        addrs_changed = true;
+    if (addrs_changed && !(lk = lookup_alloc(cfg)))
+        goto oom;
+
+    commit_uids(dp, prev, cfg, plan);
+
     st->generation = cfg->generation;
     for (unsigned k = 0; k < VGW_STATE_MAX; k++)
         st->default_timeout_ms[k] = cfg->timeout_s[k] * 1000u;
-    for (uint32_t i = 0; i < cfg->nservices; i++)
-        skeys[i] = svc_key(&cfg->services[i]);
-    /* Uids are committed to the registries before the state is known to build; a later failure
-     * only leaves uids assigned to keys that are not live yet, which the next apply reconciles. */
-    if (reg_assign(&dp->svc_reg, skeys, cfg->nservices, suids)) {
-        snprintf(err, errlen, "too many services");
-        goto fail;
+    for (uint32_t i = 0; i < n; i++) {
+        vgw_svc_t *s = plan[i].svc;
+        if (!plan[i].built)
+            atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+        svcs[i] = s;
+        st->svc_by_uid[s->uid] = s;
     }
-    for (uint32_t i = 0, k = 0; i < cfg->nservices; i++)
-        for (uint32_t j = 0; j < cfg->services[i].nbackends; j++)
-            bkeys[k++] = be_key(suids[i], &cfg->services[i].backends[j]);
-    if (reg_assign(&dp->be_reg, bkeys, nbe, buids)) {
-        snprintf(err, errlen, "too many backends");
-        goto fail;
+    st->services = svcs;
+    st->nservices = n;
+    if (lk) {
+        lookup_fill(lk, svcs, n);
+    } else {
+        lk = prev->lookup;
+        atomic_fetch_add_explicit(&lk->refs, 1, memory_order_relaxed);
     }
-    st->nservices = cfg->nservices;
-    st->services = calloc(cfg->nservices ? cfg->nservices : 1, sizeof(vgw_svc_t));
-    st->svc_mask = pow2_at_least(cfg->nservices * 2) - 1;
-    st->svc_slots = calloc((size_t)st->svc_mask + 1, sizeof(vgw_svc_slot_t));
-    uint32_t naddr = 0;
-    for (uint32_t i = 0; i < cfg->nservices; i++)
-        naddr += 1 + cfg->services[i].nlips;
-    st->addr_mask = pow2_at_least(naddr * 2) - 1;
-    st->addr_slots = calloc((size_t)st->addr_mask + 1, sizeof(vgw_addr_slot_t));
-    if (!st->services || !st->svc_slots || !st->addr_slots)
-        goto oom;
-    for (uint32_t i = 0, k = 0; i < cfg->nservices; i++) {
-        const vgw_cfg_service_t *cs = &cfg->services[i];
-        vgw_svc_t *s = &st->services[i];
-        s->uid = (uint16_t)suids[i];
-        if (build_service(s, cfg, cs, buids + k))
-            goto oom;
-        k += cs->nbackends;
-        st->svc_by_uid[s->uid] = i + 1;
-        uint32_t h = svc_slot_hash(s->vip, s->port, s->proto) & st->svc_mask;
-        while (st->svc_slots[h].used)
-            h = (h + 1) & st->svc_mask;
-        st->svc_slots[h] = (vgw_svc_slot_t){.vip = s->vip, .port = s->port, .proto = s->proto, .used = 1, .idx = i};
-        addr_add(st, s->vip, VGW_ADDR_VIP);
-        for (uint32_t j = 0; j < s->nlips; j++)
-            addr_add(st, s->lips[j], VGW_ADDR_LIP);
-    }
-    free(skeys), free(suids), free(bkeys), free(buids);
+    st->lookup = lk;
+    st->svc_mask = lk->svc_mask, st->svc_slots = lk->svc_slots;
+    st->addr_mask = lk->addr_mask, st->addr_slots = lk->addr_slots;
+    free(plan);
     return st;
 oom:
     snprintf(err, errlen, "out of memory building state");
-fail:
-    free(skeys), free(suids), free(bkeys), free(buids);
-    vgw_state_free(st);
+    for (uint32_t i = 0; plan && i < n; i++)
+        if (plan[i].built)
+            svc_put(plan[i].svc);
+    free(plan), free(svcs), free(st);
     return NULL;
 }
 
-/* ---- dp ------------------------------------------------------------------------------------ */
+/* ---- dp ---------------------------------------------------------------------------------------- */
 
 vgw_dp_t *vgw_dp_create(const vgw_dp_params_t *params)
 {
@@ -322,8 +437,11 @@ vgw_dp_t *vgw_dp_create(const vgw_dp_params_t *params)
     atomic_init(&dp->generation, 0);
     for (uint32_t i = 0; i < VGW_MAX_WORKERS; i++)
         atomic_init(&dp->workers[i], NULL);
-    if (reg_init(&dp->svc_reg, VGW_MAX_SERVICES) || reg_init(&dp->be_reg, VGW_MAX_BACKENDS)) {
-        reg_fini(&dp->svc_reg), reg_fini(&dp->be_reg);
+    dp->be_stamp = calloc(VGW_MAX_BACKENDS, sizeof(uint32_t));
+    if (!dp->be_stamp || vgw_reg_init(&dp->svc_reg, VGW_MAX_SERVICES) ||
+        vgw_reg_init(&dp->be_reg, VGW_MAX_BACKENDS)) {
+        vgw_reg_fini(&dp->svc_reg), vgw_reg_fini(&dp->be_reg);
+        free(dp->be_stamp);
         free(dp);
         return NULL;
     }
@@ -339,7 +457,8 @@ void vgw_dp_destroy(vgw_dp_t *dp)
         n = s->retired_next;
         vgw_state_free(s);
     }
-    reg_fini(&dp->svc_reg), reg_fini(&dp->be_reg);
+    vgw_reg_fini(&dp->svc_reg), vgw_reg_fini(&dp->be_reg);
+    free(dp->be_stamp);
     free(dp);
 }
 

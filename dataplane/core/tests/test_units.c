@@ -78,7 +78,7 @@ static void test_config_good(void **unused)
     assert_int_equal(cfg->nservices, 2);
     assert_int_equal(cfg->timeout_s[VGW_TCP_ESTABLISHED], 120);
     assert_int_equal(cfg->timeout_s[VGW_TCP_SYN_RECV], 30);
-    vgw_cfg_service_t *s = &cfg->services[0];
+    vgw_cfg_service_t *s = cfg->services[0];
     assert_string_equal(s->name, "web");
     assert_int_equal(s->maglev_m, 251);
     assert_true(s->flags & VGW_SVC_F_TOA);
@@ -240,7 +240,7 @@ static void test_wrr_sequence_weights_and_interleaving(void **unused)
     assert_int_equal(cnt[1], 1);
     assert_int_equal(cnt[2], 1);
     assert_true(maxrun <= 3); /* smooth: the heavy backend is not sent 5 in a row */
-    free(s.wrr);
+    vgw_table_put(s.tab);
 }
 
 /* ---- connection table ------------------------------------------------------------------------ */

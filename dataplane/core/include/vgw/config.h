@@ -1,9 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0
- * The forwarder's configuration: a parsed, validated desired state (one generation).
+ * The forwarder's configuration: a validated desired state, and the two text formats that
+ * change it (documented in docs/dataplane-core.md and docs/forwarder.md):
  *
- * Text format "vgw-config 1" (documented in docs/dataplane-core.md): line based, versioned,
- * length bounded, every token checked. The same bytes travel over the DPDK control socket, so the
- * parser treats its input as hostile: no partial results, a precise error for the first problem.
+ *  - "vgw-config 1": a whole document (vgw_cfg_parse);
+ *  - "vgw-delta 1":  operations that edit a configuration in place (vgw_cfg_delta_begin).
+ *
+ * The same bytes travel over the DPDK control socket, so both parsers treat their input as
+ * hostile: every line, token and number is bounded and checked, and on any error nothing
+ * changes and the error names the line and the reason. A configuration keeps indexes (services
+ * by name and by (VIP, port, protocol), which addresses are VIPs and LIPs, backends by address)
+ * so an edit costs what it changes, not what the configuration holds.
+ *
+ * Not thread-safe: one thread (the forwarder's control thread) owns a configuration.
  */
 #ifndef VGW_CONFIG_H
 #define VGW_CONFIG_H
@@ -50,24 +58,86 @@ typedef struct vgw_cfg_service {
     uint8_t flags; /* VGW_SVC_F_* */
     uint32_t maglev_m;
     uint32_t timeout_s[VGW_STATE_MAX]; /* 0 = inherit the document default */
-    vgw_cfg_backend_t *backends;
+    vgw_cfg_backend_t *backends; /* order is not meaningful: removal moves the last one */
     uint32_t nbackends, backends_cap;
     vgw_addr_t *lips;
     uint32_t nlips, lips_cap;
+    /* A value no other version of any service had: changes with every edit of this service, so
+     * the engine can tell an untouched service from a changed one without comparing it. */
+    uint64_t rev;
+    struct vgw_be_index *be_index; /* (address, port) -> backend, built for larger services */
 } vgw_cfg_service_t;
 
 typedef struct vgw_cfg {
     uint32_t version;
     uint64_t generation;
     uint32_t timeout_s[VGW_STATE_MAX]; /* document defaults (DPVS-like unless overridden) */
-    vgw_cfg_service_t *services;
+    vgw_cfg_service_t **services;       /* in document order */
     uint32_t nservices, services_cap;
+    uint32_t nbackends; /* over all services */
+    struct vgw_cfg_index *index;
 } vgw_cfg_t;
 
 /* Parses and validates a whole document. On success returns 0 and *out owns the result (free
  * with vgw_cfg_free). On error returns -1, *out is NULL and err holds "line N: reason". */
 int vgw_cfg_parse(const char *text, size_t len, vgw_cfg_t **out, char *err, size_t errlen);
+/* An empty configuration (generation 0, default timeouts); NULL if out of memory. */
+vgw_cfg_t *vgw_cfg_new(void);
 void vgw_cfg_free(vgw_cfg_t *cfg);
+const vgw_cfg_service_t *vgw_cfg_find(const vgw_cfg_t *cfg, const char *name);
+/* VGW_ADDR_F_* bits for an address: is it some service's VIP, some service's LIP? */
+#define VGW_ADDR_F_VIP 0x1u
+#define VGW_ADDR_F_LIP 0x2u
+unsigned vgw_cfg_addr_kind(const vgw_cfg_t *cfg, uint8_t af, const vgw_addr_t *addr);
+/* Calls fn for every distinct VIP (kind VGW_ADDR_F_VIP) or LIP address. */
+void vgw_cfg_each_addr(const vgw_cfg_t *cfg, unsigned kind, void (*fn)(void *arg, uint8_t af, const vgw_addr_t *a),
+                       void *arg);
+/* The canonical "vgw-config 1" text of cfg, NUL-terminated, malloc'd (the caller frees it);
+ * NULL if out of memory. Parsing it gives an equal configuration. */
+char *vgw_cfg_serialize(const vgw_cfg_t *cfg, size_t *len);
+
+/* ---- deltas ---------------------------------------------------------------------------------
+ * "vgw-delta 1" edits cfg in place, operation by operation; each must be valid where it stands
+ * (a backend added to a service that exists, not twice, ...), and the result is validated like
+ * a whole document. vgw_cfg_delta_begin either fails (cfg unchanged, err = "line N: reason") or
+ * succeeds with cfg edited and an open transaction: the caller then uses cfg (for instance
+ * builds and publishes the engine state from it) and ends the transaction with commit (frees
+ * what the delta removed) or rollback (restores cfg exactly, including every service's rev).
+ * Neither can fail. While a transaction is open, cfg must not be changed otherwise. */
+typedef struct vgw_cfg_txn vgw_cfg_txn_t;
+
+int vgw_cfg_delta_begin(vgw_cfg_t *cfg, const char *text, size_t len, vgw_cfg_txn_t **txn, char *err,
+                        size_t errlen);
+void vgw_cfg_txn_commit(vgw_cfg_txn_t *txn);
+void vgw_cfg_txn_rollback(vgw_cfg_txn_t *txn);
+/* Operations the delta held, and what kind of change it made (VGW_CFG_CHANGED_*). */
+uint32_t vgw_cfg_txn_ops(const vgw_cfg_txn_t *txn);
+#define VGW_CFG_CHANGED_SERVICES 0x1u /* services added or removed */
+#define VGW_CFG_CHANGED_ADDRS 0x2u    /* services or LIPs added or removed: the node's addresses */
+unsigned vgw_cfg_txn_changes(const vgw_cfg_txn_t *txn);
+/* begin + commit. */
+int vgw_cfg_apply_delta(vgw_cfg_t *cfg, const char *text, size_t len, char *err, size_t errlen);
+
+/* ---- memory ---------------------------------------------------------------------------------
+ * What a configuration costs a forwarder, in bytes: the formula in docs/forwarder.md ("Memory
+ * budget"), also implemented by the config service (vgw/config/budget.py) so it can refuse a
+ * document before any node sees it. Every figure is an upper bound of what the forwarder
+ * allocates outside its hugepage packet memory. */
+typedef struct vgw_cost_params {
+    uint32_t workers;
+    uint32_t conn_capacity; /* per worker */
+} vgw_cost_params_t;
+
+typedef struct vgw_cost {
+    uint64_t base;         /* process, libraries, fixed tables */
+    uint64_t conn_tables;  /* connection tables and per-worker arrays */
+    uint64_t services;     /* per-service and per-backend structures */
+    uint64_t sched_tables; /* Maglev / WRR tables */
+    uint64_t transient;    /* a rebuilt service's table beside the old one during a change */
+    uint64_t total;
+} vgw_cost_t;
+
+void vgw_cfg_cost(const vgw_cfg_t *cfg, const vgw_cost_params_t *params, vgw_cost_t *out);
 
 /* Default timeout in seconds for a state (DPVS values: established 90, syn_recv 30, ...). */
 uint32_t vgw_default_timeout_s(unsigned state);

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Line-based text input shared by the "vgw-config 1" and "vgw-delta 1" parsers: one tokenizer
+ * and one set of number, address and name parsers, so both grammars accept exactly the same
+ * tokens. Every input is hostile (control socket, fuzzer): lines, tokens and bytes are bounded. */
+#ifndef VGW_TEXT_H
+#define VGW_TEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vgw/config.h"
+
+#define VGW_TEXT_MAX_TOKENS 16
+
+typedef struct vgw_lines {
+    const char *text;
+    size_t len, pos;
+    unsigned lineno; /* of the line last returned */
+    char buf[VGW_CFG_MAX_LINE + 1];
+} vgw_lines_t;
+
+void vgw_lines_init(vgw_lines_t *l, const char *text, size_t len);
+
+/* Tokens of the next line that has any (comments after '#' and blank lines are skipped).
+ * Returns the number of tokens, 0 at the end of the input, or -1 for a bad line (too long,
+ * NUL or non-printable byte, too many tokens) with err set to "line N: reason". Tokens point
+ * into l->buf and live until the next call. */
+int vgw_lines_next(vgw_lines_t *l, char **tok, char *err, size_t errlen);
+
+/* "line N: " + the formatted reason into err. Always returns -1. */
+int vgw_text_fail(char *err, size_t errlen, unsigned lineno, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Strict unsigned decimal: digits only, no sign, no leading zeros beyond "0", at most max. */
+int vgw_parse_u64(const char *s, uint64_t max, uint64_t *out);
+/* Dotted quad, exactly four decimal octets without leading zeros; network order. */
+int vgw_parse_ipv4(const char *s, uint32_t *out);
+/* A usable unicast address: not 0/8, 127/8, multicast, class E or broadcast. */
+int vgw_ipv4_unicast(uint32_t a_net);
+/* 1..VGW_CFG_MAX_NAME of [A-Za-z0-9_.:/-]. */
+int vgw_valid_name(const char *s);
+/* "tcp_established" -> VGW_TCP_ESTABLISHED, ...; -1 if unknown. */
+int vgw_state_by_name(const char *s);
+/* active | draining | disabled -> enum vgw_backend_state; -1 if unknown. */
+int vgw_be_state_by_name(const char *s);
+const char *vgw_be_state_name(unsigned state);
+const char *vgw_sched_name(unsigned sched);
+
+#endif

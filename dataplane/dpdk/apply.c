@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Applying configuration (apply.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apply.h"
+#include "neigh.h"
+#include "vbuf.h"
+
+int fwd_apply_init(fwd_t *f)
+{
+    f->cfg = vgw_cfg_new();
+    if (!f->cfg)
+        return -1;
+    vgw_cfg_cost(f->cfg, &(vgw_cost_params_t){.workers = f->nworkers, .conn_capacity = f->conn_capacity}, &f->cost);
+    return 0;
+}
+
+void fwd_apply_fini(fwd_t *f)
+{
+    vgw_cfg_free(f->cfg);
+    f->cfg = NULL;
+}
+
+static double mib(uint64_t bytes)
+{
+    return (double)bytes / 1048576.0;
+}
+
+static int check_budget(const fwd_t *f, const vgw_cfg_t *cfg, vgw_cost_t *cost, char *err, size_t errlen)
+{
+    vgw_cfg_cost(cfg, &(vgw_cost_params_t){.workers = f->nworkers, .conn_capacity = f->conn_capacity}, cost);
+    if (!f->memory_budget || cost->total <= f->memory_budget)
+        return 0;
+    snprintf(err, errlen,
+             "memory budget: this configuration needs %.1f MiB (scheduler tables %.1f MiB for %u services, "
+             "connection tables %.1f MiB, service structures %.1f MiB, base %.1f MiB, transient %.1f MiB), more "
+             "than the memory-budget of %.1f MiB",
+             mib(cost->total), mib(cost->sched_tables), cfg->nservices, mib(cost->conn_tables), mib(cost->services),
+             mib(cost->base), mib(cost->transient), mib(f->memory_budget));
+    return -1;
+}
+
+static int ready(fwd_t *f, char *err, size_t errlen)
+{
+    if (svcmap_ready(f) == 0)
+        return 0;
+    snprintf(err, errlen, "busy: previous generations not yet released by the workers, retry");
+    return -1;
+}
+
+/* The forwarder's own tables follow a published generation. */
+static void follow(fwd_t *f, unsigned changes, const vgw_cost_t *cost)
+{
+    f->cost = *cost;
+    if ((changes & VGW_CFG_CHANGED_SERVICES) && svcmap_sync(f, f->cfg) != 0)
+        fprintf(stderr, "vgw-fwd: out of memory for service counter slots; new services are not counted yet\n");
+    if (changes & VGW_CFG_CHANGED_ADDRS)
+        neigh_announce(f, false);
+}
+
+int fwd_apply_document(fwd_t *f, const char *text, size_t len, char *err, size_t errlen)
+{
+    vgw_cfg_t *cfg = NULL;
+    vgw_cost_t cost;
+    if (vgw_cfg_parse(text, len, &cfg, err, errlen) != 0)
+        return -1;
+    if (check_budget(f, cfg, &cost, err, errlen) || ready(f, err, errlen) ||
+        vgw_dp_apply(f->dp, cfg, err, errlen) != 0) {
+        vgw_cfg_free(cfg);
+        return -1;
+    }
+    vgw_cfg_free(f->cfg);
+    f->cfg = cfg;
+    f->ctl[CTL_CNT_APPLIES]++;
+    follow(f, VGW_CFG_CHANGED_SERVICES | VGW_CFG_CHANGED_ADDRS, &cost);
+    return 0;
+}
+
+int fwd_apply_delta(fwd_t *f, const char *text, size_t len, char *err, size_t errlen)
+{
+    vgw_cfg_txn_t *txn;
+    vgw_cost_t cost;
+    if (vgw_cfg_delta_begin(f->cfg, text, len, &txn, err, errlen) != 0)
+        return -1;
+    if (check_budget(f, f->cfg, &cost, err, errlen) || ready(f, err, errlen)) {
+        vgw_cfg_txn_rollback(txn);
+        return -1;
+    }
+    char derr[256];
+    if (vgw_dp_apply(f->dp, f->cfg, derr, sizeof derr) != 0) {
+        vgw_cfg_txn_rollback(txn);
+        snprintf(err, errlen, "delta rejected: %s", derr);
+        return -1;
+    }
+    unsigned changes = vgw_cfg_txn_changes(txn);
+    vgw_cfg_txn_commit(txn);
+    f->ctl[CTL_CNT_DELTAS]++;
+    follow(f, changes, &cost);
+    return 0;
+}
+
+int fwd_apply_file(fwd_t *f, const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return fprintf(stderr, "vgw-fwd: cannot open %s: %s\n", path, strerror(errno)), -1;
+    struct vbuf b = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
+        vb_put(&b, chunk, n);
+    fclose(fp);
+    char err[512];
+    int rc = b.oom ? (snprintf(err, sizeof err, "out of memory"), -1)
+                   : fwd_apply_document(f, b.p ? b.p : "", b.len, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "vgw-fwd: %s: %s\n", path, err);
+    vb_free(&b);
+    return rc;
+}

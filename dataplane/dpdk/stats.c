@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Counter names and the STATS reply (stats.h). */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <rte_ethdev.h>
+
+#include "stats.h"
+
+const char *const fwd_counter_names[FWD_CNT_MAX] = {
+#define FWD_X_(e, s) [FWD_CNT_##e] = s,
+    FWD_COUNTERS(FWD_X_)
+#undef FWD_X_
+};
+const char *const ctl_counter_names[CTL_CNT_MAX] = {
+#define FWD_X_(e, s) [CTL_CNT_##e] = s,
+    CTL_COUNTERS(FWD_X_)
+#undef FWD_X_
+};
+const char *const svc_counter_names[SVC_CNT_MAX] = {
+#define FWD_X_(e, s) [SVC_CNT_##e] = s,
+    SVC_COUNTERS(FWD_X_)
+#undef FWD_X_
+};
+
+void stats_totals(const fwd_t *f, vgw_counters_t *core, uint64_t *fwd)
+{
+    memset(core, 0, sizeof *core);
+    memset(fwd, 0, sizeof(uint64_t) * FWD_CNT_MAX);
+    worker_snapshot_t s;
+    for (uint32_t w = 0; w < f->nworkers; w++) {
+        fwd_read_snapshot(&f->workers[w], &s, NULL);
+        for (unsigned i = 0; i < VGW_CNT_MAX; i++)
+            core->v[i] += s.core.v[i];
+        for (unsigned i = 0; i < FWD_CNT_MAX; i++)
+            fwd[i] += s.fwd[i];
+    }
+}
+
+void stats_port(const fwd_t *f, uint32_t role, port_stats_t *ps)
+{
+    memset(ps, 0, sizeof *ps);
+    worker_snapshot_t s;
+    for (uint32_t w = 0; w < f->nworkers; w++) {
+        fwd_read_snapshot(&f->workers[w], &s, NULL);
+        ps->rx_pkts += s.port[role].rx_pkts, ps->rx_bytes += s.port[role].rx_bytes;
+        ps->tx_pkts += s.port[role].tx_pkts, ps->tx_bytes += s.port[role].tx_bytes;
+        ps->tx_drops += s.port[role].tx_drops;
+    }
+}
+
+uint64_t stats_rss_bytes(void)
+{
+    FILE *fp = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, rss = 0;
+    if (!fp)
+        return 0;
+    if (fscanf(fp, "%llu %llu", &size, &rss) != 2)
+        rss = 0;
+    fclose(fp);
+    return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static const char *ip4(uint32_t a, char *buf)
+{
+    inet_ntop(AF_INET, &a, buf, INET_ADDRSTRLEN);
+    return buf;
+}
+
+static void counters_json(const fwd_t *f, struct vbuf *b)
+{
+    vgw_counters_t core;
+    uint64_t fwd[FWD_CNT_MAX];
+    stats_totals(f, &core, fwd);
+    vb_printf(b, "\"counters\":{");
+    bool first = true;
+    for (unsigned i = 0; i < VGW_CNT_MAX; i++) {
+        const char *n = vgw_counter_name(i);
+        if (!n || !strcmp(n, "drop_none"))
+            continue;
+        vb_printf(b, "%s\"%s\":%llu", first ? "" : ",", n, (unsigned long long)core.v[i]);
+        first = false;
+    }
+    for (unsigned i = 0; i < FWD_CNT_MAX; i++)
+        vb_printf(b, ",\"fwd_%s\":%llu", fwd_counter_names[i], (unsigned long long)fwd[i]);
+    for (unsigned i = 0; i < CTL_CNT_MAX; i++)
+        vb_printf(b, ",\"ctl_%s\":%llu", ctl_counter_names[i], (unsigned long long)f->ctl[i]);
+    vb_printf(b, "}");
+}
+
+static void memory_json(const fwd_t *f, struct vbuf *b)
+{
+    const vgw_cost_t *c = &f->cost;
+    vb_printf(b, "\"memory\":{\"budget_bytes\":%llu,\"rss_bytes\":%llu,\"cost_bytes\":{\"base\":%llu,"
+                 "\"conn_tables\":%llu,\"services\":%llu,\"sched_tables\":%llu,\"transient\":%llu,\"total\":%llu}}",
+              (unsigned long long)f->memory_budget, (unsigned long long)stats_rss_bytes(), (unsigned long long)c->base,
+              (unsigned long long)c->conn_tables, (unsigned long long)c->services, (unsigned long long)c->sched_tables,
+              (unsigned long long)c->transient, (unsigned long long)c->total);
+}
+
+void stats_json(fwd_t *f, struct vbuf *b)
+{
+    char a[INET_ADDRSTRLEN];
+    vb_printf(b, "{\"protocol\":1,\"pid\":%d,\"start_unix_ns\":%llu,\"uptime_ms\":%llu,\"generation\":%llu,"
+                 "\"workers\":%u,\"mode\":\"%s\",",
+              (int)getpid(), (unsigned long long)f->start_unix_ns, (unsigned long long)fwd_now_ms(),
+              (unsigned long long)vgw_dp_generation(f->dp), f->nworkers, f->single_arm ? "single-arm" : "dual-arm");
+    counters_json(f, b);
+    vb_printf(b, ",");
+    memory_json(f, b);
+    vb_printf(b, ",\"ports\":{");
+    for (uint32_t r = 0; r < (f->single_arm ? 1u : 2u); r++) {
+        port_stats_t ps;
+        stats_port(f, r, &ps);
+        struct rte_eth_stats es;
+        memset(&es, 0, sizeof es);
+        rte_eth_stats_get(f->port[r].port_id, &es);
+        vb_printf(b, "%s\"%s\":{\"device\":\"%s\",\"ip\":\"%s\",\"rx_packets\":%llu,\"rx_bytes\":%llu,"
+                     "\"tx_packets\":%llu,\"tx_bytes\":%llu,\"tx_dropped\":%llu,\"nic_rx_missed\":%llu,"
+                     "\"nic_rx_errors\":%llu,\"nic_tx_errors\":%llu,\"nic_rx_nombuf\":%llu}",
+                  r ? "," : "", r == VGW_PORT_EXT ? "ext" : "int", f->port[r].name, ip4(f->port[r].ip, a),
+                  (unsigned long long)ps.rx_pkts, (unsigned long long)ps.rx_bytes, (unsigned long long)ps.tx_pkts,
+                  (unsigned long long)ps.tx_bytes, (unsigned long long)ps.tx_drops, (unsigned long long)es.imissed,
+                  (unsigned long long)es.ierrors, (unsigned long long)es.oerrors, (unsigned long long)es.rx_nombuf);
+    }
+    vb_printf(b, "},\"services\":{");
+    uint64_t *tot = malloc(sizeof(uint64_t) * FWD_MAX_SVC_SLOTS * SVC_CNT_MAX);
+    if (tot)
+        svcmap_totals(f, tot);
+    bool first = true;
+    for (uint32_t k = 0; k < FWD_MAX_SVC_SLOTS && tot; k++) {
+        const svc_key_slot_t *ks = &f->svc.keys[k];
+        if (!ks->used)
+            continue;
+        vb_printf(b, "%s\"%s\":{\"vip\":\"%s\",\"port\":%u,\"proto\":\"%s\"", first ? "" : ",", f->svc.names[k],
+                  ip4(ks->vip, a), ntohs(ks->port), ks->proto == VGW_PROTO_UDP ? "udp" : "tcp");
+        for (unsigned c = 0; c < SVC_CNT_MAX; c++)
+            vb_printf(b, ",\"%s\":%llu", svc_counter_names[c], (unsigned long long)tot[(size_t)k * SVC_CNT_MAX + c]);
+        vb_printf(b, "}");
+        first = false;
+    }
+    if (!tot)
+        b->oom = true;
+    free(tot);
+    vb_printf(b, "},\"per_worker\":[");
+    worker_snapshot_t s;
+    for (uint32_t w = 0; w < f->nworkers; w++) {
+        fwd_read_snapshot(&f->workers[w], &s, NULL);
+        vb_printf(b, "%s{\"id\":%u,\"lcore\":%u,\"conn_active\":%u,\"rx_packets\":%llu,\"busy_polls\":%llu,"
+                     "\"idle_polls\":%llu,\"sleeps\":%llu}",
+                  w ? "," : "", w, f->workers[w].lcore, s.conns, (unsigned long long)s.fwd[FWD_CNT_RX_PKTS],
+                  (unsigned long long)s.busy_polls, (unsigned long long)s.idle_polls, (unsigned long long)s.sleeps);
+    }
+    vb_printf(b, "]}");
+}
