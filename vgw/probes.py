@@ -135,9 +135,14 @@ def _classify_os_error(exc: OSError) -> Outcome:
     if code in _LOCAL_ERRNOS:
         # Our own shortage (file descriptors, buffers, local ports) says nothing about the backend.
         return Outcome(ProbeResult.ERROR, f"local: {exc.strerror or exc}", local=True)
-    if code == errno.ECONNREFUSED:
+    # By class as well as by errno: asyncio raises some without an errno. When a reset arrives
+    # before our request is written, the send fails and StreamWriter.drain() reports it as
+    # ConnectionResetError("Connection lost"), errno None.
+    if code == errno.ECONNREFUSED or isinstance(exc, ConnectionRefusedError):
         return Outcome(ProbeResult.REFUSED, "connection refused")
-    if code in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
+    if code in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED) or isinstance(
+        exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError
+    ):
         return Outcome(ProbeResult.RESET, "connection reset")
     if code in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN):
         return Outcome(ProbeResult.UNREACHABLE, exc.strerror or "unreachable")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import select
+import socket
+import struct
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import vgw.probes
 from tests.support.backends import GrpcBackend, HttpBackend, TcpBackend, UdpBackend, self_signed_cert
 from tests.support.nats_server import free_port
 from vgw.events import ProbeResult
@@ -99,6 +105,63 @@ async def test_http_misbehaving_backends(mode: str, result: ProbeResult) -> None
     finally:
         await b.stop()
     assert got[0] is result, got
+
+
+class ResettingServer:
+    """A server in its own thread that resets each connection it accepts when told to (``go``),
+    whatever the client's event loop is doing."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)  # to see ``stop`` (closing the socket does not wake a blocked accept)
+        self.port = self.sock.getsockname()[1]
+        self.go = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.go.wait(5)
+            self.go.clear()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.go.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("spec", [HttpSpec(T), TcpSendExpectSpec(T, b"PING\n", b"PONG")], ids=["http", "send_expect"])
+async def test_reset_before_the_request_is_written(spec: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reset reaches the socket after the connection is set up but before the probe writes
+    (its event loop busy, as on a loaded machine): the write fails, and asyncio reports that as
+    ConnectionResetError("Connection lost") without an errno. Still a reset, not an "error"."""
+    server = ResettingServer()
+    real_open = vgw.probes._open_stream
+
+    async def open_then_reset(*args: Any, **kwargs: Any) -> Any:
+        reader, writer = await real_open(*args, **kwargs)
+        server.go.set()
+        # Without yielding to the event loop: block until the reset is in the socket.
+        readable, _, _ = select.select([writer.get_extra_info("socket")], [], [], 5)
+        assert readable, "the server did not reset the connection"
+        return reader, writer
+
+    monkeypatch.setattr(vgw.probes, "_open_stream", open_then_reset)
+    try:
+        for _ in range(3):
+            assert await probe(server.port, spec) == (ProbeResult.RESET, "connection reset")
+    finally:
+        server.close()
 
 
 async def test_https_verify_on_and_off(tmp_path: Path) -> None:
