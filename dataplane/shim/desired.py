@@ -23,13 +23,22 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from vgw.config import ConfigDocument, NodeView, Timeouts, node_view
+from vgw.config import (
+    ConfigDocument,
+    Limits,
+    NodeView,
+    Timeouts,
+    forwarder_backends,
+    forwarder_lips,
+    forwarder_unsupported,
+    node_view,
+)
 from vgw.events import BackendState
 from vgw.health import HealthEntry
 
 log = logging.getLogger("vgw.shim.desired")
 
-MAX_LIPS_PER_SERVICE = 256  # the forwarder's limit (VGW_MAX_LIPS_PER_SVC)
+MAX_LIPS_PER_SERVICE = Limits.LIPS_PER_NODE  # the forwarder's limit (VGW_MAX_LIPS_PER_SVC)
 STATE_NAMES = (
     "tcp_established",
     "tcp_syn_sent",
@@ -111,27 +120,27 @@ def desired_state(
     view: NodeView | None = node_view(doc, node_id)
     if view is None:
         return DesiredState(node=node_id, config_revision=config_revision)
-    lips = [str(a) for a in view.lips if a.version == 4]
-    if len(lips) > MAX_LIPS_PER_SERVICE:
-        log.warning("node %s has %d IPv4 LIPs; the forwarder takes %d", node_id, len(lips), MAX_LIPS_PER_SERVICE)
-        lips = lips[:MAX_LIPS_PER_SERVICE]
+    # The selection (which services, LIPs and backends) is shared with the memory budget
+    # (vgw.config.budget), so validation counts exactly what is programmed here.
+    kept, dropped = forwarder_lips(view.lips)
+    if dropped:
+        log.warning(
+            "node %s has %d IPv4 LIPs; the forwarder takes %d", node_id, len(kept) + dropped, MAX_LIPS_PER_SERVICE
+        )
+    lips = [str(a) for a in kept]
     services: list[FwdService] = []
     skipped: list[str] = []
     for ns in view.services:
         svc = ns.service
-        if ns.vip.address.version != 4:
-            skipped.append(f"{svc.name}: IPv6 VIP {ns.vip.address} (the forwarder is IPv4-only for now)")
-            continue
-        if svc.forwarding != "fullnat":
-            skipped.append(f"{svc.name}: forwarding {svc.forwarding} is not supported")
+        why = forwarder_unsupported(ns.vip, svc)
+        if why is not None:
+            skipped.append(f"{svc.name}: {why}")
             continue
         if not lips:
             skipped.append(f"{svc.name}: node {node_id} has no IPv4 LIP")
             continue
         backends: list[FwdBackend] = []
-        for b in svc.backends:
-            if b.address.version != 4:
-                continue
+        for b in forwarder_backends(svc):
             if b.state == "disabled":
                 backends.append(FwdBackend(str(b.address), b.port, b.weight, "disabled", "config: disabled"))
                 continue

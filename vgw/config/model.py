@@ -25,13 +25,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from vgw.naming import endpoint_token
 
 from .types import (
     ASN,
     IP,
+    ByteQuantity,
     Community,
     Duration,
     IPAddress,
@@ -44,6 +46,7 @@ from .types import (
     StatusRange,
     Text,
     Watermark,
+    format_bytes,
     watermark_count,
 )
 
@@ -75,6 +78,14 @@ class Limits:
     """Backends one node's forwarder can hold in total (dataplane limit)."""
     MONITOR_PROBES_PER_VIP = 16
     COMMUNITIES = 32
+    WORKERS = 128
+    """Worker lcores of one forwarder."""
+    CONN_CAPACITY_MIN = 1024
+    CONN_CAPACITY_MAX = 1 << 28
+    """Connections per worker (the forwarder's bounds for ``conn-capacity``)."""
+    MEMORY_BUDGET_MIN = 64 << 20
+    MEMORY_BUDGET_MAX = 1 << 40
+    """Bounds of a node's forwarder memory budget (64 MiB .. 1 TiB)."""
 
 
 class _Model(BaseModel):
@@ -131,6 +142,43 @@ class NodeBgp(_Model):
     peers: Annotated[list[BgpPeer], Field(min_length=1, max_length=Limits.PEERS_PER_NODE)]
 
 
+def _budget_in_range(v: int) -> int:
+    if not Limits.MEMORY_BUDGET_MIN <= v <= Limits.MEMORY_BUDGET_MAX:
+        raise PydanticCustomError(
+            "memory_budget",
+            f"a memory budget of {v} bytes ({format_bytes(v)}) is out of range: "
+            f"{format_bytes(Limits.MEMORY_BUDGET_MIN)} to {format_bytes(Limits.MEMORY_BUDGET_MAX)}",
+        )
+    return v
+
+
+MemoryBudget = Annotated[ByteQuantity, AfterValidator(_budget_in_range)]
+
+DEFAULT_MEMORY_BUDGET = 512 << 20
+"""512 MiB: the forwarder container's memory limit in the Helm chart (``node.forwarder.resources``)."""
+
+
+class ForwarderSettings(_Model):
+    """The node's forwarder (vgw-fwd): workers, connection tables and the memory it may use.
+
+    ``python -m dataplane.shim.fwdargs`` writes these into vgw-fwd's settings file; validation
+    refuses a document whose services would need more than ``memory_budget`` on this node
+    (:mod:`vgw.config.budget`)."""
+
+    workers: Annotated[int, Field(ge=1, le=Limits.WORKERS)] = Field(
+        default=1, description="Worker lcores; each has its own connection table"
+    )
+    conn_capacity: Annotated[int, Field(ge=Limits.CONN_CAPACITY_MIN, le=Limits.CONN_CAPACITY_MAX)] = Field(
+        default=262144, description="Connections per worker (the size of each worker's connection table)"
+    )
+    memory_budget: MemoryBudget = Field(
+        default=DEFAULT_MEMORY_BUDGET,
+        description="Memory the forwarder may use, in bytes or as a quantity such as 512Mi, 2Gi, 800M (64Mi-1Ti; "
+        "packet buffers in hugepages are not counted). Match the forwarder's memory limit (Helm: "
+        "node.forwarder.resources.limits.memory)",
+    )
+
+
 class Node(_Model):
     id: Name
     cluster: Name
@@ -147,6 +195,9 @@ class Node(_Model):
     bgp: NodeBgp | None = None
     state: Literal["active", "isolated"] = Field(
         default="active", description="isolated: route control withdraws every VIP from this node"
+    )
+    forwarder: ForwarderSettings = Field(
+        default=ForwarderSettings(), description="The node's forwarder: workers, connection capacity, memory budget"
     )
 
     def lips(self) -> list[IP]:
@@ -418,11 +469,34 @@ class ConfigDocument(_Model):
         return c.standby if c is not None else None
 
     def vip_nodes(self, vip: Vip) -> tuple[list[str], list[str]]:
-        """(primary node ids, standby node ids) that serve ``vip``."""
-        primary = list(vip.nodes) if vip.nodes is not None else [n.id for n in self.nodes if n.cluster == vip.cluster]
-        standby_name = self.standby_cluster_of(vip)
-        standby = [n.id for n in self.nodes if standby_name is not None and n.cluster == standby_name]
-        return primary, [n for n in standby if n not in primary]
+        """(primary node ids, standby node ids) that serve ``vip``. In a loop over VIPs, build a
+        :class:`ServingNodes` once instead."""
+        return ServingNodes(self)(vip)
+
+
+class ServingNodes:
+    """Which nodes serve a VIP -- ``(primary node ids, standby node ids)``, the nodes whose
+    :func:`node_view` holds it -- with the lookups built once, for loops over every VIP."""
+
+    def __init__(self, doc: ConfigDocument) -> None:
+        self._clusters: dict[str, Cluster] = {}
+        for c in doc.clusters:
+            self._clusters.setdefault(c.name, c)  # the first of duplicate names, like doc.cluster()
+        self._by_cluster: dict[str, list[str]] = {}
+        for n in doc.nodes:
+            self._by_cluster.setdefault(n.cluster, []).append(n.id)
+
+    def __call__(self, vip: VipSpec) -> tuple[list[str], list[str]]:
+        primary = list(vip.nodes if vip.nodes is not None else self._by_cluster.get(vip.cluster, ()))
+        standby_name = vip.standby_cluster
+        if standby_name is None:
+            cluster = self._clusters.get(vip.cluster)
+            standby_name = cluster.standby if cluster is not None else None
+        members = self._by_cluster.get(standby_name, ()) if standby_name is not None else ()
+        if not members:
+            return primary, []
+        taken = set(primary)
+        return primary, [n for n in members if n not in taken]
 
 
 # --- per-node view (the forwarder shim programs this) ---------------------------------------------
@@ -497,6 +571,31 @@ def node_view(doc: ConfigDocument, node_id: str) -> NodeView | None:
         lips=node.lips(),
         timeouts=doc.timeouts,
     )
+
+
+# --- what a node's forwarder takes (the shim programs it, the memory budget counts it) -------------
+
+
+def forwarder_lips(lips: list[IP]) -> tuple[list[ipaddress.IPv4Address], int]:
+    """The LIPs a node's forwarder uses -- its IPv4 LIPs in order, at most
+    :attr:`Limits.LIPS_PER_NODE` -- and how many IPv4 LIPs beyond that were left out."""
+    v4 = [a for a in lips if isinstance(a, ipaddress.IPv4Address)]
+    return v4[: Limits.LIPS_PER_NODE], max(0, len(v4) - Limits.LIPS_PER_NODE)
+
+
+def forwarder_unsupported(vip: VipSpec, service: Service) -> str | None:
+    """Why no forwarder can take ``service`` of ``vip`` (an IPv6 VIP, a forwarding mode other
+    than fullnat), or None. A node without an IPv4 LIP takes no service at all."""
+    if vip.address.version != 4:
+        return f"IPv6 VIP {vip.address} (the forwarder is IPv4-only for now)"
+    if service.forwarding != "fullnat":
+        return f"forwarding {service.forwarding} is not supported"
+    return None
+
+
+def forwarder_backends(service: Service) -> list[Backend]:
+    """The backends of ``service`` the forwarder gets (the IPv4 ones, in every state)."""
+    return [b for b in service.backends if isinstance(b.address, ipaddress.IPv4Address)]
 
 
 # --- health probe identity (healthcheck dedups on this) -------------------------------------------

@@ -154,6 +154,62 @@ def _check_watermark(v: Any) -> int | str:
     return s.strip()
 
 
+_QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_FRACTION = re.compile(r"^[0-9]*\.[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+QUANTITY_UNITS: dict[str, int] = {
+    "": 1,
+    "Ki": 1 << 10,
+    "Mi": 1 << 20,
+    "Gi": 1 << 30,
+    "Ti": 1 << 40,
+    "Pi": 1 << 50,
+    "Ei": 1 << 60,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+}
+"""Suffixes of a byte quantity, as Kubernetes writes memory (``512Mi``, ``2Gi``, ``800M``)."""
+
+
+def parse_byte_quantity(v: Any) -> int:
+    """A number of bytes: an integer, or a Kubernetes-style quantity string -- digits and an
+    optional suffix ``Ki Mi Gi Ti Pi Ei`` (powers of 1024) or ``k M G T P E`` (powers of 1000).
+    Exact integer arithmetic; fractions, exponents and other suffixes are refused."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 0:
+            raise _err("byte_quantity", f"{v} is not a number of bytes (negative)")
+        return v
+    if not isinstance(v, str):
+        got = repr(v) if isinstance(v, bool | float) else type(v).__name__
+        raise _err("byte_quantity", f"expected a whole number of bytes or a quantity such as 512Mi, got {got}")
+    s = v
+    m = _QUANTITY.fullmatch(s)
+    if m is None:
+        if _FRACTION.fullmatch(s):
+            raise _err(
+                "byte_quantity",
+                f"{s!r}: write a whole number with a smaller unit (e.g. 1536Mi, not 1.5Gi)",
+            )
+        raise _err(
+            "byte_quantity",
+            f"{s!r} is not a byte quantity: a whole number with an optional suffix Ki, Mi, Gi, Ti "
+            "(powers of 1024) or k, M, G, T (powers of 1000), e.g. 512Mi or 2Gi",
+        )
+    return int(m.group(1)) * QUANTITY_UNITS[m.group(2) or ""]
+
+
+def format_bytes(n: int) -> str:
+    """``536870912`` -> ``512 MiB``, ``671457280`` -> ``640.4 MiB``, ``8032`` -> ``7.8 KiB``: the
+    largest binary unit not above ``n``, exact when whole, else with one decimal."""
+    for unit, name in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= unit:
+            return f"{n // unit} {name}" if n % unit == 0 else f"{n / unit:.1f} {name}"
+    return f"{n} bytes"
+
+
 def _json_str(description: str, **extra: Any) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "description": description, **extra})
 
@@ -212,6 +268,19 @@ Watermark = Annotated[
     int | str,
     PlainValidator(_check_watermark),
     WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?%$"}]}),
+]
+ByteQuantity = Annotated[
+    int,
+    PlainValidator(parse_byte_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": r"^[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"},
+            ],
+            "description": "bytes, or a quantity such as 512Mi, 2Gi, 800M",
+        }
+    ),
 ]
 Port = Annotated[int, Field(ge=1, le=65535)]
 ASN = Annotated[int, Field(ge=1, le=4294967295)]
