@@ -216,6 +216,34 @@ BAD: list[Bad] = [
     ),
     Bad("no-services", _set("vips[1].services", []), "vips[1].services", "at least 1 item"),
     Bad("version-2", _set("version", 2), "version", "Input should be 1"),
+    Bad(
+        "over-memory-budget",
+        _set("nodes[0].forwarder", {"memory_budget": "64Mi"}),
+        "nodes[0].forwarder.memory_budget",
+        "node node-a needs 97.9 MiB (102682464 bytes: scheduler tables 136 KiB for 3 services, connection tables "
+        "33.7 MiB for 1 worker x 262144 connections, service structures 7.8 KiB, base 64 MiB, transient 132 KiB), "
+        "more than its memory budget of 64 MiB (67108864 bytes): raise the budget",
+    ),
+    Bad(
+        "conn-tables-over-budget",
+        _set("nodes[1].forwarder", {"workers": 16, "conn_capacity": 1048576, "memory_budget": "2Gi"}),
+        "nodes[1].forwarder.memory_budget",
+        "node node-b needs 2.1 GiB (2292993888 bytes: scheduler tables 136 KiB for 3 services, connection tables "
+        "2.1 GiB for 16 workers x 1048576 connections",
+    ),
+    Bad(
+        "memory-budget-unit",
+        _set("nodes[1].forwarder", {"memory_budget": "512MB"}),
+        "nodes[1].forwarder.memory_budget",
+        "'512MB' is not a byte quantity",
+    ),
+    Bad(
+        "memory-budget-too-small",
+        _set("nodes[0].forwarder", {"memory_budget": "32Mi"}),
+        "nodes[0].forwarder.memory_budget",
+        "out of range: 64 MiB to 1 TiB",
+    ),
+    Bad("workers-0", _set("nodes[0].forwarder", {"workers": 0}), "nodes[0].forwarder.workers", "greater than or equal"),
     Bad("json-syntax", _fn(lambda _: '{"version": 1, "vips": [}'), "document", "JSON syntax error"),
     Bad("json-wrong-type", _fn(lambda _: json.dumps({"version": 1, "vips": {"a": 1}})), "vips", "valid list"),
 ]

@@ -9,7 +9,8 @@ from typing import Any
 def generate(services: int, backends: int = 10, services_per_vip: int = 10) -> dict[str, Any]:
     """A valid document with ``services`` services of ``backends`` backends each. Clusters of two
     nodes are added as needed so no node exceeds the forwarder's limits (4096 services, 65536
-    backends)."""
+    backends). A node holding up to 4090 Maglev services of the default table size needs about
+    640 MiB (vgw.config.budget), so every node gets a memory budget of 1 GiB."""
     per_cluster = min(4096, 65536 // max(1, backends))
     per_cluster -= per_cluster % services_per_vip
     n_clusters = max(1, math.ceil(services / per_cluster))
@@ -25,6 +26,7 @@ def generate(services: int, backends: int = 10, services_per_vip: int = 10) -> d
                     "mode": "single_arm",
                     "external": {"address": f"192.0.2.{n + 10}/24", "gateway": "192.0.2.1"},
                     "lip_pool": [f"203.0.113.{n + 10}"],
+                    "forwarder": {"memory_budget": "1Gi"},
                     "bgp": {
                         "asn": 65010,
                         "router_id": f"192.0.2.{n + 10}",

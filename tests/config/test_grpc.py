@@ -58,6 +58,29 @@ async def test_bad_document_rejected_over_grpc(bad: Bad, shared_client: ConfigCl
     assert [h.revision for h in after.revisions] == [h.revision for h in before.revisions] == [1]
 
 
+async def test_memory_budget_exactly_met_commits_and_one_short_changes_nothing(client: ConfigClient) -> None:
+    """node-a of the example needs 102682464 bytes (worked out by hand in test_budget.py)."""
+    doc = example()
+    doc["nodes"][0]["forwarder"] = {"workers": 1, "memory_budget": 102682464}
+    r = await client.apply(yaml.safe_dump(doc).encode(), reason="exact budget", expected_revision=0)
+    assert (r.revision, r.committed) == (1, True)
+    got = yaml.safe_load((await client.get()).document)
+    assert got["nodes"][0]["forwarder"] == {"memory_budget": 102682464}  # defaults left out
+    assert "forwarder" not in got["nodes"][1]
+
+    doc["nodes"][0]["forwarder"] = {"memory_budget": "97Mi"}  # 101711872 bytes
+    with pytest.raises(ConfigApiError) as info:
+        await client.apply(yaml.safe_dump(doc).encode(), reason="too small")
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    (v,) = info.value.violations
+    assert v.path == "nodes[0].forwarder.memory_budget"
+    assert v.reason.startswith("node node-a needs 97.9 MiB (102682464 bytes: ")
+    assert "more than its memory budget of 97 MiB (101711872 bytes)" in v.reason
+    hist = await client.history()
+    assert [h.revision for h in hist.revisions] == [1]
+    assert yaml.safe_load((await client.get()).document) == got
+
+
 async def test_conflict_is_failed_precondition_with_revision(client: ConfigClient) -> None:
     await client.apply(example_yaml(), expected_revision=0)
     doc = example()

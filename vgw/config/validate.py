@@ -4,8 +4,8 @@
 refused); :func:`validate_document` for already parsed data. Both raise :class:`ConfigInvalid`
 with every :class:`Issue` found: first the structural ones (types, ranges, unknown fields, from the
 pydantic model), then -- only when the structure is sound -- the semantic ones (references that
-must resolve, duplicates, overlaps, unsupported features, limits per node). Paths read like
-``vips[2].services[0].port``.
+must resolve, duplicates, overlaps, unsupported features, limits and memory budgets per node).
+Paths read like ``vips[2].services[0].port``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .model import ConfigDocument, HealthCheck, Limits, MonitorProbe, Node, Service, Vip
+from .budget import node_costs, over_budget
+from .model import ConfigDocument, HealthCheck, Limits, MonitorProbe, Node, Service, ServingNodes, Vip
 from .types import IP
 
 MAX_ISSUES = 1000
@@ -510,8 +511,9 @@ class _Checker:
             self.add("vips", f"{n_backends} backends; the limit is {Limits.BACKENDS}")
         per_node_services: Counter[str] = Counter()
         per_node_backends: Counter[str] = Counter()
+        serving = ServingNodes(doc)
         for v in doc.vips:
-            primary, standby = doc.vip_nodes(v)
+            primary, standby = serving(v)
             backends = sum(len(s.backends) for s in v.services)
             for nid in (*primary, *standby):
                 per_node_services[nid] += len(v.services)
@@ -529,6 +531,15 @@ class _Checker:
                     f"node {n.id} would serve {per_node_backends[n.id]} backends; a forwarder holds at most "
                     f"{Limits.NODE_BACKENDS}",
                 )
+        self._budgets()
+
+    def _budgets(self) -> None:
+        """Each node's forwarder must fit its memory budget (vgw.config.budget)."""
+        costs = node_costs(self.doc)
+        for i, n in enumerate(self.doc.nodes):
+            why = over_budget(n, costs[n.id])
+            if why is not None:
+                self.add(f"nodes[{i}].forwarder.memory_budget", why)
 
 
 def semantic_issues(doc: ConfigDocument) -> list[Issue]:
