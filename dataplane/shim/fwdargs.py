@@ -1,7 +1,8 @@
-"""vgw-fwd's settings file for one node, from the config document (the node's ports and routes).
+"""vgw-fwd's settings file for one node, from the config document (the node's ports, routes and forwarder).
 
-The forwarder takes its ports, addresses and routes at start (they need a restart to change);
-the config model (``nodes[]``) is their source of truth, so deployment renders them from it:
+The forwarder takes its ports, addresses, routes, workers, connection capacity and memory budget
+at start (they need a restart to change); the config model (``nodes[]``, with its ``forwarder``
+section) is their source of truth, so deployment renders them from it:
 
     python -m dataplane.shim.fwdargs --config docs/config-example.yaml --node node-a \\
         --ext net_af_packet0 --int net_af_packet1 > /etc/vgw/fwd.conf
@@ -35,6 +36,10 @@ def render_settings(
         out.append(f"int {dev(node.internal, int_device, 'int')} {node.internal.address.with_prefixlen}")
     mtu = node.backend_port.mtu
     out.append(f"mtu {mtu}")
+    fwd = node.forwarder
+    out.append(f"workers {fwd.workers}")
+    out.append(f"conn-capacity {fwd.conn_capacity}")
+    out.append(f"memory-budget {fwd.memory_budget}")
     if node.external.gateway is not None:
         out.append(f"route 0.0.0.0/0 {node.external.gateway} ext")
     if node.mode == "dual_arm" and node.internal is not None and node.internal.gateway is not None:
