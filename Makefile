@@ -41,6 +41,7 @@ bench: setup
 	$(PY) tests/bench/bench_config.py
 	$(PY) tests/bench/bench_healthcheck.py
 	$(PY) tests/bench/bench_forwarder.py
+	$(PY) tests/bench/bench_fwd_control.py
 	$(PY) tests/bench/bench_routectl.py
 
 clean:

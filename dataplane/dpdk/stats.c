@@ -52,16 +52,23 @@ void stats_port(const fwd_t *f, uint32_t role, port_stats_t *ps)
     }
 }
 
-uint64_t stats_rss_bytes(void)
+void stats_rss(stats_rss_t *out)
 {
-    FILE *fp = fopen("/proc/self/statm", "r");
-    unsigned long long size = 0, rss = 0;
+    memset(out, 0, sizeof *out);
+    FILE *fp = fopen("/proc/self/status", "r");
     if (!fp)
-        return 0;
-    if (fscanf(fp, "%llu %llu", &size, &rss) != 2)
-        rss = 0;
+        return;
+    char line[256];
+    unsigned long long kb;
+    while (fgets(line, sizeof line, fp)) {
+        if (sscanf(line, "RssAnon: %llu kB", &kb) == 1)
+            out->anon = kb * 1024;
+        else if (sscanf(line, "RssFile: %llu kB", &kb) == 1)
+            out->file = kb * 1024;
+        else if (sscanf(line, "RssShmem: %llu kB", &kb) == 1)
+            out->shmem = kb * 1024;
+    }
     fclose(fp);
-    return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 static const char *ip4(uint32_t a, char *buf)
@@ -94,9 +101,13 @@ static void counters_json(const fwd_t *f, struct vbuf *b)
 static void memory_json(const fwd_t *f, struct vbuf *b)
 {
     const vgw_cost_t *c = &f->cost;
-    vb_printf(b, "\"memory\":{\"budget_bytes\":%llu,\"rss_bytes\":%llu,\"cost_bytes\":{\"base\":%llu,"
+    stats_rss_t rss;
+    stats_rss(&rss);
+    vb_printf(b, "\"memory\":{\"budget_bytes\":%llu,\"rss_anon_bytes\":%llu,\"rss_file_bytes\":%llu,"
+                 "\"rss_shmem_bytes\":%llu,\"cost_bytes\":{\"base\":%llu,"
                  "\"conn_tables\":%llu,\"services\":%llu,\"sched_tables\":%llu,\"transient\":%llu,\"total\":%llu}}",
-              (unsigned long long)f->memory_budget, (unsigned long long)stats_rss_bytes(), (unsigned long long)c->base,
+              (unsigned long long)f->memory_budget, (unsigned long long)rss.anon, (unsigned long long)rss.file,
+              (unsigned long long)rss.shmem, (unsigned long long)c->base,
               (unsigned long long)c->conn_tables, (unsigned long long)c->services, (unsigned long long)c->sched_tables,
               (unsigned long long)c->transient, (unsigned long long)c->total);
 }

@@ -44,6 +44,15 @@ static const char base_doc[] =
 static vgw_dp_t *dp;
 static vgw_worker_t *w;
 
+/* No delta is open: no backend carries a delta's marks. */
+static void check_unmarked(const vgw_cfg_t *cfg)
+{
+    for (uint32_t i = 0; i < cfg->nservices; i++)
+        for (uint32_t j = 0; j < cfg->services[i]->nbackends; j++)
+            if (cfg->services[i]->backends[j].edited)
+                abort();
+}
+
 /* The indexes say exactly what the contents say. */
 static void check_indexes(const vgw_cfg_t *cfg)
 {
@@ -125,6 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (txn || !err[0] || strlen(err) >= sizeof err || strcmp(before, after) != 0)
             abort(); /* a rejected delta explains itself and changes nothing */
         check_indexes(cfg);
+        check_unmarked(cfg);
         free(after);
     } else {
         check_indexes(cfg);
@@ -143,9 +153,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (strcmp(before, restored) != 0)
                 abort();
             check_indexes(cfg);
+            check_unmarked(cfg);
             free(restored);
         } else {
             vgw_cfg_txn_commit(txn);
+            check_unmarked(cfg);
             vgw_cost_t cost;
             vgw_cfg_cost(cfg, &(vgw_cost_params_t){.workers = 1, .conn_capacity = 1024}, &cost);
             cfg->generation = vgw_dp_generation(dp) + 1;

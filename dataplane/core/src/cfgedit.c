@@ -477,13 +477,22 @@ int vgw_cfg_be_remove(vgw_cfg_t *cfg, vgw_cfg_service_t *s, const vgw_cfg_backen
     return 0;
 }
 
+#define EDITED_WEIGHT 0x1u
+#define EDITED_STATE 0x2u
+
 int vgw_cfg_be_set(vgw_cfg_t *cfg, vgw_cfg_service_t *s, const vgw_cfg_backend_t *key, int32_t weight, int state,
                    vgw_undo_t *u, char *reason, size_t rlen)
 {
     (void)cfg;
+    char a[48];
     vgw_cfg_backend_t *be = be_lookup(s, key, reason, rlen);
     if (!be)
         return -1;
+    uint8_t what = (uint8_t)((weight >= 0 ? EDITED_WEIGHT : 0) | (state >= 0 ? EDITED_STATE : 0));
+    /* Setting the same thing twice in one delta is a producer's bug, not an intent. */
+    if (u && (be->edited & what))
+        return FAIL("backend %s:%u in %s: %s set twice in one delta", vgw_addr_str(be->af, &be->addr, a, sizeof a),
+                    be->port, s->name, (be->edited & what & EDITED_WEIGHT) ? "weight" : "state");
     RESERVE(r);
     if (u) {
         r->pos = (uint32_t)(be - s->backends);
@@ -494,6 +503,8 @@ int vgw_cfg_be_set(vgw_cfg_t *cfg, vgw_cfg_service_t *s, const vgw_cfg_backend_t
         be->weight = (uint16_t)weight;
     if (state >= 0)
         be->state = (uint8_t)state;
+    if (u)
+        be->edited |= what;
     touch(s);
     return 0;
 }
@@ -544,8 +555,7 @@ void vgw_undo_rollback(vgw_cfg_t *cfg, vgw_undo_t *u)
             be_unremove_at(cfg, s, r->pos, &r->u.be);
             break;
         case U_BE_SET:
-            s->backends[r->pos].weight = r->u.be.weight;
-            s->backends[r->pos].state = r->u.be.state;
+            s->backends[r->pos] = r->u.be; /* later moves are undone already: pos is right */
             break;
         case U_GENERATION:
             cfg->generation = r->u.gen;
@@ -563,6 +573,12 @@ void vgw_undo_commit(vgw_undo_t *u)
 {
     if (!u)
         return;
+    for (uint32_t i = 0; i < u->n; i++) {
+        const undo_rec_t *r = &u->rec[i];
+        vgw_cfg_backend_t *be;
+        if (r->kind == U_BE_SET && (be = vgw_cfg_be_find(r->s, r->u.be.af, &r->u.be.addr, r->u.be.port)))
+            be->edited = 0;
+    }
     for (uint32_t i = 0; i < u->n; i++)
         if (u->rec[i].kind == U_SVC_REMOVE)
             vgw_cfg_svc_free(u->rec[i].s);

@@ -156,6 +156,11 @@ static void test_backend_remove_weight_state(void **unused)
     expect_bad(D("backend remove web 198.18.1.1 80 1\n"), "expected 'backend remove");
 
     vgw_cfg_free(expect_ok(D("backend weight web 198.18.1.1 80 0\n"), "backend web 198.18.1.1 80 0 active\n"));
+    vgw_cfg_free(expect_ok(D("backend weight web 198.18.1.1 80 0\nbackend state web 198.18.1.1 80 draining\n"),
+                           "backend web 198.18.1.1 80 0 draining\n"));
+    expect_bad(D("backend weight web 198.18.1.1 80 5\nbackend weight web 198.18.1.1 80 5\n"), "weight set twice");
+    expect_bad(D("backend state web 198.18.1.1 80 draining\nbackend state web 198.18.1.1 80 active\n"),
+               "state set twice");
     expect_bad(D("backend weight web 198.18.1.1 80\n"), "expected 'backend weight");
     expect_bad(D("backend weight web 198.18.1.1 80 1 2\n"), "expected 'backend weight");
     expect_bad(D("backend weight web 198.18.1.1 80 x\n"), "weight");

@@ -45,7 +45,9 @@ typedef struct vgw_cfg_backend {
     uint16_t port; /* host order */
     uint16_t weight;
     uint8_t af;
-    uint8_t state; /* enum vgw_backend_state */
+    uint8_t state;  /* enum vgw_backend_state */
+    uint8_t edited; /* while a delta is applied: what it set already (a second set is an error) */
+    uint8_t reserved;
 } vgw_cfg_backend_t;
 
 typedef struct vgw_cfg_service {
