@@ -77,6 +77,7 @@ enum fwd_counter {
     X(CTL_ERRORS, "ctl_errors")                                                                     \
     X(CTL_REJECTED, "ctl_rejected_peers")   /* connections from a uid/gid not allowed */           \
     X(NEIGH_EVICTED, "neigh_evicted")       /* neighbour entries replaced or expired */            \
+    X(CTL_TX_FULL, "drop_ctl_tx_full")      /* ARP/echo frames the control TX ring had no room for */\
     X(APPLIES, "applies")                                                                           \
     X(DELTAS, "deltas")
 
@@ -114,6 +115,7 @@ typedef struct neigh_entry {
     uint8_t is_static;    /* never expires or re-resolves */
     /* control-thread-only fields */
     uint64_t created_ms, updated_ms, requested_ms, pending_since_ms, used_ms;
+    uint64_t touched; /* order of the last learn, answer or observed use: least recent goes first */
     uint32_t npending;
     struct rte_mbuf *pending[FWD_PENDING_PER_NEIGH];
 } neigh_entry_t;
@@ -183,6 +185,8 @@ typedef struct fwd {
     uint16_t mtu;
     bool no_sw_csum;
     uint64_t memory_budget; /* bytes; 0 = not enforced */
+    uint32_t neigh_refresh_ms, neigh_stale_ms, neigh_expire_ms;
+    uint64_t neigh_seq; /* source of neigh_entry_t.touched */
     char socket_group[64];  /* group allowed on the control socket besides root and our uid */
     /* runtime */
     fwd_port_t port[FWD_MAX_PORTS]; /* [VGW_PORT_EXT], [VGW_PORT_INT]; INT mirrors EXT if single-arm */

@@ -8,6 +8,7 @@
  *           [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]
  *           [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N] [--apply FILE]
  *           [--no-sw-l4-csum] [--memory-budget BYTES] [--socket-group GROUP]
+ *           [--neigh-refresh-s N] [--neigh-stale-s N] [--neigh-expire-s N]
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -73,6 +74,15 @@ static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     if (!*s || *s == '-' || *e || errno || v < min || v > max)
         return -1;
     *out = v;
+    return 0;
+}
+
+static int parse_seconds_ms(const char *s, uint32_t *ms)
+{
+    uint32_t v;
+    if (parse_u32(s, 1, 86400, &v))
+        return -1;
+    *ms = v * 1000u;
     return 0;
 }
 
@@ -189,6 +199,12 @@ static int setting(const char *key, char **v, int n)
         g_fwd.no_sw_csum = true;
     else if (!strcmp(key, "memory-budget") && n == 1)
         return parse_u64(v[0], 1ull << 20, 1ull << 50, &g_fwd.memory_budget);
+    else if (!strcmp(key, "neigh-refresh-s") && n == 1)
+        return parse_seconds_ms(v[0], &g_fwd.neigh_refresh_ms);
+    else if (!strcmp(key, "neigh-stale-s") && n == 1)
+        return parse_seconds_ms(v[0], &g_fwd.neigh_stale_ms);
+    else if (!strcmp(key, "neigh-expire-s") && n == 1)
+        return parse_seconds_ms(v[0], &g_fwd.neigh_expire_ms);
     else if (!strcmp(key, "socket-group") && n == 1 && strlen(v[0]) < sizeof g_fwd.socket_group)
         snprintf(g_fwd.socket_group, sizeof g_fwd.socket_group, "%s", v[0]);
     else
@@ -248,7 +264,8 @@ static int parse_args(int argc, char **argv)
                    "       [--neigh IP,MAC,ext|int]\n"
                    "       [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]\n"
                    "       [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N]\n"
-                   "       [--apply FILE] [--no-sw-l4-csum] [--memory-budget BYTES] [--socket-group GROUP]\n");
+                   "       [--apply FILE] [--no-sw-l4-csum] [--memory-budget BYTES] [--socket-group GROUP]\n"
+                   "       [--neigh-refresh-s N] [--neigh-stale-s N] [--neigh-expire-s N]\n");
             exit(0);
         }
         char *v[4];
@@ -350,6 +367,9 @@ int main(int argc, char **argv)
     g_fwd.deep_idle_us = 5000;
     g_fwd.deep_idle_after_ms = 1000;
     g_fwd.mtu = 1500;
+    g_fwd.neigh_refresh_ms = 30000;
+    g_fwd.neigh_stale_ms = 120000;
+    g_fwd.neigh_expire_ms = 300000;
     snprintf(g_fwd.socket_path, sizeof g_fwd.socket_path, "/run/vgw-fwd.sock");
 
     int eal = rte_eal_init(argc, argv);

@@ -22,11 +22,10 @@
 #include "priv.h"
 
 #define ARP_RETRY_MS 200u
-#define NEIGH_REFRESH_MS 30000u  /* re-ARP a valid entry in use this often */
-#define NEIGH_IDLE_MS 120000u    /* ... as long as a worker used it this recently */
-#define NEIGH_STALE_MS 120000u   /* invalid after this long without an answer */
-#define NEIGH_EXPIRE_MS 300000u  /* removed after this long invalid and unused */
 #define PENDING_MAX_MS 3000u
+/* Timers (settings neigh-refresh-s, neigh-stale-s, neigh-expire-s): a valid entry is re-ARPed
+ * every refresh while a worker used it within stale; without an answer for stale it becomes
+ * invalid; invalid and unused for expire, it is removed. */
 
 static inline uint32_t nhash(uint32_t ip)
 {
@@ -117,15 +116,13 @@ static neigh_entry_t *victim(fwd_port_t *p)
 {
     neigh_entry_t *best = NULL;
     bool best_valid = true;
-    uint64_t best_last = UINT64_MAX;
     for (uint32_t i = 0; i < FWD_NEIGH_SIZE; i++) {
         neigh_entry_t *e = &p->neigh[i];
         if (e->is_static || e->npending)
             continue;
         bool valid = atomic_load_explicit(&e->valid, memory_order_relaxed);
-        uint64_t last = e->used_ms > e->updated_ms ? e->used_ms : e->updated_ms;
-        if (!best || (best_valid && !valid) || (valid == best_valid && last < best_last))
-            best = e, best_valid = valid, best_last = last;
+        if (!best || (best_valid && !valid) || (valid == best_valid && e->touched < best->touched))
+            best = e, best_valid = valid;
     }
     return best;
 }
@@ -159,6 +156,7 @@ static neigh_entry_t *neigh_find(fwd_t *f, fwd_port_t *p, uint32_t ip, bool crea
     }
     e->created_ms = e->used_ms = now;
     e->updated_ms = e->requested_ms = e->pending_since_ms = 0;
+    e->touched = ++f->neigh_seq;
     e->npending = 0;
     atomic_store_explicit(&e->used, 0, memory_order_relaxed);
     entry_write(e, ip, NULL, 0);
@@ -171,8 +169,10 @@ static void ctl_tx(fwd_t *f, uint8_t role, struct rte_mbuf *m)
     fwd_priv_t *pv = fwd_priv(m);
     pv->kind = FWD_PRIV_TX;
     pv->role = role;
-    if (rte_ring_mp_enqueue(f->workers[0].txq, m) != 0)
+    if (rte_ring_mp_enqueue(f->workers[0].txq, m) != 0) {
+        f->ctl[CTL_CNT_CTL_TX_FULL]++;
         rte_pktmbuf_free(m);
+    }
 }
 
 static void neigh_set(fwd_t *f, fwd_port_t *p, neigh_entry_t *e, const struct rte_ether_addr *mac,
@@ -181,6 +181,7 @@ static void neigh_set(fwd_t *f, fwd_port_t *p, neigh_entry_t *e, const struct rt
     bool changed = !atomic_load_explicit(&e->valid, memory_order_relaxed) || memcmp(e->mac, mac->addr_bytes, 6);
     if (changed)
         entry_write(e, atomic_load_explicit(&e->ip, memory_order_relaxed), mac->addr_bytes, 1);
+    e->touched = ++f->neigh_seq;
     e->updated_ms = now;
     uint8_t role = (uint8_t)(p - f->port);
     for (uint32_t i = 0; i < e->npending; i++) {
@@ -422,21 +423,22 @@ void neigh_housekeep(fwd_t *f, uint64_t now)
             }
             if (atomic_load_explicit(&e->used, memory_order_relaxed)) {
                 e->used_ms = now;
+                e->touched = ++f->neigh_seq;
                 atomic_store_explicit(&e->used, 0, memory_order_relaxed);
             }
             if (e->is_static)
                 continue;
             bool valid = atomic_load_explicit(&e->valid, memory_order_relaxed);
-            if (valid && now - e->updated_ms > NEIGH_STALE_MS) {
+            if (valid && now - e->updated_ms > f->neigh_stale_ms) {
                 entry_write(e, atomic_load_explicit(&e->ip, memory_order_relaxed), NULL, 0);
-            } else if (valid && now - e->updated_ms > NEIGH_REFRESH_MS && now - e->used_ms < NEIGH_IDLE_MS &&
-                       now - e->requested_ms > NEIGH_REFRESH_MS / 4) {
+            } else if (valid && now - e->updated_ms > f->neigh_refresh_ms && now - e->used_ms < f->neigh_stale_ms &&
+                       now - e->requested_ms > f->neigh_refresh_ms / 4) {
                 arp_request(f, p, e, now); /* broadcast: a unicast refresh is not worth the code */
             } else if (!valid && !e->npending) {
                 uint64_t last = e->updated_ms > e->created_ms ? e->updated_ms : e->created_ms;
                 if (e->used_ms > last)
                     last = e->used_ms;
-                if (now - last > NEIGH_EXPIRE_MS) {
+                if (now - last > f->neigh_expire_ms) {
                     entry_write(e, NEIGH_IP_GONE, NULL, 0);
                     f->ctl[CTL_CNT_NEIGH_EVICTED]++;
                 }

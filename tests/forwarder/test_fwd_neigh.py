@@ -1,0 +1,117 @@
+"""vgw-fwd's neighbour table under pressure, through DPDK's net_pcap (no namespaces needed).
+
+A capture replayed once into a single-arm forwarder asks for the forwarder's address from 1,100
+different senders of its subnet (more than the table's 1,024 entries), from a sender outside the
+subnet and from one that claims the forwarder's own address. The table must hold exactly 1,024
+entries, having replaced the oldest 76; the off-subnet sender and the impostor are answered (or
+not) but never learned; with short timers, every entry nobody uses goes invalid and is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dataplane.shim.fwdctl import FwdClient
+from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not FWD_BIN.exists(), reason="needs root and vgw-fwd")
+
+FWD_IP = "198.18.0.1"
+SENDERS = 1100
+TABLE = 1024
+OFF_SUBNET = "203.0.113.77"
+
+
+def sender(i: int) -> tuple[str, str]:
+    return f"198.18.{4 + i // 250}.{1 + i % 250}", f"02:00:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+
+
+async def query(sock: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    c = FwdClient(str(sock), timeout_s=10)
+    try:
+        return await c.neighbours(), (await c.stats())["counters"]
+    finally:
+        await c.close()
+
+
+def wait_for(
+    sock: Path, cond: Callable[[list[dict[str, Any]], dict[str, int]], bool], what: str, timeout: float
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        neigh, counters = asyncio.run(query(sock))
+        if cond(neigh, counters):
+            return neigh, counters
+        assert time.monotonic() < deadline, f"{what}: {len(neigh)} entries, counters {counters}"
+        time.sleep(0.1)
+
+
+def test_full_table_replaces_and_unused_entries_expire(tmp_path: Path) -> None:
+    from scapy.all import ARP, Ether, rdpcap, wrpcap
+
+    frames = [  # first, so its answer finds room in the control TX ring
+        Ether(src="02:00:00:00:ee:01", dst="ff:ff:ff:ff:ff:ff")
+        / ARP(op=1, hwsrc="02:00:00:00:ee:01", psrc=OFF_SUBNET, pdst=FWD_IP)
+    ]
+    frames += [
+        Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=mac, psrc=ip, pdst=FWD_IP)
+        for ip, mac in (sender(i) for i in range(SENDERS))
+    ]
+    frames.append(  # an impostor claiming the forwarder's own address
+        Ether(src="02:00:00:00:ee:02", dst="ff:ff:ff:ff:ff:ff")
+        / ARP(op=2, hwsrc="02:00:00:00:ee:02", psrc=FWD_IP, pdst=FWD_IP)
+    )
+    rx, tx = tmp_path / "in.pcap", tmp_path / "out.pcap"
+    wrpcap(str(rx), frames)
+    prefix = f"vgwn{secrets.token_hex(4)}"
+    sock = tmp_path / "fwd.sock"
+    log = tmp_path / "fwd.log"
+    proc = subprocess.Popen(
+        [str(FWD_BIN), "--no-huge", "-m", "128", "--file-prefix", prefix, "--lcores", "0@0,1@0", "--no-pci",
+         "--log-level", "*:error", "--vdev", f"net_pcap0,rx_pcap={rx},tx_pcap={tx}", "--",
+         "--single-arm", "--ext", f"net_pcap0,{FWD_IP}/16", "--socket", str(sock), "--conn-capacity", "4096",
+         "--neigh-refresh-s", "1", "--neigh-stale-s", "2", "--neigh-expire-s", "1"],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while "vgw-fwd ready" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        # every request seen: 1,100 learned into 1,024 slots, the oldest 76 replaced
+        neigh, counters = wait_for(sock, lambda n, c: c["ctl_arp_rx"] >= SENDERS + 2, "all ARP processed", timeout=15)
+        ips = {e["ip"] for e in neigh}
+        assert len(neigh) == TABLE, len(neigh)
+        assert counters["ctl_neigh_evicted"] == SENDERS - TABLE
+        assert ips == {sender(i)[0] for i in range(SENDERS - TABLE, SENDERS)}
+        assert OFF_SUBNET not in ips and FWD_IP not in ips
+        assert all(e["valid"] for e in neigh)
+        # nobody uses them: invalid after 2 s without an answer, removed 1 s later
+        wait_for(sock, lambda n, c: not n, "unused entries removed", timeout=20)
+        _, counters = asyncio.run(query(sock))
+        assert counters["ctl_neigh_evicted"] == SENDERS
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, log.read_text()
+        cleanup_dpdk_files(prefix)
+
+    out = rdpcap(str(tx))
+    replies = {a[ARP].pdst for a in out if ARP in a and a[ARP].op == 2}
+    # every request for our address is answered, the off-subnet one too (hosts ARP from a
+    # packet's source address, which may be off-subnet), unless the control TX ring was full
+    # (1,101 answers at once on one CPU): then the frame is counted, not lost silently
+    assert OFF_SUBNET in replies
+    assert replies <= {OFF_SUBNET, *(sender(i)[0] for i in range(SENDERS))}
+    assert len(replies) + counters["ctl_drop_ctl_tx_full"] >= SENDERS + 1
