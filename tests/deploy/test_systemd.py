@@ -55,8 +55,11 @@ def test_hardening_and_settings(path: Path) -> None:
     assert caps == CAPS.get(path.stem, set()), path.stem
     ambient = set(s.get("AmbientCapabilities", [""])[-1].split())
     assert ambient <= caps
-    if path.stem not in ("vgw-fwd", "vgw-shim"):
-        assert s["User"] == ["vgw"], "only the forwarder and its shim (0600 socket) run as root"
+    if path.stem != "vgw-fwd":
+        assert s["User"] == ["vgw"], "only the forwarder runs as root"
+    else:
+        # the control socket goes to the shim's group; the forwarder checks peers' credentials too
+        assert "--socket-group vgw" in s["ExecStart"][-1] and s["SupplementaryGroups"] == ["vgw"]
     metrics = [v for v in s.get("Environment", []) if v.startswith("VGW_METRICS_ADDR=")]
     if path.stem != "vgw-fwd":
         assert metrics and re.fullmatch(r"VGW_METRICS_ADDR=127\.0\.0\.1:91\d\d", metrics[0])
