@@ -180,14 +180,23 @@ class Judge:
             self._ok_since.pop(key, None)
 
     def _settling(self, obs: list[PathObservation], now: datetime) -> frozenset[str]:
-        """Vantage points that were blind — every path's last probe failed — until a moment ago.
+        """Vantage points that were blind — every path failing together — until a moment ago.
         Right after a vantage point's own outage its paths recover one by one (routes, neighbours),
-        and the last to recover would look like a blackholing node; its blame waits a while."""
+        and the last to recover would look like a blackholing node; its blame waits a while.
+
+        Blind means every path has failed at least ``fail_after - 1`` times in a row, not merely
+        its last probe: while a node blackholes the VIP (its path and the routed path hashed to it
+        failing), one lost probe on the path that works is a coincidence, not blindness, and
+        counting it as blindness held the blame back for another settle period each time — on a
+        loaded machine, for good. An outage long enough for some path to count ``fail_after``
+        failures (the least a blame needs) gives every path ``fail_after - 1`` at the same time,
+        since the paths of a probe are probed at the same interval."""
+        blind_after = max(1, self.p.fail_after - 1)
         by_vantage: dict[str, list[PathObservation]] = {}
         for o in obs:
             by_vantage.setdefault(o.vantage, []).append(o)
         for v, paths in by_vantage.items():
-            if paths and all(o.consecutive_failures >= 1 for o in paths):
+            if paths and all(o.consecutive_failures >= blind_after for o in paths):
                 settle = 2 * self.p.fail_after * max(o.interval_s for o in paths)
                 self._blind_until[v] = now + timedelta(seconds=settle)
         return frozenset(v for v, until in self._blind_until.items() if now < until)

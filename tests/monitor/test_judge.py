@@ -171,3 +171,36 @@ def test_a_vantage_point_just_back_from_its_own_outage_blames_no_one_for_a_while
     t = T0 + timedelta(seconds=7)  # settled (2 x fail_after x interval = 6 s): n1 still fails, now blamed
     [req] = j.judge(TOPO, scene(t, vp1=N1_DOWN), t).publish
     assert req.node == "n1"  # type: ignore[union-attr]
+
+
+def test_one_lost_probe_on_the_working_path_is_no_blindness() -> None:
+    """n1 blackholes the VIP, and the routed path (hashed to n1) fails with it; n2's path, the one
+    that works, loses a single probe (a timeout on a loaded machine). The vantage point is not
+    blind: n1 is blamed as soon as n2 works again and n1 fails after that, not a settle period
+    later (which repeated lost probes would have postponed for good)."""
+    j = Judge("vp1", JudgeParams(fail_after=3))
+    lost = obs("vp1", "n2", True).model_copy(
+        update={"successes": 4, "consecutive_failures": 1, "consecutive_successes": 0, "failing_since": T0,
+                "last_ok_at": T0 - timedelta(seconds=1), "succeeding_since": None, "last_result": ProbeResult.TIMEOUT}
+    )  # fmt: skip
+    assert j.judge(TOPO, [obs("vp1", ROUTED, False), obs("vp1", "n1", False), lost], T0).publish == []
+    t = T0 + timedelta(seconds=1.5)
+    back = obs("vp1", "n2", True, t).model_copy(
+        update={"last_ok_at": T0 + timedelta(seconds=1), "succeeding_since": T0 + timedelta(seconds=1)}
+    )
+    [req] = j.judge(TOPO, [obs("vp1", ROUTED, False, t), obs("vp1", "n1", False, t), back], t).publish
+    assert req.node == "n1" and req.action is RequestAction.WITHDRAW  # type: ignore[union-attr]
+
+
+def test_a_vantage_point_is_blind_once_every_path_failed_fail_after_minus_one_times() -> None:
+    """Paths are probed one after the other: when an outage of the vantage point ends, one path may
+    have counted fail_after failures and another one fewer. That is blindness all the same."""
+    j = Judge("vp1", JudgeParams(fail_after=3))
+    two = {"successes": 3, "consecutive_failures": 2}
+    paths = [obs("vp1", p, False).model_copy(update=two) for p in (ROUTED, "n1", "n2")]
+    assert j.judge(TOPO, paths, T0).publish == []
+    t = T0 + timedelta(seconds=1)
+    assert j.judge(TOPO, scene(t, vp1=N1_DOWN), t).publish == []  # n1's path is the last to recover
+    t = T0 + timedelta(seconds=7)
+    [req] = j.judge(TOPO, scene(t, vp1=N1_DOWN), t).publish
+    assert req.node == "n1"  # type: ignore[union-attr]
