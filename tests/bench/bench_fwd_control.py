@@ -30,9 +30,7 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dataplane.shim.fwdctl import FwdClient
 from tests.bench.bench_forwarder import make_pcap
-from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
+from tests.forwarder.fwdproc import vgw_fwd
+from tests.forwarder.topology import FWD_BIN
 
 SERVICES = 4096
 BACKENDS_PER_SERVICE = 16
@@ -112,39 +111,15 @@ async def mpps(c: FwdClient, seconds: float) -> float:
     return (a1 - a0) / (t1 - t0) / 1e6
 
 
-def start_forwarder(workdir: Path, pcap: Path, run: int) -> tuple[subprocess.Popen[bytes], Path, str]:
-    prefix = f"vgwctlbench{os.getpid()}r{run}"
-    sock = workdir / f"ctl{run}.sock"
+def forwarder_args(pcap: Path) -> tuple[list[str], list[str]]:
     ncpu = os.cpu_count() or 1
     lcores = f"0@0,1@{ncpu - 1}"  # the worker on the last CPU, the control thread on the first
     neigh = [
         a for j in range(BACKENDS_PER_SERVICE) for a in ("--neigh", f"{backend_of(0, j)},02:00:00:00:01:{j:02x},ext")
     ]
-    cmd = [
-        str(FWD_BIN), "--no-huge", "-m", "512", "--file-prefix", prefix, "--lcores", lcores, "--no-pci",
-        "--log-level", "*:error", "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1", "--",
-        "--single-arm", "--ext", "net_pcap0,198.18.0.1/15", "--workers", "1", "--socket", str(sock),
-        "--memory-budget", str(4 << 30), *neigh,
-    ]  # fmt: skip
-    log = workdir / f"ctl{run}.log"
-    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
-    deadline = time.monotonic() + 30
-    while b"vgw-fwd ready" not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"vgw-fwd did not start:\n{log.read_text()[-2000:]}")
-        time.sleep(0.05)
-    return proc, sock, prefix
-
-
-def stop_forwarder(proc: subprocess.Popen[bytes], prefix: str) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    cleanup_dpdk_files(prefix)
+    eal = ["--lcores", lcores, "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1"]
+    args = ["--single-arm", "--ext", "net_pcap0,198.18.0.1/15", "--workers", "1", "--memory-budget", str(4 << 30)]
+    return eal, args + neigh
 
 
 async def one_run(sock: Path, doc: str, quick: bool) -> dict[str, Any]:
@@ -250,12 +225,10 @@ def main() -> int:
         work = Path(tmp)
         pcap = work / "udp.pcap"
         make_pcap(pcap, 4096, 0)
+        eal, fwd_args = forwarder_args(pcap)
         for r in range(args.runs):
-            proc, sock, prefix = start_forwarder(work, pcap, r)
-            try:
-                runs.append(asyncio.run(one_run(sock, doc, args.quick)))
-            finally:
-                stop_forwarder(proc, prefix)
+            with vgw_fwd(work, eal, fwd_args, memory_mb=512, wait_s=30) as fwd:
+                runs.append(asyncio.run(one_run(fwd.socket, doc, args.quick)))
             print(
                 f"# run {r + 1}/{args.runs}: cold {runs[-1]['cold_s']:.2f} s, warm {runs[-1]['warm_s']:.2f} s",
                 flush=True,

@@ -11,10 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +19,8 @@ import yaml
 
 from dataplane.shim.desired import desired_state, render
 from dataplane.shim.fwdctl import FwdClient, FwdError
-from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
+from tests.forwarder.fwdproc import vgw_fwd
+from tests.forwarder.topology import FWD_BIN
 from vgw.config import ConfigDocument
 from vgw.config.budget import node_cost
 from vgw.config.validate import validate_document
@@ -112,28 +109,12 @@ def document() -> ConfigDocument:
 def forwarder(tmp_path: Path, budget: int | None = None) -> Iterator[Path]:
     if os.geteuid() != 0 or not FWD_BIN.exists():
         pytest.skip("needs root and dataplane/build/vgw-fwd")
-    prefix = f"vgwb{secrets.token_hex(4)}"
-    sock = tmp_path / f"{prefix}.sock"
-    log = tmp_path / f"{prefix}.log"
     extra = ["--memory-budget", str(budget)] if budget is not None else []
-    proc = subprocess.Popen(
-        [str(FWD_BIN), "--no-huge", "-m", "128", "--file-prefix", prefix, "--lcores", "0@0,1@0,2@0", "--no-pci",
-         "--log-level", "*:error", "--vdev", "net_ring0", "--vdev", "net_ring1", "--",
-         "--ext", "net_ring0,192.0.2.11/24", "--int", "net_ring1,198.51.100.11/24", "--socket", str(sock),
-         "--workers", str(WORKERS), "--conn-capacity", str(CAPACITY), *extra],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while "vgw-fwd ready" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        yield sock
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-        cleanup_dpdk_files(prefix)
+    eal = ["--lcores", "0@0,1@0,2@0", "--vdev", "net_ring0", "--vdev", "net_ring1"]
+    args = ["--ext", "net_ring0,192.0.2.11/24", "--int", "net_ring1,198.51.100.11/24", "--workers", str(WORKERS),
+            "--conn-capacity", str(CAPACITY), *extra]  # fmt: skip
+    with vgw_fwd(tmp_path, eal, args) as fwd:
+        yield fwd.socket
 
 
 async def apply_and_report(sock: Path, text: str) -> dict[str, int]:

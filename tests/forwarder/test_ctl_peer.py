@@ -6,22 +6,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dataplane.shim.fwdctl import FwdClient
-from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
+from tests.forwarder.fwdproc import vgw_fwd
+from tests.forwarder.topology import FWD_BIN
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not FWD_BIN.exists() or not Path("/usr/bin/setpriv").exists(),
@@ -60,30 +58,16 @@ def as_user(uid: int, gid: int, sock: Path) -> str:
 
 @pytest.fixture
 def grouped_fwd(tmp_path: Path) -> Iterator[Path]:
-    prefix = f"vgwg{secrets.token_hex(4)}"
     # pytest's tmp_path is private to root: the socket goes where other users can reach it, so
     # the socket itself is the fence
     run = Path(tempfile.mkdtemp(prefix="vgw-peer-", dir="/tmp"))
     run.chmod(0o755)
-    sock = run / "fwd.sock"
-    log = tmp_path / "fwd.log"
-    proc = subprocess.Popen(
-        [str(FWD_BIN), "--no-huge", "-m", "128", "--file-prefix", prefix, "--lcores", "0@0,1@0", "--no-pci",
-         "--log-level", "*:error", "--vdev", "net_ring0", "--", "--single-arm", "--ext", "net_ring0,198.18.0.1/16",
-         "--socket", str(sock), "--socket-group", str(GROUP)],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
-    )  # fmt: skip
+    eal = ["--lcores", "0@0,1@0", "--vdev", "net_ring0"]
+    args = ["--single-arm", "--ext", "net_ring0,198.18.0.1/16", "--socket-group", str(GROUP)]
     try:
-        deadline = time.monotonic() + 20
-        while "vgw-fwd ready" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        yield sock
+        with vgw_fwd(tmp_path, eal, args, socket=run / "fwd.sock") as fwd:
+            yield fwd.socket
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-        cleanup_dpdk_files(prefix)
         shutil.rmtree(run, ignore_errors=True)
 
 

@@ -10,11 +10,7 @@ not) but never learned; with short timers, every entry nobody uses goes invalid 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import secrets
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +19,8 @@ from typing import Any
 import pytest
 
 from dataplane.shim.fwdctl import FwdClient
-from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
+from tests.forwarder.fwdproc import vgw_fwd
+from tests.forwarder.topology import FWD_BIN
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not FWD_BIN.exists(), reason="needs root and vgw-fwd")
 
@@ -74,21 +71,11 @@ def test_full_table_replaces_and_unused_entries_expire(tmp_path: Path) -> None:
     )
     rx, tx = tmp_path / "in.pcap", tmp_path / "out.pcap"
     wrpcap(str(rx), frames)
-    prefix = f"vgwn{secrets.token_hex(4)}"
-    sock = tmp_path / "fwd.sock"
-    log = tmp_path / "fwd.log"
-    proc = subprocess.Popen(
-        [str(FWD_BIN), "--no-huge", "-m", "128", "--file-prefix", prefix, "--lcores", "0@0,1@0", "--no-pci",
-         "--log-level", "*:error", "--vdev", f"net_pcap0,rx_pcap={rx},tx_pcap={tx}", "--",
-         "--single-arm", "--ext", f"net_pcap0,{FWD_IP}/16", "--socket", str(sock), "--conn-capacity", "4096",
-         "--neigh-refresh-s", "1", "--neigh-stale-s", "2", "--neigh-expire-s", "1"],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while "vgw-fwd ready" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+    eal = ["--lcores", "0@0,1@0", "--vdev", f"net_pcap0,rx_pcap={rx},tx_pcap={tx}"]
+    args = ["--single-arm", "--ext", f"net_pcap0,{FWD_IP}/16", "--conn-capacity", "4096",
+            "--neigh-refresh-s", "1", "--neigh-stale-s", "2", "--neigh-expire-s", "1"]  # fmt: skip
+    with vgw_fwd(tmp_path, eal, args) as fwd:
+        sock = fwd.socket
         # every request seen: 1,100 learned into 1,024 slots, the oldest 76 replaced
         neigh, counters = wait_for(sock, lambda n, c: c["ctl_arp_rx"] >= SENDERS + 2, "all ARP processed", timeout=15)
         ips = {e["ip"] for e in neigh}
@@ -101,11 +88,7 @@ def test_full_table_replaces_and_unused_entries_expire(tmp_path: Path) -> None:
         wait_for(sock, lambda n, c: not n, "unused entries removed", timeout=20)
         _, counters = asyncio.run(query(sock))
         assert counters["ctl_neigh_evicted"] == SENDERS
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0, log.read_text()
-        cleanup_dpdk_files(prefix)
+    assert fwd.proc.returncode == 0, fwd.log.read_text()  # SIGTERM: a clean stop flushes the capture
 
     out = rdpcap(str(tx))
     replies = {a[ARP].pdst for a in out if ARP in a and a[ARP].op == 2}
