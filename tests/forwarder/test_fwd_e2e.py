@@ -264,16 +264,23 @@ def test_delta_drain_keeps_connection(fwd: Topology) -> None:
              f"http://{VIP}/slow?s=3"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
-        await asyncio.sleep(0.5)
+        # the backend that logs the request owns the connection (curl in a namespace may take a
+        # while to start on a loaded machine: wait for the log, not for a guessed time)
         owner = None
-        for i in range(3):
-            if any(e["path"].startswith("/slow") for e in fwd.backend_log(i)):
-                owner = i
-        assert owner is not None
+        deadline = time.monotonic() + 10
+        while owner is None and time.monotonic() < deadline and slow.poll() is None:
+            owner = next((i for i in range(3) if any(e["path"].startswith("/slow") for e in fwd.backend_log(i))), None)
+            await asyncio.sleep(0.05)
+        assert owner is not None, f"no backend saw /slow (curl: {slow.poll()})"
         from tests.forwarder.topology import BACKEND_IPS
 
-        st = await c.stats()
-        active = st["services"]["web"]["conn_active"]
+        # the per-service gauge comes from the workers' snapshots, published every 100 ms
+        while True:
+            st = await c.stats()
+            active = st["services"]["web"]["conn_active"]
+            if active >= 1 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
         assert 1 <= active <= st["counters"]["conn_active"], st["services"]
 
         await c.delta(f"vgw-delta 1\ngeneration {gen + 1}\nbackend state web {BACKEND_IPS[owner]} 80 draining\nend\n")
