@@ -33,7 +33,7 @@ def lab() -> Iterator[Lab]:
     why = _prereqs()
     if why:
         pytest.fail(f"the lab cannot run here: {why}")
-    lab = Lab("t" + secrets.token_hex(1)[:3], progress=lambda _m: None)
+    lab = Lab("t" + secrets.token_hex(2)[:3], progress=lambda _m: None)  # ids are 1-4 characters
     try:
         lab.up()
         yield lab
@@ -43,6 +43,7 @@ def lab() -> Iterator[Lab]:
         assert not set(plan.namespaces()) & net.existing_namespaces(), "namespaces left behind"
         assert procs.marked(plan.id) == [], "processes left behind"
         assert not list(Path("/var/run/dpdk").glob(f"{plan.file_prefix}-*")), "DPDK runtime files left behind"
+        shutil.rmtree(f"/tmp/vgw-lab-{plan.id}", ignore_errors=True)  # logs of a lab we built; keep nothing
 
 
 def test_up_serves_through_both_nodes(lab: Lab) -> None:
