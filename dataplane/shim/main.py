@@ -130,6 +130,31 @@ class ForwarderCollector(Collector):
         yield sb
         yield sc
         yield sa
+        yield from memory_metrics(st.get("memory", {}))
+
+
+def memory_metrics(mem: dict[str, Any]) -> Iterator[Any]:
+    """What the forwarder's configuration costs (its own figure, the formula of the memory budget),
+    its budget and what it really holds (anon + file is what the budget covers)."""
+    if not mem:
+        return
+    budget = GaugeMetricFamily(
+        "vgw_forwarder_memory_budget_bytes", "The forwarder's memory budget (0: not enforced by the forwarder)"
+    )
+    budget.add_metric([], float(mem.get("budget_bytes", 0)))
+    yield budget
+    cost = GaugeMetricFamily(
+        "vgw_forwarder_memory_cost_bytes", "What the applied configuration costs the forwarder", labels=["part"]
+    )
+    for part, value in mem.get("cost_bytes", {}).items():
+        cost.add_metric([part], float(value))
+    yield cost
+    resident = GaugeMetricFamily(
+        "vgw_forwarder_resident_bytes", "The forwarder's resident memory by kind (anon, file, shmem)", labels=["kind"]
+    )
+    for kind in ("anon", "file", "shmem"):
+        resident.add_metric([kind], float(mem.get(f"rss_{kind}_bytes", 0)))
+    yield resident
 
 
 class Shim:
