@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,13 @@ async def service_active(sock: Path) -> int:
         return int((await c.stats())["services"]["web"]["conn_active"])
     finally:
         await c.close()
+
+
+def until(cond: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+        time.sleep(0.05)
 
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not FWD_BIN.exists(), reason="needs root and vgw-fwd")
@@ -77,11 +85,12 @@ def test_pcap_in_pcap_out(tmp_path: Path) -> None:
         while "vgw-fwd ready" not in log.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
-        # the pcap is read once at start: the SYN made one connection (SYN_RECV, 1 s timeout here)
-        time.sleep(0.3)
-        assert asyncio.run(service_active(tmp_path / "fwd.sock")) == 1
-        time.sleep(1.5)  # expired: the shadow sweep takes it out of the service's gauge
-        assert asyncio.run(service_active(tmp_path / "fwd.sock")) == 0
+        # the pcap is read once at start: the SYN made one connection (SYN_RECV, 1 s timeout
+        # here), which the service's gauge shows once the worker publishes its counters; when it
+        # expires, the shadow sweep takes it out of the gauge again
+        sock = tmp_path / "fwd.sock"
+        until(lambda: asyncio.run(service_active(sock)) == 1, "the connection in the gauge")
+        until(lambda: asyncio.run(service_active(sock)) == 0, "the expired connection out of the gauge")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
