@@ -55,17 +55,6 @@ static void on_signal(int sig)
     atomic_store(&g_fwd.stop, true);
 }
 
-static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
-{
-    char *e;
-    errno = 0;
-    unsigned long v = strtoul(s, &e, 10);
-    if (!*s || *e || errno || v < min || v > max)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
 static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     char *e;
@@ -74,6 +63,15 @@ static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     if (!*s || *s == '-' || *e || errno || v < min || v > max)
         return -1;
     *out = v;
+    return 0;
+}
+
+static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+    uint64_t v;
+    if (parse_u64(s, min, max, &v))
+        return -1;
+    *out = (uint32_t)v;
     return 0;
 }
 

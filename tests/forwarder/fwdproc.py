@@ -1,6 +1,6 @@
 """One vgw-fwd process for a test or a benchmark: started with a unique EAL file prefix, awaited
 until it says it is ready, and stopped (SIGTERM, then SIGKILL) with its EAL files removed, even when
-the test fails."""
+the test fails; and waiting for what it reports to reach a state."""
 
 from __future__ import annotations
 
@@ -10,11 +10,26 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
+
+T = TypeVar("T")
+
+
+def until(fetch: Callable[[], T], cond: Callable[[T], bool], what: str, timeout_s: float = 15.0) -> T:
+    """fetch() again every 50 ms until cond holds for its value (returned); fails with the last
+    value after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fetch()
+        if cond(value):
+            return value
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s; last: {value!r}"[:2000]
+        time.sleep(0.05)
 
 
 @dataclass(frozen=True)

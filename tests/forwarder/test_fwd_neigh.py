@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dataplane.shim.fwdctl import FwdClient
-from tests.forwarder.fwdproc import vgw_fwd
+from tests.forwarder.fwdproc import until, vgw_fwd
 from tests.forwarder.topology import FWD_BIN
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not FWD_BIN.exists(), reason="needs root and vgw-fwd")
@@ -40,18 +38,6 @@ async def query(sock: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
         return await c.neighbours(), (await c.stats())["counters"]
     finally:
         await c.close()
-
-
-def wait_for(
-    sock: Path, cond: Callable[[list[dict[str, Any]], dict[str, int]], bool], what: str, timeout: float
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        neigh, counters = asyncio.run(query(sock))
-        if cond(neigh, counters):
-            return neigh, counters
-        assert time.monotonic() < deadline, f"{what}: {len(neigh)} entries, counters {counters}"
-        time.sleep(0.1)
 
 
 def test_full_table_replaces_and_unused_entries_expire(tmp_path: Path) -> None:
@@ -77,7 +63,9 @@ def test_full_table_replaces_and_unused_entries_expire(tmp_path: Path) -> None:
     with vgw_fwd(tmp_path, eal, args) as fwd:
         sock = fwd.socket
         # every request seen: 1,100 learned into 1,024 slots, the oldest 76 replaced
-        neigh, counters = wait_for(sock, lambda n, c: c["ctl_arp_rx"] >= SENDERS + 2, "all ARP processed", timeout=15)
+        neigh, counters = until(
+            lambda: asyncio.run(query(sock)), lambda r: r[1]["ctl_arp_rx"] >= SENDERS + 2, "ARP processed"
+        )
         ips = {e["ip"] for e in neigh}
         assert len(neigh) == TABLE, len(neigh)
         assert counters["ctl_neigh_evicted"] == SENDERS - TABLE
@@ -85,7 +73,7 @@ def test_full_table_replaces_and_unused_entries_expire(tmp_path: Path) -> None:
         assert OFF_SUBNET not in ips and FWD_IP not in ips
         assert all(e["valid"] for e in neigh)
         # nobody uses them: invalid after 2 s without an answer, removed 1 s later
-        wait_for(sock, lambda n, c: not n, "unused entries removed", timeout=20)
+        until(lambda: asyncio.run(query(sock)), lambda r: not r[0], "unused entries removed", timeout_s=20)
         _, counters = asyncio.run(query(sock))
         assert counters["ctl_neigh_evicted"] == SENDERS
     assert fwd.proc.returncode == 0, fwd.log.read_text()  # SIGTERM: a clean stop flushes the capture

@@ -15,12 +15,12 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dataplane.shim.fwdctl import FwdClient
+from tests.forwarder.fwdproc import until
 from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
 
 VIP, LIP, BACKEND, CLIENT = "192.0.2.10", "198.18.0.100", "198.18.0.11", "203.0.113.7"
@@ -33,13 +33,6 @@ async def service_active(sock: Path) -> int:
         return int((await c.stats())["services"]["web"]["conn_active"])
     finally:
         await c.close()
-
-
-def until(cond: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
-        time.sleep(0.05)
 
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not FWD_BIN.exists(), reason="needs root and vgw-fwd")
@@ -89,8 +82,8 @@ def test_pcap_in_pcap_out(tmp_path: Path) -> None:
         # here), which the service's gauge shows once the worker publishes its counters; when it
         # expires, the shadow sweep takes it out of the gauge again
         sock = tmp_path / "fwd.sock"
-        until(lambda: asyncio.run(service_active(sock)) == 1, "the connection in the gauge")
-        until(lambda: asyncio.run(service_active(sock)) == 0, "the expired connection out of the gauge")
+        until(lambda: asyncio.run(service_active(sock)), lambda n: n == 1, "connection in the gauge")
+        until(lambda: asyncio.run(service_active(sock)), lambda n: n == 0, "expired connection out of the gauge")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)

@@ -5,22 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "internal.h"
-
-static vgw_dp_t *dp;
-static vgw_worker_t *w;
+#include "fuzz_engine.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!dp) {
-        vgw_dp_params_t dpp = {.nworkers = 1};
-        dp = vgw_dp_create(&dpp);
-        vgw_worker_params_t wp = {.id = 0, .conn_capacity = 16, .hash_seed = 1};
-        w = dp ? vgw_worker_create(dp, &wp) : NULL;
-        if (!w)
-            abort();
-    }
+    fuzz_engine_init();
     vgw_cfg_t *cfg = NULL;
     char err[256];
     if (vgw_cfg_parse((const char *)data, size, &cfg, err, sizeof err) != 0) {
@@ -28,17 +18,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort(); /* failures must explain themselves and return nothing */
         return 0;
     }
-    cfg->generation = vgw_dp_generation(dp) + 1;
-    if (vgw_dp_apply(dp, cfg, err, sizeof err) == 0) {
-        /* Let the worker observe the new generation so QSBR can free the previous one. */
-        vgw_pkt_t p = {0};
-        vgw_verdict_t v;
-        uint8_t frame[14] = {0};
-        p.data = frame;
-        p.len = sizeof frame;
-        vgw_worker_process(w, &p, &v, 1, 1);
-        vgw_dp_reclaim(dp);
-    }
+    cfg->generation = vgw_dp_generation(fuzz_dp) + 1;
+    if (vgw_dp_apply(fuzz_dp, cfg, err, sizeof err) == 0)
+        fuzz_engine_observe();
     vgw_cfg_free(cfg);
     return 0;
 }

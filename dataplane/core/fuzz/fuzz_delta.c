@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "cfgint.h"
-#include "internal.h"
+#include "fuzz_engine.h"
 
 static const char base_doc[] =
     "vgw-config 1\n"
@@ -40,9 +40,6 @@ static const char base_doc[] =
     "backend big 198.18.2.15 443 1 active\nbackend big 198.18.2.16 443 1 active\n"
     "backend big 198.18.2.17 443 1 active\nbackend big 198.18.2.18 443 1 active\n"
     "end\n";
-
-static vgw_dp_t *dp;
-static vgw_worker_t *w;
 
 /* No delta is open: no backend carries a delta's marks. */
 static void check_unmarked(const vgw_cfg_t *cfg)
@@ -84,27 +81,10 @@ static char *text_of(const vgw_cfg_t *cfg)
     return t;
 }
 
-static void run_packet(void)
-{
-    /* Let the worker observe the new generation so QSBR can free the previous one. */
-    vgw_pkt_t p = {0};
-    vgw_verdict_t v;
-    uint8_t frame[14] = {0};
-    p.data = frame;
-    p.len = sizeof frame;
-    vgw_worker_process(w, &p, &v, 1, 1);
-    vgw_dp_reclaim(dp);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!dp) {
-        dp = vgw_dp_create(&(vgw_dp_params_t){.nworkers = 1});
-        w = dp ? vgw_worker_create(dp, &(vgw_worker_params_t){.id = 0, .conn_capacity = 16, .hash_seed = 1}) : NULL;
-        if (!w)
-            abort();
-    }
+    fuzz_engine_init();
     const char *text = (const char *)data;
     size_t len = size;
     vgw_cfg_t *cfg = NULL;
@@ -121,10 +101,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* The engine holds the base, so the delta's generation is built against it. The engine's
      * generations only grow; the delta sees the base at generation 5 ("generation 6" works). */
-    cfg->generation = vgw_dp_generation(dp) + 1;
-    if (vgw_dp_apply(dp, cfg, err, sizeof err) != 0)
+    cfg->generation = vgw_dp_generation(fuzz_dp) + 1;
+    if (vgw_dp_apply(fuzz_dp, cfg, err, sizeof err) != 0)
         abort();
-    run_packet();
+    fuzz_engine_observe();
     cfg->generation = 5;
     char *before = text_of(cfg);
     vgw_cfg_txn_t *txn = NULL;
@@ -160,10 +140,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_unmarked(cfg);
             vgw_cost_t cost;
             vgw_cfg_cost(cfg, &(vgw_cost_params_t){.workers = 1, .conn_capacity = 1024}, &cost);
-            cfg->generation = vgw_dp_generation(dp) + 1;
-            if (vgw_dp_apply(dp, cfg, err, sizeof err) != 0)
+            cfg->generation = vgw_dp_generation(fuzz_dp) + 1;
+            if (vgw_dp_apply(fuzz_dp, cfg, err, sizeof err) != 0)
                 abort();
-            run_packet();
+            fuzz_engine_observe();
         }
         free(edited);
     }

@@ -25,16 +25,6 @@ static uint64_t round4k(uint64_t x)
     return (x + 4095) & ~4095ull;
 }
 
-static uint32_t gcd32(uint32_t a, uint32_t b)
-{
-    while (b) {
-        uint32_t t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-
 /* Records, index buckets and free stack of the core's table, and the forwarder's shadow set. */
 static uint64_t conn_tables(uint64_t c)
 {
@@ -52,7 +42,7 @@ static uint64_t table_bytes(const vgw_cfg_service_t *s)
     uint32_t g = 0, k = 0;
     for (uint32_t i = 0; i < s->nbackends; i++)
         if (s->backends[i].weight) {
-            g = gcd32(g, s->backends[i].weight);
+            g = vgw_gcd32(g, s->backends[i].weight);
             k++;
         }
     if (!k)

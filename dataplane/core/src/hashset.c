@@ -74,12 +74,10 @@ void vgw_vset_del(vgw_vset_t *s, uintptr_t v, vgw_vset_hash_fn hash, const void 
     uint32_t i = vset_slot_of(s, v, hash(ctx, v));
     if (i == UINT32_MAX)
         return;
-    /* Backward shift: pull later entries of the cluster into the hole unless their home slot lies
-     * cyclically in (i, j]. */
+    /* Backward shift: pull later entries of the cluster into the hole. */
     for (uint32_t j = (i + 1) & s->mask; s->slot[j]; j = (j + 1) & s->mask) {
         uint32_t k = (uint32_t)hash(ctx, s->slot[j]) & s->mask;
-        int stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
-        if (!stays) {
+        if (!vgw_lp_stays(i, j, k)) {
             s->slot[i] = s->slot[j];
             i = j;
         }
@@ -182,8 +180,7 @@ void vgw_amap_dec(vgw_amap_t *m, uint8_t af, const vgw_addr_t *a)
     uint32_t i = (uint32_t)(e - m->ent);
     for (uint32_t j = (i + 1) & m->mask; m->ent[j].count; j = (j + 1) & m->mask) {
         uint32_t k = (uint32_t)vgw_addr_hash(m->ent[j].af, &m->ent[j].addr) & m->mask;
-        int stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
-        if (!stays) {
+        if (!vgw_lp_stays(i, j, k)) {
             m->ent[i] = m->ent[j];
             i = j;
         }

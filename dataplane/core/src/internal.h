@@ -72,6 +72,23 @@ static inline uint32_t n2h32(uint32_t v)
 #define h2n16 n2h16
 #define h2n32 n2h32
 
+static inline uint32_t vgw_gcd32(uint32_t a, uint32_t b)
+{
+    while (b) {
+        uint32_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Backward-shift deletion in a linear-probing table: with a hole at i, the entry at j (home slot
+ * k) stays where it is only if k lies cyclically in (i, j]; otherwise it moves into the hole. */
+static inline bool vgw_lp_stays(uint32_t i, uint32_t j, uint32_t k)
+{
+    return i <= j ? (i < k && k <= j) : (i < k || k <= j);
+}
+
 /* ---- checksums (RFC 1071 sums, RFC 1624 incremental updates) ---------------------------- */
 
 /* One's-complement sum of raw 16-bit words. Raw (network-order) words can be summed directly:

@@ -72,8 +72,7 @@ void vgw_reg_release(vgw_registry_t *r, uint64_t key)
     /* Backward-shift deletion keeps probe sequences intact without tombstones. */
     for (uint32_t j = (i + 1) & r->mask; r->keys[j]; j = (j + 1) & r->mask) {
         uint32_t k = (uint32_t)vgw_mix64(r->keys[j]) & r->mask;
-        int stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
-        if (!stays) {
+        if (!vgw_lp_stays(i, j, k)) {
             r->keys[i] = r->keys[j];
             r->uids[i] = r->uids[j];
             i = j;

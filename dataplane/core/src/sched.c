@@ -11,16 +11,6 @@
  * thread; exceeding it scales the cycle down further. */
 #define WRR_MAX_WORK (1u << 26)
 
-static uint32_t gcd32(uint32_t a, uint32_t b)
-{
-    while (b) {
-        uint32_t t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-
 int vgw_wrr_build(vgw_svc_t *svc)
 {
     svc->tab = NULL;
@@ -37,7 +27,7 @@ int vgw_wrr_build(vgw_svc_t *svc)
     uint64_t sum = 0;
     for (uint32_t i = 0; i < n; i++) {
         w[i] = svc->backends[svc->cand[i]].weight;
-        g = gcd32(g, w[i]);
+        g = vgw_gcd32(g, w[i]);
     }
     for (uint32_t i = 0; i < n; i++) {
         w[i] /= g;
