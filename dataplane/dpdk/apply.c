@@ -7,6 +7,7 @@
 
 #include "apply.h"
 #include "neigh.h"
+#include "protect.h"
 #include "vbuf.h"
 
 int fwd_apply_init(fwd_t *f)
@@ -51,12 +52,24 @@ static int ready(fwd_t *f, char *err, size_t errlen)
     return -1;
 }
 
+/* Publishes cfg through the core. Under g_ctl_lock: the core frees the generation it replaces
+ * (when no worker holds it), and the telemetry thread reads per-service counters through the
+ * core (vgw_worker_svc_counters looks at the current generation) only under that lock too. */
+static int dp_apply(fwd_t *f, const vgw_cfg_t *cfg, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&g_ctl_lock);
+    int rc = vgw_dp_apply(f->dp, cfg, err, errlen);
+    pthread_mutex_unlock(&g_ctl_lock);
+    return rc;
+}
+
 /* The forwarder's own tables follow a published generation. */
 static void follow(fwd_t *f, unsigned changes, const vgw_cost_t *cost)
 {
     f->cost = *cost;
     if ((changes & VGW_CFG_CHANGED_SERVICES) && svcmap_sync(f, f->cfg) != 0)
         fprintf(stderr, "vgw-fwd: out of memory for service counter slots; new services are not counted yet\n");
+    prot_sync(f); /* every generation: a service removed and added again may have a new uid */
     if (changes & VGW_CFG_CHANGED_ADDRS)
         neigh_announce(f, false);
 }
@@ -67,8 +80,7 @@ int fwd_apply_document(fwd_t *f, const char *text, size_t len, char *err, size_t
     vgw_cost_t cost;
     if (vgw_cfg_parse(text, len, &cfg, err, errlen) != 0)
         return -1;
-    if (check_budget(f, cfg, &cost, err, errlen) || ready(f, err, errlen) ||
-        vgw_dp_apply(f->dp, cfg, err, errlen) != 0) {
+    if (check_budget(f, cfg, &cost, err, errlen) || ready(f, err, errlen) || dp_apply(f, cfg, err, errlen) != 0) {
         vgw_cfg_free(cfg);
         return -1;
     }
@@ -90,7 +102,7 @@ int fwd_apply_delta(fwd_t *f, const char *text, size_t len, char *err, size_t er
         return -1;
     }
     char derr[256];
-    if (vgw_dp_apply(f->dp, f->cfg, derr, sizeof derr) != 0) {
+    if (dp_apply(f, f->cfg, derr, sizeof derr) != 0) {
         vgw_cfg_txn_rollback(txn);
         snprintf(err, errlen, "delta rejected: %s", derr);
         return -1;

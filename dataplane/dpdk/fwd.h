@@ -151,6 +151,37 @@ typedef struct shadow {
     uint32_t mask, capacity, count, sweep;
 } shadow_t;
 
+enum fwd_steer { FWD_STEER_AUTO = 0, FWD_STEER_ON = 1, FWD_STEER_OFF = 2 };
+
+/* Flood-protection totals per service slot and per LIP (protect.c). */
+#define PROT_LIP_TABLE 4096u /* LIPs the forwarder keeps totals for (power of two) */
+
+typedef struct svc_prot {
+    uint8_t bound;
+    uint8_t proto;
+    uint16_t port; /* network order */
+    uint32_t vip;  /* network order */
+    uint32_t uid;  /* UINT32_MAX: the service is not in the applied generation */
+    char name[VGW_CFG_MAX_NAME + 1];
+    uint64_t last[VGW_SCNT_MAX];  /* the uid's sums over workers at the last read */
+    uint64_t total[VGW_SCNT_MAX]; /* what is reported */
+} svc_prot_t;
+
+typedef struct lip_total {
+    uint32_t lip; /* network order; 0 = empty */
+    uint32_t reserved;
+    uint64_t cur;   /* scratch: this read's sum over workers */
+    uint64_t last;  /* the sum at the last read */
+    uint64_t total; /* what is reported */
+} lip_total_t;
+
+typedef struct prot_ctl {
+    svc_prot_t *svc; /* FWD_MAX_SVC_SLOTS, by svcmap slot */
+    lip_total_t *lips; /* PROT_LIP_TABLE */
+    uint32_t nlips; /* at most 3/4 of PROT_LIP_TABLE: LIPs beyond are not reported */
+    vgw_lip_count_t *buf; /* VGW_LIP_TRACK_MAX, scratch for one worker's read */
+} prot_ctl_t;
+
 typedef struct fwd_worker {
     uint32_t id;
     unsigned lcore;
@@ -184,10 +215,14 @@ typedef struct fwd {
     uint32_t deep_idle_after_ms;
     uint16_t mtu;
     bool no_sw_csum;
+    uint8_t steer_clients;  /* FWD_STEER_*: hand client flows to their owner (VGW_WF_STEER_CLIENTS) */
+    bool steering;          /* the outcome (auto resolved at start) */
     uint64_t memory_budget; /* bytes; 0 = not enforced */
     uint32_t neigh_refresh_ms, neigh_stale_ms, neigh_expire_ms;
     uint64_t neigh_seq; /* source of neigh_entry_t.touched */
     char socket_group[64];  /* group allowed on the control socket besides root and our uid */
+    char cookie_key_file[512]; /* --syn-cookie-key-file: the SYN cookie key shared by the nodes */
+    uint8_t cookie_key[16];    /* from cookie_key_file; all zero = a random key per process */
     /* runtime */
     fwd_port_t port[FWD_MAX_PORTS]; /* [VGW_PORT_EXT], [VGW_PORT_INT]; INT mirrors EXT if single-arm */
     uint32_t ndevs;                 /* distinct DPDK devices (1 in single-arm) */
@@ -204,6 +239,7 @@ typedef struct fwd {
     vgw_dp_t *dp;
     fwd_worker_t *workers;
     svcmap_ctl_t svc;
+    prot_ctl_t prot; /* flood-protection totals (protect.c), under g_ctl_lock */
     _Atomic bool stop;
     uint64_t start_unix_ns;
     uint64_t ctl[CTL_CNT_MAX];

@@ -8,12 +8,14 @@
  *           [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]
  *           [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N] [--apply FILE]
  *           [--no-sw-l4-csum] [--memory-budget BYTES] [--socket-group GROUP]
- *           [--neigh-refresh-s N] [--neigh-stale-s N] [--neigh-expire-s N]
+ *           [--neigh-refresh-s N] [--neigh-stale-s N] [--neigh-expire-s N] [--syn-cookie-key-file PATH]
+ *           [--steer-clients auto|on|off]
  */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <limits.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
@@ -21,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +38,7 @@
 #include "fwd.h"
 #include "neigh.h"
 #include "priv.h"
+#include "protect.h"
 #include "telemetry.h"
 #include "vbuf.h"
 
@@ -205,8 +209,87 @@ static int setting(const char *key, char **v, int n)
         return parse_seconds_ms(v[0], &g_fwd.neigh_expire_ms);
     else if (!strcmp(key, "socket-group") && n == 1 && strlen(v[0]) < sizeof g_fwd.socket_group)
         snprintf(g_fwd.socket_group, sizeof g_fwd.socket_group, "%s", v[0]);
+    else if (!strcmp(key, "steer-clients") && n == 1 && (!strcmp(v[0], "auto") || !strcmp(v[0], "on") || !strcmp(v[0], "off")))
+        g_fwd.steer_clients = !strcmp(v[0], "on") ? FWD_STEER_ON : !strcmp(v[0], "off") ? FWD_STEER_OFF : FWD_STEER_AUTO;
+    else if (!strcmp(key, "syn-cookie-key-file") && n == 1 && v[0][0] && strlen(v[0]) < sizeof g_fwd.cookie_key_file)
+        snprintf(g_fwd.cookie_key_file, sizeof g_fwd.cookie_key_file, "%s", v[0]);
     else
         return -1;
+    return 0;
+}
+
+static int hexval(uint8_t c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* --syn-cookie-key-file: the SYN cookie key, the same on every node of a cluster so that a
+ * client's ACK validates on whichever node ECMP sends it to (docs/forwarder.md, "SYN cookie key").
+ * A secret: a regular file (a symbolic link to one is fine: Kubernetes mounts secrets so) owned by
+ * root or the forwarder's user, with no permission for group or others (0600 or 0400). Content:
+ * hex digits, at least 32 (`openssl rand -hex 16`; the first 32 are the key), or else at least 16
+ * bytes (`head -c 16 /dev/urandom`; the first 16 are the key). An all-zero key is refused. */
+static int read_cookie_key(const char *path, uint8_t key[16])
+{
+    const char *p = "vgw-fwd: syn-cookie-key-file";
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return fprintf(stderr, "%s %s: %s\n", p, path, strerror(errno)), -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fprintf(stderr, "%s %s: not a regular file\n", p, path), -1;
+    }
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        close(fd);
+        return fprintf(stderr,
+                       "%s %s: mode %04o gives group or others access to the key; it must be readable by its "
+                       "owner only (chmod 600 %s)\n",
+                       p, path, (unsigned)(st.st_mode & 07777), path),
+               -1;
+    }
+    if (st.st_uid != 0 && st.st_uid != geteuid()) {
+        close(fd);
+        return fprintf(stderr, "%s %s: owned by uid %u; it must be owned by root or by the forwarder's user (uid %u)\n",
+                       p, path, (unsigned)st.st_uid, (unsigned)geteuid()),
+               -1;
+    }
+    uint8_t buf[4096];
+    size_t len = 0;
+    ssize_t r;
+    while (len < sizeof buf && (r = read(fd, buf + len, sizeof buf - len)) != 0) {
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            close(fd);
+            explicit_bzero(buf, sizeof buf);
+            return fprintf(stderr, "%s %s: %s\n", p, path, strerror(e)), -1;
+        }
+        len += (size_t)r;
+    }
+    close(fd);
+    size_t text = len;
+    while (text && (buf[text - 1] == '\n' || buf[text - 1] == '\r' || buf[text - 1] == ' ' || buf[text - 1] == '\t'))
+        text--;
+    bool hex = text >= 32;
+    for (size_t i = 0; i < text && hex; i++)
+        hex = hexval(buf[i]) >= 0;
+    if (hex) {
+        for (int i = 0; i < 16; i++)
+            key[i] = (uint8_t)(hexval(buf[2 * i]) << 4 | hexval(buf[2 * i + 1]));
+    } else if (len >= 16) {
+        memcpy(key, buf, 16);
+    } else {
+        explicit_bzero(buf, sizeof buf);
+        return fprintf(stderr, "%s %s: %zu bytes; the key needs 16 bytes or 32 hex digits\n", p, path, len), -1;
+    }
+    explicit_bzero(buf, sizeof buf);
+    uint8_t any = 0;
+    for (int i = 0; i < 16; i++)
+        any |= key[i];
+    if (!any)
+        return fprintf(stderr, "%s %s: the key is all zero\n", p, path), -1;
     return 0;
 }
 
@@ -263,7 +346,8 @@ static int parse_args(int argc, char **argv)
                    "       [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]\n"
                    "       [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N]\n"
                    "       [--apply FILE] [--no-sw-l4-csum] [--memory-budget BYTES] [--socket-group GROUP]\n"
-                   "       [--neigh-refresh-s N] [--neigh-stale-s N] [--neigh-expire-s N]\n");
+                   "       [--neigh-refresh-s N] [--neigh-stale-s N] [--neigh-expire-s N]\n"
+                   "       [--syn-cookie-key-file PATH] [--steer-clients auto|on|off]\n");
             exit(0);
         }
         char *v[4];
@@ -295,6 +379,10 @@ static int port_init(fwd_port_t *p)
     struct rte_eth_dev_info info;
     if (rte_eth_dev_info_get(p->port_id, &info) != 0)
         return -1;
+    /* af_packet spreads flows over its queues with the kernel's fanout, which rolls a flow over to
+     * another socket when one is full: a client flow may change workers mid-connection. */
+    if (g_fwd.steer_clients == FWD_STEER_AUTO && info.driver_name && strstr(info.driver_name, "af_packet"))
+        g_fwd.steering = true;
     uint16_t nq = (uint16_t)g_fwd.nworkers;
     if (info.max_rx_queues < nq || info.max_tx_queues < nq) {
         fprintf(stderr, "vgw-fwd: %s has %u rx / %u tx queues, %u workers need %u each (af_packet: qpairs=%u)\n",
@@ -392,6 +480,10 @@ int main(int argc, char **argv)
         exit_code = 2;
         goto out_eal;
     }
+    if (g_fwd.cookie_key_file[0] && read_cookie_key(g_fwd.cookie_key_file, g_fwd.cookie_key) != 0) {
+        exit_code = 2;
+        goto out_eal;
+    }
     unsigned nlcores = rte_lcore_count();
     if (nlcores < 2) {
         fprintf(stderr, "vgw-fwd: needs a main lcore and at least one worker lcore (e.g. -l 0-1)\n");
@@ -430,10 +522,19 @@ int main(int argc, char **argv)
         goto out_eal;
     }
     g_fwd.slow = rte_ring_create("vgw_slow", FWD_SLOW_RING, (int)rte_socket_id(), RING_F_SC_DEQ);
-    g_fwd.dp = vgw_dp_create(&(vgw_dp_params_t){.nworkers = g_fwd.nworkers});
+    vgw_dp_params_t dpp = {.nworkers = g_fwd.nworkers};
+    memcpy(dpp.cookie_key, g_fwd.cookie_key, sizeof dpp.cookie_key); /* all zero: a random key */
+    /* The cookie clock is the wall clock (nodes that share a key must agree on the cookie period;
+     * keep them NTP-synchronised): its offset from the monotonic clock the workers are given. */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    dpp.cookie_clock_offset_ms =
+        (int64_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u) - (int64_t)fwd_now_ms();
+    g_fwd.dp = vgw_dp_create(&dpp);
+    explicit_bzero(&dpp, sizeof dpp);
+    explicit_bzero(g_fwd.cookie_key, sizeof g_fwd.cookie_key); /* the core keeps its own copy */
     g_fwd.workers = rte_zmalloc("vgw_workers", sizeof(fwd_worker_t) * g_fwd.nworkers, RTE_CACHE_LINE_SIZE);
     if (!g_fwd.slow || !g_fwd.dp || !g_fwd.workers || neigh_init(&g_fwd) || svcmap_init(&g_fwd) ||
-        fwd_apply_init(&g_fwd)) {
+        prot_init(&g_fwd.prot) || fwd_apply_init(&g_fwd)) {
         fprintf(stderr, "vgw-fwd: out of memory\n");
         goto out_eal;
     }
@@ -453,6 +554,10 @@ int main(int argc, char **argv)
         goto out_ports;
     }
 
+    if (g_fwd.steer_clients != FWD_STEER_AUTO)
+        g_fwd.steering = g_fwd.steer_clients == FWD_STEER_ON;
+    if (g_fwd.nworkers < 2)
+        g_fwd.steering = false; /* one worker owns everything */
     unsigned lcore = rte_get_next_lcore(-1, 1, 0);
     for (uint32_t i = 0; i < g_fwd.nworkers; i++, lcore = rte_get_next_lcore(lcore, 1, 0)) {
         fwd_worker_t *fw = &g_fwd.workers[i];
@@ -465,7 +570,8 @@ int main(int argc, char **argv)
         fw->w = vgw_worker_create(g_fwd.dp, &(vgw_worker_params_t){.id = i,
                                                                    .conn_capacity = g_fwd.conn_capacity,
                                                                    .mtu = g_fwd.mtu,
-                                                                   .flags = g_fwd.no_sw_csum ? VGW_WF_NO_SW_L4_CSUM : 0,
+                                                                   .flags = (uint16_t)((g_fwd.no_sw_csum ? VGW_WF_NO_SW_L4_CSUM : 0) |
+                                                                                       (g_fwd.steering ? VGW_WF_STEER_CLIENTS : 0)),
                                                                    .hash_seed = seed});
         snprintf(name, sizeof name, "vgw_ho%u", i);
         fw->handoff = rte_ring_create(name, FWD_HANDOFF_RING, (int)rte_socket_id(), RING_F_SC_DEQ);
@@ -503,9 +609,9 @@ int main(int argc, char **argv)
     char a[2][INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &g_fwd.port[0].ip, a[0], sizeof a[0]);
     inet_ntop(AF_INET, &g_fwd.port[1].ip, a[1], sizeof a[1]);
-    printf("vgw-fwd ready pid=%d socket=%s workers=%u mode=%s ext=%s/%s int=%s/%s\n", (int)getpid(),
+    printf("vgw-fwd ready pid=%d socket=%s workers=%u mode=%s ext=%s/%s int=%s/%s steer-clients=%s\n", (int)getpid(),
            g_fwd.socket_path, g_fwd.nworkers, g_fwd.single_arm ? "single-arm" : "dual-arm", g_fwd.port[0].name,
-           a[0], g_fwd.port[1].name, a[1]);
+           a[0], g_fwd.port[1].name, a[1], g_fwd.steering ? "on" : "off");
     fflush(stdout);
 
     uint64_t last_hk = 0, last_slow = 0;
@@ -520,7 +626,9 @@ int main(int argc, char **argv)
         ctl_poll(&g_fwd, rte_ring_count(g_fwd.slow) ? 0 : now - last_slow < 1000 ? 1 : 10);
         if (now - last_hk >= 200) {
             neigh_housekeep(&g_fwd, now);
+            pthread_mutex_lock(&g_ctl_lock); /* see dp_apply in apply.c */
             vgw_dp_reclaim(g_fwd.dp);
+            pthread_mutex_unlock(&g_ctl_lock);
             svcmap_reclaim(&g_fwd);
             last_hk = now;
         }
@@ -547,8 +655,12 @@ out_workers:
                 rte_pktmbuf_free(m);
             rte_ring_free(fw->txq);
         }
-        if (fw->w)
+        if (fw->w) {
+            pthread_mutex_lock(&g_ctl_lock); /* the telemetry thread reads workers' counters under it */
             vgw_worker_destroy(fw->w);
+            fw->w = NULL;
+            pthread_mutex_unlock(&g_ctl_lock);
+        }
         free(fw->svc);
         free(fw->svc_snap);
         shadow_fini(&fw->shadow);
@@ -565,6 +677,7 @@ out_ports:
         vgw_dp_destroy(g_fwd.dp);
     }
     svcmap_fini(&g_fwd);
+    prot_fini(&g_fwd.prot);
     fwd_apply_fini(&g_fwd);
     if (g_fwd.slow) {
         struct rte_mbuf *mb = NULL;

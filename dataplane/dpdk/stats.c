@@ -8,6 +8,7 @@
 
 #include <rte_ethdev.h>
 
+#include "protect.h"
 #include "stats.h"
 
 const char *const fwd_counter_names[FWD_CNT_MAX] = {
@@ -116,9 +117,10 @@ void stats_json(fwd_t *f, struct vbuf *b)
 {
     char a[INET_ADDRSTRLEN];
     vb_printf(b, "{\"protocol\":1,\"pid\":%d,\"start_unix_ns\":%llu,\"uptime_ms\":%llu,\"generation\":%llu,"
-                 "\"workers\":%u,\"mode\":\"%s\",",
+                 "\"workers\":%u,\"mode\":\"%s\",\"steer_clients\":%s,\"syn_cookie_key\":\"%s\",",
               (int)getpid(), (unsigned long long)f->start_unix_ns, (unsigned long long)fwd_now_ms(),
-              (unsigned long long)vgw_dp_generation(f->dp), f->nworkers, f->single_arm ? "single-arm" : "dual-arm");
+              (unsigned long long)vgw_dp_generation(f->dp), f->nworkers, f->single_arm ? "single-arm" : "dual-arm",
+              f->steering ? "true" : "false", f->cookie_key_file[0] ? "file" : "random");
     counters_json(f, b);
     vb_printf(b, ",");
     memory_json(f, b);
@@ -150,19 +152,33 @@ void stats_json(fwd_t *f, struct vbuf *b)
                   ip4(ks->vip, a), ntohs(ks->port), ks->proto == VGW_PROTO_UDP ? "udp" : "tcp");
         for (unsigned c = 0; c < SVC_CNT_MAX; c++)
             vb_printf(b, ",\"%s\":%llu", svc_counter_names[c], (unsigned long long)tot[(size_t)k * SVC_CNT_MAX + c]);
+        uint64_t pv[VGW_SCNT_MAX];
+        prot_service(f, k, pv);
+        for (unsigned c = 0; c < VGW_SCNT_MAX; c++)
+            vb_printf(b, ",\"%s\":%llu", vgw_svc_counter_name(c), (unsigned long long)pv[c]);
         vb_printf(b, "}");
         first = false;
     }
     if (!tot)
         b->oom = true;
     free(tot);
+    vb_printf(b, "},\"lips\":{");
+    vgw_lip_count_t *lc = malloc(sizeof *lc * PROT_LIP_TABLE);
+    uint32_t nl = lc ? prot_lips(f, lc, PROT_LIP_TABLE) : 0;
+    for (uint32_t i = 0; i < nl; i++)
+        vb_printf(b, "%s\"%s\":{\"lport_exhausted\":%llu}", i ? "," : "", ip4(lc[i].lip, a),
+                  (unsigned long long)lc[i].exhausted);
+    if (!lc)
+        b->oom = true;
+    free(lc);
     vb_printf(b, "},\"per_worker\":[");
     worker_snapshot_t s;
     for (uint32_t w = 0; w < f->nworkers; w++) {
         fwd_read_snapshot(&f->workers[w], &s, NULL);
-        vb_printf(b, "%s{\"id\":%u,\"lcore\":%u,\"conn_active\":%u,\"rx_packets\":%llu,\"busy_polls\":%llu,"
-                     "\"idle_polls\":%llu,\"sleeps\":%llu}",
-                  w ? "," : "", w, f->workers[w].lcore, s.conns, (unsigned long long)s.fwd[FWD_CNT_RX_PKTS],
+        vb_printf(b, "%s{\"id\":%u,\"lcore\":%u,\"conn_active\":%u,\"conn_halfopen\":%llu,\"rx_packets\":%llu,"
+                     "\"busy_polls\":%llu,\"idle_polls\":%llu,\"sleeps\":%llu}",
+                  w ? "," : "", w, f->workers[w].lcore, s.conns, (unsigned long long)s.core.v[VGW_CNT_CONN_HALFOPEN],
+                  (unsigned long long)s.fwd[FWD_CNT_RX_PKTS],
                   (unsigned long long)s.busy_polls, (unsigned long long)s.idle_polls, (unsigned long long)s.sleeps);
     }
     vb_printf(b, "]}");

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0
  * vgw-fwd telemetry: /vgw/... commands on DPDK's telemetry socket, readable with
  * `dpdk-telemetry.py -f <file-prefix>`. Callbacks run on DPDK's telemetry thread and read the
- * snapshots workers publish (never their live counters). */
+ * snapshots workers publish (never their live counters), except the flood-protection counters
+ * (protect.c), read through the core under g_ctl_lock, which the control thread also holds while
+ * the core publishes and frees generations (apply.c). */
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 #include <rte_version.h>
 
 #include "fwd.h"
+#include "protect.h"
 #include "stats.h"
 #include "telemetry.h"
 
@@ -116,6 +119,7 @@ static int tel_workers(const char *cmd, const char *params, struct rte_tel_data 
         rte_tel_data_start_dict(c);
         TEL_U64(c, "lcore", g_fwd.workers[w].lcore);
         TEL_U64(c, "conn_active", s.conns);
+        TEL_U64(c, "conn_halfopen", s.core.v[VGW_CNT_CONN_HALFOPEN]);
         TEL_U64(c, "rx_packets", s.fwd[FWD_CNT_RX_PKTS]);
         TEL_U64(c, "handoff_sent", s.fwd[FWD_CNT_HANDOFF_OUT]);
         TEL_U64(c, "handoff_received", s.fwd[FWD_CNT_HANDOFF_IN]);
@@ -165,11 +169,58 @@ static int tel_service(const char *cmd, const char *params, struct rte_tel_data 
         rte_tel_data_add_dict_string(d, "proto", g_fwd.svc.keys[k].proto == VGW_PROTO_UDP ? "udp" : "tcp");
         for (unsigned c = 0; c < SVC_CNT_MAX; c++)
             TEL_U64(d, svc_counter_names[c], tot[(size_t)k * SVC_CNT_MAX + c]);
+        uint64_t pv[VGW_SCNT_MAX];
+        prot_service(&g_fwd, k, pv);
+        for (unsigned c = 0; c < VGW_SCNT_MAX; c++)
+            TEL_U64(d, vgw_svc_counter_name(c), pv[c]);
         rc = 0;
         break;
     }
     pthread_mutex_unlock(&g_ctl_lock);
     free(tot);
+    return rc;
+}
+
+/* /vgw/lips: how often a new connection found no free port, per LIP (only LIPs where that
+ * happened, by address; the most exhausted ones when there are more than a telemetry dictionary
+ * holds). {"lip0": {"lip": "198.18.0.100", "lport_exhausted": N}, ...}: telemetry keys cannot hold
+ * the dots of an address, and DPDK 22.11 arrays cannot hold dictionaries. */
+static int cmp_exhausted(const void *a, const void *b)
+{
+    uint64_t x = ((const vgw_lip_count_t *)a)->exhausted, y = ((const vgw_lip_count_t *)b)->exhausted;
+    return x > y ? -1 : x < y;
+}
+
+static int tel_lips(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+    (void)cmd, (void)params;
+    vgw_lip_count_t *lc = malloc(sizeof *lc * PROT_LIP_TABLE);
+    if (!lc)
+        return -1;
+    pthread_mutex_lock(&g_ctl_lock);
+    uint32_t n = prot_lips(&g_fwd, lc, PROT_LIP_TABLE);
+    pthread_mutex_unlock(&g_ctl_lock);
+    if (n > RTE_TEL_MAX_DICT_ENTRIES) {
+        qsort(lc, n, sizeof *lc, cmp_exhausted);
+        n = RTE_TEL_MAX_DICT_ENTRIES;
+    }
+    rte_tel_data_start_dict(d);
+    int rc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        char a[INET_ADDRSTRLEN], name[16];
+        inet_ntop(AF_INET, &lc[i].lip, a, sizeof a);
+        snprintf(name, sizeof name, "lip%u", i);
+        struct rte_tel_data *c = rte_tel_data_alloc();
+        if (!c) {
+            rc = -1;
+            break;
+        }
+        rte_tel_data_start_dict(c);
+        rte_tel_data_add_dict_string(c, "lip", a);
+        TEL_U64(c, "lport_exhausted", lc[i].exhausted);
+        rte_tel_data_add_dict_container(d, name, c, 0);
+    }
+    free(lc);
     return rc;
 }
 
@@ -183,6 +234,9 @@ int fwd_telemetry_register(void)
     rc |= rte_telemetry_register_cmd("/vgw/workers", tel_workers, "vgw-fwd: per-worker counters and idle polls");
     rc |= rte_telemetry_register_cmd("/vgw/services", tel_services, "vgw-fwd: names of the configured services");
     rc |= rte_telemetry_register_cmd("/vgw/service", tel_service,
-                                     "vgw-fwd: one service's packets, bytes, new connections. Parameter: name");
+                                     "vgw-fwd: one service's packets, bytes, connections, flood protection. "
+                                     "Parameter: name");
+    rc |= rte_telemetry_register_cmd("/vgw/lips", tel_lips,
+                                     "vgw-fwd: per LIP, new connections that found no free port");
     return rc;
 }

@@ -182,7 +182,7 @@ static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, co
             p->flags |= VGW_PKT_F_IP_CSUM_GOOD;
         if ((m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD)
             p->flags |= VGW_PKT_F_L4_CSUM_GOOD;
-        p->reserved = 0;
+        p->tailroom = rte_pktmbuf_tailroom(m);
         uint32_t s, dst;
         uint16_t sp, dp;
         uint8_t pr, fl;
@@ -210,7 +210,9 @@ static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, co
         switch (vd[i].action) {
         case VGW_ACT_FORWARD: {
             uint8_t role = vd[i].port;
-            /* the core may have moved the headers back into the headroom (TOA) */
+            /* The core may have moved the start back into the headroom (TOA, a SYN proxy reply)
+             * or grown the frame into the tailroom (a SYN rebuilt with options): the mbuf follows.
+             * The frame is one segment (linearized above), so data_len is pkt_len. */
             uint16_t off = (uint16_t)(vp[i].data - (uint8_t *)m->buf_addr);
             m->data_off = off;
             m->data_len = vp[i].len;
@@ -218,6 +220,18 @@ static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, co
             uint32_t s, dst;
             uint16_t sp, dp;
             uint8_t pr, fl;
+            /* Service accounting. in_slot says the packet came in addressed to a service (a
+             * client's); the port it leaves by says what became of it:
+             *  - to INT: a client packet on its way to a backend (translated), including the SYN
+             *    the SYN proxy opens once a client's ACK validated its cookie: in, and a SYN of
+             *    a burst that created connections enters the shadow set with its client tuple;
+             *  - to EXT: the forwarder's own answer to the client (a SYN cookie SYN-ACK, a RST for
+             *    a segment without a connection): neither way -- the core counts them
+             *    (syn_cookie_sent, rst_sent) -- and no shadow entry: a proxied connection
+             *    appears when the ACK validates the cookie.
+             * Without in_slot, a packet that leaves by EXT is a backend's reply translated back
+             * to the client (out); one that leaves by INT is the forwarder's own (the ACK that
+             * completes the proxy's handshake with the backend), not service traffic. */
             if (l34(vp[i].data, vp[i].len, &s, &dst, &sp, &dp, &pr, &fl) == 0) {
                 if (role == VGW_PORT_INT && in_slot[i] != UINT32_MAX) {
                     uint64_t *sc = svc_ctr(fw, in_slot[i]);
@@ -233,7 +247,7 @@ static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, co
                                        (uint16_t)in_slot[i]) == 1)
                             sc[SVC_CNT_ACTIVE]++;
                     }
-                } else if (role == VGW_PORT_EXT) {
+                } else if (role == VGW_PORT_EXT && in_slot[i] == UINT32_MAX) {
                     uint32_t slot = svcmap_lookup(sm, s, sp, pr);
                     if (slot != UINT32_MAX) {
                         uint64_t *sc = svc_ctr(fw, slot);

@@ -14,6 +14,14 @@ Backend state in the forwarder:
 * config ``enabled`` and health up -> ``active``. A backend with no health entry yet takes the
   check's ``initial_state``; ``unknown`` counts as up (HAProxy's default: a server is in service
   until its first check says otherwise). A service without a health check is always up.
+
+Flood protection (:func:`vgw.config.service_protection`: the service's, else its VIP's, else the
+defaults) is written as service-line options, only where it differs from what a bare service line
+means to vgw-fwd (``syn_proxy=off``, default thresholds, no caps, no RSTs), so lines stay short. A
+change of protection changes the service line, and :func:`delta` replaces a service whose line
+changed (``service remove`` + ``service add`` with its LIPs and backends, in one delta); its
+connections keep working, since the forwarder's connections refer to services by (protocol, VIP,
+port).
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from vgw.config import (
+    AUTO_HALF_OPEN_DEFAULT,
+    AUTO_SYN_RATE_DEFAULT,
     ConfigDocument,
+    EffectiveProtection,
     Limits,
     NodeView,
     Timeouts,
@@ -32,6 +43,7 @@ from vgw.config import (
     forwarder_lips,
     forwarder_unsupported,
     node_view,
+    service_protection,
 )
 from vgw.events import BackendState
 from vgw.health import HealthEntry
@@ -63,6 +75,36 @@ class FwdBackend:
     reason: str = ""  # why it is not active (config, health down: <reason>)
 
 
+FWD_DEFAULT_PROTECTION = EffectiveProtection(
+    syn_proxy="off",
+    auto_half_open=AUTO_HALF_OPEN_DEFAULT,
+    auto_syn_rate=AUTO_SYN_RATE_DEFAULT,
+    conn_rate=0,
+    conn_rate_per_source_24=0,
+    rst_unknown=False,
+)
+"""What vgw-fwd gives a service line without protection options (its ``vgw_cfg_protect_t`` defaults)."""
+
+
+def protection_options(p: EffectiveProtection) -> list[str]:
+    """The service-line options for ``p``: only those that differ from :data:`FWD_DEFAULT_PROTECTION`
+    (the auto thresholds only in auto mode, where they mean something)."""
+    out: list[str] = []
+    if p.syn_proxy != "off":
+        out.append(f"syn_proxy={p.syn_proxy}")
+    if p.syn_proxy == "auto" and p.auto_half_open != AUTO_HALF_OPEN_DEFAULT:
+        out.append(f"syn_proxy_halfopen={p.auto_half_open}")
+    if p.syn_proxy == "auto" and p.auto_syn_rate != AUTO_SYN_RATE_DEFAULT:
+        out.append(f"syn_proxy_syn_rate={p.auto_syn_rate}")
+    if p.conn_rate:
+        out.append(f"conn_rate={p.conn_rate}")
+    if p.conn_rate_per_source_24:
+        out.append(f"conn_rate_src24={p.conn_rate_per_source_24}")
+    if p.rst_unknown:
+        out.append("rst_unknown=on")
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class FwdService:
     name: str
@@ -75,6 +117,7 @@ class FwdService:
     timeouts: tuple[tuple[str, int], ...]
     lips: tuple[str, ...]
     backends: tuple[FwdBackend, ...]
+    protection: EffectiveProtection = FWD_DEFAULT_PROTECTION
 
     def header(self) -> str:
         """The ``service`` line's arguments after ``service``."""
@@ -82,6 +125,10 @@ class FwdService:
         if self.scheduler == "maglev" and self.table is not None:
             parts.append(f"table={self.table}")
         parts.append(f"toa={'on' if self.toa else 'off'}")
+        if self.protocol == "tcp":
+            parts += protection_options(self.protection)
+        else:  # vgw-fwd takes only the caps on UDP
+            parts += [o for o in protection_options(self.protection) if o.startswith("conn_rate")]
         parts += [f"timeout.{k}={v}" for k, v in self.timeouts]
         return " ".join(parts)
 
@@ -164,6 +211,7 @@ def desired_state(
                 timeouts=_timeouts(svc.timeouts),
                 lips=tuple(lips),
                 backends=tuple(backends),
+                protection=service_protection(ns.vip, svc),
             )
         )
     services.sort(key=lambda s: s.name)

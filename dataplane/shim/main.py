@@ -29,6 +29,7 @@ from pydantic import Field, field_validator
 
 from dataplane.shim.desired import DesiredState, delta, desired_state, render
 from dataplane.shim.fwdctl import FwdClient, FwdError, FwdUnavailableError
+from dataplane.shim.fwdmetrics import GAUGE_COUNTERS, half_open_metric, protection_metrics
 from vgw.config import ConfigDocument
 from vgw.config.store import BUCKET as CONFIG_BUCKET
 from vgw.config.store import ConfigReader
@@ -93,6 +94,8 @@ class ForwarderCollector(Collector):
         for name, value in counters.items():
             if name == "conn_active":
                 conns.add_metric([], float(value))
+            elif name in GAUGE_COUNTERS:
+                continue  # gauges with their own metric (half_open_metric)
             elif name.startswith("drop_"):
                 drops.add_metric([name[5:]], float(value))
             elif name.startswith(("fwd_drop_", "ctl_drop_")):
@@ -102,6 +105,7 @@ class ForwarderCollector(Collector):
         yield ev
         yield drops
         yield conns
+        yield from half_open_metric(counters)
         pp = CounterMetricFamily("vgw_forwarder_port_packets", "Packets per port", labels=["port", "direction"])
         pb = CounterMetricFamily("vgw_forwarder_port_bytes", "Bytes per port", labels=["port", "direction"])
         for port, p in st.get("ports", {}).items():
@@ -130,6 +134,7 @@ class ForwarderCollector(Collector):
         yield sb
         yield sc
         yield sa
+        yield from protection_metrics(st)
         yield from memory_metrics(st.get("memory", {}))
 
 

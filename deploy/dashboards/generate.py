@@ -250,6 +250,66 @@ def drops() -> Board:
     return b
 
 
+def protection() -> Board:
+    b = Board("vgw-protection", "VGW / Flood protection",
+              "SYN proxy and cookies, half-open entries, evictions, rate limits, RSTs and LIP port exhaustion "
+              "(docs/forwarder.md, \"Under attack\")", ["dataplane", "security"])  # fmt: skip
+    b.query_var("instance", "Node (shim)", "label_values(vgw_forwarder_up, instance)")
+    sel = 'instance=~"$instance"'
+    b.panel("stat", "Services with the SYN proxy engaged",
+            [(f"count(max by (service, vip) (vgw_forwarder_service_syn_proxy_active{{{sel}}}) == 1) or vector(0)",
+              "services")], w=6, h=4, instant=True)  # fmt: skip
+    b.panel("stat", "SYN cookies sent/s",
+            [(f'sum(rate(vgw_forwarder_service_syn_cookies_total{{result="sent",{sel}}}[{RATE}]))', "cookies/s")],
+            unit="ops", w=6, h=4, instant=True)  # fmt: skip
+    b.panel("stat", "Half-open connections (all nodes)",
+            [(f"sum(vgw_forwarder_half_open_connections{{{sel}}})", "half-open")], w=6, h=4, instant=True)  # fmt: skip
+    b.panel("stat", "New connections without a LIP port/s",
+            [(f"sum(rate(vgw_forwarder_lip_port_exhausted_total{{{sel}}}[{RATE}]))", "per s")],
+            unit="ops", w=6, h=4, instant=True)  # fmt: skip
+    b.row("SYN proxy")
+    b.panel("timeseries", "SYN cookies/s by result (sent, ok = validated, bad = failed)",
+            [(f"sum by (result) (rate(vgw_forwarder_service_syn_cookies_total{{{sel}}}[{RATE}]))", "{{result}}")],
+            unit="ops")  # fmt: skip
+    b.panel("timeseries", "SYN cookies sent/s per service",
+            [(f'topk(10, sum by (service, vip) (rate(vgw_forwarder_service_syn_cookies_total{{result="sent",{sel}}}[{RATE}])))',
+              "{{service}} {{vip}}")], unit="ops")  # fmt: skip
+    b.panel("state-timeline", "SYN proxy engaged, per service and node",
+            [(f"max by (service, instance) (vgw_forwarder_service_syn_proxy_active{{{sel}}})", "{{service}} {{instance}}")],
+            w=24, description="1 while the proxy answers the service's SYNs: syn_proxy on, or auto and above its "
+            "half-open or SYN-rate threshold.")  # fmt: skip
+    b.row("Connection table")
+    b.panel("timeseries", "Half-open connections per node",
+            [(f"sum by (node, instance) (vgw_forwarder_half_open_connections{{{sel}}})", "{{node}} {{instance}}")],
+            description="Connections with only the client's SYN seen. With the SYN proxy engaged a flood creates "
+            "none; near a service's syn_proxy_halfopen threshold, auto engages it.")  # fmt: skip
+    b.panel("timeseries", "Half-open connections evicted/s per service",
+            [(f"sum by (service, vip) (rate(vgw_forwarder_service_evicted_connections_total{{{sel}}}[{RATE}]))",
+              "{{service}} {{vip}}")], unit="ops",
+            description="Evicted oldest first when the table is nearly full, so that established traffic keeps "
+            "its entries.")  # fmt: skip
+    b.row("Limits and segments without a connection")
+    b.panel("timeseries", "Rate-limit drops/s per service and limit",
+            [(f"sum by (service, vip, limit) (rate(vgw_forwarder_service_limit_drops_total{{{sel}}}[{RATE}]))",
+              "{{service}} {{limit}}")], unit="pps")  # fmt: skip
+    b.panel("timeseries", "Segments without a connection and RSTs sent/s per service",
+            [(f"sum by (service, vip) (rate(vgw_forwarder_service_no_conn_drops_total{{{sel}}}[{RATE}]))",
+              "no connection {{service}}"),
+             (f"sum by (service, vip) (rate(vgw_forwarder_service_rst_sent_total{{{sel}}}[{RATE}]))", "RST {{service}}")],
+            unit="pps")  # fmt: skip
+    b.row("LIP ports")
+    b.panel("timeseries", "New connections without a free LIP port/s, per LIP",
+            [(f"sum by (instance, lip) (rate(vgw_forwarder_lip_port_exhausted_total{{{sel}}}[{RATE}]))",
+              "{{instance}} {{lip}}")], unit="ops",
+            description="A (backend, LIP) pair holds about 64k connections: add LIPs to the service.")  # fmt: skip
+    b.panel("table", "LIPs and services out of ports over the range",
+            [(f"topk(20, sum by (instance, lip) (increase(vgw_forwarder_lip_port_exhausted_total{{{sel}}}[$__range])))",
+              "{{instance}} {{lip}}"),
+             (f"topk(20, sum by (service, vip) (increase(vgw_forwarder_service_lip_port_exhausted_total{{{sel}}}[$__range])))",
+              "{{service}} {{vip}}")], instant=True)  # fmt: skip
+    return b
+
+
 def backends() -> Board:
     b = Board("vgw-backends", "VGW / Backend health", "What vgw-healthcheck sees and does", ["health"])
     b.query_var("instance", "Healthcheck instance", "label_values(vgw_healthcheck_members, instance)")
@@ -451,7 +511,7 @@ def vips() -> Board:
     return b
 
 
-BOARDS = [overview, traffic, drops, backends, routes, control_plane, vips]
+BOARDS = [overview, traffic, drops, protection, backends, routes, control_plane, vips]
 
 
 def render() -> dict[str, str]:

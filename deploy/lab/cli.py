@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,14 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def say_err(msg: str) -> None:
+    """Progress while stdout carries JSON (``-o json``)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 def main(args: argparse.Namespace) -> int:
     try:
-        lab = Lab(args.id, progress=say)
+        lab = Lab(args.id, progress=say_err if getattr(args, "output", "table") == "json" else say)
     except ValueError as exc:
         print(f"vgwctl: {exc}", file=sys.stderr)
         return 2
@@ -49,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
                     f"vgwctl: unknown scenario {args.name!r}; one of {', '.join(Scenarios.ALL)}, all", file=sys.stderr
                 )
                 return 2
-            results = run_scenarios(lab, names)
+            results = run_scenarios(lab, names, say_err if args.output == "json" else say)
             if args.output == "json":
                 print(json.dumps([r.__dict__ for r in results], default=str, indent=2))
             else:
@@ -68,12 +74,12 @@ def down_text(res: dict[str, Any]) -> str:
     )
 
 
-def run_scenarios(lab: Lab, names: tuple[str, ...] | list[str]) -> list[Result]:
-    sc = Scenarios(lab, say)
+def run_scenarios(lab: Lab, names: tuple[str, ...] | list[str], out: Callable[[str], None] = say) -> list[Result]:
+    sc = Scenarios(lab, out)
     results = []
     for name in names:
         r = sc.run(name)
-        say(f"  -> {name}: {'PASS' if r.passed else 'FAIL'} {r.measured} sent {r.summary['sent']} "
+        out(f"  -> {name}: {'PASS' if r.passed else 'FAIL'} {r.measured} sent {r.summary['sent']} "
             f"failed {r.summary['failed']}")  # fmt: skip
         results.append(r)
     return results
@@ -95,6 +101,14 @@ def report(lab: Lab, results: list[Result]) -> str:
         if r.summary.get("errors"):
             out.append(f"  {r.name} client errors: {r.summary['errors']}")
         out.append(f"  {r.name} spread: {r.summary['spread']}")
+        phases = r.summary.get("phases")
+        if isinstance(phases, dict):
+            out += [f"  {r.name} legitimate requests by phase:"] + [
+                f"    {name:7} {p['ok']}/{p['sent']} ok ({100 * float(p['ok_ratio']):.2f}%), "
+                f"p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, max {p['max_ms']} ms"
+                + (f"; errors {p['errors']}" if p["errors"] else "")
+                for name, p in phases.items()
+            ]
     bf = next((r for r in results if r.name == "backend-failure"), None)
     if bf is not None and lab.state is not None and lab.state.trace_dir:
         time.sleep(6)  # the span processors export every 5 s

@@ -32,6 +32,11 @@ FWD = REPO / "dataplane" / "build" / "vgw-fwd"
 EXAMPLE = REPO / "docs" / "config-example.yaml"
 STATE_DIR = Path("/run/vgw-lab")
 NODE_ASN = 65010
+# net_af_packet's rings (DPDK's default: 512 frames). The lab's two forwarders share one CPU for their
+# workers, so a worker is off-CPU for whole scheduler slices; at a flood's ~150k packets per second
+# per node, 512 frames overflow within a slice (the syn-flood scenario lost ~30% of its packets,
+# legitimate ones included, in them). 8192 frames hold ~50 ms (16 MB per ring, rx and tx per port).
+AFP_RING = ",framecnt=8192"
 
 
 class LabError(RuntimeError):
@@ -209,7 +214,8 @@ class Lab:
         self._start(f"fwd-{n}", [
             str(FWD), "--no-huge", "-m", "256", "--file-prefix", f"{p.file_prefix}-{n}", "--lcores", lcores,
             "--no-pci", "--log-level", "*:notice",
-            "--vdev", f"net_af_packet0,iface={p.node_ext(n)}", "--vdev", f"net_af_packet1,iface={p.node_int(n)}",
+            "--vdev", f"net_af_packet0,iface={p.node_ext(n)}{AFP_RING}",
+            "--vdev", f"net_af_packet1,iface={p.node_int(n)}{AFP_RING}",
             "--", "--config", str(settings), "--workers", "1", "--socket", sock, "--conn-capacity", "65536",
         ], ns=p.node(n))  # fmt: skip
         self._wait(lambda: "vgw-fwd ready" in log.read_text(errors="replace")[start:], 30, f"vgw-fwd on {node_id}")

@@ -7,6 +7,7 @@ import subprocess
 from .plan import (
     BACKENDS,
     CLIENT,
+    FLOOD_SOURCES,
     HEALTHCHECK,
     MONITOR,
     NODES,
@@ -48,9 +49,17 @@ def _veth(a: str, ns_a: str, b: str, ns_b: str) -> None:
         sh("ethtool", "-K", name, "tx", "off", "tso", "off", "gso", "off", ns=ns, check=False)
 
 
-def _sysctl(ns: str, values: dict[str, str]) -> None:
+def _sysctl(ns: str, values: dict[str, str], check: bool = True) -> None:
     for key, value in values.items():
-        sh("sysctl", "-qw", f"{key}={value}", ns=ns)
+        sh("sysctl", "-qw", f"{key}={value}", ns=ns, check=check)
+
+
+# A router's tuning, for the namespaces that forward or bridge the syn-flood scenario's flood and the
+# SYN-ACKs it provokes (the forwarders pay for those in their own CPU time, when they send them): no
+# early socket demux on every forwarded packet, and no iptables hooks on bridged frames (br_netfilter,
+# when the host has it; the lab filters bridged frames with nftables' bridge family only).
+_ROUTER_TUNING = {"net.ipv4.ip_early_demux": "0"}
+_BRIDGE_NO_NETFILTER = {f"net.bridge.bridge-nf-call-{t}": "0" for t in ("iptables", "ip6tables", "arptables")}
 
 
 def build(plan: Plan) -> None:
@@ -58,6 +67,10 @@ def build(plan: Plan) -> None:
     for ns in p.namespaces():
         ip("netns", "add", ns)
         ip("-n", ns, "link", "set", "lo", "up")
+    for ns in (p.router, p.client):
+        _sysctl(ns, _ROUTER_TUNING)
+    for ns in (p.router, p.switch):
+        _sysctl(ns, _BRIDGE_NO_NETFILTER, check=False)  # absent without br_netfilter
     # router: the client link, the external bridge (nodes and the monitor), ECMP by L4 hash
     r = p.router
     ip("-n", r, "link", "add", "br-ext", "type", "bridge")
@@ -73,6 +86,10 @@ def build(plan: Plan) -> None:
     ip("-n", r, "addr", "add", f"{ROUTER_CLIENT}/24", "dev", p.ifname("cr"))
     ip("-n", p.client, "addr", "add", f"{CLIENT}/24", "dev", p.ifname("c"))
     ip("-n", p.client, "route", "add", "default", "via", ROUTER_CLIENT)
+    # the syn-flood's spoofed sources live "behind" the client: replies to them end in its blackhole
+    # (and the route also keeps the router's reverse-path filter, if any, happy with the flood)
+    ip("-n", r, "route", "add", FLOOD_SOURCES, "via", CLIENT)
+    ip("-n", p.client, "route", "add", "blackhole", FLOOD_SOURCES)
     # switch: the internal bridge (nodes, backends, healthcheck)
     ip("-n", p.switch, "link", "add", "br-int", "type", "bridge")
     ip("-n", p.switch, "link", "set", "br-int", "up")

@@ -6,6 +6,8 @@
     node-a ns (vgw-fwd int) ==== br-int (switch ns) ==== backend ns x3 (198.51.100.21-23)
     node-b ns (vgw-fwd int) ====/                   \\=== healthcheck ns 198.51.100.5
 
+    198.18.128.0/17: the syn-flood scenario's spoofed sources, routed to the client ns, dropped there
+
 The addresses match docs/config-example.yaml, which the lab applies. Only documentation and
 benchmark ranges are used. NATS and every service run in the root namespace on loopback; the
 forwarders and ExaBGP run in their node's namespace, healthcheck and monitor probe from theirs.
@@ -25,6 +27,10 @@ ROUTER_ASN = 65000
 NODES = {"a": ("node-a", "192.0.2.11"), "b": ("node-b", "192.0.2.12")}
 BACKENDS = {1: "198.51.100.21", 2: "198.51.100.22", 3: "198.51.100.23"}
 SPARE_BACKEND = (4, "198.51.100.24")  # started, not in the config: the config-change scenario adds it
+# The syn-flood scenario's spoofed source addresses (benchmark range, used by nothing else): the
+# router routes them back to the client namespace, which drops them (a blackhole route), so the
+# SYN-ACKs the flood provokes stay inside the lab and are never answered.
+FLOOD_SOURCES = "198.18.128.0/17"
 VIP = "203.0.113.10"
 VIP_PORT = 80
 BACKEND_HTTP_PORT = 8080

@@ -4,6 +4,7 @@ rate from the client namespace, each result a JSON line with its start time, for
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -95,6 +96,30 @@ def summarize(recs: list[dict[str, object]], fault_at: float) -> dict[str, objec
         "spread": dict(sorted(spread.items())),
         "duration_s": round(_f(recs[-1]["t"]) - _f(recs[0]["t"]), 1) if recs else 0.0,
     }
+
+
+def phase(recs: list[dict[str, object]], start: float | None, end: float | None) -> dict[str, object]:
+    """Requests started in [start, end) (None: open): how many succeeded, and the latency of those
+    that did (nearest-rank percentiles, ms)."""
+    sel = [r for r in recs if (start is None or _f(r["t"]) >= start) and (end is None or _f(r["t"]) < end)]
+    ok = sorted(_f(r["ms"]) for r in sel if r["ok"])
+    return {
+        "sent": len(sel),
+        "ok": len(ok),
+        "failed": len(sel) - len(ok),
+        "ok_ratio": round(len(ok) / len(sel), 4) if sel else 0.0,
+        "p50_ms": _pct(ok, 50),
+        "p99_ms": _pct(ok, 99),
+        "max_ms": ok[-1] if ok else 0.0,
+        "errors": sorted({str(r.get("err", ""))[:60] for r in sel if not r["ok"]})[:3],
+    }
+
+
+def _pct(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return round(sorted_values[rank - 1], 2)
 
 
 def _f(x: object) -> float:

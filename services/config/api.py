@@ -3,7 +3,9 @@
 Handlers are registered as generic handlers (no generated servicer code): each is wrapped so it
 checks the bearer token, is counted and timed in Prometheus, and turns :class:`ApiError` into a
 gRPC status with rich details (``google.rpc.BadRequest`` for validation errors,
-``google.rpc.PreconditionFailure`` plus ``x-vgw-current-revision`` for conflicts).
+``google.rpc.PreconditionFailure`` plus ``x-vgw-current-revision`` for conflicts). An accepted
+document's warnings (``document_warnings``: valid but likely wrong) go back as ``x-vgw-warning``
+trailing metadata on Apply, one ``path: reason`` per entry, and are logged; they never refuse it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import trace
 
-from vgw.config.client import ACTOR_HEADER, CURRENT_REVISION_HEADER, SERVICE
+from vgw.config.client import ACTOR_HEADER, CURRENT_REVISION_HEADER, SERVICE, WARNING_HEADER
 from vgw.config.diff import Diff, diff_documents
 from vgw.config.model import Backend, ConfigDocument, Limits, Service, Vip, node_view
 from vgw.config.records import Encoded
@@ -40,7 +42,7 @@ from vgw.config.store import (
     RevisionNotFound,
 )
 from vgw.config.v1 import config_pb2 as pb
-from vgw.config.validate import ConfigInvalid, Issue, load_document, semantic_issues
+from vgw.config.validate import ConfigInvalid, Issue, document_warnings, load_document, semantic_issues
 from vgw.store import Change, Snapshot
 
 from . import metrics
@@ -49,6 +51,8 @@ log = logging.getLogger("vgw.config.api")
 tracer = trace.get_tracer("vgw.config")
 
 MAX_CHANGES = 5000
+WARNINGS_METADATA_BYTES = 6000
+"""Warnings sent back as trailing metadata, in bytes (gRPC clients refuse more than 8 KiB of it)."""
 _BACKEND_STATES = {
     pb.BACKEND_STATE_ENABLED: "enabled",
     pb.BACKEND_STATE_DRAINING: "draining",
@@ -105,6 +109,21 @@ def invalid(exc: ConfigInvalid) -> ApiError:
     first = str(exc.issues[0]) if exc.issues else ""
     more = f" (and {n - 1} more)" if n > 1 else ""
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"invalid configuration: {first}{more}", issues=exc.issues)
+
+
+def warning_metadata(warnings: list[Issue]) -> tuple[tuple[str, str], ...]:
+    """``x-vgw-warning`` entries for ``warnings`` (printable ASCII), within WARNINGS_METADATA_BYTES;
+    a last entry counts those left out."""
+    out: list[tuple[str, str]] = []
+    size = 0
+    for i, w in enumerate(warnings):
+        text = "".join(c if " " <= c <= "~" else "?" for c in str(w))[:1000]
+        if size + len(text) > WARNINGS_METADATA_BYTES - 100:
+            out.append((WARNING_HEADER, f"... and {len(warnings) - i} more warnings (in the config service's log)"))
+            break
+        out.append((WARNING_HEADER, text))
+        size += len(text) + len(WARNING_HEADER)
+    return tuple(out)
 
 
 def conflict(exc: ConfigConflict) -> ApiError:
@@ -402,10 +421,15 @@ class ConfigApi:
 
     async def apply(self, req: pb.ApplyRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ApplyResponse:
         doc = await self._load(req.document)
+        warnings = await asyncio.to_thread(document_warnings, doc)
         expected = req.expected_revision if req.HasField("expected_revision") else None
         result = await self._commit(
             doc, context, reason=req.reason, action="apply", expected=expected, dry_run=req.dry_run
         )
+        if warnings:
+            for w in warnings:
+                log.warning("apply%s: %s", " (dry run)" if req.dry_run else "", w)
+            context.set_trailing_metadata(warning_metadata(warnings))
         return apply_response(result, req.dry_run)
 
     async def _revision(self, revision: int) -> tuple[int, ConfigDocument, Manifest | None]:

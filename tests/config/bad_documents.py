@@ -217,19 +217,31 @@ BAD: list[Bad] = [
     Bad("no-services", _set("vips[1].services", []), "vips[1].services", "at least 1 item"),
     Bad("version-2", _set("version", 2), "version", "Input should be 1"),
     Bad(
+        "udp-syn-proxy",
+        _set("vips[0].services[1].protection", {"syn_proxy": "on"}),
+        "vips[0].services[1].protection.syn_proxy",
+        "syn_proxy on applies to TCP services only",
+    ),
+    Bad(
+        "syn-proxy-threshold-zero",
+        _set("vips[0].protection", {"auto_half_open": 0}),
+        "vips[0].protection.auto_half_open",
+        "greater than or equal to 1",
+    ),
+    Bad(
         "over-memory-budget",
         _set("nodes[0].forwarder", {"memory_budget": "64Mi"}),
         "nodes[0].forwarder.memory_budget",
-        "node node-a needs 97.9 MiB (102682464 bytes: scheduler tables 136 KiB for 3 services, connection tables "
-        "33.7 MiB for 1 worker x 262144 connections, service structures 7.8 KiB, base 64 MiB, transient 132 KiB), "
+        "node node-a needs 100.9 MiB (105795424 bytes: scheduler tables 136 KiB for 3 services, connection tables "
+        "36.6 MiB for 1 worker x 262144 connections, service structures 7.8 KiB, base 64 MiB, transient 132 KiB), "
         "more than its memory budget of 64 MiB (67108864 bytes): raise the budget",
     ),
     Bad(
         "conn-tables-over-budget",
         _set("nodes[1].forwarder", {"workers": 16, "conn_capacity": 1048576, "memory_budget": "2Gi"}),
         "nodes[1].forwarder.memory_budget",
-        "node node-b needs 2.1 GiB (2292993888 bytes: scheduler tables 136 KiB for 3 services, connection tables "
-        "2.1 GiB for 16 workers x 1048576 connections",
+        "node node-b needs 2.3 GiB (2443464544 bytes: scheduler tables 136 KiB for 3 services, connection tables "
+        "2.2 GiB for 16 workers x 1048576 connections",
     ),
     Bad(
         "memory-budget-unit",

@@ -64,7 +64,7 @@ def with_forwarder(fwd: dict[str, Any], node: int = 0) -> dict[str, Any]:
 )
 def test_memory_budget_quantities(value: object, expected: int) -> None:
     assert ForwarderSettings.model_validate({"memory_budget": value}).memory_budget == expected
-    if expected >= 102682464:  # what the example's nodes need (test_example_node_by_hand)
+    if expected >= 105795424:  # what the example's nodes need (test_example_node_by_hand)
         doc = load_document(json.dumps(with_forwarder({"memory_budget": value})))
         assert doc.nodes[0].forwarder.memory_budget == expected
         assert doc.nodes[1].forwarder.memory_budget == 536870912  # the default: 512 MiB
@@ -146,20 +146,21 @@ def test_helpers() -> None:
 
 
 def test_connection_tables_by_hand() -> None:
-    # C = 1024: 64*1024 + 64*pow2ceil(ceil(409.6) = 410 -> 512) + 4*1024 + 16*pow2ceil(max(1024, 2048) = 2048)
-    #         = 65536 + 32768 + 4096 + 32768
-    assert conn_table_bytes(1024) == 135168
-    # C = 3000: 192000 + 64*pow2ceil(1200 -> 2048) + 12000 + 16*pow2ceil(6000 -> 8192)
-    #         = 192000 + 131072 + 12000 + 131072
-    assert conn_table_bytes(3000) == 466144
+    # C = 1024: 64*1024 + 64*pow2ceil(ceil(409.6) = 410 -> 512) + 4*1024 + 8*1024
+    #         + 16*pow2ceil(max(1024, 2048) = 2048) = 65536 + 32768 + 4096 + 8192 + 32768
+    assert conn_table_bytes(1024) == 143360
+    # C = 3000: 192000 + 64*pow2ceil(1200 -> 2048) + 12000 + 24000 + 16*pow2ceil(6000 -> 8192)
+    #         = 192000 + 131072 + 12000 + 24000 + 131072
+    assert conn_table_bytes(3000) == 490144
     # C = 262144 (the default): 16777216 + 64*pow2ceil(ceil(104857.6) = 104858 -> 131072) + 1048576
-    #         + 16*pow2ceil(524288) = 16777216 + 8388608 + 1048576 + 8388608
-    assert conn_table_bytes(262144) == 34603008
-    # C = 2^28 (the maximum): 2^34 + 64*pow2ceil(107374183 -> 2^27) + 2^30 + 16*2^29 = 2^34 + 2^33 + 2^30 + 2^33
-    assert conn_table_bytes(268435456) == 17179869184 + 8589934592 + 1073741824 + 8589934592
-    # plus WORKER_FIXED = 688128 per worker
-    assert worker_bytes(1024) == 135168 + 688128 == 823296
-    assert worker_bytes(262144) == 35291136
+    #         + 2097152 + 16*pow2ceil(524288) = 16777216 + 8388608 + 1048576 + 2097152 + 8388608
+    assert conn_table_bytes(262144) == 36700160
+    # C = 2^28 (the maximum): 2^34 + 64*pow2ceil(107374183 -> 2^27) + 2^30 + 2^31 + 16*2^29
+    #         = 2^34 + 2^33 + 2^30 + 2^31 + 2^33
+    assert conn_table_bytes(268435456) == 17179869184 + 8589934592 + 1073741824 + 2147483648 + 8589934592
+    # plus WORKER_FIXED = 1703936 per worker
+    assert worker_bytes(1024) == 143360 + 1703936 == 1847296
+    assert worker_bytes(262144) == 36700160 + 1703936 == 38404096
 
 
 def test_scheduler_tables_by_hand() -> None:
@@ -185,15 +186,15 @@ def test_example_node_by_hand() -> None:
     www_http = 2048 + 160 * 3 + 128 * 2 + 135168  # 137952
     www_dns = 2048 + 160 * 2 + 128 * 2 + 4096  # 6720: k 2, g 100, S 2 -> round4k(8)
     api_tcp = 2048 + 160 * 2 + 128 * 2 + 0  # 2624
-    expected = 67108864 + (34603008 + 688128) + (www_http + www_dns + api_tcp) + 135168
-    assert expected == 102682464
+    expected = 67108864 + (36700160 + 1703936) + (www_http + www_dns + api_tcp) + 135168
+    assert expected == 105795424
     cost = node_cost(doc, "node-a")
     assert cost is not None
-    assert cost.total == 102682464
-    assert (cost.base, cost.connection_tables, cost.services) == (BASE, 35291136, 3)
+    assert cost.total == 105795424
+    assert (cost.base, cost.connection_tables, cost.services) == (BASE, 38404096, 3)
     assert (cost.scheduler_tables, cost.transient) == (135168 + 4096, 135168)
     assert cost.service_structures == (2048 + 480 + 256) + (2048 + 320 + 256) + (2048 + 320 + 256) == 8032
-    assert node_costs(doc)["node-b"].total == 102682464  # .105, .106: the same shape
+    assert node_costs(doc)["node-b"].total == 105795424  # .105, .106: the same shape
     assert node_cost(doc, "nope") is None
 
 
@@ -272,15 +273,15 @@ def test_mixed_document_by_hand() -> None:
     m, w, lc = 2048 + 320 + 384 + 4096, 2048 + 480 + 384 + 8192, 2048 + 160 + 384 + 0
     assert (m, w, lc) == (6848, 11104, 2592)
     assert costs["a"].services == 3
-    assert costs["a"].total == 67108864 + 2 * (135168 + 688128) + (6848 + 11104 + 2592) + 8192 == 68784192
+    assert costs["a"].total == 67108864 + 2 * (143360 + 1703936) + (6848 + 11104 + 2592) + 8192 == 70832192
     # b: nothing but the base and its worker
     assert costs["b"].services == 0
-    assert costs["b"].total == 67108864 + 34603008 + 688128 + 0 + 0 == 102400000
+    assert costs["b"].total == 67108864 + 36700160 + 1703936 + 0 + 0 == 105512960
     # s (l = 1): m, w, l of 192.0.2.10 and big (maglev 65537, 135168) of 192.0.2.20, as standby
     m, w, lc, big = 2048 + 320 + 128 + 4096, 2048 + 480 + 128 + 8192, 2048 + 160 + 128, 2048 + 160 + 128 + 135168
     assert (m, w, lc, big) == (6592, 10848, 2336, 137504)
     assert costs["s"].services == 4
-    assert costs["s"].total == 67108864 + 35291136 + (6592 + 10848 + 2336 + 137504) + 135168 == 102692448
+    assert costs["s"].total == 67108864 + 38404096 + (6592 + 10848 + 2336 + 137504) + 135168 == 105805408
 
 
 # --- the same selection as the shim ---------------------------------------------------------------
@@ -342,26 +343,26 @@ def test_serving_nodes_agree_with_node_view(doc: ConfigDocument) -> None:
 
 
 def test_exactly_at_the_budget_is_accepted_one_byte_less_is_not() -> None:
-    doc = load_document(json.dumps(with_forwarder({"memory_budget": 102682464})))  # node-a's figure, by hand
-    assert doc.nodes[0].forwarder.memory_budget == 102682464
+    doc = load_document(json.dumps(with_forwarder({"memory_budget": 105795424})))  # node-a's figure, by hand
+    assert doc.nodes[0].forwarder.memory_budget == 105795424
     with pytest.raises(ConfigInvalid) as info:
-        load_document(json.dumps(with_forwarder({"memory_budget": 102682463})))
+        load_document(json.dumps(with_forwarder({"memory_budget": 105795423})))
     (issue,) = info.value.issues
     assert issue.path == "nodes[0].forwarder.memory_budget"
-    assert issue.reason.startswith("node node-a needs 97.9 MiB (102682464 bytes: scheduler tables 136 KiB for 3 ")
-    assert "connection tables 33.7 MiB for 1 worker x 262144 connections" in issue.reason
+    assert issue.reason.startswith("node node-a needs 100.9 MiB (105795424 bytes: scheduler tables 136 KiB for 3 ")
+    assert "connection tables 36.6 MiB for 1 worker x 262144 connections" in issue.reason
     assert "base 64 MiB" in issue.reason and "transient 132 KiB" in issue.reason
-    assert "more than its memory budget of 97.9 MiB (102682463 bytes): raise the budget" in issue.reason
+    assert "more than its memory budget of 100.9 MiB (105795423 bytes): raise the budget" in issue.reason
 
 
 def test_many_maglev_services_need_a_bigger_budget() -> None:
-    """4090 default Maglev services on each of two nodes (1 backend, 1 LIP each): 634.1 MiB, over
+    """4090 default Maglev services on each of two nodes (1 backend, 1 LIP each): 637.1 MiB, over
     the default 512 MiB; the generator's 1 GiB budget fits."""
     raw = generate(4090, 1)
     assert len(raw["nodes"]) == 2
     per_service = 2048 + 160 + 128 + 135168
-    need = 67108864 + 35291136 + 4090 * per_service + 135168
-    assert need == 664926528
+    need = 67108864 + 38404096 + 4090 * per_service + 135168
+    assert need == 668039488
     load_document(json.dumps(raw))  # 1 GiB each
     small = copy.deepcopy(raw)
     for n in small["nodes"]:
@@ -370,7 +371,7 @@ def test_many_maglev_services_need_a_bigger_budget() -> None:
         load_document(json.dumps(small))
     issues = info.value.issues
     assert [i.path for i in issues] == ["nodes[0].forwarder.memory_budget", "nodes[1].forwarder.memory_budget"]
-    assert issues[0].reason.startswith("node n0 needs 634.1 MiB (664926528 bytes: scheduler tables 527.2 MiB for ")
+    assert issues[0].reason.startswith("node n0 needs 637.1 MiB (668039488 bytes: scheduler tables 527.2 MiB for ")
     assert "for 4090 services" in issues[0].reason and "memory budget of 512 MiB (536870912 bytes)" in issues[0].reason
     # smaller tables fit the default budget: Maglev 4093 -> round4k(8186) = 8192
     for v in small["vips"]:

@@ -59,23 +59,23 @@ async def test_bad_document_rejected_over_grpc(bad: Bad, shared_client: ConfigCl
 
 
 async def test_memory_budget_exactly_met_commits_and_one_short_changes_nothing(client: ConfigClient) -> None:
-    """node-a of the example needs 102682464 bytes (worked out by hand in test_budget.py)."""
+    """node-a of the example needs 105795424 bytes (worked out by hand in test_budget.py)."""
     doc = example()
-    doc["nodes"][0]["forwarder"] = {"workers": 1, "memory_budget": 102682464}
+    doc["nodes"][0]["forwarder"] = {"workers": 1, "memory_budget": 105795424}
     r = await client.apply(yaml.safe_dump(doc).encode(), reason="exact budget", expected_revision=0)
     assert (r.revision, r.committed) == (1, True)
     got = yaml.safe_load((await client.get()).document)
-    assert got["nodes"][0]["forwarder"] == {"memory_budget": 102682464}  # defaults left out
+    assert got["nodes"][0]["forwarder"] == {"memory_budget": 105795424}  # defaults left out
     assert "forwarder" not in got["nodes"][1]
 
-    doc["nodes"][0]["forwarder"] = {"memory_budget": "97Mi"}  # 101711872 bytes
+    doc["nodes"][0]["forwarder"] = {"memory_budget": "100Mi"}  # 104857600 bytes
     with pytest.raises(ConfigApiError) as info:
         await client.apply(yaml.safe_dump(doc).encode(), reason="too small")
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     (v,) = info.value.violations
     assert v.path == "nodes[0].forwarder.memory_budget"
-    assert v.reason.startswith("node node-a needs 97.9 MiB (102682464 bytes: ")
-    assert "more than its memory budget of 97 MiB (101711872 bytes)" in v.reason
+    assert v.reason.startswith("node node-a needs 100.9 MiB (105795424 bytes: ")
+    assert "more than its memory budget of 100 MiB (104857600 bytes)" in v.reason
     hist = await client.history()
     assert [h.revision for h in hist.revisions] == [1]
     assert yaml.safe_load((await client.get()).document) == got

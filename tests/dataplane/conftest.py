@@ -54,8 +54,10 @@ class Engine:
         assert reply, f"driver died on {line[:80]!r} (rc={self.proc.poll()})"
         return json.loads(reply)
 
-    def init(self, nworkers: int = 1, capacity: int = 4096, mtu: int = 1500, headroom: int = 128) -> None:
-        assert self._cmd(f"init {nworkers} {capacity} {mtu} {headroom}") == {"ok": True}
+    def init(
+        self, nworkers: int = 1, capacity: int = 4096, mtu: int = 1500, headroom: int = 128, tailroom: int = 4096
+    ) -> None:
+        assert self._cmd(f"init {nworkers} {capacity} {mtu} {headroom} {tailroom}") == {"ok": True}
 
     def config(self, text: str) -> dict[str, Any]:
         lines = text.strip("\n").split("\n")
@@ -83,6 +85,14 @@ class Engine:
 
     def conn(self, proto: str, cip: str, cport: int, vip: str, vport: int, worker: int = 0) -> dict[str, Any]:
         result: dict[str, Any] = self._cmd(f"conn {worker} {proto} {cip} {cport} {vip} {vport}")
+        return result
+
+    def svc(self, proto: str, vip: str, port: int, worker: int = 0) -> dict[str, int]:
+        result: dict[str, int] = self._cmd(f"svc {worker} {proto} {vip} {port}")
+        return result
+
+    def lips(self, worker: int = 0) -> dict[str, int]:
+        result: dict[str, int] = self._cmd(f"lips {worker}")
         return result
 
     def housekeep(self, budget: int, worker: int = 0) -> int:

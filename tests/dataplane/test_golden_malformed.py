@@ -10,7 +10,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import Raw
 
 from .conftest import DATAPLANE, Engine
-from .golden import CLIENT, LIP, VIP, client_tcp, config, eth
+from .golden import CLIENT, LIP, VIP, client_tcp, config, decode, eth, rs_tcp
 
 
 def _ip_bytes(**kw: object) -> bytes:
@@ -107,15 +107,29 @@ def test_every_drop_reason_is_covered() -> None:
     declared = set(re.findall(r'X\(\w+, "(\w+)"\)', block))
     assert len(declared) > 25
     covered = {reason for reason, _ in CASES.values()} | {"none", "conn_table_full", "no_lport"}
+    # test_golden_synproxy.py has a dedicated test for each of these:
+    covered |= {
+        "limit_cps",
+        "limit_src24",
+        "synproxy_bad_cookie",
+        "synproxy_wait",
+        "synproxy_syn_on_conn",
+        "synproxy_no_room",
+    }
     assert declared - covered == set()
 
 
 def test_conn_table_full(engine: Engine) -> None:
     engine.init(capacity=1)
     engine.apply(config())
-    assert engine.send(bytes(client_tcp("S", sport=1111)))["action"] == "forward"
+    engine.now(1000)
+    syn = decode(engine.send(bytes(client_tcp("S", sport=1111))))
+    engine.send(bytes(rs_tcp(syn[IP].dst, 8080, syn[TCP].sport, "SA", ack=1001)))
+    engine.send(bytes(client_tcp("A", seq=1001, ack=5001, sport=1111)))
+    assert engine.conn("tcp", CLIENT, 1111, VIP, 80)["state"] == "tcp_established"
+    # Only an established connection holds the table: nothing may be evicted for a new one.
     reply = engine.send(bytes(client_tcp("S", sport=2222)))
     assert (reply["action"], reply["reason"]) == ("drop", "conn_table_full")
-    # Once the first connection expires (syn_recv: 30 s), its slot is recycled on demand.
-    engine.now(1000 + 31_000)
+    # Once the first connection expires (established: 90 s), its slot is recycled on demand.
+    engine.now(1000 + 91_000)
     assert engine.send(bytes(client_tcp("S", sport=2222)))["action"] == "forward"

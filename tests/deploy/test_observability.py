@@ -163,10 +163,21 @@ def forwarder_collector_text() -> str:
 
     stats: dict[str, Any] = {
         "generation": 3,
-        "counters": {"conn_active": 5, "conn_new": 9, "drop_no_service": 1, "fwd_drop_tx_full": 2, "rx": 100},
+        "counters": {
+            "conn_active": 5, "conn_halfopen": 2, "conn_new": 9, "drop_no_service": 1, "fwd_drop_tx_full": 2, "rx": 100,
+        },
         "ports": {"ext": {"rx_packets": 10, "tx_packets": 9, "rx_bytes": 1000, "tx_bytes": 900}},
-        "services": {"web": {"packets_in": 4, "packets_out": 4, "bytes_in": 400, "bytes_out": 400, "conn_new": 1}},
-    }
+        "services": {
+            "web": {
+                "vip": "192.0.2.10", "port": 80, "proto": "tcp",
+                "packets_in": 4, "packets_out": 4, "bytes_in": 400, "bytes_out": 400, "conn_new": 1,
+                "syn_cookie_sent": 3, "syn_cookie_ok": 1, "syn_cookie_bad": 1, "conn_evicted": 0,
+                "drop_limit_cps": 0, "drop_limit_src24": 0, "drop_no_conn": 2, "rst_sent": 0,
+                "lport_exhausted": 0, "syn_proxy_active": 1,
+            }
+        },
+        "lips": {"198.18.0.100": {"lport_exhausted": 1}},
+    }  # fmt: skip
     reg = CollectorRegistry()
     reg.register(ForwarderCollector(SimpleNamespace(fwd_up=True, last_stats=stats)))  # type: ignore[arg-type]
     return generate_latest(reg).decode()
@@ -318,6 +329,12 @@ def test_dashboards_parse_and_cover_the_topics() -> None:
     flat = {k: " | ".join(v).lower() for k, v in titles.items()}
     assert "packets/s into each service" in flat["vgw-traffic"] and "connections" in flat["vgw-traffic"]
     assert "drops/s by reason" in flat["vgw-drops"]
+    assert (
+        "syn cookies/s by result" in flat["vgw-protection"]
+        and "half-open connections per node" in flat["vgw-protection"]
+    )
+    assert "evicted" in flat["vgw-protection"] and "rate-limit drops" in flat["vgw-protection"]
+    assert "rsts sent" in flat["vgw-protection"] and "per lip" in flat["vgw-protection"]
     assert "probe streams by state" in flat["vgw-backends"]
     assert "vips per node by state" in flat["vgw-routes"]
     assert "success ratio per vip and path" in flat["vgw-vips"]
@@ -357,6 +374,9 @@ def test_required_alerts_exist() -> None:
         "VgwHealthFlapping",
         "VgwNatsDisconnected",
         "VgwVipDown",
+        "VgwUnderSynFlood",
+        "VgwHalfOpenConnectionsHigh",
+        "VgwLipPortsExhausted",
     } <= names
     (nats,) = [
         r

@@ -1,21 +1,33 @@
 """The shim's desired state and deltas, checked against a real vgw-fwd.
 
 Unit part: config + health -> desired state (health down drains, config states win, initial state,
-IPv6 skipped). Property part: for random sequences of desired states, applying the shim's delta to
-a running forwarder (ring vdevs, no namespaces needed) leaves exactly the state a full apply of the
-new document leaves (the forwarder's canonical CONFIG dump is compared).
+IPv6 skipped; flood protection rendered as service-line options). Property part: for random
+sequences of desired states (protection included), applying the shim's delta to a running
+forwarder (ring vdevs, no namespaces needed) leaves exactly the state a full apply of the new
+document leaves (the forwarder's canonical CONFIG dump is compared).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from dataplane.shim.desired import DesiredState, FwdBackend, FwdService, delta, desired_state, render
+from dataplane.shim.desired import (
+    FWD_DEFAULT_PROTECTION,
+    DesiredState,
+    FwdBackend,
+    FwdService,
+    delta,
+    desired_state,
+    render,
+)
 from dataplane.shim.fwdctl import FwdClient
+from vgw.config import EffectiveProtection
 from vgw.config.validate import load_document
 from vgw.events import BackendState, ProbeResult
 from vgw.health import HealthEntry, health_key
@@ -106,6 +118,118 @@ def test_desired_state_from_config_and_health() -> None:
     assert doc_text.startswith("vgw-config 1\ngeneration 3\n") and doc_text.endswith("end\n")
 
 
+# --- flood protection -------------------------------------------------------------------------------
+
+
+def protected_doc() -> dict[str, object]:
+    raw = load_document(DOC).model_dump(mode="json", exclude_defaults=True)
+    vip = raw["vips"][0]
+    vip["protection"] = {"syn_proxy": "auto", "auto_half_open": 500, "conn_rate_per_source_24": 20}
+    vip["services"][0]["protection"] = {"auto_syn_rate": 9000, "conn_rate": 1000, "rst_unknown": True}
+    vip["services"][1]["protection"] = {"conn_rate": 50}  # dns (udp)
+    return raw
+
+
+def headers(raw: object) -> dict[str, str]:
+    st = desired_state(load_document(json.dumps(raw)), {}, "n2", 1)
+    return {s.name: s.header() for s in st.services}
+
+
+def test_protection_rendered_as_service_options() -> None:
+    # Defaults: a TCP service gets the SYN proxy in auto mode (the forwarder's own default is off);
+    # UDP gets nothing; thresholds at their defaults are not written.
+    assert headers(load_document(DOC).model_dump(mode="json")) == {
+        "dns": "dns udp 192.0.2.10 53 wlc toa=off",
+        "other": "other tcp 192.0.2.20 80 maglev toa=on syn_proxy=auto",
+        "web": "web tcp 192.0.2.10 80 maglev toa=on syn_proxy=auto timeout.tcp_syn_recv=10",
+    }
+    # The VIP's block, overridden field by field; UDP takes the caps only.
+    assert headers(protected_doc()) == {
+        "dns": "dns udp 192.0.2.10 53 wlc toa=off conn_rate=50 conn_rate_src24=20",
+        "other": "other tcp 192.0.2.20 80 maglev toa=on syn_proxy=auto",
+        "web": "web tcp 192.0.2.10 80 maglev toa=on syn_proxy=auto syn_proxy_halfopen=500 syn_proxy_syn_rate=9000 "
+        "conn_rate=1000 conn_rate_src24=20 rst_unknown=on timeout.tcp_syn_recv=10",
+    }
+    # Thresholds are written for auto only; off writes nothing.
+    raw = protected_doc()
+    raw["vips"][0]["services"][0]["protection"] = {"syn_proxy": "on"}  # type: ignore[index]
+    assert headers(raw)["web"] == (
+        "web tcp 192.0.2.10 80 maglev toa=on syn_proxy=on conn_rate_src24=20 timeout.tcp_syn_recv=10"
+    )
+    raw["vips"][0]["protection"] = {"syn_proxy": "off"}  # type: ignore[index]
+    raw["vips"][0]["services"][0]["protection"] = {}  # type: ignore[index]
+    assert headers(raw)["web"] == "web tcp 192.0.2.10 80 maglev toa=on timeout.tcp_syn_recv=10"
+
+
+def test_a_protection_change_replaces_the_service_in_a_delta() -> None:
+    doc = load_document(DOC)
+    health = {health_key("198.18.0.11", 80, "hc"): entry("198.18.0.11", 80, "hc", BackendState.UP)}
+    old = desired_state(doc, health, "n1", 1)
+    new = desired_state(load_document(json.dumps(protected_doc())), health, "n1", 2)
+    d = delta(old, new, 8)
+    assert d is not None
+    text, nops = d
+    web = next(s for s in new.services if s.name == "web")
+    dns = next(s for s in new.services if s.name == "dns")
+    assert text.splitlines() == [
+        "vgw-delta 1",
+        "generation 8",
+        "service remove dns",
+        f"service add {dns.header()}",
+        "lip add dns 198.18.0.100",
+        "lip add dns 198.18.0.101",
+        "backend add dns 198.18.0.21 53 100 active",
+        "service remove web",
+        f"service add {web.header()}",
+        "lip add web 198.18.0.100",
+        "lip add web 198.18.0.101",
+        "backend add web 198.18.0.11 80 100 active",
+        "backend add web 198.18.0.12 80 50 draining",
+        "backend add web 198.18.0.13 80 100 draining",
+        "backend add web 198.18.0.14 80 100 disabled",
+        "end",
+    ]
+    assert nops == 13
+    assert "rst_unknown=on" in web.header() and "conn_rate=50" in dns.header()
+    # Unchanged protection: nothing to do.
+    assert delta(new, new, 9) == ("vgw-delta 1\ngeneration 9\nend\n", 0)
+
+
+PROTECTIONS = [
+    FWD_DEFAULT_PROTECTION,
+    EffectiveProtection("auto", 10000, 100000, 0, 0, False),
+    EffectiveProtection("auto", 64, 2000, 0, 0, False),
+    EffectiveProtection("on", 10000, 100000, 300, 40, True),
+    EffectiveProtection("off", 10000, 100000, 7, 0, False),
+]
+
+
+async def test_a_protection_change_reaches_the_forwarder(ring_fwd: Path) -> None:
+    doc = load_document(DOC)
+    old = desired_state(doc, {}, "n1", 1)
+    new = desired_state(load_document(json.dumps(protected_doc())), {}, "n1", 2)
+    c = FwdClient(str(ring_fwd))
+    try:
+        gen = await c.apply(render(old, 1))
+        got = await c.config()
+        assert "service web tcp 192.0.2.10 80 maglev toa=on syn_proxy=auto timeout.tcp_syn_recv=10\n" in got
+        d = delta(old, new, gen + 1)
+        assert d is not None
+        gen = await c.delta(d[0])
+        got = await c.config()
+        assert canon(got) == canon(render(new, gen))
+        assert (
+            "service web tcp 192.0.2.10 80 maglev toa=on syn_proxy=auto syn_proxy_halfopen=500 "
+            "syn_proxy_syn_rate=9000 conn_rate=1000 conn_rate_src24=20 rst_unknown=on timeout.tcp_syn_recv=10\n"
+        ) in got
+        assert "service dns udp 192.0.2.10 53 wlc conn_rate=50 conn_rate_src24=20\n" in got
+        # and back: the forwarder forgets the options again
+        gen = await c.delta(delta(new, old, gen + 1)[0])  # type: ignore[index]
+        assert canon(await c.config()) == canon(render(old, gen))
+    finally:
+        await c.close()
+
+
 def random_state(rng: random.Random) -> DesiredState:
     services = []
     for i in rng.sample(range(6), rng.randint(0, 5)):
@@ -126,6 +250,7 @@ def random_state(rng: random.Random) -> DesiredState:
                 timeouts=(("tcp_syn_recv", 10),) if rng.random() < 0.3 else (),
                 lips=lips,
                 backends=backends,
+                protection=rng.choice(PROTECTIONS),
             )
         )
     return DesiredState(node="n1", config_revision=1, timeouts=(), services=tuple(services))
@@ -175,9 +300,8 @@ def mutate(rng: random.Random, st: DesiredState) -> DesiredState:
         k = rng.randrange(len(bs))
         b = bs[k]
         bs[k] = FwdBackend(b.address, b.port, rng.randint(0, 500), b.state)
-    services[i] = FwdService(
-        s.name, s.protocol, s.vip, s.port, s.scheduler, s.table, s.toa, s.timeouts, s.lips, tuple(bs)
-    )
+    protection = rng.choice(PROTECTIONS) if rng.random() < 0.2 else s.protection
+    services[i] = dataclasses.replace(s, backends=tuple(bs), protection=protection)
     return DesiredState(st.node, st.config_revision, st.timeouts, tuple(services))
 
 

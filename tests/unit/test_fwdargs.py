@@ -56,4 +56,4 @@ def test_a_document_over_budget_renders_nothing(tmp_path: Path, capsys: pytest.C
     assert main(["--config", str(cfg), "--node", "node-a"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert "nodes[0].forwarder.memory_budget: node node-a needs 97.9 MiB" in err
+    assert "nodes[0].forwarder.memory_budget: node node-a needs 100.9 MiB" in err

@@ -78,7 +78,8 @@ def add_parsers(sub: Any) -> None:
         parents=[common],
         help="validate and apply a configuration document",
         description="Validate a YAML/JSON document and commit it as the next revision. With --dry-run, "
-        "show what would change and change nothing.",
+        "show what would change and change nothing. Warnings (valid but likely wrong, e.g. a service expecting "
+        "more connections than its node's LIPs and backends can hold) go to stderr and do not stop the apply.",
     )
     p.add_argument("-f", "--file", required=True, metavar="FILE", help="the document ('-' for stdin)")
     p.add_argument("--dry-run", action="store_true", help="validate and show the diff only")
@@ -291,8 +292,15 @@ def _norm_kind(kind: str) -> str:
 
 async def cmd_apply(args: argparse.Namespace, c: ConfigClient) -> int:
     data = _read(args.file)
-    r = await c.apply(data, dry_run=args.dry_run, expected_revision=args.expect_revision, reason=args.reason)
-    emit(_apply_json(r), args.output, _apply_human(r, "applied"))
+    r, warnings = await c.apply_with_warnings(
+        data, dry_run=args.dry_run, expected_revision=args.expect_revision, reason=args.reason
+    )
+    out = _apply_json(r)
+    if warnings:  # valid but likely wrong: applied (or would be), and said on stderr too
+        out["warnings"] = warnings
+        for w in warnings:
+            print(f"vgwctl: warning: {w}", file=sys.stderr)
+    emit(out, args.output, _apply_human(r, "applied"))
     return EXIT_OK
 
 

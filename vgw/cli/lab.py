@@ -18,7 +18,8 @@ def add_parser(sub: Any) -> None:
     s.set_defaults(func=run)
     sc = lsub.add_parser("scenario", help="run a scenario with steady client traffic and report what clients saw")
     sc.add_argument(
-        "name", help="backend-failure, node-failure, node-isolate, config-change, monitor-blackhole, or all"
+        "name",
+        help="backend-failure, node-failure, node-isolate, config-change, monitor-blackhole, syn-flood, or all",
     )
     sc.add_argument("-o", "--output", choices=["table", "json"], default="table")
     sc.set_defaults(func=run)

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import config_cmds, events, lab
+from . import config_cmds, events, forwarder, lab
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_cmds.add_parsers(sub)
     events.add_parser(sub)
+    forwarder.add_parser(sub)
     lab.add_parser(sub)
     return parser
 

@@ -2,6 +2,8 @@
 KV store layout every service reads (:mod:`.store`). See docs/config.md."""
 
 from .model import (
+    AUTO_HALF_OPEN_DEFAULT,
+    AUTO_SYN_RATE_DEFAULT,
     DEFAULT_MEMORY_BUDGET,
     SCHEMA_VERSION,
     Backend,
@@ -9,6 +11,7 @@ from .model import (
     BgpPeer,
     Cluster,
     ConfigDocument,
+    EffectiveProtection,
     ForwarderSettings,
     HealthCheck,
     HealthTarget,
@@ -22,8 +25,10 @@ from .model import (
     NodeView,
     PayloadParams,
     PortConfig,
+    Protection,
     Service,
     ServingNodes,
+    SynProxyMode,
     Timeouts,
     Vip,
     VipBgpPolicy,
@@ -34,9 +39,12 @@ from .model import (
     health_key,
     health_targets,
     node_view,
+    service_protection,
 )
 
 __all__ = [
+    "AUTO_HALF_OPEN_DEFAULT",
+    "AUTO_SYN_RATE_DEFAULT",
     "DEFAULT_MEMORY_BUDGET",
     "SCHEMA_VERSION",
     "Backend",
@@ -44,6 +52,7 @@ __all__ = [
     "BgpPeer",
     "Cluster",
     "ConfigDocument",
+    "EffectiveProtection",
     "ForwarderSettings",
     "HealthCheck",
     "HealthTarget",
@@ -57,8 +66,10 @@ __all__ = [
     "NodeView",
     "PayloadParams",
     "PortConfig",
+    "Protection",
     "Service",
     "ServingNodes",
+    "SynProxyMode",
     "Timeouts",
     "Vip",
     "VipBgpPolicy",
@@ -69,4 +80,5 @@ __all__ = [
     "health_key",
     "health_targets",
     "node_view",
+    "service_protection",
 ]

@@ -8,7 +8,7 @@ and ``T`` the scheduler table::
 
     total     = BASE + workers * (conn_table_bytes(C) + WORKER_FIXED)
                 + sum(service_bytes(n, l, T) over the node's services) + transient
-    conn_table_bytes(C) = 64*C + 64*pow2ceil(ceil(4*C/10)) + 4*C + 16*pow2ceil(max(1024, 2*C))
+    conn_table_bytes(C) = 64*C + 64*pow2ceil(ceil(4*C/10)) + 4*C + 8*C + 16*pow2ceil(max(1024, 2*C))
     service_bytes       = 2048 + 160*n + 128*l + T
     T (maglev, M)       = round4k(2*M)                  M = maglev_table_size, default 65537
     T (wrr)             = round4k(2*(min(S, 65536) + k))  k backends of weight > 0, g the gcd of
@@ -50,13 +50,17 @@ CONN_BUCKETS_NUM = 4
 CONN_BUCKETS_DEN = 10
 CONN_INDEX = 4
 """Bytes per connection of the free stack (x C)."""
+CONN_RING = 8
+"""Bytes per connection of the half-open eviction ring (x C): under table pressure the oldest
+half-open entries are evicted first."""
 CONN_SLOT = 16
 """Bytes per slot of the forwarder's shadow set (x pow2ceil(max(CONN_MIN_SLOTS, CONN_SLOTS_PER_CONN * C)))."""
 CONN_SLOTS_PER_CONN = 2
 CONN_MIN_SLOTS = 1024
-WORKER_FIXED = 688128
+WORKER_FIXED = 1703936
 """Everything else one worker holds whatever its capacity (per-service counters and snapshots,
-scheduler state)."""
+scheduler state; flood protection: per-service counters and rate state, the per-/24 limiter, held
+segments, per-LIP exhaustion counts)."""
 
 # One service (service_bytes):
 SERVICE_FIXED = 2048
@@ -89,7 +93,7 @@ def conn_table_bytes(capacity: int) -> int:
     """One worker's connection table for ``capacity`` connections."""
     buckets = pow2ceil(-(-CONN_BUCKETS_NUM * capacity // CONN_BUCKETS_DEN))
     slots = pow2ceil(max(CONN_MIN_SLOTS, CONN_SLOTS_PER_CONN * capacity))
-    return CONN_ENTRY * capacity + CONN_BUCKET * buckets + CONN_INDEX * capacity + CONN_SLOT * slots
+    return CONN_ENTRY * capacity + CONN_BUCKET * buckets + (CONN_INDEX + CONN_RING) * capacity + CONN_SLOT * slots
 
 
 def worker_bytes(capacity: int) -> int:

@@ -2,7 +2,9 @@
 
 Errors come back as :class:`ConfigApiError` with the gRPC code, the message, the field violations
 of an ``INVALID_ARGUMENT`` (``google.rpc.BadRequest``: path + reason) and, for a
-``FAILED_PRECONDITION``, the store's current revision.
+``FAILED_PRECONDITION``, the store's current revision. Warnings about an accepted document (valid
+but likely wrong, ``vgw.config.validate.document_warnings``) come as ``x-vgw-warning`` trailing
+metadata, one ``path: reason`` per entry: :meth:`ConfigClient.apply_with_warnings` returns them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from vgw.config.v1 import config_pb2 as pb
 SERVICE = "vgw.config.v1.ConfigService"
 ACTOR_HEADER = "x-vgw-actor"
 CURRENT_REVISION_HEADER = "x-vgw-current-revision"
+WARNING_HEADER = "x-vgw-warning"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 Resp = TypeVar("Resp", bound=Message)
@@ -115,16 +118,25 @@ class ConfigClient:
         await self.channel.close()
 
     async def _call(self, method: str, request: Message, response: type[Resp], timeout_s: float | None = None) -> Resp:
-        call: grpc.aio.UnaryUnaryMultiCallable[Message, Resp] = self.channel.unary_unary(
+        result, _ = await self._call_trailing(method, request, response, timeout_s)
+        return result
+
+    async def _call_trailing(
+        self, method: str, request: Message, response: type[Resp], timeout_s: float | None = None
+    ) -> tuple[Resp, list[tuple[str, str]]]:
+        """One unary call: the reply and its trailing metadata (text values)."""
+        multi: grpc.aio.UnaryUnaryMultiCallable[Message, Resp] = self.channel.unary_unary(
             f"/{SERVICE}/{method}",
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=response.FromString,
         )
+        call = multi(request, metadata=self._metadata, timeout=timeout_s or self.timeout_s)
         try:
-            result: Resp = await call(request, metadata=self._metadata, timeout=timeout_s or self.timeout_s)
+            result: Resp = await call
+            trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as exc:
             raise _error_from(exc) from None
-        return result
+        return result, [(k, v) for k, v in (trailing or ()) if isinstance(v, str)]
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
         await self.channel.channel_ready()
@@ -138,10 +150,26 @@ class ConfigClient:
         reason: str = "",
         fmt: int = pb.DOCUMENT_FORMAT_UNSPECIFIED,
     ) -> pb.ApplyResponse:
+        r, _ = await self.apply_with_warnings(
+            document, dry_run=dry_run, expected_revision=expected_revision, reason=reason, fmt=fmt
+        )
+        return r
+
+    async def apply_with_warnings(
+        self,
+        document: bytes,
+        *,
+        dry_run: bool = False,
+        expected_revision: int | None = None,
+        reason: str = "",
+        fmt: int = pb.DOCUMENT_FORMAT_UNSPECIFIED,
+    ) -> tuple[pb.ApplyResponse, list[str]]:
+        """:meth:`apply`, and the warnings about the (accepted) document as ``path: reason``."""
         req = pb.ApplyRequest(document=document, dry_run=dry_run, reason=reason, format=fmt)  # type: ignore[arg-type]
         if expected_revision is not None:
             req.expected_revision = expected_revision
-        return await self._call("Apply", req, pb.ApplyResponse)
+        r, trailing = await self._call_trailing("Apply", req, pb.ApplyResponse)
+        return r, [v for k, v in trailing if k == WARNING_HEADER]
 
     async def get(self, revision: int = 0, fmt: int = pb.DOCUMENT_FORMAT_YAML) -> pb.GetResponse:
         return await self._call("Get", pb.GetRequest(revision=revision, format=fmt), pb.GetResponse)  # type: ignore[arg-type]

@@ -23,9 +23,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from vgw.naming import endpoint_token
@@ -86,6 +86,13 @@ class Limits:
     MEMORY_BUDGET_MIN = 64 << 20
     MEMORY_BUDGET_MAX = 1 << 40
     """Bounds of a node's forwarder memory budget (64 MiB .. 1 TiB)."""
+    MAX_RATE = 100_000_000
+    """Upper bound of every flood-protection rate and threshold (the forwarder's ``VGW_MAX_RATE``)."""
+    LIP_PORTS = 65535 - 1024 + 1
+    """Connections one LIP can have open to one backend (address, port) at a time: one per source port,
+    and the forwarder allocates ports 1024-65535."""
+    EXPECTED_CONNECTIONS_MAX = CONN_CAPACITY_MAX * WORKERS
+    """Largest ``expected_connections`` of a service (what the largest forwarder could hold)."""
 
 
 class _Model(BaseModel):
@@ -323,6 +330,71 @@ class Timeouts(_Model):
         return {k: round(v) for k, v in self.model_dump(exclude_none=True).items()}
 
 
+AUTO_HALF_OPEN_DEFAULT = 10_000
+"""``auto_half_open`` when unset (the forwarder's ``VGW_AUTO_HALFOPEN_DEFAULT``)."""
+AUTO_SYN_RATE_DEFAULT = 100_000
+"""``auto_syn_rate`` when unset (the forwarder's ``VGW_AUTO_SYN_RATE_DEFAULT``)."""
+
+SynProxyMode = Literal["off", "on", "auto"]
+
+
+def _yaml_switch(v: Any) -> Any:
+    """YAML 1.1 reads a bare ``on``/``off`` as true/false: take those as "on"/"off"."""
+    if v is True:
+        return "on"
+    if v is False:
+        return "off"
+    return v
+
+
+_SynProxySetting = Annotated[SynProxyMode, BeforeValidator(_yaml_switch)]
+_Threshold = Annotated[int, Field(ge=1, le=Limits.MAX_RATE)]
+_Cap = Annotated[int, Field(ge=0, le=Limits.MAX_RATE)]
+
+
+class Protection(_Model):
+    """Flood protection in each node's forwarder (docs/config.md, "Flood protection").
+
+    Set on a VIP (for all its services) and/or on a service: field by field, a service's value wins
+    over its VIP's, and an unset field (absent or null) falls through to the VIP's and then to the
+    default (:func:`service_protection`). Rates and counts are per node. ``syn_proxy``, its
+    thresholds and ``rst_unknown`` are TCP settings: a VIP's reach only its TCP services, and a UDP
+    service may not set them (except ``syn_proxy: off`` and ``rst_unknown: false``)."""
+
+    syn_proxy: _SynProxySetting | None = Field(
+        default=None,
+        description="off: every SYN creates a half-open connection entry; on: the forwarder answers every SYN "
+        "with a SYN cookie and creates state only once the client's ACK returns it; auto: on while the node's "
+        "half-open entries exceed auto_half_open or the service's SYN rate exceeds auto_syn_rate. "
+        "Default auto (TCP). A bare YAML on/off (read as true/false) is taken as on/off",
+    )
+    auto_half_open: _Threshold | None = Field(
+        default=None,
+        description=f"For auto: half-open entries on the node above which the SYN proxy turns on "
+        f"(1-{Limits.MAX_RATE}, default {AUTO_HALF_OPEN_DEFAULT})",
+    )
+    auto_syn_rate: _Threshold | None = Field(
+        default=None,
+        description=f"For auto: SYNs per second to the service on the node above which the SYN proxy turns on "
+        f"(1-{Limits.MAX_RATE}, default {AUTO_SYN_RATE_DEFAULT})",
+    )
+    conn_rate: _Cap | None = Field(
+        default=None,
+        description=f"New connections per second the service accepts on the node; the rest are dropped and "
+        f"counted (0-{Limits.MAX_RATE}; 0 = unlimited, the default)",
+    )
+    conn_rate_per_source_24: _Cap | None = Field(
+        default=None,
+        description=f"New connections per second the service accepts on the node from one client /24 "
+        f"(0-{Limits.MAX_RATE}; 0 = unlimited, the default)",
+    )
+    rst_unknown: bool | None = Field(
+        default=None,
+        description="Answer TCP segments that belong to no connection (ACK floods, connections lost in a "
+        "restart) with a rate-limited RST instead of only dropping them. Default false",
+    )
+
+
 class Service(_Model):
     name: Name = Field(description="Unique in the document; names the service in events and metrics")
     port: Port
@@ -339,6 +411,14 @@ class Service(_Model):
     health_check: Name | None = Field(default=None, description="Name of a health check; none = always healthy")
     on_backend_removed: Literal["keep", "reset"] = Field(
         default="keep", description="keep: a removed backend's connections live on until they end; reset: cut"
+    )
+    protection: Protection | None = Field(
+        default=None, description="Flood protection; overrides the VIP's protection field by field"
+    )
+    expected_connections: Annotated[int, Field(ge=1, le=Limits.EXPECTED_CONNECTIONS_MAX)] | None = Field(
+        default=None,
+        description="Concurrent connections one node should hold for this service; validation warns when the "
+        "node's LIPs x backends (or its connection tables) cannot",
     )
     description: Text = ""
     backends: Annotated[list[Backend], Field(max_length=Limits.BACKENDS_PER_SERVICE)] = []
@@ -423,10 +503,50 @@ class VipSpec(_Model):
     enabled: bool = Field(default=True, description="false: programmed but never announced")
     bgp: VipBgpPolicy = VipBgpPolicy()
     monitor: Annotated[list[MonitorProbe], Field(max_length=Limits.MONITOR_PROBES_PER_VIP)] = []
+    protection: Protection | None = Field(
+        default=None, description="Flood protection for the VIP's services (each service may override it)"
+    )
 
 
 class Vip(VipSpec):
     services: Annotated[list[Service], Field(min_length=1, max_length=Limits.SERVICES_PER_VIP)]
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveProtection:
+    """The flood protection one service runs with (:func:`service_protection`): no unset fields;
+    caps of 0 mean unlimited."""
+
+    syn_proxy: SynProxyMode
+    auto_half_open: int
+    auto_syn_rate: int
+    conn_rate: int
+    conn_rate_per_source_24: int
+    rst_unknown: bool
+
+
+def service_protection(vip: VipSpec, service: Service) -> EffectiveProtection:
+    """The protection ``service`` of ``vip`` runs with: each field from the service's
+    :class:`Protection`, else the VIP's, else the default. TCP defaults to ``syn_proxy: auto`` with
+    the default thresholds (secure by default), no caps and no RSTs. A UDP service takes only the
+    caps; its SYN-proxy settings are off (a VIP's TCP settings do not reach it)."""
+    layers = [p for p in (service.protection, vip.protection) if p is not None]
+
+    def pick(name: str) -> Any:
+        return next((v for v in (getattr(p, name) for p in layers) if v is not None), None)
+
+    conn_rate = pick("conn_rate") or 0
+    per_24 = pick("conn_rate_per_source_24") or 0
+    if service.protocol != "tcp":
+        return EffectiveProtection("off", AUTO_HALF_OPEN_DEFAULT, AUTO_SYN_RATE_DEFAULT, conn_rate, per_24, False)
+    return EffectiveProtection(
+        syn_proxy=pick("syn_proxy") or "auto",
+        auto_half_open=pick("auto_half_open") or AUTO_HALF_OPEN_DEFAULT,
+        auto_syn_rate=pick("auto_syn_rate") or AUTO_SYN_RATE_DEFAULT,
+        conn_rate=conn_rate,
+        conn_rate_per_source_24=per_24,
+        rst_unknown=bool(pick("rst_unknown")),
+    )
 
 
 class ConfigDocument(_Model):

@@ -4,8 +4,13 @@
 refused); :func:`validate_document` for already parsed data. Both raise :class:`ConfigInvalid`
 with every :class:`Issue` found: first the structural ones (types, ranges, unknown fields, from the
 pydantic model), then -- only when the structure is sound -- the semantic ones (references that
-must resolve, duplicates, overlaps, unsupported features, limits and memory budgets per node).
+(must resolve, duplicates, overlaps, unsupported features, limits and memory budgets per node).
 Paths read like ``vips[2].services[0].port``.
+
+:func:`document_warnings` finds what is valid but likely wrong (a service expecting more
+connections than its node's LIPs and backends can hold): the config service commits such a
+document and hands the warnings back (``x-vgw-warning`` trailing metadata; ``vgwctl apply`` prints
+them).
 """
 
 from __future__ import annotations
@@ -22,11 +27,24 @@ import yaml
 from pydantic import ValidationError
 
 from .budget import node_costs, over_budget
-from .model import ConfigDocument, HealthCheck, Limits, MonitorProbe, Node, Service, ServingNodes, Vip
+from .model import (
+    ConfigDocument,
+    HealthCheck,
+    Limits,
+    MonitorProbe,
+    Node,
+    Service,
+    ServingNodes,
+    Vip,
+    forwarder_backends,
+    forwarder_lips,
+)
 from .types import IP
 
 MAX_ISSUES = 1000
 """At most this many issues are reported (the count of the rest is summarised)."""
+MAX_WARNINGS = 100
+"""At most this many warnings are reported (the count of the rest is summarised)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,8 +455,8 @@ class _Checker:
     def _service(self, sp: str, v: Vip, s: Service) -> None:
         if s.forwarding != "fullnat":
             self.add(f"{sp}.forwarding", f"forwarding mode {s.forwarding!r} is not supported yet (only fullnat)")
-        if s.toa and s.protocol != "tcp":
-            self.add(f"{sp}.toa", "TOA applies to TCP services only")
+        if s.protocol != "tcp":
+            self._tcp_only(sp, s)
         if s.maglev_table_size is not None:
             if s.scheduler != "maglev":
                 self.add(f"{sp}.maglev_table_size", f"only for the maglev scheduler, not {s.scheduler}")
@@ -488,6 +506,22 @@ class _Checker:
                 self.add(f"{sp}.backends[{k}]", f"duplicate backend {b.key} (first at backends[{seen[key]}])")
             else:
                 seen[key] = k
+
+    def _tcp_only(self, sp: str, s: Service) -> None:
+        """TCP settings on a UDP service. (A VIP's protection settings reach only its TCP services,
+        so a VIP with TCP and UDP services may set them.)"""
+        if s.toa:
+            self.add(f"{sp}.toa", "TOA applies to TCP services only")
+        pr = s.protection
+        if pr is None:
+            return
+        if pr.syn_proxy not in (None, "off"):
+            self.add(f"{sp}.protection.syn_proxy", f"syn_proxy {pr.syn_proxy} applies to TCP services only (use off)")
+        for name in ("auto_half_open", "auto_syn_rate"):
+            if getattr(pr, name) is not None:
+                self.add(f"{sp}.protection.{name}", f"{name} is a SYN proxy threshold, for TCP services only")
+        if pr.rst_unknown:
+            self.add(f"{sp}.protection.rst_unknown", "rst_unknown answers TCP segments, for TCP services only")
 
     def _probe(self, mp: str, m: MonitorProbe, endpoints: dict[tuple[int, str], int], names: set[str]) -> None:
         if m.probe_name in names:
@@ -545,3 +579,87 @@ class _Checker:
 def semantic_issues(doc: ConfigDocument) -> list[Issue]:
     """Problems that relate objects to each other (a structurally valid document is assumed)."""
     return _Checker(doc).run()
+
+
+# --- warnings -------------------------------------------------------------------------------------
+
+
+def _node_names(ids: list[str]) -> str:
+    shown = ", ".join(ids[:3])
+    more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
+    return f"node{'s' if len(ids) > 1 else ''} {shown}{more}"
+
+
+def _lip_count(node: Node) -> int:
+    try:
+        return len(forwarder_lips(node.lips())[0])
+    except ValueError:  # a LIP prefix too large: an error of its own
+        return 0
+
+
+def connection_capacity(lips: int, backends: int) -> int:
+    """Connections a service can have open at once on a node with ``lips`` LIPs to ``backends``
+    backends: every (LIP, backend) pair has :attr:`Limits.LIP_PORTS` source ports."""
+    return lips * backends * Limits.LIP_PORTS
+
+
+def document_warnings(doc: ConfigDocument) -> list[Issue]:
+    """What is valid but likely wrong in a valid document, each with a path and a reason:
+
+    * a service's ``expected_connections`` (per node) exceeds what a node serving it can hold:
+      (the node's LIPs the forwarder takes) x (backends that take new connections: enabled, weight
+      > 0, IPv4) x :attr:`Limits.LIP_PORTS`;
+    * the services a node serves expect more connections together than its connection tables hold
+      (``forwarder.workers`` x ``forwarder.conn_capacity``).
+    """
+    out: list[Issue] = []
+    nodes: dict[str, tuple[int, Node]] = {}
+    for i, n in enumerate(doc.nodes):
+        nodes.setdefault(n.id, (i, n))
+    lips: dict[str, int] = {}
+    expected: dict[str, int] = dict.fromkeys(nodes, 0)
+    serving = ServingNodes(doc)
+    for vi, v in enumerate(doc.vips):
+        wanted = [s for s in v.services if s.expected_connections is not None]
+        if not wanted:
+            continue
+        primary, standby = serving(v)
+        ids = [nid for nid in dict.fromkeys((*primary, *standby)) if nid in nodes]
+        for nid in ids:
+            if nid not in lips:
+                lips[nid] = _lip_count(nodes[nid][1])
+        for sj, s in enumerate(v.services):
+            want = s.expected_connections
+            if want is None:
+                continue
+            for nid in ids:
+                expected[nid] += want
+            backends = sum(1 for b in forwarder_backends(s) if b.state == "enabled" and b.weight > 0)
+            short = sorted((connection_capacity(lips[nid], backends), nid) for nid in ids)
+            short = [(cap, nid) for cap, nid in short if cap < want]
+            if not short:
+                continue
+            cap, worst = short[0]
+            out.append(
+                Issue(
+                    f"vips[{vi}].services[{sj}].expected_connections",
+                    f"service {s.name} expects {want} connections per node, but {_node_names([n for _, n in short])} "
+                    f"can hold at most {cap} ({lips[worst]} LIPs x {backends} backends x {Limits.LIP_PORTS} source "
+                    f"ports on node {worst}): add LIPs to the node's lip_pool, or backends",
+                )
+            )
+    for nid, (i, n) in nodes.items():
+        hold = n.forwarder.workers * n.forwarder.conn_capacity
+        if expected[nid] > hold:
+            out.append(
+                Issue(
+                    f"nodes[{i}].forwarder.conn_capacity",
+                    f"the services node {nid} serves expect {expected[nid]} connections together, but its connection "
+                    f"tables hold {hold} ({n.forwarder.workers} workers x {n.forwarder.conn_capacity}): raise "
+                    "conn_capacity or workers (within the memory budget)",
+                )
+            )
+    if len(out) > MAX_WARNINGS:
+        rest = len(out) - MAX_WARNINGS
+        out = [*out[:MAX_WARNINGS], Issue("", f"... and {rest} more warnings")]
+    return out

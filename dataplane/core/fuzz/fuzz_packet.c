@@ -6,6 +6,12 @@
  * replies, ICMP errors and TOA paths are reachable and runs are reproducible.
  * Oracle beyond the sanitizers: every forwarded frame stays inside its buffer and carries valid
  * IPv4 and L4 checksums (inputs with bad checksums must have been dropped, not forwarded).
+ *
+ * The SYN proxy only goes deep with valid cookies, which a fuzzer cannot guess: every forwarded
+ * TCP frame is therefore answered by its peer in two more rounds (a cookie SYN-ACK by the
+ * client's ACK, a SYN to a server by the server's SYN-ACK, ...), with flags, options and payload
+ * taken from the input's tail, so validation, the second handshake, held data and translation
+ * are all exercised.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +34,13 @@ static const char cfg_text[] = "vgw-config 1\n"
                                "lip rr 198.18.0.2\n"
                                "backend rr 198.18.1.3 443 3 active\n"
                                "backend rr 198.18.1.4 443 1 draining\n"
+                               "service sp tcp 192.0.2.12 80 maglev toa=on syn_proxy=on rst_unknown=on "
+                               "conn_rate=1000 conn_rate_src24=100\n"
+                               "lip sp 198.18.0.3\n"
+                               "backend sp 198.18.1.5 80 1 active\n"
+                               "service spa tcp 192.0.2.13 80 wlc syn_proxy=auto syn_proxy_halfopen=2\n"
+                               "lip spa 198.18.0.3\n"
+                               "backend spa 198.18.1.6 80 1 active\n"
                                "end\n";
 
 static vgw_dp_t *dp;
@@ -88,6 +101,65 @@ static void seed_conn(vgw_worker_t *w, uint8_t *buf)
         abort();
 }
 
+/* The peer's answer to a forwarded TCP frame: addresses and ports swapped, sequence numbers
+ * following the frame's, flags/options/payload from tail. Returns the frame length or 0. */
+static uint32_t reflect(const vgw_pkt_t *p, uint8_t *out, const uint8_t *tail, size_t tlen)
+{
+    uint32_t off = 14;
+    if (n2h16(ld16(p->data + 12)) != 0x0800)
+        return 0;
+    const uint8_t *l3 = p->data + off;
+    uint32_t ihl = (uint32_t)(l3[0] & 15) * 4;
+    if (l3[9] != VGW_PROTO_TCP)
+        return 0;
+    const uint8_t *l4 = l3 + ihl;
+    uint32_t tot = n2h16(ld16(l3 + 2)), doff = (uint32_t)(l4[12] >> 4) * 4;
+    uint8_t fl = l4[13];
+    uint8_t knob = tlen > 0 ? tail[0] : 0;
+    uint32_t optlen = tlen > 1 ? (uint32_t)(tail[1] % 6) * 4 : 0;
+    if (optlen > tlen - 2 && tlen >= 2)
+        optlen = (uint32_t)((tlen - 2) / 4 * 4);
+    if (tlen < 2)
+        optlen = 0;
+    const uint8_t *opt = tlen > 2 ? tail + 2 : NULL;
+    uint32_t paylen = tlen > 2 + optlen ? (uint32_t)(tlen - 2 - optlen) : 0;
+    if (paylen > 200)
+        paylen = 200;
+    uint8_t nfl;
+    if ((fl & 0x12) == 0x02)
+        nfl = 0x12; /* SYN -> SYN-ACK */
+    else if (fl & 0x02)
+        nfl = 0x10 | (knob & 0x09); /* SYN-ACK -> ACK, maybe PSH/FIN */
+    else
+        nfl = 0x10 | (knob & 0x0d);
+    if ((nfl & 0x04) || (nfl & 0x02))
+        paylen = 0;
+    memset(out, 0, 14);
+    out[12] = 0x08;
+    uint8_t *o3 = out + 14, *o4 = o3 + 20;
+    uint32_t seglen = tot - ihl - doff + ((fl & 0x03) ? 1u : 0u);
+    o3[0] = 0x45;
+    st16(o3 + 2, h2n16((uint16_t)(40 + optlen + paylen)));
+    o3[8] = 64;
+    o3[9] = 6;
+    st32(o3 + 12, ld32(l3 + 16));
+    st32(o3 + 16, ld32(l3 + 12));
+    st16(o3 + 10, (uint16_t)~vgw_csum_fold(vgw_csum_partial(o3, 20, 0)));
+    st16(o4, ld16(l4 + 2));
+    st16(o4 + 2, ld16(l4));
+    st32(o4 + 4, (fl & 0x10) ? ld32(l4 + 8) : h2n32(0x5000u + knob));
+    st32(o4 + 8, h2n32(n2h32(ld32(l4 + 4)) + seglen));
+    o4[12] = (uint8_t)((20 + optlen) / 4 << 4);
+    o4[13] = nfl;
+    st16(o4 + 14, h2n16(1000));
+    if (optlen)
+        memcpy(o4 + 20, opt, optlen);
+    if (paylen)
+        memcpy(o4 + 20 + optlen, opt + optlen, paylen);
+    st16(o4 + 16, vgw_l4_csum_v4(ld32(o3 + 12), ld32(o3 + 16), 6, o4, (uint16_t)(20 + optlen + paylen)));
+    return 14 + 40 + optlen + paylen;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -118,16 +190,43 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             len = BUFSZ - HEADROOM;
         memset(bufs[n], 0xa5, BUFSZ);
         memcpy(bufs[n] + HEADROOM, data + pos, len);
-        pkts[n] = (vgw_pkt_t){.data = bufs[n] + HEADROOM, .len = (uint16_t)len, .headroom = HEADROOM};
+        pkts[n] = (vgw_pkt_t){.data = bufs[n] + HEADROOM, .len = (uint16_t)len, .headroom = HEADROOM,
+                              .tailroom = (uint16_t)(BUFSZ - HEADROOM - len)};
         pos += len;
         n++;
     }
-    vgw_worker_process(w, pkts, out, n, 2000);
-    for (uint32_t i = 0; i < n; i++) {
-        if (out[i].action == VGW_ACT_FORWARD)
-            check_forwarded(&pkts[i], bufs[i]);
-        else if (out[i].action == VGW_ACT_DROP && out[i].arg >= VGW_DROP_MAX)
-            abort();
+    size_t tlen = size < 48 ? size : 48;
+    const uint8_t *tail = data + size - tlen;
+    for (int round = 0; round < 3 && n; round++) {
+        vgw_worker_process(w, pkts, out, n, 2000 + (uint64_t)round);
+        static uint8_t next[VGW_BURST_MAX][BUFSZ];
+        uint32_t m = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (out[i].action == VGW_ACT_FORWARD) {
+                check_forwarded(&pkts[i], bufs[i]);
+                uint32_t len = reflect(&pkts[i], next[m] + HEADROOM, tail, tlen);
+                if (len)
+                    pkts[m++] = (vgw_pkt_t){.data = NULL, .len = (uint16_t)len, .headroom = HEADROOM,
+                                            .tailroom = (uint16_t)(BUFSZ - HEADROOM - len)};
+            } else if (out[i].action == VGW_ACT_DROP && out[i].arg >= VGW_DROP_MAX) {
+                abort();
+            }
+        }
+        for (uint32_t i = 0; i < m; i++) {
+            memset(bufs[i], 0xa5, HEADROOM);
+            memcpy(bufs[i] + HEADROOM, next[i] + HEADROOM, pkts[i].len);
+            memset(bufs[i] + HEADROOM + pkts[i].len, 0xa5, BUFSZ - HEADROOM - pkts[i].len);
+            pkts[i].data = bufs[i] + HEADROOM;
+        }
+        n = m;
+    }
+    if (getenv("VGW_FUZZ_STATS")) { /* which proxy paths this input reached (corpus checks) */
+        vgw_counters_t c;
+        vgw_worker_counters(w, &c);
+        fprintf(stderr, "cookie_sent=%llu cookie_ok=%llu cookie_bad=%llu held=%llu fwd_in=%llu fwd_out=%llu\n",
+                (unsigned long long)c.v[VGW_CNT_SYN_COOKIE_SENT], (unsigned long long)c.v[VGW_CNT_SYN_COOKIE_OK],
+                (unsigned long long)c.v[VGW_CNT_SYN_COOKIE_BAD], (unsigned long long)c.v[VGW_CNT_SYNPROXY_HELD],
+                (unsigned long long)c.v[VGW_CNT_FWD_IN], (unsigned long long)c.v[VGW_CNT_FWD_OUT]);
     }
     vgw_worker_housekeep(w, 400000, 64);
     vgw_worker_destroy(w);

@@ -87,13 +87,47 @@ end
         "vgw-config 1\ngeneration 1\nservice a tcp 192.0.2.1 80 maglev table=7\n"
         "lip a 198.18.0.1\nbackend a 198.18.1.1 80 1 active\nend\n"
     )
+    # Flood protection (syn_proxy, its auto thresholds, the new-connection caps, rst_unknown).
+    protect = """vgw-config 1
+generation 4
+service web tcp 192.0.2.10 80 maglev toa=on syn_proxy=auto syn_proxy_halfopen=500 syn_proxy_syn_rate=2000 \
+conn_rate=300 conn_rate_src24=40 rst_unknown=on
+lip web 198.18.0.1
+backend web 198.18.1.1 8080 100 active
+service api tcp 192.0.2.10 443 wrr syn_proxy=on conn_rate=100000000
+lip api 198.18.0.1
+backend api 198.18.1.2 443 1 active
+service dns udp 192.0.2.10 53 wlc syn_proxy=off rst_unknown=off conn_rate=7 conn_rate_src24=1
+lip dns 198.18.0.1
+backend dns 198.18.1.1 5353 1 active
+end
+"""
     return {
         "full.txt": full.encode(),
         "small.txt": small.encode(),
         "empty_services.txt": b"vgw-config 1\ngeneration 2\nend\n",
         "bad_version.txt": b"vgw-config 9\ngeneration 1\nend\n",
         "truncated.txt": full.encode()[:300],
+        "protect.txt": protect.encode(),
+        "protect_udp_syn_proxy.txt": protect.replace("wlc syn_proxy=off", "wlc syn_proxy=auto").encode(),
+        "protect_out_of_range.txt": protect.replace("syn_proxy_halfopen=500", "syn_proxy_halfopen=0").encode(),
     }
+
+
+def deltas() -> dict[str, bytes]:
+    """Delta seeds that use the protection options (the other delta seeds are hand-written)."""
+    change = (
+        "vgw-delta 1\ngeneration 6\nservice remove web\n"
+        "service add web tcp 192.0.2.10 80 maglev table=251 toa=on syn_proxy=auto syn_proxy_halfopen=64 "
+        "conn_rate_src24=10 rst_unknown=on\n"
+        "lip add web 198.18.0.100\nbackend add web 198.18.1.1 80 100 active\nend\n"
+    )
+    udp = (
+        "vgw-delta 1\ngeneration 6\nservice remove dns\n"
+        "service add dns udp 192.0.2.10 53 wrr conn_rate=1000 syn_proxy=on\n"
+        "lip add dns 198.18.0.100\nend\n"
+    )
+    return {"protect.txt": change.encode(), "protect_udp.txt": udp.encode()}
 
 
 def main() -> None:
@@ -103,6 +137,10 @@ def main() -> None:
         out.write_bytes(blob)
     for name, blob in configs().items():
         out = HERE / "corpus" / "config" / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(blob)
+    for name, blob in deltas().items():
+        out = HERE / "corpus" / "delta" / name
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(blob)
 

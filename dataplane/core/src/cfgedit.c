@@ -22,8 +22,14 @@ uint64_t vgw_cfg_next_rev(void)
 vgw_cfg_service_t *vgw_cfg_svc_alloc(void)
 {
     vgw_cfg_service_t *s = calloc(1, sizeof *s);
-    if (s)
-        s->rev = vgw_cfg_next_rev();
+    if (!s)
+        return NULL;
+    s->rev = vgw_cfg_next_rev();
+    /* Defaults of a service line without options (config.c parses over these). */
+    s->maglev_m = VGW_MAGLEV_DEFAULT_M;
+    s->protect.syn_proxy = VGW_SYNPROXY_OFF;
+    s->protect.auto_halfopen = VGW_AUTO_HALFOPEN_DEFAULT;
+    s->protect.auto_syn_rate = VGW_AUTO_SYN_RATE_DEFAULT;
     return s;
 }
 

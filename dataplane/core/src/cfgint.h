@@ -31,7 +31,9 @@ vgw_cfg_service_t *vgw_cfg_svc_alloc(void);
 void vgw_cfg_svc_free(vgw_cfg_service_t *s);
 
 /* Parses the arguments of a service definition into s:
- *   <name> <tcp|udp> <vip> <port> <maglev|wrr|wlc> [table=P] [toa=on|off] [timeout.<state>=S]...
+ *   <name> <tcp|udp> <vip> <port> <maglev|wrr|wlc> [table=P] [toa=on|off] [syn_proxy=off|on|auto]
+ *   [syn_proxy_halfopen=N] [syn_proxy_syn_rate=N] [conn_rate=N] [conn_rate_src24=N]
+ *   [rst_unknown=on|off] [timeout.<state>=S]...
  * t[0] is the name. Returns 0, or -1 with reason set. */
 int vgw_cfg_parse_service(char **t, int n, vgw_cfg_service_t *s, char *reason, size_t rlen);
 /* "<addr> <port>" of a backend (unicast IPv4, port 1..65535). */

@@ -103,6 +103,72 @@ void vgw_cfg_free(vgw_cfg_t *cfg)
 
 /* ---- token parsers --------------------------------------------------------------------------- */
 
+static const char *const synproxy_names[] = {
+    [VGW_SYNPROXY_OFF] = "off",
+    [VGW_SYNPROXY_ON] = "on",
+    [VGW_SYNPROXY_AUTO] = "auto",
+};
+
+static const char *synproxy_name(unsigned mode)
+{
+    return mode < sizeof synproxy_names / sizeof synproxy_names[0] ? synproxy_names[mode] : "?";
+}
+
+static int key_is(const char *tok, size_t klen, const char *key)
+{
+    return strlen(key) == klen && strncmp(tok, key, klen) == 0;
+}
+
+#define PROTECT_GAVE_HALFOPEN 0x1u
+#define PROTECT_GAVE_SYN_RATE 0x2u
+
+/* One flood-protection option of a service line: key (the klen bytes of tok) = val. Returns 0
+ * when it is one and valid, -1 (reason set) when it is one and invalid, 1 when the key is not a
+ * protection option. *gave collects the auto thresholds given (PROTECT_GAVE_*): TCP only. */
+static int parse_protect(vgw_cfg_service_t *s, const char *tok, size_t klen, const char *val, unsigned *gave,
+                         char *reason, size_t rlen)
+{
+    vgw_cfg_protect_t *p = &s->protect;
+    if (key_is(tok, klen, "syn_proxy")) {
+        for (unsigned m = 0; m < sizeof synproxy_names / sizeof synproxy_names[0]; m++)
+            if (strcmp(val, synproxy_names[m]) == 0) {
+                p->syn_proxy = (uint8_t)m;
+                return 0;
+            }
+        return FAIL("service %s: syn_proxy must be off, on or auto (got '%.16s')", s->name, val);
+    }
+    if (key_is(tok, klen, "rst_unknown")) {
+        if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
+            return FAIL("service %s: rst_unknown must be on or off (got '%.16s')", s->name, val);
+        p->rst_unknown = strcmp(val, "on") == 0;
+        return 0;
+    }
+    /* The thresholds of auto mode are positive; the caps take 0 = unlimited. */
+    const struct {
+        const char *key;
+        uint32_t *dst;
+        uint32_t min;
+        unsigned gave;
+    } nums[] = {
+        {"syn_proxy_halfopen", &p->auto_halfopen, 1, PROTECT_GAVE_HALFOPEN},
+        {"syn_proxy_syn_rate", &p->auto_syn_rate, 1, PROTECT_GAVE_SYN_RATE},
+        {"conn_rate", &p->conn_rate, 0, 0},
+        {"conn_rate_src24", &p->conn_rate_src24, 0, 0},
+    };
+    for (unsigned k = 0; k < sizeof nums / sizeof nums[0]; k++) {
+        uint64_t v;
+        if (!key_is(tok, klen, nums[k].key))
+            continue;
+        if (vgw_parse_u64(val, VGW_MAX_RATE, &v) || v < nums[k].min)
+            return FAIL("service %s: %s must be %u..%u (got '%.16s')", s->name, nums[k].key, nums[k].min,
+                        VGW_MAX_RATE, val);
+        *nums[k].dst = (uint32_t)v;
+        *gave |= nums[k].gave;
+        return 0;
+    }
+    return 1;
+}
+
 int vgw_cfg_parse_service(char **t, int n, vgw_cfg_service_t *s, char *reason, size_t rlen)
 {
     /* <name> <tcp|udp> <vip> <port> <maglev|wrr|wlc> [key=value ...] */
@@ -134,6 +200,10 @@ int vgw_cfg_parse_service(char **t, int n, vgw_cfg_service_t *s, char *reason, s
     else
         return FAIL("service %s: scheduler must be maglev, wrr or wlc", s->name);
     s->maglev_m = VGW_MAGLEV_DEFAULT_M;
+    /* s comes from vgw_cfg_svc_alloc: flags and protect hold their defaults until an option
+     * says otherwise. */
+    unsigned thresholds_given = 0;
+    int rc;
     for (int i = 5; i < n; i++) {
         const char *eq = strchr(t[i], '=');
         if (!eq)
@@ -160,12 +230,21 @@ int vgw_cfg_parse_service(char **t, int n, vgw_cfg_service_t *s, char *reason, s
             if (vgw_parse_u64(val, VGW_MAX_TIMEOUT_S, &v) || v == 0)
                 return FAIL("service %s: timeout must be 1..%u s", s->name, VGW_MAX_TIMEOUT_S);
             s->timeout_s[st] = (uint32_t)v;
-        } else {
+        } else if ((rc = parse_protect(s, t[i], klen, val, &thresholds_given, reason, rlen)) != 0) {
+            if (rc < 0)
+                return -1;
             return FAIL("service %s: unknown option '%.*s'", s->name, (int)(klen > 64 ? 64 : klen), t[i]);
         }
     }
     if (s->proto == VGW_PROTO_UDP && (s->flags & VGW_SVC_F_TOA))
         return FAIL("service %s: toa is TCP only", s->name);
+    if (s->proto == VGW_PROTO_UDP && s->protect.syn_proxy != VGW_SYNPROXY_OFF)
+        return FAIL("service %s: syn_proxy is TCP only (a udp service takes syn_proxy=off)", s->name);
+    if (s->proto == VGW_PROTO_UDP && thresholds_given)
+        return FAIL("service %s: %s is TCP only", s->name,
+                    (thresholds_given & PROTECT_GAVE_HALFOPEN) ? "syn_proxy_halfopen" : "syn_proxy_syn_rate");
+    if (s->proto == VGW_PROTO_UDP && s->protect.rst_unknown)
+        return FAIL("service %s: rst_unknown is TCP only (a udp service takes rst_unknown=off)", s->name);
     return 0;
 }
 
@@ -372,6 +451,21 @@ char *vgw_cfg_serialize(const vgw_cfg_t *c, size_t *len)
             sb_printf(&b, " table=%u", s->maglev_m);
         if (s->flags & VGW_SVC_F_TOA)
             sb_printf(&b, " toa=on");
+        /* Protection options only where they differ from a bare service line's defaults, so
+         * documents without them serialise as before. */
+        const vgw_cfg_protect_t *p = &s->protect;
+        if (p->syn_proxy != VGW_SYNPROXY_OFF)
+            sb_printf(&b, " syn_proxy=%s", synproxy_name(p->syn_proxy));
+        if (p->auto_halfopen != VGW_AUTO_HALFOPEN_DEFAULT)
+            sb_printf(&b, " syn_proxy_halfopen=%u", p->auto_halfopen);
+        if (p->auto_syn_rate != VGW_AUTO_SYN_RATE_DEFAULT)
+            sb_printf(&b, " syn_proxy_syn_rate=%u", p->auto_syn_rate);
+        if (p->conn_rate)
+            sb_printf(&b, " conn_rate=%u", p->conn_rate);
+        if (p->conn_rate_src24)
+            sb_printf(&b, " conn_rate_src24=%u", p->conn_rate_src24);
+        if (p->rst_unknown)
+            sb_printf(&b, " rst_unknown=on");
         for (unsigned t = 0; t < VGW_STATE_MAX; t++)
             if (s->timeout_s[t])
                 sb_printf(&b, " timeout.%s=%u", vgw_state_name(t), s->timeout_s[t]);

@@ -7,7 +7,9 @@
 
 #define MIB 1048576ull
 #define COST_BASE (64 * MIB)         /* process, libraries, EAL heap, fixed tables */
-#define COST_WORKER_FIXED 688128ull  /* per-service counters and snapshots, per-uid scheduler state */
+/* per-service counters and snapshots, per-uid scheduler state; flood protection: per-service
+ * counters and rate state, the per-/24 limiter, held segments, per-LIP exhaustion counts */
+#define COST_WORKER_FIXED 1703936ull
 #define COST_SERVICE 2048ull         /* configuration entry, engine service, indexes, counter slot */
 #define COST_BACKEND 160ull          /* configuration entry, engine entry, candidate, indexes */
 #define COST_LIP 128ull              /* configuration entry, engine entry, address table slots */
@@ -25,10 +27,11 @@ static uint64_t round4k(uint64_t x)
     return (x + 4095) & ~4095ull;
 }
 
-/* Records, index buckets and free stack of the core's table, and the forwarder's shadow set. */
+/* Records, index buckets, free stack and half-open eviction ring of the core's table, and the
+ * forwarder's shadow set. */
 static uint64_t conn_tables(uint64_t c)
 {
-    return 64 * c + 64 * pow2ceil((4 * c + 9) / 10) + 4 * c + 16 * pow2ceil(c * 2 > 1024 ? c * 2 : 1024);
+    return 64 * c + 64 * pow2ceil((4 * c + 9) / 10) + 4 * c + 8 * c + 16 * pow2ceil(c * 2 > 1024 ? c * 2 : 1024);
 }
 
 /* The scheduler table: an upper bound for WRR, whose cycle depends on which backends are

@@ -9,22 +9,13 @@
  */
 #include <stdlib.h>
 
-#include "internal.h"
+#include "fastpath.h"
 
 #define ETH_HLEN 14u
 #define ETHERTYPE_IPV4 0x0800u
 #define ETHERTYPE_VLAN 0x8100u
 #define ETHERTYPE_QINQ 0x88a8u
 
-#define TCP_FIN 0x01u
-#define TCP_SYN 0x02u
-#define TCP_RST 0x04u
-#define TCP_ACK 0x10u
-
-#define TCPOPT_EOL 0u
-#define TCPOPT_NOP 1u
-#define TCPOPT_MSS 2u
-#define TCPOPT_TOA 254u
 
 #define ICMP_DEST_UNREACH 3u
 #define ICMP_TIME_EXCEEDED 11u
@@ -111,6 +102,12 @@ uint32_t vgw_flow_hash_v4(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16
     return (uint32_t)(vgw_mix64(a ^ 0x2545f4914f6cdd1dULL) ^ vgw_mix64(b + 0x9e3779b97f4a7c15ULL));
 }
 
+uint32_t vgw_client_owner(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16_t dport, uint8_t proto,
+                          uint32_t nworkers)
+{
+    return nworkers > 1 ? vgw_flow_hash_v4(saddr, daddr, sport, dport, proto) % nworkers : 0;
+}
+
 /* ---- worker lifecycle ---------------------------------------------------------------------- */
 
 vgw_worker_t *vgw_worker_create(vgw_dp_t *dp, const vgw_worker_params_t *p)
@@ -133,13 +130,15 @@ vgw_worker_t *vgw_worker_create(vgw_dp_t *dp, const vgw_worker_params_t *p)
     /* Start port cursors apart so workers restarted together do not retrace the same ports. */
     w->port_cursor = (uint32_t)(p->hash_seed * 2654435761u);
     if (!w->rr_pos || !w->lip_pos || !w->be_conns ||
-        vgw_ctab_init(&w->ct, p->conn_capacity, p->hash_seed ^ 0x6a09e667f3bcc909ULL)) {
+        vgw_ctab_init(&w->ct, p->conn_capacity, p->hash_seed ^ 0x6a09e667f3bcc909ULL) ||
+        vgw_protect_init(w, p->hash_seed)) {
         vgw_worker_destroy(w);
         return NULL;
     }
     vgw_worker_t *expected = NULL;
     if (!atomic_compare_exchange_strong(&dp->workers[p->id], &expected, w)) {
         vgw_ctab_fini(&w->ct);
+        vgw_protect_fini(w);
         free(w->rr_pos), free(w->lip_pos), free(w->be_conns);
         free(w);
         return NULL;
@@ -154,6 +153,7 @@ void vgw_worker_destroy(vgw_worker_t *w)
     vgw_worker_t *self = w;
     atomic_compare_exchange_strong(&w->dp->workers[w->id], &self, NULL);
     vgw_ctab_fini(&w->ct);
+    vgw_protect_fini(w);
     free(w->rr_pos), free(w->lip_pos), free(w->be_conns);
     free(w);
 }
@@ -167,6 +167,7 @@ void vgw_worker_counters(const vgw_worker_t *w, vgw_counters_t *out)
 {
     memcpy(out->v, w->cnt, sizeof out->v);
     out->v[VGW_CNT_CONN_ACTIVE] = w->ct.count;
+    out->v[VGW_CNT_CONN_HALFOPEN] = w->pr.halfopen;
 }
 
 uint32_t vgw_worker_conn_count(const vgw_worker_t *w)
@@ -179,11 +180,14 @@ uint64_t vgw_worker_conn_bytes(const vgw_worker_t *w)
     return w->ct.capacity ? w->ct.bytes / w->ct.capacity : 0;
 }
 
-static void conn_release(vgw_worker_t *w, uint32_t idx)
+void vgw_conn_release(vgw_worker_t *w, uint32_t idx)
 {
     vgw_conn_t *c = &w->ct.conns[idx];
     if (w->be_conns[c->be_uid])
         w->be_conns[c->be_uid]--;
+    if (c->proto == VGW_PROTO_TCP && !(c->flags & VGW_CF_PROXY) && tcp_halfopen_state(c->state))
+        w->pr.halfopen--;
+    vgw_sp_release(w, c);
     vgw_ctab_remove(&w->ct, idx);
 }
 
@@ -198,7 +202,7 @@ uint32_t vgw_worker_housekeep(vgw_worker_t *w, uint64_t now_ms, uint32_t budget)
         t->sweep_pos = idx + 1 == t->capacity ? 0 : idx + 1;
         vgw_conn_t *c = &t->conns[idx];
         if ((c->flags & VGW_CF_USED) && vgw_expired(c->expire, now)) {
-            conn_release(w, idx);
+            vgw_conn_release(w, idx);
             removed++;
         }
     }
@@ -209,24 +213,6 @@ uint32_t vgw_worker_housekeep(vgw_worker_t *w, uint64_t now_ms, uint32_t budget)
 
 /* ---- per-packet metadata ------------------------------------------------------------------- */
 
-enum { PM_DONE = 0, PM_LOOKUP = 1, PM_ICMP_ERR = 2 };
-
-typedef struct pm {
-    uint8_t *l3, *l4;
-    uint16_t l2len, ihl, totlen, l4len;
-    uint8_t proto, stage, kind, tcpflags;
-    vgw_key4_t key;
-    uint64_t hash;
-    const vgw_bucket_t *bucket;
-} pm_t;
-
-static inline void set_drop(vgw_worker_t *w, vgw_verdict_t *v, unsigned reason)
-{
-    v->action = VGW_ACT_DROP;
-    v->arg = (uint16_t)reason;
-    w->cnt[VGW_CNT_DROP]++;
-    w->cnt[VGW_CNT_DROP_BASE + reason]++;
-}
 
 static inline void set_local(vgw_worker_t *w, vgw_verdict_t *v)
 {
@@ -373,6 +359,10 @@ static int parse(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, 
         uint32_t owner = vgw_owner_of_port(n2h16(dport), w->nworkers);
         if (owner != w->id)
             return set_handoff(w, v, owner), PM_DONE;
+    } else if ((w->flags & VGW_WF_STEER_CLIENTS) && w->nworkers > 1) {
+        uint32_t owner = vgw_client_owner(src, dst, sport, dport, proto, w->nworkers);
+        if (owner != w->id)
+            return set_handoff(w, v, owner), PM_DONE;
     }
     m->key.src = src, m->key.dst = dst, m->key.sport = sport, m->key.dport = dport, m->key.proto = proto;
     /* Trailing Ethernet padding is not part of the packet we forward. */
@@ -382,11 +372,18 @@ static int parse(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, 
 
 /* ---- translation --------------------------------------------------------------------------- */
 
-static inline uint32_t conn_timeout(const vgw_state_t *st, const vgw_conn_t *c)
+/* Under table pressure half-open entries live this long at most (LVS's secure_tcp idea). */
+#define PRESSURE_HALFOPEN_MS 3000u
+
+static inline uint32_t conn_timeout(const vgw_worker_t *w, const vgw_state_t *st, const vgw_conn_t *c)
 {
     const vgw_svc_t *s = st->svc_by_uid[c->svc_uid];
     /* A service removed from the config keeps its connections on the document defaults. */
-    return s ? s->timeout_ms[c->state] : st->default_timeout_ms[c->state];
+    uint32_t t = s ? s->timeout_ms[c->state] : st->default_timeout_ms[c->state];
+    if (VGW_UNLIKELY(w->pr.pressure) && c->proto == VGW_PROTO_TCP && tcp_halfopen_state(c->state) &&
+        t > PRESSURE_HALFOPEN_MS)
+        t = PRESSURE_HALFOPEN_MS;
+    return t;
 }
 
 static inline void xlate(uint8_t *l3, uint8_t *l4, uint8_t proto, const vgw_conn_t *c, uint32_t dir)
@@ -464,18 +461,9 @@ static int toa_insert(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, const vgw_conn_t *
  * (DPVS tcp_out_adjust_mss). Malformed options are left alone: they came from our own server. */
 static void mss_clamp(vgw_worker_t *w, uint8_t *l4)
 {
-    uint32_t end = (uint32_t)(l4[12] >> 4) * 4, i = 20;
-    while (i < end) {
-        uint8_t kind = l4[i];
-        if (kind == TCPOPT_EOL)
-            return;
-        if (kind == TCPOPT_NOP) {
-            i++;
-            continue;
-        }
-        if (i + 1 >= end || l4[i + 1] < 2 || l4[i + 1] > end - i)
-            return;
-        if (kind == TCPOPT_MSS && l4[i + 1] == 4) {
+    uint32_t pos = 20, i;
+    while ((i = tcpopt_next(l4, &pos)) != 0) {
+        if (l4[i] == TCPOPT_MSS && l4[i + 1] == 4) {
             uint16_t old = ld16(l4 + i + 2);
             uint16_t mss = n2h16(old);
             if (mss <= 536 + VGW_TOA_LEN)
@@ -488,7 +476,6 @@ static void mss_clamp(vgw_worker_t *w, uint8_t *l4)
             w->cnt[VGW_CNT_MSS_CLAMPED]++;
             return;
         }
-        i += l4[i + 1];
     }
 }
 
@@ -504,8 +491,8 @@ static void conn_deltas(vgw_conn_t *c)
 
 /* New connection from a client: schedule, pick LIP + port, insert. Returns the conn index or
  * sets a drop verdict and returns UINT32_MAX. */
-static uint32_t conn_create(vgw_worker_t *w, const vgw_state_t *st, const vgw_svc_t *svc, const pm_t *m,
-                            uint32_t now, vgw_verdict_t *v)
+uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, uint32_t now, vgw_verdict_t *v,
+                         uint8_t xflags)
 {
     const vgw_key4_t *k = &m->key;
     uint32_t fh = vgw_flow_hash_v4(k->src, k->dst, k->sport, k->dport, k->proto);
@@ -516,8 +503,11 @@ static uint32_t conn_create(vgw_worker_t *w, const vgw_state_t *st, const vgw_sv
 
     vgw_ctab_t *t = &w->ct;
     if (VGW_UNLIKELY(t->free_top == 0)) {
-        /* Full: try to recycle expired entries before refusing (policy: refuse new, keep old). */
-        vgw_worker_housekeep(w, now, FULL_SWEEP_BUDGET);
+        /* Full: the oldest half-open entry makes room, so a SYN flood only ever displaces its own
+         * kind; without one, expired entries are looked for; established connections are never
+         * evicted (policy: refuse new, keep old). */
+        if (!vgw_evict_halfopen(w))
+            vgw_worker_housekeep(w, now, FULL_SWEEP_BUDGET);
         if (t->free_top == 0)
             return set_drop(w, v, VGW_DROP_CONN_TABLE_FULL), UINT32_MAX;
     }
@@ -540,42 +530,53 @@ static uint32_t conn_create(vgw_worker_t *w, const vgw_state_t *st, const vgw_sv
             found = 1;
         }
     }
-    if (VGW_UNLIKELY(!found))
+    if (VGW_UNLIKELY(!found)) {
+        for (uint32_t j = 0; j < LPORT_TRIES / 8 && j < svc->nlips; j++)
+            vgw_lip_exhausted(w, svc->lips[(lp + j) % svc->nlips]);
+        w->cnt[VGW_CNT_LPORT_EXHAUSTED]++;
+        svc_cnt(w, svc->uid)[VGW_SCNT_LPORT_EXHAUSTED]++;
         return set_drop(w, v, VGW_DROP_NO_LPORT), UINT32_MAX;
+    }
 
     uint32_t idx = vgw_ctab_alloc(t);
     vgw_conn_t *c = &t->conns[idx];
+    uint8_t gen = (uint8_t)(c->gen + 1);
+    memset(c, 0, sizeof *c);
+    c->gen = gen;
     c->cip = k->src, c->vip = k->dst, c->cport = k->sport, c->vport = k->dport;
     c->lip = lip, c->lport = lport, c->rip = be->addr, c->rport = be->port;
     c->proto = k->proto;
     c->af = VGW_AF_INET;
     c->state = k->proto == VGW_PROTO_TCP ? VGW_TCP_NONE : VGW_UDP_NORMAL;
-    c->flags = VGW_CF_USED | ((svc->flags & VGW_SVC_F_TOA) ? VGW_CF_TOA : 0);
+    c->flags = VGW_CF_USED | xflags | ((svc->flags & VGW_SVC_F_TOA) ? VGW_CF_TOA : 0);
     c->expire = now;
-    c->rs_isn1 = 0;
-    c->be_uid = be->uid;
+    c->be_uid = (uint16_t)be->uid;
     c->svc_uid = svc->uid;
-    c->reserved = 0;
     conn_deltas(c);
     vgw_ctab_insert(t, idx);
+    if (k->proto == VGW_PROTO_TCP && !(xflags & VGW_CF_PROXY)) {
+        w->pr.halfopen++;
+        vgw_ring_push(w, idx);
+    }
     w->be_conns[be->uid]++;
     w->cnt[VGW_CNT_CONN_NEW]++;
-    (void)st;
     return idx;
 }
 
 /* Established path for a TCP/UDP packet of connection idx in direction dir. */
-static void conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, uint32_t idx,
-                         uint32_t dir, uint32_t now, vgw_verdict_t *v)
+void vgw_conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, uint32_t idx, uint32_t dir,
+                      uint32_t now, vgw_verdict_t *v)
 {
     vgw_conn_t *c = &w->ct.conns[idx];
     if (VGW_UNLIKELY(m->l3[8] <= 1))
         return set_drop(w, v, VGW_DROP_TTL_EXCEEDED);
     if (m->proto == VGW_PROTO_TCP) {
+        if ((c->flags & VGW_CF_PROXY) && vgw_sp_segment(w, st, p, m, idx, dir, now, v))
+            return;
         uint8_t fl = m->tcpflags;
         int ev = tcp_event(fl);
         if (ev >= 0 && c->state < 11)
-            c->state = tcp_fsm[dir][ev][c->state];
+            conn_set_state(w, c, tcp_fsm[dir][ev][c->state]);
         uint8_t *l4 = m->l4;
         if (dir == 0) {
             if ((c->flags & VGW_CF_TOA) &&
@@ -590,18 +591,13 @@ static void conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, p
                 mss_clamp(w, l4);
         }
     }
-    c->expire = now + conn_timeout(st, c);
+    c->expire = now + conn_timeout(w, st, c);
     xlate(m->l3, m->l4, m->proto, c, dir);
-    v->action = VGW_ACT_FORWARD;
-    v->af = VGW_AF_INET;
-    memset(&v->nexthop, 0, sizeof v->nexthop);
     if (dir == 0) {
-        v->port = VGW_PORT_INT;
-        v->nexthop.v4 = c->rip;
+        set_forward(v, VGW_PORT_INT, c->rip);
         w->cnt[VGW_CNT_FWD_IN]++;
     } else {
-        v->port = VGW_PORT_EXT;
-        v->nexthop.v4 = c->cip;
+        set_forward(v, VGW_PORT_EXT, c->cip);
         w->cnt[VGW_CNT_FWD_OUT]++;
     }
 }
@@ -611,7 +607,7 @@ static uint32_t lookup_live(vgw_worker_t *w, const vgw_key4_t *k, uint64_t h, ui
 {
     uint32_t ref = vgw_ctab_lookup(&w->ct, k, h);
     if (ref != UINT32_MAX && VGW_UNLIKELY(vgw_expired(w->ct.conns[ref >> 1].expire, now))) {
-        conn_release(w, ref >> 1);
+        vgw_conn_release(w, ref >> 1);
         w->cnt[VGW_CNT_CONN_EXPIRED]++;
         return UINT32_MAX;
     }
@@ -628,10 +624,10 @@ static void handle_lookup(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, 
         if (VGW_UNLIKELY((ref & 1) == 0 && m->proto == VGW_PROTO_TCP &&
                          (m->tcpflags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
                          (c->state == VGW_TCP_TIME_WAIT || c->state == VGW_TCP_CLOSE))) {
-            conn_release(w, ref >> 1);
+            vgw_conn_release(w, ref >> 1);
             w->cnt[VGW_CNT_CONN_REUSED]++;
         } else {
-            conn_forward(w, st, p, m, ref >> 1, ref & 1, now, v);
+            vgw_conn_forward(w, st, p, m, ref >> 1, ref & 1, now, v);
             return;
         }
     }
@@ -640,14 +636,30 @@ static void handle_lookup(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, 
     const vgw_svc_t *svc = vgw_state_find_svc(st, m->key.dst, m->key.dport, m->key.proto);
     if (!svc)
         return set_drop(w, v, VGW_DROP_NO_SERVICE);
-    if (m->proto == VGW_PROTO_TCP && (m->tcpflags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN)
-        return set_drop(w, v, VGW_DROP_TCP_NO_CONN);
     if (VGW_UNLIKELY(m->l3[8] <= 1))
         return set_drop(w, v, VGW_DROP_TTL_EXCEEDED);
-    uint32_t idx = conn_create(w, st, svc, m, now, v);
+    if (m->proto == VGW_PROTO_TCP) {
+        if ((m->tcpflags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN) {
+            /* Mid-flow segment without state: an ACK flood, a connection lost in a restart, or
+             * the ACK that completes a cookie handshake. */
+            if (svc->synproxy != VGW_SYNPROXY_OFF) {
+                if (vgw_sp_ack(w, st, svc, p, m, now, v))
+                    return;
+                if ((m->tcpflags & (TCP_ACK | TCP_SYN | TCP_RST)) == TCP_ACK)
+                    return vgw_no_conn(w, svc, p, m, VGW_DROP_SYNPROXY_BAD_COOKIE, now, v);
+            }
+            return vgw_no_conn(w, svc, p, m, VGW_DROP_TCP_NO_CONN, now, v);
+        }
+        if (svc->synproxy != VGW_SYNPROXY_OFF && vgw_synproxy_engaged(w, svc, now))
+            return vgw_sp_syn(w, svc, p, m, now, v);
+    }
+    unsigned lim = vgw_limit_check(w, svc, m->key.src, now);
+    if (VGW_UNLIKELY(lim))
+        return set_drop(w, v, lim);
+    uint32_t idx = vgw_conn_create(w, svc, m, now, v, 0);
     if (idx == UINT32_MAX)
         return;
-    conn_forward(w, st, p, m, idx, 0, now, v);
+    vgw_conn_forward(w, st, p, m, idx, 0, now, v);
 }
 
 /* ---- ICMP errors ----------------------------------------------------------------------------- */
@@ -715,6 +727,13 @@ static void handle_icmp_error(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, uint32_t n
     st16(in4 + 2, nidport);
     uint32_t l4d = ipd + csum_delta16(isport, nisport) + csum_delta16(idport, nidport);
     uint32_t quoted = avail - iihl;
+    if (iproto == VGW_PROTO_TCP && want_dir == 0 && (c->flags & VGW_CF_PROXY) && !(c->flags & VGW_CF_SP_WAIT)) {
+        /* The client quotes a segment in its view of the server's numbers: the server checks
+         * the quoted sequence number against its own. */
+        uint32_t oseq = ld32(in4 + 4), nseq = h2n32(n2h32(oseq) + c->sp_seq);
+        st32(in4 + 4, nseq);
+        l4d += csum_delta32(oseq, nseq);
+    }
     if (iproto == VGW_PROTO_TCP && quoted >= 18)
         st16(in4 + 16, csum_apply(ld16(in4 + 16), l4d));
     else if (iproto == VGW_PROTO_UDP && ld16(in4 + 6) != 0) {
@@ -759,6 +778,7 @@ void vgw_worker_process(vgw_worker_t *w, vgw_pkt_t *pkts, vgw_verdict_t *out, ui
     const vgw_state_t *st = atomic_load(&dp->state);
     uint32_t now = (uint32_t)now_ms;
     w->cnt[VGW_CNT_RX] += n;
+    vgw_protect_burst(w, now);
 
     for (uint32_t i = 0; i < n; i++) {
         memset(&out[i], 0, sizeof out[i]);

@@ -91,9 +91,6 @@ static inline bool vgw_lp_stays(uint32_t i, uint32_t j, uint32_t k)
 
 /* ---- checksums (RFC 1071 sums, RFC 1624 incremental updates) ---------------------------- */
 
-/* One's-complement sum of raw 16-bit words. Raw (network-order) words can be summed directly:
- * the one's-complement sum is byte-order independent (RFC 1071 2.B), so nothing is swapped. */
-uint32_t vgw_csum_partial(const void *buf, size_t len, uint32_t sum);
 
 static inline uint16_t vgw_csum_fold(uint32_t sum)
 {
@@ -116,8 +113,48 @@ static inline uint16_t csum_apply(uint16_t csum, uint32_t delta)
 {
     return (uint16_t)~vgw_csum_fold((uint32_t)(uint16_t)~csum + vgw_csum_fold(delta));
 }
+/* One's-complement sum of raw 16-bit words. Raw (network-order) words can be summed directly:
+ * the one's-complement sum is byte-order independent (RFC 1071 2.B), so nothing is swapped.
+ * Inline: headers are short and often of constant length, and a call plus a generic loop cost
+ * more than the sum itself (a SYN flood verifies and builds four checksums per packet). The
+ * 64-bit accumulator over 32-bit loads lets carries pile up in the high half, folded once. */
+static inline uint32_t vgw_csum_partial(const void *buf, size_t len, uint32_t sum)
+{
+    const uint8_t *p = buf;
+    uint64_t acc = sum;
+    while (len >= 16) {
+        acc += (uint64_t)ld32(p) + ld32(p + 4) + ld32(p + 8) + ld32(p + 12);
+        p += 16;
+        len -= 16;
+    }
+    while (len >= 4) {
+        acc += ld32(p);
+        p += 4;
+        len -= 4;
+    }
+    if (len >= 2) {
+        acc += ld16(p);
+        p += 2;
+        len -= 2;
+    }
+    if (len) {
+        /* The odd byte is the high-order byte of a word padded with zero, in memory order. */
+        uint8_t tail[2] = {p[0], 0};
+        acc += ld16(tail);
+    }
+    acc = (acc & 0xffffffffu) + (acc >> 32);
+    acc = (acc & 0xffffffffu) + (acc >> 32);
+    return vgw_csum_fold((uint32_t)acc);
+}
+
 /* Checksum over an IPv4 pseudo header + L4 bytes, as a raw value ready to compare/store. */
-uint16_t vgw_l4_csum_v4(uint32_t saddr, uint32_t daddr, uint8_t proto, const void *l4, uint16_t l4len);
+static inline uint16_t vgw_l4_csum_v4(uint32_t saddr, uint32_t daddr, uint8_t proto, const void *l4, uint16_t l4len)
+{
+    /* The pseudo header's words, raw: addresses as loaded, then (0, proto) and the length. */
+    uint32_t s = (saddr & 0xffffu) + (saddr >> 16) + (daddr & 0xffffu) + (daddr >> 16) + h2n16(proto) +
+                 h2n16(l4len);
+    return (uint16_t)~vgw_csum_fold(vgw_csum_partial(l4, l4len, s));
+}
 
 /* ---- config state ------------------------------------------------------------------------ */
 
@@ -161,6 +198,11 @@ typedef struct vgw_svc {
     uint32_t wrr_len;
     uint16_t *wrr; /* = tab->idx for WRR: precomputed smooth WRR order */
     vgw_table_t *tab;
+    /* flood protection (vgw_cfg_protect_t), rates and counts already divided among workers */
+    uint8_t synproxy, rst_unknown;
+    uint32_t auto_halfopen_w, auto_syn_rate_w;
+    uint32_t conn_rate_w, conn_rate_src24_w;
+    vgw_cfg_protect_t protect; /* as configured (control thread: change detection) */
     /* control thread only */
     _Atomic uint32_t refs;
     uint64_t cfg_rev; /* rev of the configuration entry it was built from (or matched) */
@@ -234,8 +276,12 @@ void vgw_reg_release(vgw_registry_t *r, uint64_t key);
 
 /* ---- connection table ------------------------------------------------------------------- */
 
-#define VGW_CF_TOA 0x01u         /* conn inserts TOA (service had it when the conn was made) */
-#define VGW_CF_RS_ISN 0x02u      /* rs_isn1 is valid */
+#define VGW_CF_TOA 0x01u      /* conn inserts TOA (service had it when the conn was made) */
+#define VGW_CF_RS_ISN 0x02u   /* rs_isn1 is valid */
+#define VGW_CF_PROXY 0x04u    /* opened by the SYN proxy: sequence numbers are translated */
+#define VGW_CF_SP_WAIT 0x08u  /* proxied, the server's SYN-ACK has not arrived yet */
+#define VGW_CF_SP_TS 0x10u    /* proxied with timestamps: TSval/TSecr are translated */
+#define VGW_CF_SP_WIN 0x20u   /* proxied with different window scales on the two legs */
 #define VGW_CF_USED 0x80u
 
 /* One cache line per connection. Both directions' keys live here, so a hit in either direction
@@ -244,13 +290,21 @@ typedef struct vgw_conn {
     uint32_t cip, vip, lip, rip;         /* network order */
     uint16_t cport, vport, lport, rport; /* network order */
     uint8_t proto, af, state, flags;
-    uint32_t expire; /* ms, compared wrap-safe */
-    uint32_t ip_delta[2];  /* per direction: RFC 1624 delta of the address rewrite */
-    uint32_t l4_delta[2];  /* ... plus the port rewrite and pseudo header */
-    uint32_t rs_isn1;      /* server ISN + 1: client segments acking it get TOA */
-    uint32_t be_uid;
+    uint32_t expire;      /* ms, compared wrap-safe */
+    uint16_t ip_delta[2]; /* per direction: RFC 1624 delta of the address rewrite */
+    uint16_t l4_delta[2]; /* ... plus the port rewrite and pseudo header */
+    uint32_t rs_isn1;     /* server ISN + 1: client segments acking it get TOA */
+    uint16_t be_uid;      /* < VGW_MAX_BACKENDS */
     uint16_t svc_uid;
-    uint16_t reserved;
+    /* SYN proxy (VGW_CF_PROXY). While VGW_CF_SP_WAIT: sp_seq = our cookie ISN and sp_ts = the
+     * TSval we sent the client; afterwards the deltas server - ours (seq) and ours - server (ts). */
+    uint32_t sp_seq;
+    uint32_t sp_ts;
+    uint16_t sp_win;     /* the client's window in its validating ACK (for our ACK to the server) */
+    uint8_t sp_ws[2];    /* per direction: left shift << 4 | right shift applied to the window */
+    uint8_t held;        /* slot + 1 of a client segment held while waiting; 0 = none */
+    uint8_t gen;         /* bumped on every allocation of this record (eviction ring check) */
+    uint8_t reserved[2];
 } __attribute__((aligned(64))) vgw_conn_t;
 
 _Static_assert(sizeof(vgw_conn_t) == 64, "connection record must stay one cache line");
@@ -279,6 +333,10 @@ typedef struct vgw_ctab {
     uint32_t sweep_pos;
     uint64_t seed;
     uint64_t bytes;
+    /* Half-open eviction ring: (gen << 32 | idx) of TCP connections created by a client SYN,
+     * oldest first. Entries go stale when the connection completes or ends; eviction skips those. */
+    uint64_t *ring;
+    uint32_t ring_head, ring_len;
 } vgw_ctab_t;
 
 typedef struct vgw_key4 {
@@ -357,6 +415,8 @@ static inline bool vgw_expired(uint32_t expire, uint32_t now)
 
 struct vgw_dp {
     _Atomic(vgw_state_t *) state;
+    uint64_t cookie_k0, cookie_k1;
+    int64_t cookie_clock_offset_ms;
     _Atomic uint64_t generation;
     uint32_t nworkers;
     _Atomic(vgw_worker_t *) workers[VGW_MAX_WORKERS];
@@ -371,6 +431,52 @@ struct vgw_dp {
     uint32_t *be_stamp; /* VGW_MAX_BACKENDS */
 };
 
+/* Token bucket in milli-tokens: refilled by rate milli-tokens per ms, capped at one second. */
+typedef struct vgw_bucket_tb {
+    uint32_t last_ms;
+    uint32_t tokens;
+} vgw_tb_t;
+
+/* Per worker, per service uid. */
+typedef struct vgw_svc_rt {
+    vgw_tb_t conn_rate;
+    uint32_t syn_win_start, syn_win_count; /* SYNs in the current 100 ms window (auto mode) */
+    uint32_t auto_until;                   /* auto proxy engaged until (ms) */
+    uint32_t auto_on;                      /* 1 after the first engagement (auto_until valid) */
+} vgw_svc_rt_t;
+
+typedef struct vgw_src24_slot {
+    uint32_t net;     /* client /24 (network order, host bits 0) | 1 when used: bit 0 is a host bit */
+    uint16_t svc_uid;
+    uint16_t reserved;
+    vgw_tb_t tb;
+} vgw_src24_slot_t;
+
+#define VGW_SRC24_SLOTS 16384u
+#define VGW_HELD_SLOTS 128u
+#define VGW_HELD_BYTES 2048u
+
+typedef struct vgw_held {
+    uint16_t len; /* IPv4 packet bytes (header + TCP) */
+    uint8_t pkt[VGW_HELD_BYTES - 2];
+} vgw_held_t;
+
+typedef struct vgw_protect {
+    uint32_t halfopen;     /* TCP connections in NONE/SYN_RECV (created by a client SYN) */
+    uint32_t last_now;     /* worker's clock at its last burst (readers judge auto mode with it) */
+    uint8_t pressure;      /* table above the pressure mark: half-open timeout shortened */
+    vgw_tb_t rst;          /* RSTs for segments without a connection */
+    vgw_svc_rt_t *svc;     /* [VGW_MAX_SERVICES] */
+    uint64_t *svc_cnt;     /* [VGW_MAX_SERVICES][VGW_SCNT_MAX] */
+    vgw_src24_slot_t *src24;
+    uint64_t src24_seed;
+    vgw_held_t *held;
+    uint8_t held_free[VGW_HELD_SLOTS];
+    uint32_t held_top;
+    vgw_lip_count_t *lip_exh; /* [VGW_LIP_TRACK_MAX], open addressing by address */
+    uint32_t lip_exh_n;
+} vgw_protect_t;
+
 struct vgw_worker {
     vgw_dp_t *dp;
     uint32_t id, nworkers;
@@ -383,7 +489,14 @@ struct vgw_worker {
     uint32_t *rr_pos;     /* per service uid: WRR position */
     uint32_t *lip_pos;    /* per service uid: next LIP */
     uint32_t *be_conns;   /* per backend uid: connections this worker holds (WLC) */
+    vgw_protect_t pr;     /* flood protection (protect.c) */
 };
+
+/* synproxy.c: SipHash-2-4 of data under the 128-bit key (k0, k1) (little-endian halves). */
+uint64_t vgw_siphash24(uint64_t k0, uint64_t k1, const void *data, size_t len);
+
+/* protect.c: the SYN cookie key from the parameters, or random. */
+int vgw_cookie_key_init(vgw_dp_t *dp, const vgw_dp_params_t *params);
 
 /* Schedulers (sched.c). Return an index into svc->backends or -1. */
 int32_t vgw_sched_pick(vgw_worker_t *w, const vgw_svc_t *svc, uint32_t flow_hash);

@@ -119,6 +119,8 @@ static bool svc_matches(const vgw_svc_t *p, const vgw_cfg_t *cfg, const vgw_cfg_
     resolve_timeouts(t, cfg, cs);
     if (memcmp(t, p->timeout_ms, sizeof t) != 0)
         return false;
+    if (memcmp(&p->protect, &cs->protect, sizeof p->protect) != 0)
+        return false;
     if (p->cfg_rev == cs->rev)
         return true;
     if (p->sched != cs->sched || p->flags != cs->flags || p->nbackends != cs->nbackends || p->nlips != cs->nlips ||
@@ -187,7 +189,14 @@ static int build_maglev(vgw_svc_t *s, const vgw_cfg_service_t *cs)
 
 /* A new engine service for cs, without uids (assigned once the generation is certain). p is the
  * previous version of the same service, if any. */
-static vgw_svc_t *build_service(const vgw_cfg_t *cfg, const vgw_cfg_service_t *cs, const vgw_svc_t *p)
+/* A node-wide rate or count as one worker's share (RSS spreads flows evenly), never below 1. */
+static uint32_t per_worker(uint32_t v, uint32_t nworkers)
+{
+    return v ? (v + nworkers - 1) / nworkers : 0;
+}
+
+static vgw_svc_t *build_service(const vgw_cfg_t *cfg, const vgw_cfg_service_t *cs, const vgw_svc_t *p,
+                                uint32_t nworkers)
 {
     vgw_svc_t *s = calloc(1, sizeof *s);
     if (!s)
@@ -200,6 +209,13 @@ static vgw_svc_t *build_service(const vgw_cfg_t *cfg, const vgw_cfg_service_t *c
     s->af = cs->af;
     s->sched = cs->sched;
     s->flags = cs->flags;
+    s->protect = cs->protect;
+    s->synproxy = cs->proto == VGW_PROTO_TCP ? cs->protect.syn_proxy : VGW_SYNPROXY_OFF;
+    s->rst_unknown = cs->proto == VGW_PROTO_TCP && cs->protect.rst_unknown;
+    s->auto_halfopen_w = per_worker(cs->protect.auto_halfopen, nworkers);
+    s->auto_syn_rate_w = per_worker(cs->protect.auto_syn_rate, nworkers);
+    s->conn_rate_w = per_worker(cs->protect.conn_rate, nworkers);
+    s->conn_rate_src24_w = per_worker(cs->protect.conn_rate_src24, nworkers);
     s->maglev_m = cs->sched == VGW_SCHED_MAGLEV ? cs->maglev_m : 0;
     resolve_timeouts(s->timeout_ms, cfg, cs);
     s->nbackends = cs->nbackends;
@@ -377,7 +393,7 @@ static vgw_state_t *build_state(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, s
             plan[i].svc = p;
             continue;
         }
-        plan[i].svc = build_service(cfg, cs, p);
+        plan[i].svc = build_service(cfg, cs, p, dp->nworkers);
         if (!plan[i].svc)
             goto oom;
         plan[i].built = true;
@@ -433,6 +449,10 @@ vgw_dp_t *vgw_dp_create(const vgw_dp_params_t *params)
     if (!dp)
         return NULL;
     dp->nworkers = params->nworkers;
+    if (vgw_cookie_key_init(dp, params)) {
+        free(dp);
+        return NULL;
+    }
     atomic_init(&dp->state, NULL);
     atomic_init(&dp->generation, 0);
     for (uint32_t i = 0; i < VGW_MAX_WORKERS; i++)

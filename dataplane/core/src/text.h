@@ -10,7 +10,7 @@
 
 #include "vgw/config.h"
 
-#define VGW_TEXT_MAX_TOKENS 16
+#define VGW_TEXT_MAX_TOKENS 32
 
 typedef struct vgw_lines {
     const char *text;

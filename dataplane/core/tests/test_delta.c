@@ -95,8 +95,9 @@ static void test_header_and_framing(void **unused)
     expect_bad(D("") "backend remove web 198.18.1.1 80\n", "after 'end'");
     expect_bad(D("") "end\n", "after 'end'");
     expect_bad(D("backend remove web 198.18.1.1 80\x01\n"), "non-printable");
-    expect_bad(D("backend remove web 198.18.1.1 80 a b c d e f g h i j k l m\n"), "too many tokens");
-    char longline[700];
+    expect_bad(D("backend remove web 198.18.1.1 80 a b c d e f g h i j k l m n o p q r s t u v w x y z A B C\n"),
+               "too many tokens");
+    char longline[1200];
     memset(longline, 'a', sizeof longline);
     memcpy(longline, "vgw-delta 1\ngeneration 11\n", 26);
     longline[sizeof longline - 1] = 0;

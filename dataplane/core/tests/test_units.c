@@ -128,7 +128,7 @@ static void test_config_rejects(void **unused)
     expect_bad(HDR "frobnicate\nend\n", "unknown directive");
     expect_bad(HDR "service a tcp 192.0.2.1 080 maglev\nend\n", "bad port");
     expect_bad("vgw-config 1\ngeneration 1\x01\nend\n", "non-printable");
-    char longline[700];
+    char longline[1200];
     memset(longline, 'a', sizeof longline);
     memcpy(longline, "vgw-config 1\n", 13);
     longline[sizeof longline - 1] = 0;
@@ -342,6 +342,27 @@ static void test_ctab_overflow_chains(void **unused)
     vgw_ctab_fini(&t);
 }
 
+/* The reference implementation's test vectors (key 00..0f, message 00..len-1). */
+static void test_siphash24_reference_vectors(void **state)
+{
+    (void)state;
+    uint8_t key[16], msg[64];
+    for (unsigned i = 0; i < 16; i++)
+        key[i] = (uint8_t)i;
+    for (unsigned i = 0; i < 64; i++)
+        msg[i] = (uint8_t)i;
+    uint64_t k0 = 0, k1 = 0;
+    for (unsigned i = 0; i < 8; i++) {
+        k0 |= (uint64_t)key[i] << (8 * i);
+        k1 |= (uint64_t)key[8 + i] << (8 * i);
+    }
+    /* The paper's worked example (Appendix A): 15 bytes. */
+    assert_true(vgw_siphash24(k0, k1, msg, 15) == 0xa129ca6149be45e5ULL);
+    /* vectors.h of github.com/veorq/SipHash, entries 0 and 8 (little-endian bytes). */
+    assert_true(vgw_siphash24(k0, k1, msg, 0) == 0x726fdb47dd0e0e31ULL);
+    assert_true(vgw_siphash24(k0, k1, msg, 8) == 0x93f5f5799a932462ULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +376,7 @@ int main(void)
         cmocka_unit_test(test_wrr_sequence_weights_and_interleaving),
         cmocka_unit_test(test_ctab_insert_lookup_remove),
         cmocka_unit_test(test_ctab_overflow_chains),
+        cmocka_unit_test(test_siphash24_reference_vectors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

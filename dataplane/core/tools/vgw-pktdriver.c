@@ -3,7 +3,7 @@
  *
  * Line protocol on stdin, one JSON reply line per command on stdout (flushed, so a test can
  * drive a conversation: learn the LIP port from the SYN, then build the SYN-ACK):
- *   init <nworkers> <conn_capacity> [mtu] [headroom]   (re)create dp + workers; default 1 4096
+ *   init <nworkers> <conn_capacity> [mtu] [headroom] [tailroom]   (re)create dp + workers; default 1 4096
  *   config <nlines>                                  next nlines are a vgw-config document
  *   now <ms>                                         clock for following packets
  *   pkt <worker> <hex> [flags]                       process one frame
@@ -11,6 +11,8 @@
  *   housekeep <worker> <budget>
  *   counters <worker>
  *   conn <worker> <tcp|udp> <cip> <cport> <vip> <vport>
+ *   svc <worker> <tcp|udp> <vip> <port>              per-service protection counters
+ *   lips <worker>                                    LIP port exhaustion counts
  *   quit
  */
 #include <arpa/inet.h>
@@ -29,6 +31,7 @@ static vgw_worker_t *workers[VGW_MAX_WORKERS];
 static uint32_t nworkers;
 static uint64_t now_ms = 1000;
 static uint32_t headroom = HEADROOM_DEFAULT;
+static uint32_t tailroom_max = BUF_SIZE; /* cap on the tailroom offered to the core */
 
 static void teardown(void)
 {
@@ -128,7 +131,9 @@ static void cmd_burst(char *args, int single)
             printf("{\"error\":\"bad hex\"}\n");
             return;
         }
-        pkts[n] = (vgw_pkt_t){.data = bufs[n] + headroom, .len = (uint16_t)len, .headroom = (uint16_t)headroom};
+        pkts[n] = (vgw_pkt_t){.data = bufs[n] + headroom, .len = (uint16_t)len, .headroom = (uint16_t)headroom,
+                              .tailroom = (uint16_t)(BUF_SIZE - headroom - len < tailroom_max ? BUF_SIZE - headroom - len
+                                                                                      : tailroom_max)};
         n++;
     }
     for (uint32_t i = 0; i < n; i++)
@@ -183,6 +188,42 @@ static void cmd_conn(char *args)
            vgw_state_name(info.state), l, info.lport, r, info.rport, info.expires_in_ms);
 }
 
+static void cmd_svc(char *args)
+{
+    char proto[8], vip[32];
+    unsigned wid, port;
+    uint32_t v;
+    if (sscanf(args, "%u %7s %31s %u", &wid, proto, vip, &port) != 4 || wid >= nworkers ||
+        inet_pton(AF_INET, vip, &v) != 1) {
+        printf("{\"error\":\"usage\"}\n");
+        return;
+    }
+    uint32_t uid = vgw_dp_svc_uid(dp, strcmp(proto, "udp") == 0 ? VGW_PROTO_UDP : VGW_PROTO_TCP, v, (uint16_t)port);
+    if (uid == UINT32_MAX) {
+        printf("{\"error\":\"no such service\"}\n");
+        return;
+    }
+    vgw_svc_counters_t c;
+    vgw_worker_svc_counters(workers[wid], uid, &c);
+    printf("{");
+    for (unsigned i = 0; i < VGW_SCNT_MAX; i++)
+        printf("%s\"%s\":%llu", i ? "," : "", vgw_svc_counter_name(i), (unsigned long long)c.v[i]);
+    printf("}\n");
+}
+
+static void cmd_lips(unsigned wid)
+{
+    vgw_lip_count_t out[VGW_LIP_TRACK_MAX];
+    uint32_t n = wid < nworkers ? vgw_worker_lip_exhaustion(workers[wid], out, VGW_LIP_TRACK_MAX) : 0;
+    printf("{");
+    for (uint32_t i = 0; i < n && i < VGW_LIP_TRACK_MAX; i++) {
+        char a[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &out[i].lip, a, sizeof a);
+        printf("%s\"%s\":%llu", i ? "," : "", a, (unsigned long long)out[i].exhausted);
+    }
+    printf("}\n");
+}
+
 int main(void)
 {
     char *line = malloc(MAX_LINE);
@@ -195,9 +236,10 @@ int main(void)
         if (sp)
             *sp = 0;
         if (strcmp(line, "init") == 0) {
-            unsigned nw = 1, cap = 4096, mtu = 1500, hr = HEADROOM_DEFAULT;
-            sscanf(args, "%u %u %u %u", &nw, &cap, &mtu, &hr);
+            unsigned nw = 1, cap = 4096, mtu = 1500, hr = HEADROOM_DEFAULT, tr = BUF_SIZE;
+            sscanf(args, "%u %u %u %u %u", &nw, &cap, &mtu, &hr, &tr);
             headroom = hr < BUF_SIZE / 2 ? hr : HEADROOM_DEFAULT;
+            tailroom_max = tr;
             printf(setup(nw, cap, mtu) ? "{\"error\":\"init\"}\n" : "{\"ok\":true}\n");
         } else if (strcmp(line, "config") == 0) {
             unsigned nl = (unsigned)strtoul(args, NULL, 10);
@@ -240,6 +282,10 @@ int main(void)
                 printf("{\"error\":\"bad worker\"}\n");
         } else if (strcmp(line, "conn") == 0) {
             cmd_conn(args);
+        } else if (strcmp(line, "svc") == 0) {
+            cmd_svc(args);
+        } else if (strcmp(line, "lips") == 0) {
+            cmd_lips((unsigned)strtoul(args, NULL, 10));
         } else if (strcmp(line, "quit") == 0) {
             break;
         } else {

@@ -27,7 +27,7 @@ extern "C" {
 
 #define VGW_CFG_VERSION 1u
 #define VGW_CFG_MAX_BYTES (64u << 20)    /* whole document */
-#define VGW_CFG_MAX_LINE 512u            /* one line, without the newline */
+#define VGW_CFG_MAX_LINE 1024u           /* one line, without the newline */
 #define VGW_CFG_MAX_NAME 63u             /* service name */
 #define VGW_MAX_SERVICES 4096u           /* also the service uid space */
 #define VGW_MAX_BACKENDS 65536u          /* all services together; also the backend uid space */
@@ -39,6 +39,28 @@ extern "C" {
 
 /* Service flags. */
 #define VGW_SVC_F_TOA 0x01u /* insert TOA into client->server TCP (SYN and first data) */
+
+/* Flood protection of one TCP service (docs/forwarder.md, "Under attack"). Rates and counts are
+ * node-wide; the engine divides them among its workers (RSS spreads flows evenly). */
+enum vgw_synproxy_mode {
+    VGW_SYNPROXY_OFF = 0,  /* every SYN creates a half-open entry (LVS behaviour) */
+    VGW_SYNPROXY_ON = 1,   /* every SYN is answered with a cookie; state only after the ACK */
+    VGW_SYNPROXY_AUTO = 2, /* on while half-open entries or the SYN rate exceed the thresholds */
+};
+
+#define VGW_AUTO_HALFOPEN_DEFAULT 10000u /* half-open entries on the node */
+#define VGW_AUTO_SYN_RATE_DEFAULT 100000u /* SYNs per second to the service on the node */
+#define VGW_MAX_RATE 100000000u          /* upper bound of every rate/threshold option */
+
+typedef struct vgw_cfg_protect {
+    uint8_t syn_proxy;        /* enum vgw_synproxy_mode; "syn_proxy=off|on|auto" */
+    uint8_t rst_unknown;      /* "rst_unknown=on": answer segments with no connection with RST */
+    uint16_t reserved;
+    uint32_t auto_halfopen;   /* "syn_proxy_halfopen=N" (default VGW_AUTO_HALFOPEN_DEFAULT) */
+    uint32_t auto_syn_rate;   /* "syn_proxy_syn_rate=N" per second (default VGW_AUTO_SYN_RATE_DEFAULT) */
+    uint32_t conn_rate;       /* "conn_rate=N": new connections per second; 0 = unlimited */
+    uint32_t conn_rate_src24; /* "conn_rate_src24=N": ... from one client /24; 0 = unlimited */
+} vgw_cfg_protect_t;
 
 typedef struct vgw_cfg_backend {
     vgw_addr_t addr;
@@ -60,6 +82,7 @@ typedef struct vgw_cfg_service {
     uint8_t flags; /* VGW_SVC_F_* */
     uint32_t maglev_m;
     uint32_t timeout_s[VGW_STATE_MAX]; /* 0 = inherit the document default */
+    vgw_cfg_protect_t protect;
     vgw_cfg_backend_t *backends; /* order is not meaningful: removal moves the last one */
     uint32_t nbackends, backends_cap;
     vgw_addr_t *lips;

@@ -41,7 +41,13 @@ extern "C" {
     X(TCP_NO_CONN, "tcp_no_conn")               /* non-SYN segment with no connection */           \
     X(LIP_NO_CONN, "lip_no_conn")               /* packet to a LIP with no connection */           \
     X(NO_LPORT, "no_lport")                     /* LIP ports exhausted for this backend */         \
-    X(CONN_TABLE_FULL, "conn_table_full")       /* no free connection slot */
+    X(CONN_TABLE_FULL, "conn_table_full")       /* no free connection slot */                      \
+    X(LIMIT_CPS, "limit_cps")                   /* service's new-connection rate cap */            \
+    X(LIMIT_SRC24, "limit_src24")               /* service's per-client-/24 rate cap */            \
+    X(SYNPROXY_BAD_COOKIE, "synproxy_bad_cookie") /* ACK with no connection and no valid cookie */ \
+    X(SYNPROXY_NO_ROOM, "synproxy_no_room")     /* no headroom/tailroom to build a reply */        \
+    X(SYNPROXY_WAIT, "synproxy_wait")           /* client segment while the server handshakes */  \
+    X(SYNPROXY_SYN_ON_CONN, "synproxy_syn_on_conn") /* SYN on a live proxied connection */
 
 enum vgw_drop_reason {
 #define VGW_X_(e, s) VGW_DROP_##e,
@@ -67,7 +73,17 @@ enum vgw_drop_reason {
     X(MSS_CLAMPED, "mss_clamped")       /* SYN-ACK MSS reduced for TOA */                          \
     X(ICMP_XLATE_IN, "icmp_xlate_in")   /* ICMP error from the client side -> real server */       \
     X(ICMP_XLATE_OUT, "icmp_xlate_out") /* ICMP error from the server side -> client */            \
-    X(SWEPT, "swept")                   /* connection slots examined by housekeeping */
+    X(SWEPT, "swept")                   /* connection slots examined by housekeeping */            \
+    X(CONN_HALFOPEN, "conn_halfopen")   /* gauge: TCP connections with only the client SYN seen */ \
+    X(CONN_EVICTED, "conn_evicted")     /* half-open connections evicted under table pressure */   \
+    X(SYN_COOKIE_SENT, "syn_cookie_sent")       /* SYN answered with a cookie SYN-ACK */           \
+    X(SYN_COOKIE_OK, "syn_cookie_ok")           /* ACK validated a cookie: connection opened */    \
+    X(SYN_COOKIE_BAD, "syn_cookie_bad")         /* ACK to a proxied service failed validation */   \
+    X(SYNPROXY_RS_RST, "synproxy_rs_rst")       /* server refused the proxied SYN: client reset */ \
+    X(SYNPROXY_HELD, "synproxy_held")           /* client data held until the server answered */   \
+    X(RST_SENT, "rst_sent")                     /* RST answered to a segment with no connection */ \
+    X(RST_RATELIMITED, "rst_ratelimited")       /* ... not answered: RST rate cap reached */       \
+    X(LPORT_EXHAUSTED, "lport_exhausted")       /* no free LIP port (also per LIP) */
 
 enum vgw_event_counter {
 #define VGW_X_(e, s) VGW_CNT_##e,
@@ -83,6 +99,32 @@ enum vgw_event_counter {
 typedef struct vgw_counters {
     uint64_t v[VGW_CNT_MAX];
 } vgw_counters_t;
+
+/* Per-service counters (vgw_worker_svc_counters): the flood-protection view of one service. */
+#define VGW_SVC_COUNTERS(X)                                                                        \
+    X(SYN_COOKIE_SENT, "syn_cookie_sent")                                                          \
+    X(SYN_COOKIE_OK, "syn_cookie_ok")                                                              \
+    X(SYN_COOKIE_BAD, "syn_cookie_bad")                                                            \
+    X(CONN_EVICTED, "conn_evicted")                                                                \
+    X(LIMIT_CPS, "drop_limit_cps")                                                                 \
+    X(LIMIT_SRC24, "drop_limit_src24")                                                             \
+    X(NO_CONN, "drop_no_conn")        /* mid-flow TCP segments without a connection */             \
+    X(RST_SENT, "rst_sent")                                                                        \
+    X(LPORT_EXHAUSTED, "lport_exhausted")                                                          \
+    X(SYNPROXY_ACTIVE, "syn_proxy_active") /* gauge: 1 while the proxy answers SYNs (on, or auto engaged) */
+
+enum vgw_svc_counter {
+#define VGW_X_(e, s) VGW_SCNT_##e,
+    VGW_SVC_COUNTERS(VGW_X_)
+#undef VGW_X_
+    VGW_SCNT_MAX
+};
+
+typedef struct vgw_svc_counters {
+    uint64_t v[VGW_SCNT_MAX];
+} vgw_svc_counters_t;
+
+const char *vgw_svc_counter_name(unsigned idx);
 
 /* Stable names ("rx", "drop_ip_bad_csum", ...) for telemetry export; NULL past the end. */
 const char *vgw_counter_name(unsigned idx);

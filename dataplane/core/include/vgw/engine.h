@@ -36,6 +36,13 @@ typedef void (*vgw_retire_fn)(vgw_state_t *old, uint64_t generation, void *arg);
 
 typedef struct vgw_dp_params {
     uint32_t nworkers; /* 1..VGW_MAX_WORKERS; LIP ports are partitioned by it */
+    /* SYN cookie key. All zero = a random key from the kernel (a node's cookies are then only
+     * valid on that node and process; give every node the same key to let a flow's ACK land on
+     * another node after an ECMP change). */
+    uint8_t cookie_key[16];
+    /* Added to now_ms for the cookie clock only (e.g. wall clock - monotonic clock, so nodes
+     * sharing a key agree on the cookie period); 0 = the monotonic clock. */
+    int64_t cookie_clock_offset_ms;
 } vgw_dp_params_t;
 
 vgw_dp_t *vgw_dp_create(const vgw_dp_params_t *params);
@@ -65,6 +72,14 @@ static inline uint32_t vgw_owner_of_port(uint16_t port_host_order, uint32_t nwor
 }
 
 #define VGW_WF_NO_SW_L4_CSUM 0x0001u /* trust the caller: skip software TCP/UDP checksum checks */
+/* Client packets are owned by vgw_client_owner() and handed over when they arrive elsewhere: for
+ * ports whose receive spreading is not a stable function of the tuple (af_packet's fanout rolls
+ * over to another socket when one is full), where a flow would otherwise change workers. */
+#define VGW_WF_STEER_CLIENTS 0x0002u
+
+/* The worker that owns a client flow under VGW_WF_STEER_CLIENTS (addresses and ports as on the wire). */
+uint32_t vgw_client_owner(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16_t dport, uint8_t proto,
+                          uint32_t nworkers);
 
 typedef struct vgw_worker_params {
     uint32_t id;            /* 0..nworkers-1 */
@@ -95,6 +110,24 @@ void vgw_worker_counters(const vgw_worker_t *w, vgw_counters_t *out);
 uint32_t vgw_worker_conn_count(const vgw_worker_t *w);
 /* Bytes allocated for the connection table divided by its capacity (records, hash, free list). */
 uint64_t vgw_worker_conn_bytes(const vgw_worker_t *w);
+
+/* Service uid of (proto, VIP, port) in the applied generation, or UINT32_MAX. Control thread.
+ * A uid is reused for another service after its service is removed: consumers that report
+ * per-service counters keep a baseline per (uid, service) pair. */
+uint32_t vgw_dp_svc_uid(const vgw_dp_t *dp, uint8_t proto, uint32_t vip, uint16_t port_host_order);
+/* Per-service flood-protection counters of one worker (plain reads of counters the worker
+ * writes: each value is exact, the set is not a snapshot). */
+void vgw_worker_svc_counters(const vgw_worker_t *w, uint32_t svc_uid, vgw_svc_counters_t *out);
+
+/* LIP port exhaustion per LIP: how often a new connection found no free port on it. */
+typedef struct vgw_lip_count {
+    uint32_t lip; /* network order */
+    uint32_t reserved;
+    uint64_t exhausted;
+} vgw_lip_count_t;
+#define VGW_LIP_TRACK_MAX 1024u /* LIPs a worker keeps exhaustion counts for */
+/* Copies up to max entries; returns how many there are. */
+uint32_t vgw_worker_lip_exhaustion(const vgw_worker_t *w, vgw_lip_count_t *out, uint32_t max);
 
 /* Connection snapshot for tests and the control socket's "show conn". */
 typedef struct vgw_conn_info {

@@ -44,7 +44,7 @@ typedef struct vgw_pkt {
     uint16_t len;      /* frame length in bytes (contiguous buffer) */
     uint16_t headroom; /* writable bytes in front of data */
     uint16_t flags;    /* VGW_PKT_F_* */
-    uint16_t reserved;
+    uint16_t tailroom; /* writable bytes after data + len (the SYN proxy builds replies in place) */
 } vgw_pkt_t;
 
 enum vgw_action {
