@@ -386,7 +386,9 @@ static inline uint32_t conn_timeout(const vgw_worker_t *w, const vgw_state_t *st
     return t;
 }
 
-static inline void xlate(uint8_t *l3, uint8_t *l4, uint8_t proto, const vgw_conn_t *c, uint32_t dir)
+/* l4_extra: checksum delta of other TCP edits (the SYN proxy's), applied together with ours. */
+static inline void xlate(uint8_t *l3, uint8_t *l4, uint8_t proto, const vgw_conn_t *c, uint32_t dir,
+                         uint32_t l4_extra)
 {
     uint32_t nsrc, ndst;
     uint16_t nsport, ndport;
@@ -403,7 +405,7 @@ static inline void xlate(uint8_t *l3, uint8_t *l4, uint8_t proto, const vgw_conn
     st16(l4, nsport);
     st16(l4 + 2, ndport);
     if (proto == VGW_PROTO_TCP) {
-        st16(l4 + 16, csum_apply(ld16(l4 + 16), c->l4_delta[dir]));
+        st16(l4 + 16, csum_apply(ld16(l4 + 16), c->l4_delta[dir] + l4_extra));
     } else {
         uint16_t cs = ld16(l4 + 6);
         if (cs) {
@@ -570,9 +572,14 @@ void vgw_conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t
     vgw_conn_t *c = &w->ct.conns[idx];
     if (VGW_UNLIKELY(m->l3[8] <= 1))
         return set_drop(w, v, VGW_DROP_TTL_EXCEEDED);
+    uint32_t spd = 0;
     if (m->proto == VGW_PROTO_TCP) {
-        if ((c->flags & VGW_CF_PROXY) && vgw_sp_segment(w, st, p, m, idx, dir, now, v))
-            return;
+        if (VGW_UNLIKELY(c->flags & VGW_CF_PROXY)) {
+            if (VGW_LIKELY(!(c->flags & VGW_CF_SP_WAIT) && !(m->tcpflags & TCP_SYN)))
+                spd = sp_xlate_inline(c, dir, m);
+            else if (vgw_sp_segment(w, st, p, m, idx, dir, now, v, &spd))
+                return;
+        }
         uint8_t fl = m->tcpflags;
         int ev = tcp_event(fl);
         if (ev >= 0 && c->state < 11)
@@ -592,7 +599,7 @@ void vgw_conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t
         }
     }
     c->expire = now + conn_timeout(w, st, c);
-    xlate(m->l3, m->l4, m->proto, c, dir);
+    xlate(m->l3, m->l4, m->proto, c, dir, spd);
     if (dir == 0) {
         set_forward(v, VGW_PORT_INT, c->rip);
         w->cnt[VGW_CNT_FWD_IN]++;

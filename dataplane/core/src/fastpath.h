@@ -135,11 +135,44 @@ void vgw_sp_syn(vgw_worker_t *w, const vgw_svc_t *svc, vgw_pkt_t *p, pm_t *m, ui
  * (handled: the connection exists and p became the SYN to the server), 0 if not (v untouched). */
 int vgw_sp_ack(vgw_worker_t *w, const vgw_state_t *st, const vgw_svc_t *svc, vgw_pkt_t *p, pm_t *m, uint32_t now,
                vgw_verdict_t *v);
-/* A segment of a proxied connection. Returns 1 when it handled the packet completely (v set),
- * 0 when the caller continues with normal forwarding (sequence translation already done). */
+/* A segment of a proxied connection that is not plain established traffic (the handshake, a
+ * SYN). Returns 1 when it handled the packet completely (v set), 0 when the caller continues with
+ * normal forwarding; then *csum_delta is the TCP checksum delta of the translation already made
+ * (0 if none). */
 int vgw_sp_segment(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, uint32_t idx, uint32_t dir,
-                   uint32_t now, vgw_verdict_t *v);
-void vgw_sp_xlate(vgw_conn_t *c, uint32_t dir, pm_t *m);
+                   uint32_t now, vgw_verdict_t *v, uint32_t *csum_delta);
+/* Translates sequence numbers, SACK blocks, timestamps and window of an established proxied
+ * segment in place; returns the TCP checksum delta (the caller applies it). */
+uint32_t vgw_sp_xlate(vgw_conn_t *c, uint32_t dir, pm_t *m);
+
+static inline uint32_t sp_add32(uint8_t *at, uint32_t delta)
+{
+    uint32_t old = ld32(at), nw = h2n32(n2h32(old) + delta);
+    st32(at, nw);
+    return csum_delta32(old, nw);
+}
+
+/* vgw_sp_xlate for what nearly every segment looks like: no options, or timestamps alone in
+ * Linux's layout (NOP NOP TS), and the same window scale on both legs. */
+static inline uint32_t sp_xlate_inline(vgw_conn_t *c, uint32_t dir, pm_t *m)
+{
+    uint8_t *l4 = m->l4;
+    uint32_t doff = (uint32_t)(l4[12] >> 4) * 4;
+    int ts_only = doff == 32 && ld32(l4 + 20) == h2n32(0x0101080au);
+    if (VGW_UNLIKELY((c->flags & VGW_CF_SP_WIN) || (doff != 20 && !ts_only)))
+        return vgw_sp_xlate(c, dir, m);
+    uint32_t d;
+    if (dir == 0) {
+        d = (m->tcpflags & TCP_ACK) ? sp_add32(l4 + 8, c->sp_seq) : 0;
+        if (ts_only && (c->flags & VGW_CF_SP_TS))
+            d += sp_add32(l4 + 28, (uint32_t)0 - c->sp_ts);
+    } else {
+        d = sp_add32(l4 + 4, (uint32_t)0 - c->sp_seq);
+        if (ts_only && (c->flags & VGW_CF_SP_TS))
+            d += sp_add32(l4 + 24, c->sp_ts);
+    }
+    return d;
+}
 void vgw_sp_release(vgw_worker_t *w, vgw_conn_t *c);
 
 #endif

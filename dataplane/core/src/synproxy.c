@@ -10,7 +10,7 @@
  *
  * The cookie (32 bits): period (2) | MSS index (2) | window scale (4, 15 = none) | SACK (1) |
  * MAC (23). The MAC is SipHash-2-4 under the node's key over the client's tuple, its ISN, the
- * full period number and the options, so none of them can be altered. Linux puts window scale
+ * period number (16 bits) and the options, so none of them can be altered. Linux puts window scale
  * and SACK in the timestamp's low bits and loses them for clients without timestamps; keeping
  * them in the cookie serves those clients (e.g. Windows) too, for one MAC bit. A cookie is valid
  * in its period (65.5 s) and the next, like Linux's two minutes. MSS uses Linux's IPv4 table.
@@ -42,6 +42,16 @@ static inline uint64_t rotl64(uint64_t x, unsigned b)
         v2 += v1, v1 = rotl64(v1, 17), v1 ^= v2, v2 = rotl64(v2, 32);                              \
     } while (0)
 
+static inline uint64_t le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
 uint64_t vgw_siphash24(uint64_t k0, uint64_t k1, const void *data, size_t len)
 {
     uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
@@ -49,9 +59,7 @@ uint64_t vgw_siphash24(uint64_t k0, uint64_t k1, const void *data, size_t len)
     const uint8_t *p = data;
     size_t left = len;
     for (; left >= 8; p += 8, left -= 8) {
-        uint64_t m = 0;
-        for (unsigned i = 0; i < 8; i++) /* little-endian words, as the reference */
-            m |= (uint64_t)p[i] << (8 * i);
+        uint64_t m = le64(p); /* little-endian words, as the reference */
         v3 ^= m;
         SIPROUND;
         SIPROUND;
@@ -79,14 +87,15 @@ static inline uint32_t cookie_period(const vgw_dp_t *dp, uint32_t now)
 
 static uint32_t cookie_mac(const vgw_dp_t *dp, const vgw_key4_t *k, uint32_t cisn, uint32_t period, uint32_t meta)
 {
-    uint8_t m[24];
+    /* 20 bytes: two SipHash blocks and a final one that carries the last four (a period is 16
+     * bits of the 32-bit millisecond clock, the options 9). */
+    uint8_t m[20];
     st32(m, k->src);
     st32(m + 4, k->dst);
     st16(m + 8, k->sport);
     st16(m + 10, k->dport);
     st32(m + 12, cisn);
-    st32(m + 16, period);
-    st32(m + 20, meta);
+    st32(m + 16, (period & 0xffffu) << 9 | meta);
     return (uint32_t)vgw_siphash24(dp->cookie_k0, dp->cookie_k1, m, sizeof m) & ((1u << MAC_BITS) - 1);
 }
 
@@ -274,7 +283,7 @@ static inline uint32_t add32(uint8_t *at, uint32_t off, uint32_t delta)
     return field_delta32(off, old, nw);
 }
 
-void vgw_sp_xlate(vgw_conn_t *c, uint32_t dir, pm_t *m)
+uint32_t vgw_sp_xlate(vgw_conn_t *c, uint32_t dir, pm_t *m)
 {
     uint8_t *l4 = m->l4;
     uint8_t fl = m->tcpflags;
@@ -309,8 +318,7 @@ void vgw_sp_xlate(vgw_conn_t *c, uint32_t dir, pm_t *m)
         st16(l4 + 14, nw);
         d += csum_delta16(old, nw);
     }
-    if (d)
-        st16(l4 + 16, csum_apply(ld16(l4 + 16), d));
+    return d;
 }
 
 /* ---- segments of a proxied connection ----------------------------------------------------------------- */
@@ -386,7 +394,7 @@ static int server_synack(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, p
 }
 
 int vgw_sp_segment(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, uint32_t idx, uint32_t dir,
-                   uint32_t now, vgw_verdict_t *v)
+                   uint32_t now, vgw_verdict_t *v, uint32_t *csum_delta)
 {
     vgw_conn_t *c = &w->ct.conns[idx];
     uint8_t fl = m->tcpflags;
@@ -431,6 +439,6 @@ int vgw_sp_segment(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m
         vgw_conn_forward(w, st, p, m, idx, 0, now, v);
         return 1;
     }
-    vgw_sp_xlate(c, dir, m);
+    *csum_delta = vgw_sp_xlate(c, dir, m);
     return 0;
 }
