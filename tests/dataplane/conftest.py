@@ -55,9 +55,15 @@ class Engine:
         return json.loads(reply)
 
     def init(
-        self, nworkers: int = 1, capacity: int = 4096, mtu: int = 1500, headroom: int = 128, tailroom: int = 4096
+        self,
+        nworkers: int = 1,
+        capacity: int = 4096,
+        mtu: int = 1500,
+        headroom: int = 128,
+        tailroom: int = 4096,
+        worker_flags: int = 0,
     ) -> None:
-        assert self._cmd(f"init {nworkers} {capacity} {mtu} {headroom} {tailroom}") == {"ok": True}
+        assert self._cmd(f"init {nworkers} {capacity} {mtu} {headroom} {tailroom} {worker_flags}") == {"ok": True}
 
     def config(self, text: str) -> dict[str, Any]:
         lines = text.strip("\n").split("\n")

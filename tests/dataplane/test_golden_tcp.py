@@ -279,3 +279,31 @@ def test_burst_with_syn_and_ack_of_same_flow(engine: Engine) -> None:
     assert [r["action"] for r in replies] == ["forward", "forward"]
     assert decode(replies[0])[TCP].sport == decode(replies[1])[TCP].sport, "retransmitted SYN, same conn"
     assert engine.counters()["conn_new"] == 1
+
+
+def test_client_steering_hands_every_client_packet_to_its_owner(engine: Engine) -> None:
+    """VGW_WF_STEER_CLIENTS (vgw-fwd on af_packet): a client flow belongs to one worker wherever
+    its packets arrive, ICMP errors about it included."""
+    from scapy.layers.inet import ICMP
+
+    engine.init(nworkers=4, worker_flags=0x2)
+    engine.apply(config())
+    syn = bytes(client_tcp("S", sport=40123))
+    replies = [engine.send(syn, worker=w) for w in range(4)]
+    handoffs = [r for r in replies if r["action"] == "handoff"]
+    owners = {r["worker"] for r in handoffs}
+    assert len(handoffs) == 3 and len(owners) == 1, replies
+    owner = owners.pop()
+    assert replies[owner]["action"] == "forward"
+    out = decode(replies[owner])
+    other = (owner + 1) % 4
+    ack = bytes(client_tcp("A", seq=1001, ack=5001, sport=40123))
+    r = engine.send(ack, worker=other)
+    assert r["action"] == "handoff" and r["worker"] == owner, r
+    # the server's reply comes to the LIP port's owner, which is the same worker
+    synack = decode(engine.send(bytes(rs_tcp(out[IP].dst, 8080, out[TCP].sport, "SA", ack=1001)), worker=owner))
+    quoted = bytes(synack[IP])[:28]
+    err = bytes(eth(IP(src="203.0.113.1", dst=VIP) / ICMP(type=3, code=4, nexthopmtu=1280) / Raw(quoted)))
+    r = engine.send(err, worker=other)
+    assert r["action"] == "handoff" and r["worker"] == owner, r
+    assert engine.send(err, worker=owner)["action"] == "forward"

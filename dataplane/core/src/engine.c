@@ -702,6 +702,12 @@ static void handle_icmp_error(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, uint32_t n
         want_dir = 1;
     } else {
         want_dir = 0;
+        /* With client steering the quoted flow (VIP -> client) belongs to its client tuple's owner. */
+        if ((w->flags & VGW_WF_STEER_CLIENTS) && w->nworkers > 1) {
+            uint32_t owner = vgw_client_owner(idst, isrc, idport, isport, iproto, w->nworkers);
+            if (owner != w->id)
+                return set_handoff(w, v, owner);
+        }
     }
     uint32_t ref = lookup_live(w, &k, vgw_ctab_hash(&w->ct, &k), now);
     if (ref == UINT32_MAX || (ref & 1) != want_dir)

@@ -3,7 +3,7 @@
  *
  * Line protocol on stdin, one JSON reply line per command on stdout (flushed, so a test can
  * drive a conversation: learn the LIP port from the SYN, then build the SYN-ACK):
- *   init <nworkers> <conn_capacity> [mtu] [headroom] [tailroom]   (re)create dp + workers; default 1 4096
+ *   init <nworkers> <conn_capacity> [mtu] [headroom] [tailroom] [worker flags]   (re)create dp + workers
  *   config <nlines>                                  next nlines are a vgw-config document
  *   now <ms>                                         clock for following packets
  *   pkt <worker> <hex> [flags]                       process one frame
@@ -42,7 +42,7 @@ static void teardown(void)
     dp = NULL;
 }
 
-static int setup(uint32_t nw, uint32_t cap, uint32_t mtu)
+static int setup(uint32_t nw, uint32_t cap, uint32_t mtu, uint16_t wflags)
 {
     teardown();
     vgw_dp_params_t dpp = {.nworkers = nw};
@@ -50,7 +50,8 @@ static int setup(uint32_t nw, uint32_t cap, uint32_t mtu)
     if (!dp)
         return -1;
     for (uint32_t i = 0; i < nw; i++) {
-        vgw_worker_params_t wp = {.id = i, .conn_capacity = cap, .mtu = (uint16_t)mtu, .hash_seed = 0x1234 + i};
+        vgw_worker_params_t wp = {.id = i, .conn_capacity = cap, .mtu = (uint16_t)mtu, .flags = wflags,
+                                  .hash_seed = 0x1234 + i};
         workers[i] = vgw_worker_create(dp, &wp);
         if (!workers[i])
             return -1;
@@ -227,7 +228,7 @@ static void cmd_lips(unsigned wid)
 int main(void)
 {
     char *line = malloc(MAX_LINE);
-    if (!line || setup(1, 4096, 1500))
+    if (!line || setup(1, 4096, 1500, 0))
         return 1;
     while (fgets(line, (int)MAX_LINE, stdin)) {
         line[strcspn(line, "\r\n")] = 0;
@@ -236,11 +237,11 @@ int main(void)
         if (sp)
             *sp = 0;
         if (strcmp(line, "init") == 0) {
-            unsigned nw = 1, cap = 4096, mtu = 1500, hr = HEADROOM_DEFAULT, tr = BUF_SIZE;
-            sscanf(args, "%u %u %u %u %u", &nw, &cap, &mtu, &hr, &tr);
+            unsigned nw = 1, cap = 4096, mtu = 1500, hr = HEADROOM_DEFAULT, tr = BUF_SIZE, wf = 0;
+            sscanf(args, "%u %u %u %u %u %u", &nw, &cap, &mtu, &hr, &tr, &wf);
             headroom = hr < BUF_SIZE / 2 ? hr : HEADROOM_DEFAULT;
             tailroom_max = tr;
-            printf(setup(nw, cap, mtu) ? "{\"error\":\"init\"}\n" : "{\"ok\":true}\n");
+            printf(setup(nw, cap, mtu, (uint16_t)wf) ? "{\"error\":\"init\"}\n" : "{\"ok\":true}\n");
         } else if (strcmp(line, "config") == 0) {
             unsigned nl = (unsigned)strtoul(args, NULL, 10);
             size_t cap = 1 << 20, len = 0;
