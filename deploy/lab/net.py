@@ -69,6 +69,13 @@ def build(plan: Plan) -> None:
         ip("-n", ns, "link", "set", "lo", "up")
     for ns in (p.router, p.client):
         _sysctl(ns, _ROUTER_TUNING)
+    # The router's ECMP hash (fib_multipath_hash_policy 1) takes a packet's L4 hash when it has one,
+    # and a packet from a local socket carries the socket's random tx hash, which Linux redraws after
+    # a retransmission timeout (net.core.txrehash): a lab client's connection would jump to the other
+    # node mid-way, where it has no state. Clients on a real network arrive with no such hash (or the
+    # NIC's, of the tuple), so the lab's clients keep theirs.
+    for ns in (p.client, p.monitor):
+        _sysctl(ns, {"net.core.txrehash": "0"}, check=False)  # absent before Linux 6.0
     for ns in (p.router, p.switch):
         _sysctl(ns, _BRIDGE_NO_NETFILTER, check=False)  # absent without br_netfilter
     # router: the client link, the external bridge (nodes and the monitor), ECMP by L4 hash
