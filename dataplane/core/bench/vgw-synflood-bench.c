@@ -80,7 +80,7 @@ typedef struct env {
     int16_t tag[BURST]; /* legitimate packet: its queue entry; -1 = flood */
     double engine_ns;
     uint64_t engine_pkts;
-    float *burst_ns; /* per burst, for the robust total (see engine_total) */
+    double *burst_ns; /* per burst and packet, for engine_ns_per_pkt */
     uint32_t nbursts, cap_bursts;
 } env_t;
 
@@ -179,15 +179,9 @@ static void process(env_t *e, uint32_t n, uint32_t ms)
     e->engine_pkts += n;
     if (e->nbursts == e->cap_bursts) {
         e->cap_bursts = e->cap_bursts ? e->cap_bursts * 2 : 65536;
-        e->burst_ns = realloc(e->burst_ns, sizeof(float) * e->cap_bursts);
+        e->burst_ns = realloc(e->burst_ns, sizeof(double) * e->cap_bursts);
     }
-    e->burst_ns[e->nbursts++] = (float)t / (float)n;
-}
-
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
+    e->burst_ns[e->nbursts++] = t / n;
 }
 
 /* Engine time per packet, robust to this machine being shared: a burst that took more than
@@ -196,13 +190,9 @@ static double engine_ns_per_pkt(env_t *e)
 {
     if (!e->nbursts)
         return 0;
-    float *v = malloc(sizeof(float) * e->nbursts);
-    memcpy(v, e->burst_ns, sizeof(float) * e->nbursts);
-    qsort(v, e->nbursts, sizeof(float), cmp_float);
-    double med = v[e->nbursts / 2], sum = 0;
+    double med = median(e->burst_ns, (int)e->nbursts), sum = 0; /* sorts: order does not matter here */
     for (uint32_t i = 0; i < e->nbursts; i++)
-        sum += v[i] > 2 * med ? 2 * med : v[i];
-    free(v);
+        sum += e->burst_ns[i] > 2 * med ? 2 * med : e->burst_ns[i];
     return sum / e->nbursts;
 }
 

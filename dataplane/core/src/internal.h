@@ -474,7 +474,6 @@ typedef struct vgw_protect {
     uint8_t held_free[VGW_HELD_SLOTS];
     uint32_t held_top;
     vgw_lip_count_t *lip_exh; /* [VGW_LIP_TRACK_MAX], open addressing by address */
-    uint32_t lip_exh_n;
 } vgw_protect_t;
 
 struct vgw_worker {

@@ -187,7 +187,6 @@ void vgw_lip_exhausted(vgw_worker_t *w, uint32_t lip)
         if (e->lip == 0) {
             e->lip = lip;
             e->exhausted = 1;
-            w->pr.lip_exh_n++;
             return;
         }
     }
