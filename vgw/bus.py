@@ -30,6 +30,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.errors import AuthorizationError
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
@@ -195,9 +196,12 @@ class Subscription:
 class Bus:
     """One NATS connection per process, shared by everything that publishes or subscribes."""
 
-    def __init__(self, nats_options: dict[str, Any], *, source: str, outbox_limit: int = 10_000) -> None:
+    def __init__(
+        self, nats_options: dict[str, Any], *, source: str, identity: str = "anonymous", outbox_limit: int = 10_000
+    ) -> None:
         self._options = nats_options
         self.source = source
+        self.identity = identity
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._subs: list[Subscription] = []
@@ -261,7 +265,18 @@ class Bus:
                 task.add_done_callback(self._resume_tasks.discard)
 
         async def error(exc: Exception) -> None:
-            log.warning("NATS error: %s", exc or type(exc).__name__)
+            text = str(exc or type(exc).__name__)
+            if "permissions violation" in text.lower():
+                # A refused publish or subscription: NATS keeps the connection, so this is the only trace.
+                operation = "subscribe" if "subscription" in text.lower() else "publish"
+                metrics.BUS_PERMISSION_ERRORS.labels(self.identity, operation).inc()
+                _reject_log.warning(
+                    f"perm-{operation}", "NATS refused a %s for identity %s: %s", operation, self.identity, text
+                )
+                return
+            if isinstance(exc, AuthorizationError):
+                metrics.BUS_AUTH_FAILURES.labels(self.identity).inc()
+            log.warning("NATS error: %s", text)
 
         async def closed() -> None:
             metrics.BUS_CONNECTED.set(0)
@@ -292,6 +307,8 @@ class Bus:
                 await self.connect()
                 return True
             except Exception as exc:
+                if isinstance(exc, AuthorizationError) or "authorization" in str(exc).lower():
+                    metrics.BUS_AUTH_FAILURES.labels(self.identity).inc()
                 log.warning(
                     "waiting for NATS at %s (attempt %d, retry in %.1fs): %s",
                     ",".join(self._options.get("servers", [])),

@@ -7,6 +7,14 @@ from prometheus_client import Counter, Gauge, Histogram
 
 BUS_CONNECTED = Gauge("vgw_bus_connected", "1 while the NATS connection is up")
 BUS_RECONNECTS = Counter("vgw_bus_reconnects_total", "NATS reconnections")
+BUS_PERMISSION_ERRORS = Counter(
+    "vgw_bus_permission_errors_total",
+    "Publishes or subscriptions NATS refused for this process's identity (permissions violation)",
+    ["identity", "operation"],
+)
+BUS_AUTH_FAILURES = Counter(
+    "vgw_bus_auth_failures_total", "Connections NATS refused for this process's credentials", ["identity"]
+)
 BUS_PUBLISHED = Counter("vgw_bus_published_messages_total", "Events published", ["type"])
 BUS_RECEIVED = Counter("vgw_bus_received_messages_total", "Valid events received", ["type"])
 BUS_REJECTED = Counter(
@@ -23,3 +31,8 @@ BUS_HANDLE_SECONDS = Histogram(
 )
 STORE_REJECTED = Counter("vgw_store_rejected_values_total", "KV values that failed validation", ["bucket"])
 STORE_WATCH_RESTARTS = Counter("vgw_store_watch_restarts_total", "KV watches rebuilt from a snapshot", ["bucket"])
+
+CONFIG_REVISIONS_REJECTED = Counter(
+    "vgw_config_revisions_rejected_total",
+    "Config revisions a follower read from the store and refused because they fail validation",
+)

@@ -12,6 +12,7 @@ signal, or a shutdown slower than ``VGW_SHUTDOWN_TIMEOUT_S``, exits at once with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -92,7 +93,14 @@ async def _serve(name: str, app_factory: Callable[[S], ServiceApp[S]], settings:
     health = Health()
     endpoint = MetricsEndpoint(settings.metrics_addr, health).start()
     log.info("serving /metrics, /healthz, /readyz on port %d", endpoint.port, extra={"metrics_port": endpoint.port})
-    bus = Bus(settings.nats_options(), source=f"/vgw/{name}/{settings.instance_id}")
+    if settings.nats_insecure:
+        log.warning(
+            "VGW_NATS_INSECURE is set: NATS may be reached without credentials. For local experiments only; "
+            "see docs/security.md"
+        )
+    elif not settings.nats_has_credentials:
+        log.warning("connecting to NATS on loopback without credentials (see docs/security.md)")
+    bus = Bus(settings.nats_options(), source=f"/vgw/{name}/{settings.instance_id}", identity=settings.nats_identity)
     health.add_check("nats", lambda: (bus.is_connected, "NATS not connected"))
 
     app: ServiceApp[S] | None = None
@@ -101,7 +109,19 @@ async def _serve(name: str, app_factory: Callable[[S], ServiceApp[S]], settings:
             return 0
         await bus.ensure_event_stream(settings.event_stream_max_age_s, settings.event_stream_max_bytes)
         app = app_factory(settings)
-        await app.start(Runtime(name=name, settings=settings, bus=bus, health=health, stopping=stopping))
+        # A start may wait long (e.g. for a bucket its writer has not created yet): SIGTERM cuts it short.
+        starting = asyncio.ensure_future(
+            app.start(Runtime(name=name, settings=settings, bus=bus, health=health, stopping=stopping))
+        )
+        stop_wait = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return await _shutdown(health, app, bus, endpoint, settings.shutdown_timeout_s)
+        starting.result()
         health.set_started()
         log.info("%s started", name)
         await stopping.wait()

@@ -6,10 +6,12 @@ names the variable and the reason, and exit status 2 (:func:`load_settings`).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
 import sys
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,8 +39,24 @@ class VgwSettings(BaseSettings):
     nats_tls_ca: FilePath | None = None
     nats_tls_cert: FilePath | None = None
     nats_tls_key: FilePath | None = None
+    nats_inbox_prefix: str = Field(
+        default="_INBOX",
+        pattern=r"^_INBOX(_[A-Za-z0-9][A-Za-z0-9_-]{0,62})?$",
+        description="Prefix of this process's reply subjects; with permissions, _INBOX_<identity> so no other "
+        "identity can read its replies (vgwctl security init sets it)",
+    )
+    nats_insecure: bool = Field(
+        default=False,
+        description="Allow a non-loopback NATS URL without credentials (local experiments only; logged loudly)",
+    )
     nats_connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
     nats_reconnect_wait_s: float = Field(default=0.5, gt=0, le=60)
+
+    config_recheck: bool = Field(
+        default=True,
+        description="Re-validate every config revision read from the store as the config service would, and "
+        "skip one that fails. Off only for test rigs that commit documents the API refuses (loopback backends)",
+    )
 
     instance_id: str = Field(default_factory=socket.gethostname, description="This process's id in events")
     metrics_addr: str = Field(default="127.0.0.1:9100", description="host:port of /metrics, /healthz, /readyz")
@@ -77,7 +95,27 @@ class VgwSettings(BaseSettings):
             raise ValueError("VGW_NATS_TLS_CERT and VGW_NATS_TLS_KEY must be given together")
         if self.nats_password is not None and self.nats_user is None:
             raise ValueError("VGW_NATS_PASSWORD needs VGW_NATS_USER")
+        if not self.nats_has_credentials and not self.nats_insecure:
+            remote = [u for u in self.nats_servers if not _is_loopback_url(u)]
+            if remote:
+                raise ValueError(
+                    f"VGW_NATS_URL {remote[0]} is not a loopback address and no NATS credentials are set "
+                    "(VGW_NATS_NKEY_SEED, VGW_NATS_CREDS, VGW_NATS_USER or VGW_NATS_TOKEN; see docs/security.md); "
+                    "set VGW_NATS_INSECURE=true only for a local experiment"
+                )
         return self
+
+    @property
+    def nats_has_credentials(self) -> bool:
+        return (
+            any(v is not None for v in (self.nats_user, self.nats_token, self.nats_creds, self.nats_nkey_seed))
+            or self.nats_tls_cert is not None
+        )
+
+    @property
+    def nats_identity(self) -> str:
+        """The identity named by the inbox prefix (``_INBOX_<identity>``), for logs and metric labels."""
+        return self.nats_inbox_prefix.removeprefix("_INBOX").removeprefix("_") or "anonymous"
 
     @property
     def nats_servers(self) -> list[str]:
@@ -89,6 +127,7 @@ class VgwSettings(BaseSettings):
             "servers": self.nats_servers,
             "connect_timeout": self.nats_connect_timeout_s,
             "reconnect_time_wait": self.nats_reconnect_wait_s,
+            "inbox_prefix": self.nats_inbox_prefix,
         }
         if self.nats_user is not None:
             opts["user"] = self.nats_user
@@ -106,6 +145,20 @@ class VgwSettings(BaseSettings):
                 ctx.load_cert_chain(str(self.nats_tls_cert), str(self.nats_tls_key))
             opts["tls"] = ctx
         return opts
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address; ``0.0.0.0``, ``::`` and other names are not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_loopback_url(url: str) -> bool:
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 S = TypeVar("S", bound=VgwSettings)

@@ -104,6 +104,26 @@ class KvStore(Generic[M]):
         store._kv_generation = bus.generation
         return store
 
+    @classmethod
+    async def attach(cls, bus: Bus, bucket: str, model: type[M], *, writer: str = "its writer") -> KvStore[M]:
+        """Bind to a bucket another service owns, waiting (with progress) until that service created it.
+
+        Readers never create: with the permission matrix only a bucket's writer may, and a reader's
+        guess at its settings (history, TTL) would be wrong anyway.
+        """
+        delay, waited, last_log = 0.1, 0.0, -1e9
+        while True:
+            try:
+                return await cls.open(bus, bucket, model, create=False)
+            except (BucketNotFoundError, NotFoundError):
+                pass
+            if waited - last_log >= 5.0:
+                log.info("waiting for KV bucket %s (created by %s); %.0fs so far", bucket, writer, waited)
+                last_log = waited
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
+
     async def _handle(self) -> KeyValue:
         if self._kv is None or self._kv_generation != self._bus.generation:
             self._kv = await self._bus.js.key_value(self.bucket)

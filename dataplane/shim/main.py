@@ -194,8 +194,11 @@ class Shim:
         with contextlib.suppress(ValueError):
             REGISTRY.register(self.collector)
         rt.health.add_check("forwarder", lambda: (self.fwd_up, "forwarder control socket not connected"))
-        self.reader = await ConfigReader(rt.bus, self.settings.config_bucket).open()
-        self.health_kv = await KvStore.open(rt.bus, self.settings.health_bucket, HealthEntry)
+        reader = ConfigReader(rt.bus, self.settings.config_bucket, recheck=self.settings.config_recheck)
+        self.reader = await reader.open()
+        self.health_kv = await KvStore.attach(
+            rt.bus, self.settings.health_bucket, HealthEntry, writer="vgw-healthcheck"
+        )
         for coro in (self._watch_config(), self._watch_health(), self._forwarder_loop(), self._status_loop()):
             self.tasks.append(asyncio.create_task(coro))
         log.info("shim for node %s on %s", self.node, self.settings.fwd_socket)

@@ -31,7 +31,7 @@ class HealthcheckApp:
         self.checker: HealthChecker | None = None
 
     async def start(self, rt: Runtime[HealthcheckSettings]) -> None:
-        reader = await ConfigReader(rt.bus).open()
+        reader = await ConfigReader(rt.bus, recheck=self.settings.config_recheck).open()
 
         async def feed() -> AsyncIterator[tuple[int, ConfigDocument]]:
             async for cr in reader.watch():

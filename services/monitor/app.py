@@ -85,7 +85,7 @@ class MonitorApp:
     async def start(self, rt: Runtime[MonitorSettings]) -> None:
         self._bus = rt.bus
         self._store = await MonitorStore.open(rt.bus)
-        reader = await ConfigReader(rt.bus).open()
+        reader = await ConfigReader(rt.bus, recheck=rt.settings.config_recheck).open()
         self._tasks = [
             asyncio.create_task(self._follow_config(reader)),
             asyncio.create_task(self._mirror()),

@@ -113,8 +113,8 @@ class Routectl:
     async def start(self, rt: Runtime[RoutectlSettings]) -> None:
         bus = self._bus = rt.bus
         self._routes = await KvStore.open(bus, ROUTES_BUCKET, RouteEntry, history=5)
-        health_store = await KvStore.open(bus, self.settings.health_bucket, HealthEntry)
-        reader = await ConfigReader(bus).open()
+        health_store = await KvStore.attach(bus, self.settings.health_bucket, HealthEntry, writer="vgw-healthcheck")
+        reader = await ConfigReader(bus, recheck=self.settings.config_recheck).open()
         rt.health.add_check("view", lambda: (self.ready, "rebuilding the view from KV"))
 
         # 1. our own previous decisions (hysteresis, damping, previous states)

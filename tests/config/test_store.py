@@ -38,7 +38,7 @@ async def test_commit_read_conflict_history_rollback(bus: Bus) -> None:
     assert (r1.revision, r1.committed) == (1, True)
     assert r1.diff.counts()["added"] > 0
 
-    reader = await ConfigReader(bus, "t_cfg").open(create=False)
+    reader = await ConfigReader(bus, "t_cfg").open()
     cur = await reader.current()
     assert cur.revision == 1 and cur.document == d1
     assert cur.manifest is not None and cur.manifest.actor == "alice" and cur.manifest.reason == "first"
@@ -107,7 +107,7 @@ async def test_small_change_rewrites_one_chunk_and_values_stay_small(bus: Bus) -
     m2 = r2.manifest
     assert m2 is not None
     assert sum(a != b for a, b in zip(m1.chunks, m2.chunks, strict=True)) == 1
-    reader = await ConfigReader(bus, "t_cfg_big").open(create=False)
+    reader = await ConfigReader(bus, "t_cfg_big").open()
     got = await reader.current()
     assert got.document == d2
 
@@ -159,7 +159,7 @@ async def test_a_following_reader_matches_every_revision(bus: Bus) -> None:
 
     rng = random.Random(7)
     store = await ConfigStore(bus, "t_cfg_follow").open()
-    reader = await ConfigReader(bus, "t_cfg_follow").open(create=False)
+    reader = await ConfigReader(bus, "t_cfg_follow").open()
     raw = generate(300, 3)
     for step in range(12):
         vips = raw["vips"]
@@ -199,3 +199,95 @@ async def test_a_following_reader_matches_every_revision(bus: Bus) -> None:
         assert got.revision == r.revision
         assert got.document == d, step
         assert got.document.model_dump_json() == d.model_dump_json(), step
+
+
+async def test_a_follower_refuses_a_stored_revision_that_fails_validation(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revision written to the bucket without the config service's validation (a rogue or buggy
+    writer) is skipped by followers, which keep the last good revision and count it."""
+    import vgw.config.store as store_module
+    from vgw import metrics
+
+    store = await ConfigStore(bus, "t_cfg_rogue").open()
+    good = doc_of(example())
+    await store.commit(good, actor="t")
+    raw = example()
+    raw["nodes"][0]["cluster"] = "mars"  # structurally valid, but names a cluster that does not exist
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "semantic_issues", lambda _doc: [])
+        bad = await store.commit(ConfigDocument.model_validate(raw), actor="rogue")
+    assert bad.committed
+
+    rejected = metrics.CONFIG_REVISIONS_REJECTED._value.get()
+    reader = await ConfigReader(bus, "t_cfg_rogue").open()
+    seen = reader.watch()
+    fixed = example()
+    fixed["vips"][0]["services"][0]["backends"][0]["weight"] = 9
+    commit_later = asyncio.get_running_loop().create_task(store.commit(doc_of(fixed), actor="t"))
+    first = await asyncio.wait_for(anext(seen), 10)
+    await commit_later
+    assert first.revision == bad.revision + 1 and first.document == doc_of(fixed)
+    assert metrics.CONFIG_REVISIONS_REJECTED._value.get() == rejected + 1
+    await seen.aclose()
+
+
+async def test_a_followers_incremental_recheck_finds_what_a_full_check_finds(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Followers re-check each revision with a memo of what passed before (unchanged VIP and service
+    objects are skipped). Through changes that break and mend the document -- in a changed VIP, and
+    in what the unchanged ones depend on -- the memo finds exactly the issues of a full check."""
+    import copy
+
+    import vgw.config.store as store_module
+    from vgw.config.validate import CheckMemo, semantic_issues
+
+    monkeypatch.setattr(store_module, "semantic_issues", lambda _doc, _memo=None: [])  # a writer that lets all in
+    store = await ConfigStore(bus, "t_cfg_memo").open()
+    reader = await ConfigReader(bus, "t_cfg_memo").open()
+    memo = CheckMemo()
+    base = generate(200, 3)
+    steps: list[tuple[str, dict[str, object]]] = [("valid", base)]
+
+    def variant(name: str, change: object) -> None:
+        raw = copy.deepcopy(base)
+        change(raw)  # type: ignore[operator]
+        steps.append((name, raw))
+        steps.append((f"{name} mended", copy.deepcopy(base)))
+
+    def vip_is_backend(raw: dict[str, object]) -> None:
+        # (a duplicate service name cannot be stored at all: records are keyed by name)
+        raw["vips"][5]["address"] = raw["vips"][1]["services"][2]["backends"][0]["address"]  # type: ignore[index]
+
+    def check_gone(raw: dict[str, object]) -> None:
+        raw["health_checks"][0]["name"] = "renamed"  # type: ignore[index]
+
+    def lip_is_backend(raw: dict[str, object]) -> None:
+        raw["nodes"][0]["lip_pool"] = [raw["vips"][3]["services"][1]["backends"][0]["address"]]  # type: ignore[index]
+
+    def bad_table(raw: dict[str, object]) -> None:
+        raw["vips"][7]["services"][0]["maglev_table_size"] = 65536  # type: ignore[index]  # not a prime
+
+    def unknown_cluster(raw: dict[str, object]) -> None:
+        raw["clusters"].append({"name": "extra"})  # type: ignore[attr-defined]
+        raw["vips"][2]["cluster"] = "nowhere"  # type: ignore[index]
+
+    for name, change in [
+        ("a new VIP address is a backend of an unchanged VIP", vip_is_backend),
+        ("health check renamed", check_gone),
+        ("LIP equal to a backend of an unchanged VIP", lip_is_backend),
+        ("a service's Maglev table size", bad_table),
+        ("unknown cluster", unknown_cluster),
+    ]:
+        variant(name, change)
+    found_some = 0
+    for name, raw in steps:
+        r = await store.commit(ConfigDocument.model_validate(raw), actor="t")
+        got = await reader.current()
+        assert got.revision == r.revision
+        full = semantic_issues(got.document)
+        assert semantic_issues(got.document, memo) == full, name
+        assert bool(full) == (name != "valid" and not name.endswith("mended")), (name, full)
+        found_some += bool(full)
+    assert found_some == 5

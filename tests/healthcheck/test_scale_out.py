@@ -50,7 +50,8 @@ async def test_kill_one_of_three_instances(bus: Bus, nats_server: NatsServer, ch
     try:
         for name in ("hc-1", "hc-2", "hc-3"):
             port = free_port()
-            env = {**child_env, "VGW_NATS_URL": nats_server.url, "VGW_INSTANCE_ID": name,
+            # Local backends on loopback, which the config API would refuse: no recheck.
+            env = {**child_env, "VGW_NATS_URL": nats_server.url, "VGW_CONFIG_RECHECK": "false", "VGW_INSTANCE_ID": name,
                    "VGW_METRICS_ADDR": f"127.0.0.1:{port}", "VGW_HC_HEARTBEAT_S": str(HEARTBEAT_S)}  # fmt: skip
             proc = subprocess.Popen([sys.executable, "-m", "services.healthcheck.main"], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

@@ -48,7 +48,8 @@ async def test_misbehaving_backends_are_down_with_reasons_and_the_service_stays_
         actor="test",
     )
     metrics_port = free_port()
-    env = {**child_env, "VGW_NATS_URL": nats_server.url, "VGW_INSTANCE_ID": "hc-x",
+    # The backends are local servers: loopback addresses the config API would refuse (hence no recheck).
+    env = {**child_env, "VGW_NATS_URL": nats_server.url, "VGW_CONFIG_RECHECK": "false", "VGW_INSTANCE_ID": "hc-x",
            "VGW_METRICS_ADDR": f"127.0.0.1:{metrics_port}"}  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "services.healthcheck.main"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip

@@ -64,7 +64,7 @@ def test_subjects_are_filterable_tokens() -> None:
     assert w.subject() == "vgw.v1.vip.withdraw.2001-db8--10.node-a"
     assert ConfigChanged(revision=3, action="apply", actor="op").subject() == "vgw.v1.config.changed"
     r = NodeWithdrawRequest(request_id="r1", action="withdraw", node="node-b", requester="monitor/vp1", reason="x")
-    assert r.subject() == "vgw.v1.request.node.withdraw.node-b.all"
+    assert r.subject() == "vgw.v1.request.node.withdraw.node-b.all.monitor"
     assert DataplaneStatus.subject_filter() == "vgw.v1.dataplane.status.>"
     assert ConfigChanged.subject_filter() == "vgw.v1.config.changed"
 
@@ -89,6 +89,13 @@ def _hostile_cases() -> list[tuple[str, str, dict[str, str] | None, bytes]]:
     enc = encode(DOWN, source="/x")
     h = enc.headers
     without = lambda k: {a: b for a, b in h.items() if a != k}  # noqa: E731
+    req = encode(
+        NodeWithdrawRequest(
+            request_id="r1", action="withdraw", node="node-a", requester="operator/alice", reason="maintenance"
+        ),
+        source="/x",
+    )
+    rh = req.headers
     return [
         ("no_headers", enc.subject, None, enc.body),
         ("no_headers", enc.subject, {}, enc.body),
@@ -105,6 +112,9 @@ def _hostile_cases() -> list[tuple[str, str, dict[str, str] | None, bytes]]:
         ("invalid_data", enc.subject, h, enc.body.replace(b'"port":80', b'"port":70000')),
         ("invalid_data", enc.subject, h, enc.body[:-1] + b',"extra":1}'),
         ("subject_mismatch", "vgw.v1.backend.down.other.198-51-100-5_8080", h, enc.body),
+        # A request claiming to come from an operator, published where only monitors may publish.
+        ("subject_mismatch", req.subject.removesuffix(".operator") + ".monitor", rh, req.body),
+        ("invalid_data", req.subject, rh, req.body.replace(b"operator/alice", b"nobody/alice")),
     ]
 
 

@@ -21,6 +21,9 @@ def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("VGW_NATS_CREDS", "/nonexistent/x.creds", "does not point to a file"),
         ("VGW_SHUTDOWN_TIMEOUT_S", "-1", "greater than 0"),
         ("VGW_INSTANCE_ID", "has space", "not a valid name"),
+        ("VGW_NATS_URL", "tls://nats.example:4222", "is not a loopback address and no NATS credentials"),
+        ("VGW_NATS_URL", "nats://127.0.0.1:4222,nats://192.0.2.9:4222", "is not a loopback address"),
+        ("VGW_NATS_INBOX_PREFIX", "_INBOX.x", "String should match pattern"),
     ],
 )
 def test_bad_setting_names_the_variable_and_exits_2(child_env: dict[str, str], var: str, value: str, why: str) -> None:
@@ -47,3 +50,17 @@ def test_defaults_and_options(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (opts["user"], opts["password"]) == ("vgw", "pw")
     assert "tls" not in opts
     assert s.instance_id == "host-example"
+
+
+def test_remote_nats_without_credentials_needs_the_insecure_switch(child_env: dict[str, str]) -> None:
+    r = _run({**child_env, "VGW_NATS_URL": "nats://192.0.2.9:4222", "VGW_NATS_INSECURE": "true"})
+    assert r.returncode == 0 and "ok" in r.stdout, r
+
+
+def test_inbox_prefix_names_the_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VGW_NATS_INBOX_PREFIX", "_INBOX_shim-node-a")
+    s = VgwSettings()
+    assert s.nats_options()["inbox_prefix"] == "_INBOX_shim-node-a"
+    assert s.nats_identity == "shim-node-a"
+    monkeypatch.delenv("VGW_NATS_INBOX_PREFIX")
+    assert VgwSettings().nats_identity == "anonymous"

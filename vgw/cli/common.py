@@ -22,6 +22,6 @@ def fail(message: str, code: int) -> int:
 
 async def connect(settings: VgwSettings) -> Bus:
     """Connect once; the caller turns a failure into exit code 3."""
-    bus = Bus(settings.nats_options(), source=f"/vgw/vgwctl/{settings.instance_id}")
+    bus = Bus(settings.nats_options(), source=f"/vgw/vgwctl/{settings.instance_id}", identity=settings.nats_identity)
     await bus.connect()
     return bus

@@ -23,7 +23,7 @@ async def snapshot(bus: Bus, bucket: str, model: type[Any], pattern: str) -> dic
 
 async def read(settings: VgwSettings, timeout_s: float = 5.0) -> dict[str, Any]:
     """Route decisions and monitor views; an ``error`` entry when NATS or a bucket is missing."""
-    bus = Bus(settings.nats_options(), source=f"/vgw/vgwctl/{settings.instance_id}")
+    bus = Bus(settings.nats_options(), source=f"/vgw/vgwctl/{settings.instance_id}", identity=settings.nats_identity)
     out: dict[str, Any] = {"routes": [], "monitor": []}
     try:
         await asyncio.wait_for(bus.connect(), timeout_s)

@@ -31,7 +31,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .model import ConfigDocument, Node, ServingNodes, forwarder_backends, forwarder_lips, forwarder_unsupported
+from .model import (
+    ConfigDocument,
+    Node,
+    ServingNodes,
+    Vip,
+    forwarder_backends,
+    forwarder_lips,
+    forwarder_unsupported,
+)
 from .types import format_bytes
 
 MiB = 1 << 20
@@ -174,9 +182,30 @@ def _lip_count(node: Node) -> int:
     return len(forwarder_lips(lips)[0])
 
 
-def node_costs(doc: ConfigDocument) -> dict[str, MemoryCost]:
+VipCostCache = dict[int, tuple[Vip, tuple[int, int, int, int]]]
+"""id(vip) -> (the VIP, its services' (count, structures' bytes, table bytes, largest table)), for a
+caller that computes the costs of revision after revision whose unchanged VIPs are the same objects
+(the config reader's assembly reuses them)."""
+
+
+def _vip_cost(vip: Vip) -> tuple[int, int, int, int]:
+    v_count = v_fixed = v_tables = v_largest = 0
+    for svc in vip.services:
+        if forwarder_unsupported(vip, svc) is not None:
+            continue
+        backends = forwarder_backends(svc)
+        t = scheduler_table_bytes(svc.scheduler, svc.maglev_table_size, (b.weight for b in backends))
+        v_count += 1
+        v_fixed += SERVICE_FIXED + SERVICE_PER_BACKEND * len(backends)
+        v_tables += t
+        v_largest = max(v_largest, t)
+    return v_count, v_fixed, v_tables, v_largest
+
+
+def node_costs(doc: ConfigDocument, cache: VipCostCache | None = None) -> dict[str, MemoryCost]:
     """The memory each node's forwarder needs for ``doc``, by node id (one pass over the VIPs;
-    each service's part is computed once, however many nodes serve it)."""
+    each service's part is computed once, however many nodes serve it, and with ``cache`` once
+    for as long as the same VIP object comes back)."""
     lips: dict[str, int] = {}
     for n in doc.nodes:
         lips.setdefault(n.id, _lip_count(n))  # the first of duplicate ids, as node_view takes it
@@ -190,16 +219,13 @@ def node_costs(doc: ConfigDocument) -> dict[str, MemoryCost]:
         nodes = [nid for nid in dict.fromkeys((*primary, *standby)) if lips.get(nid)]
         if not nodes:
             continue
-        v_count = v_fixed = v_tables = v_largest = 0
-        for svc in vip.services:
-            if forwarder_unsupported(vip, svc) is not None:
-                continue
-            backends = forwarder_backends(svc)
-            t = scheduler_table_bytes(svc.scheduler, svc.maglev_table_size, (b.weight for b in backends))
-            v_count += 1
-            v_fixed += SERVICE_FIXED + SERVICE_PER_BACKEND * len(backends)
-            v_tables += t
-            v_largest = max(v_largest, t)
+        hit = cache.get(id(vip)) if cache is not None else None
+        if hit is not None and hit[0] is vip:
+            v_count, v_fixed, v_tables, v_largest = hit[1]
+        else:
+            v_count, v_fixed, v_tables, v_largest = _vip_cost(vip)
+            if cache is not None:
+                cache[id(vip)] = (vip, (v_count, v_fixed, v_tables, v_largest))
         if not v_count:
             continue
         for nid in nodes:

@@ -36,6 +36,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
+from vgw import metrics
 from vgw.bus import Bus
 from vgw.events import ChangeCounts, ConfigAction, ConfigChanged
 from vgw.store import Change, KvStore, RevisionMismatch, Snapshot
@@ -43,7 +44,7 @@ from vgw.store import Change, KvStore, RevisionMismatch, Snapshot
 from .diff import Diff, diff_records
 from .model import ConfigDocument
 from .records import Assembler, Encoded, EncodedDoc, RecordEncoder, _Rec, assemble, decode_chunk, gc_paused, settle
-from .validate import ConfigInvalid, semantic_issues
+from .validate import CheckMemo, ConfigInvalid, semantic_issues
 
 log = logging.getLogger("vgw.config.store")
 
@@ -144,16 +145,23 @@ def _choose_shards(total_bytes: int, previous: int | None) -> int:
 class ConfigReader:
     """Read-only access to the configuration store, with a chunk cache."""
 
-    def __init__(self, bus: Bus, bucket: str = BUCKET) -> None:
+    recheck = True
+    """Followers re-validate every revision they read (the writer validated before committing)."""
+
+    def __init__(self, bus: Bus, bucket: str = BUCKET, *, recheck: bool | None = None) -> None:
         self.bus = bus
         self.bucket = bucket
+        if recheck is not None:
+            self.recheck = recheck
+        self._check_memo = CheckMemo()
         self._heads: KvStore[Manifest] | None = None
         self._kv: KeyValue | None = None
         self._kv_generation = -1
         self._assembler = Assembler()
 
-    async def open(self, *, create: bool = True) -> ConfigReader:
-        self._heads = await KvStore.open(self.bus, self.bucket, Manifest, history=1, create=create)
+    async def open(self) -> ConfigReader:
+        """Bind to the bucket, waiting until the config service has created it (readers never create)."""
+        self._heads = await KvStore.attach(self.bus, self.bucket, Manifest, writer="vgw-config")
         return self
 
     @property
@@ -262,12 +270,39 @@ class ConfigReader:
             except RevisionNotFound as exc:
                 log.warning("revision %d: %s; waiting for the next head", manifest.revision, exc)
                 continue
+            if self.recheck and not self._trusted(manifest.revision, doc):
+                last = manifest.revision
+                continue
             last = manifest.revision
             yield ConfigRevision(manifest.revision, doc, manifest)
+
+    def _trusted(self, revision: int, doc: ConfigDocument) -> bool:
+        """Check a stored document as the config service did before committing it.
+
+        Each record was validated when decoded; what relates records to each other was not. Only the
+        config service may write the bucket, but a follower that programs a forwarder or announces
+        routes does not bet the network on that: a revision that fails is skipped and the last good
+        one stays in force.
+        """
+        issues = semantic_issues(doc, self._check_memo)
+        if not issues:
+            return True
+        metrics.CONFIG_REVISIONS_REJECTED.inc()
+        shown = "; ".join(str(i) for i in issues[:3])
+        log.error(
+            "config revision %d read from the store is invalid (%d issues: %s); keeping the last good revision",
+            revision,
+            len(issues),
+            shown,
+            extra={"revision": revision, "issues": len(issues)},
+        )
+        return False
 
 
 class ConfigStore(ConfigReader):
     """The writer: atomic applies with optimistic concurrency, history, rollback, pruning."""
+
+    recheck = False
 
     def __init__(self, bus: Bus, bucket: str = BUCKET, *, retention: int = DEFAULT_RETENTION) -> None:
         super().__init__(bus, bucket)

@@ -15,7 +15,9 @@ them).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import itertools
 import json
 import math
 from collections import Counter
@@ -26,7 +28,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .budget import node_costs, over_budget
+from .budget import VipCostCache, node_costs, over_budget
 from .model import (
     ConfigDocument,
     HealthCheck,
@@ -39,6 +41,7 @@ from .model import (
     forwarder_backends,
     forwarder_lips,
 )
+from .records import gc_paused
 from .types import IP
 
 MAX_ISSUES = 1000
@@ -197,6 +200,7 @@ def validate_document(data: Any) -> ConfigDocument:
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _bad_unicast(ip: IP) -> str | None:
     if ip.is_unspecified:
         return "is the unspecified address"
@@ -219,12 +223,31 @@ def _is_prime(n: int) -> bool:
     return all(n % d for d in range(3, math.isqrt(n) + 1, 2))
 
 
+class CheckMemo:
+    """What a follower's previous validations proved, so re-checking each revision costs about the
+    size of what changed. A service object the reader's assembly reused unchanged, under the same
+    health checks and the same node, LIP and VIP addresses, passed before and passes again."""
+
+    def __init__(self) -> None:
+        self.context: tuple[Any, ...] | None = None
+        self.services: dict[int, tuple[Service, int]] = {}
+        """id(service) -> (the service, its VIP's address length): services that had no issue."""
+        self.vips: dict[int, tuple[Vip, list[str], int]] = {}
+        """id(vip) -> (the VIP, its service names, its backend count): VIPs that had no issue."""
+        self.costs: VipCostCache = {}
+        """The forwarder memory cost of each VIP's services (vgw.config.budget.node_costs)."""
+
+
 class _Checker:
-    def __init__(self, doc: ConfigDocument) -> None:
+    def __init__(self, doc: ConfigDocument, memo: CheckMemo | None = None) -> None:
         self.doc = doc
         self.issues: list[Issue] = []
         self.special: dict[bytes, str] | None = None
         self.good_backends: set[bytes] = set()
+        self.memo = memo
+        self.memo_valid = False
+        self.memo_next: dict[int, tuple[Service, int]] = {}
+        self.memo_vips_next: dict[int, tuple[Vip, list[str], int]] = {}
 
     def add(self, path: str, reason: str) -> None:
         self.issues.append(Issue(path, reason))
@@ -394,13 +417,55 @@ class _Checker:
 
     def _vips(self) -> None:
         doc = self.doc
-        svc_names: dict[str, str] = {}
+        svc_names: dict[str, str | int] = {}
         self.node_cluster = {n.id: n.cluster for n in doc.nodes}
         self.peer_addrs = {peer.address for n in doc.nodes if n.bgp for peer in n.bgp.peers}
+        special: dict[bytes, str] = {}
+        for ip, where in self.node_addrs.items():
+            special[ip.packed] = f"a node address ({where})"
+        for ip, where in self.lip_owner.items():
+            special[ip.packed] = f"a LIP ({where})"
+        for ip, where in self.vip_addrs.items():
+            special[ip.packed] = f"a VIP ({where})"
+        self.special = special
+        if self.memo is not None:
+            # Everything a VIP's checks read besides the VIP (a handful of health checks: by content).
+            context = (
+                tuple(sorted((n, c.model_dump_json()) for n, c in self.checks.items())),
+                tuple(sorted(special)),
+                tuple(sorted(self.node_cluster.items())),
+                tuple(sorted(self.clusters)),
+                tuple(sorted(a.packed for a in self.peer_addrs)),
+            )
+            self.memo_valid = context == self.memo.context
+            self.memo.context = context
         for i, v in enumerate(doc.vips):
-            self._vip(f"vips[{i}]", v, svc_names)
+            if not self._vip_seen(i, v, svc_names):
+                self._vip(f"vips[{i}]", v, svc_names)
+        if self.memo is not None:
+            self.memo.services = self.memo_next
+            self.memo.vips = self.memo_vips_next
 
-    def _vip(self, p: str, v: Vip, svc_names: dict[str, str]) -> None:
+    def _vip_seen(self, i: int, v: Vip, svc_names: dict[str, str | int]) -> bool:
+        """True when this very VIP object passed under the same context and its service names are
+        still unique: nothing in it needs checking again."""
+        if not self.memo_valid or self.memo is None:
+            return False
+        hit = self.memo.vips.get(id(v))
+        if hit is None or hit[0] is not v or any(name in svc_names for name in hit[1]):
+            return False
+        svc_names.update(zip(hit[1], itertools.repeat(i)))  # the path is found again if ever needed
+        self.memo_vips_next[id(v)] = hit
+        return True
+
+    def _vip(self, p: str, v: Vip, svc_names: dict[str, str | int]) -> None:
+        issues_before = len(self.issues)
+        self._vip_checks(p, v, svc_names)
+        if self.memo is not None and len(self.issues) == issues_before:
+            backends = sum(len(s.backends) for s in v.services)
+            self.memo_vips_next[id(v)] = (v, [s.name for s in v.services], backends)
+
+    def _vip_checks(self, p: str, v: Vip, svc_names: dict[str, str | int]) -> None:
         self.unicast(f"{p}.address", v.address, "VIP", dataplane=True)
         if v.address in self.lip_owner:
             self.add(f"{p}.address", f"VIP {v.address} is also a LIP of {self.lip_owner[v.address]}")
@@ -435,7 +500,10 @@ class _Checker:
         for j, s in enumerate(v.services):
             sp = f"{p}.services[{j}]"
             if s.name in svc_names:
-                self.add(f"{sp}.name", f"duplicate service name {s.name!r} (first at {svc_names[s.name]})")
+                first = svc_names[s.name]
+                if isinstance(first, int):  # a VIP skipped by the memo: its index only
+                    first = f"vips[{first}].services[{[x.name for x in self.doc.vips[first].services].index(s.name)}]"
+                self.add(f"{sp}.name", f"duplicate service name {s.name!r} (first at {first})")
             else:
                 svc_names[s.name] = sp
             ep = (s.port, s.protocol)
@@ -453,6 +521,18 @@ class _Checker:
             self._probe(f"{p}.monitor[{j}]", m, endpoints, probe_names)
 
     def _service(self, sp: str, v: Vip, s: Service) -> None:
+        vip_len = len(v.address.packed)
+        if self.memo_valid:
+            seen_before = self.memo.services.get(id(s)) if self.memo is not None else None
+            if seen_before is not None and seen_before[0] is s and seen_before[1] == vip_len:
+                self.memo_next[id(s)] = seen_before
+                return
+        issues_before = len(self.issues)
+        self._service_checks(sp, v, s, vip_len)
+        if self.memo is not None and len(self.issues) == issues_before:
+            self.memo_next[id(s)] = (s, vip_len)
+
+    def _service_checks(self, sp: str, v: Vip, s: Service, vip_len: int) -> None:
         if s.forwarding != "fullnat":
             self.add(f"{sp}.forwarding", f"forwarding mode {s.forwarding!r} is not supported yet (only fullnat)")
         if s.protocol != "tcp":
@@ -474,17 +554,7 @@ class _Checker:
                 self.add(f"{sp}.health_check", f"unknown health check {s.health_check!r}")
             elif check.kind == "udp" and s.protocol == "tcp" and check.port is None:
                 self.add(f"{sp}.health_check", f"a udp check on a TCP service needs its own port ({check.name!r})")
-        if self.special is None:
-            special: dict[bytes, str] = {}
-            for ip, where in self.node_addrs.items():
-                special[ip.packed] = f"a node address ({where})"
-            for ip, where in self.lip_owner.items():
-                special[ip.packed] = f"a LIP ({where})"
-            for ip, where in self.vip_addrs.items():
-                special[ip.packed] = f"a VIP ({where})"
-            self.special = special
-        special = self.special
-        vip_len = len(v.address.packed)
+        special = self.special or {}
         seen: dict[tuple[bytes, int], int] = {}
         for k, b in enumerate(s.backends):
             a = b.address
@@ -538,7 +608,10 @@ class _Checker:
     def _limits(self) -> None:
         doc = self.doc
         n_services = sum(len(v.services) for v in doc.vips)
-        n_backends = sum(len(s.backends) for v in doc.vips for s in v.services)
+        known = self.memo_vips_next
+        n_backends = sum(
+            known[id(v)][2] if id(v) in known else sum(len(s.backends) for s in v.services) for v in doc.vips
+        )
         if n_services > Limits.SERVICES:
             self.add("vips", f"{n_services} services; the limit is {Limits.SERVICES}")
         if n_backends > Limits.BACKENDS:
@@ -548,7 +621,7 @@ class _Checker:
         serving = ServingNodes(doc)
         for v in doc.vips:
             primary, standby = serving(v)
-            backends = sum(len(s.backends) for s in v.services)
+            backends = known[id(v)][2] if id(v) in known else sum(len(s.backends) for s in v.services)
             for nid in (*primary, *standby):
                 per_node_services[nid] += len(v.services)
                 per_node_backends[nid] += backends
@@ -569,16 +642,21 @@ class _Checker:
 
     def _budgets(self) -> None:
         """Each node's forwarder must fit its memory budget (vgw.config.budget)."""
-        costs = node_costs(self.doc)
+        cache = self.memo.costs if self.memo is not None else None
+        if cache is not None and len(cache) > 2 * len(self.doc.vips) + 1024:
+            cache.clear()  # bounded: services that went away leave, at the cost of one full pass
+        costs = node_costs(self.doc, cache)
         for i, n in enumerate(self.doc.nodes):
             why = over_budget(n, costs[n.id])
             if why is not None:
                 self.add(f"nodes[{i}].forwarder.memory_budget", why)
 
 
-def semantic_issues(doc: ConfigDocument) -> list[Issue]:
-    """Problems that relate objects to each other (a structurally valid document is assumed)."""
-    return _Checker(doc).run()
+def semantic_issues(doc: ConfigDocument, memo: CheckMemo | None = None) -> list[Issue]:
+    """Problems that relate objects to each other (a structurally valid document is assumed).
+    A follower re-checking revision after revision passes the same ``memo`` each time."""
+    with gc_paused():
+        return _Checker(doc, memo).run()
 
 
 # --- warnings -------------------------------------------------------------------------------------

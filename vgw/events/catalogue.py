@@ -299,23 +299,36 @@ class _WithdrawRequest(Event):
     request_id: Annotated[str, Field(min_length=1, max_length=128)]
     action: RequestAction
     vip: IPAddress | None = Field(default=None, description="The VIP concerned; none means every VIP")
-    requester: Annotated[str, Field(max_length=128, description="e.g. 'monitor/vp-1' or 'operator/alice'")]
+    requester: Annotated[
+        str,
+        Field(
+            max_length=128,
+            pattern=r"^(operator|monitor)/[A-Za-z0-9][A-Za-z0-9_.@-]{0,100}$",
+            description="'monitor/<vantage>' or 'operator/<name>'. The kind before the slash is also the last "
+            "token of the subject, which NATS permits only that kind's identities to publish",
+        ),
+    ]
     reason: Text
     evidence: Annotated[list[ProbeEvidence], Field(max_length=256)] = []
     expires_at: datetime | None = Field(default=None, description="The request lapses by itself at this time")
+
+    @property
+    def requester_kind(self) -> str:
+        """``operator`` or ``monitor``: who may publish it (the subject's last token)."""
+        return self.requester.split("/", 1)[0]
 
 
 class NodeWithdrawRequest(_WithdrawRequest):
     """Ask route control to withdraw (or restore) a node's announcement of a VIP."""
 
     name = "request.node.withdraw"
-    subject_params = ("node", "vip")
+    subject_params = ("node", "vip", "requester_kind")
     summary = "A request (monitor or operator) to withdraw or restore one node's announcement of a VIP."
 
     node: Name
 
     def subject_tokens(self) -> tuple[str, ...]:
-        return (self.node, vip_token(self.vip))
+        return (self.node, vip_token(self.vip), self.requester_kind)
 
     def ce_subject(self) -> str:
         return f"node/{self.node}/vip/{self.vip or 'all'}"
@@ -325,14 +338,14 @@ class ClusterWithdrawRequest(_WithdrawRequest):
     """Ask route control to withdraw (or restore) a whole cluster's announcement of a VIP."""
 
     name = "request.cluster.withdraw"
-    subject_params = ("cluster", "vip")
+    subject_params = ("cluster", "vip", "requester_kind")
     summary = "A request to withdraw or restore a whole cluster's announcement of a VIP (fail over to standby)."
 
     cluster: Name
     standby_cluster: Name | None = None
 
     def subject_tokens(self) -> tuple[str, ...]:
-        return (self.cluster, vip_token(self.vip))
+        return (self.cluster, vip_token(self.vip), self.requester_kind)
 
     def ce_subject(self) -> str:
         return f"cluster/{self.cluster}/vip/{self.vip or 'all'}"

@@ -29,6 +29,8 @@ PARAM_DOCS = {
     "node": "Node id.",
     "vip": "VIP address encoded like backend addresses (192.0.2.10 -> 192-0-2-10), or 'all'.",
     "cluster": "Cluster name.",
+    "requester_kind": "Who asked: 'operator' or 'monitor', the part of 'requester' before the '/'. NATS lets only "
+    "that kind's identities publish on it (docs/security.md), so a subscriber can trust the requester's kind.",
 }
 
 
