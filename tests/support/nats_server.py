@@ -41,17 +41,7 @@ class NatsServer:
         if not Path(NATS_SERVER).exists():
             raise RuntimeError("nats-server is not installed: run `make setup`")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            NATS_SERVER,
-            "-js",
-            "-a", "127.0.0.1",
-            "-p", str(self.port),
-            "-m", str(self.monitor_port),
-            "-sd", str(self.store_dir),
-            "-n", self.name,
-            "-l", str(self.log_file),
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
         while time.monotonic() < deadline:
@@ -67,9 +57,21 @@ class NatsServer:
         self.stop()
         raise RuntimeError(f"nats-server did not become healthy in {timeout_s}s: {self._log_tail()}")
 
-    def _log_tail(self) -> str:
+    def command(self) -> list[str]:
+        return [
+            NATS_SERVER,
+            "-js",
+            "-a", "127.0.0.1",
+            "-p", str(self.port),
+            "-m", str(self.monitor_port),
+            "-sd", str(self.store_dir),
+            "-n", self.name,
+            "-l", str(self.log_file),
+        ]  # fmt: skip
+
+    def _log_tail(self, n: int = 2000) -> str:
         try:
-            return self.log_file.read_text()[-2000:]
+            return self.log_file.read_text()[-n:]
         except OSError:
             return "(no log)"
 

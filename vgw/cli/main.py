@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import config_cmds, events, forwarder, lab
+from . import config_cmds, events, forwarder, lab, security
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_parser(sub)
     forwarder.add_parser(sub)
     lab.add_parser(sub)
+    security.add_parser(sub)
     return parser
 
 
