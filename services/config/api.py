@@ -1,17 +1,19 @@
 """``vgw.config.v1.ConfigService``: the gRPC handlers over the config store.
 
 Handlers are registered as generic handlers (no generated servicer code): each is wrapped so it
-checks the bearer token, is counted and timed in Prometheus, and turns :class:`ApiError` into a
-gRPC status with rich details (``google.rpc.BadRequest`` for validation errors,
-``google.rpc.PreconditionFailure`` plus ``x-vgw-current-revision`` for conflicts). An accepted
-document's warnings (``document_warnings``: valid but likely wrong) go back as ``x-vgw-warning``
-trailing metadata on Apply, one ``path: reason`` per entry, and are logged; they never refuse it.
+authenticates the caller and checks its role (:mod:`services.config.auth`), is counted and timed in
+Prometheus, and turns :class:`ApiError` into a gRPC status with rich details
+(``google.rpc.BadRequest`` for validation errors, ``google.rpc.PreconditionFailure`` plus
+``x-vgw-current-revision`` for conflicts). An accepted document's warnings (``document_warnings``:
+valid but likely wrong) go back as ``x-vgw-warning`` trailing metadata on Apply, one ``path: reason``
+per entry, and are logged; they never refuse it. Secrets (BGP passwords) are masked in everything
+returned (:mod:`services.config.secrets`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import contextvars
 import ipaddress
 import json
 import logging
@@ -28,7 +30,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import trace
 
-from vgw.config.client import ACTOR_HEADER, CURRENT_REVISION_HEADER, SERVICE, WARNING_HEADER
+from vgw.config.client import CURRENT_REVISION_HEADER, SERVICE, WARNING_HEADER
 from vgw.config.diff import Diff, diff_documents
 from vgw.config.model import Backend, ConfigDocument, Limits, Service, Vip, node_view
 from vgw.config.records import Encoded
@@ -46,6 +48,8 @@ from vgw.config.validate import ConfigInvalid, Issue, document_warnings, load_do
 from vgw.store import Change, Snapshot
 
 from . import metrics
+from .auth import Authenticator, AuthFailure, Identity
+from .secrets import has_mask, mask_field, mask_value, scrub_issue, unmask
 
 log = logging.getLogger("vgw.config.api")
 tracer = trace.get_tracer("vgw.config")
@@ -60,6 +64,7 @@ _BACKEND_STATES = {
 }
 _NODE_STATES = {pb.NODE_STATE_ACTIVE: "active", pb.NODE_STATE_ISOLATED: "isolated"}
 _YAML_DUMPER: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_IDENTITY: contextvars.ContextVar[Identity] = contextvars.ContextVar("vgw_config_identity")
 
 
 class ApiError(Exception):
@@ -105,10 +110,11 @@ class ApiError(Exception):
 
 
 def invalid(exc: ConfigInvalid) -> ApiError:
-    n = len(exc.issues)
-    first = str(exc.issues[0]) if exc.issues else ""
+    issues = [scrub_issue(i) for i in exc.issues]
+    n = len(issues)
+    first = str(issues[0]) if issues else ""
     more = f" (and {n - 1} more)" if n > 1 else ""
-    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"invalid configuration: {first}{more}", issues=exc.issues)
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"invalid configuration: {first}{more}", issues=issues)
 
 
 def warning_metadata(warnings: list[Issue]) -> tuple[tuple[str, str], ...]:
@@ -159,16 +165,11 @@ def revision_info(m: Manifest) -> pb.RevisionInfo:
 def changes(diff: Diff) -> tuple[list[pb.Change], bool]:
     out = []
     for e in diff.entries[:MAX_CHANGES]:
-        out.append(
-            pb.Change(
-                op=e.op,
-                path=e.path,
-                fields=[
-                    pb.FieldChange(field=c.field, old_json=json.dumps(c.old), new_json=json.dumps(c.new))
-                    for c in e.changes
-                ],
-            )
-        )
+        fields = []
+        for c in e.changes:
+            old, new = mask_field(c.field, c.old, c.new)
+            fields.append(pb.FieldChange(field=c.field, old_json=json.dumps(old), new_json=json.dumps(new)))
+        out.append(pb.Change(op=e.op, path=e.path, fields=fields))
     return out, len(diff.entries) > MAX_CHANGES
 
 
@@ -194,7 +195,7 @@ def apply_response(result: CommitResult, dry_run: bool) -> pb.ApplyResponse:
 
 
 def render(doc: ConfigDocument, fmt: int) -> tuple[bytes, int]:
-    data = doc.model_dump(mode="json", exclude_defaults=True)
+    data = mask_value(doc.model_dump(mode="json", exclude_defaults=True))
     data = {"version": doc.version, **data}
     if fmt == pb.DOCUMENT_FORMAT_JSON:
         return json.dumps(data, indent=2).encode(), pb.DOCUMENT_FORMAT_JSON
@@ -283,28 +284,38 @@ def with_backend_state_in(
 
 
 class ConfigApi:
-    def __init__(self, store: ConfigStore, *, token: str | None = None) -> None:
+    def __init__(
+        self,
+        store: ConfigStore,
+        *,
+        auth: Authenticator | None = None,
+        max_watches: int = 64,
+        max_watches_per_identity: int = 8,
+    ) -> None:
         self.store = store
-        self.token = token
+        self.auth = auth or Authenticator()
+        self.max_watches = max_watches
+        self.max_watches_per_identity = max_watches_per_identity
+        self._watches: dict[str, int] = {}
 
     # -- plumbing --
 
-    def _authorize(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        if not self.token:
-            return
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str):
-                scheme, _, given = value.partition(" ")
-                if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode()):
-                    return
-        raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+    def _authorize(self, method: str, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        """The caller's identity, if it may call ``method`` with ``request``; else UNAUTHENTICATED or
+        PERMISSION_DENIED (counted and logged). The identity is the actor of what the call commits."""
+        try:
+            identity = self.auth.authenticate(context.invocation_metadata(), context.auth_context())
+            self.auth.authorize(identity, method, request)
+        except AuthFailure as exc:
+            self.auth.record(exc, method, context.peer())
+            raise ApiError(exc.code, exc.message) from None
+        _IDENTITY.set(identity)
+        return identity
 
     @staticmethod
     def _actor(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-        for key, value in context.invocation_metadata() or ():
-            if key == ACTOR_HEADER and isinstance(value, str) and value.strip():
-                return value.strip()[:200]
-        return f"grpc:{context.peer()}"
+        identity = _IDENTITY.get(None)
+        return identity.actor if identity is not None else f"local:{context.peer()}"
 
     async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: ApiError) -> None:
         if exc.current_revision is not None:
@@ -321,7 +332,7 @@ class ConfigApi:
             start = time.perf_counter()
             code = "OK"
             try:
-                self._authorize(context)
+                self._authorize(name, request, context)
                 return await fn(request, context)
             except ApiError as exc:
                 code = exc.code.name
@@ -375,7 +386,11 @@ class ConfigApi:
                 )
             )
         try:
-            return await asyncio.to_thread(load_document, data)
+            doc = await asyncio.to_thread(load_document, data)
+            if has_mask(doc):
+                _, stored, _, _, _ = await self.store.current_state()
+                doc = unmask(doc, stored)
+            return doc
         except ConfigInvalid as exc:
             metrics.REJECTED.labels("invalid").inc()
             raise invalid(exc) from None
@@ -490,11 +505,7 @@ class ConfigApi:
             for n in doc.nodes:
                 if req.node and n.id != req.node:
                     continue
-                data = n.model_dump(mode="json")
-                if n.bgp is not None:
-                    for p in data["bgp"]["peers"]:
-                        if p.get("password"):
-                            p["password"] = "********"
+                data = mask_value(n.model_dump(mode="json"))
                 objects.append(pb.Object(kind=kind, key=n.id, json=json.dumps(data)))
         elif kind == "clusters":
             objects = [pb.Object(kind=kind, key=c.name, json=c.model_dump_json()) for c in doc.clusters]
@@ -650,7 +661,8 @@ class ConfigApi:
         self, req: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchResponse]:
         try:
-            self._authorize(context)
+            identity = self._authorize("Watch", req, context)
+            key = self._open_watch(identity)
         except ApiError as exc:
             metrics.REQUESTS.labels("Watch", exc.code.name).inc()
             await self._fail(context, exc)
@@ -659,8 +671,8 @@ class ConfigApi:
         metrics.WATCH_STREAMS.inc()
         try:
             if req.include_document:
-                reader = ConfigReader(self.store.bus, self.store.bucket)
-                await reader.open(create=False)
+                reader = ConfigReader(self.store.bus, self.store.bucket, recheck=False)  # its own writes
+                await reader.open()
                 async for r in reader.watch():
                     data, fmt = await asyncio.to_thread(render, r.document, req.format)
                     msg = pb.WatchResponse(revision=r.revision, document=data, format=fmt)  # type: ignore[arg-type]
@@ -686,3 +698,34 @@ class ConfigApi:
                     yield msg
         finally:
             metrics.WATCH_STREAMS.dec()
+            self._close_watch(key)
+
+    def _open_watch(self, identity: Identity) -> str:
+        """Count a new Watch stream against the caps (VGW_CONFIG_MAX_WATCHES in all,
+        VGW_CONFIG_MAX_WATCHES_PER_IDENTITY per identity), or refuse it with RESOURCE_EXHAUSTED."""
+        key = identity.watch_key
+        total = sum(self._watches.values())
+        if total >= self.max_watches:
+            metrics.WATCH_REFUSED.labels("total").inc()
+            raise ApiError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many Watch streams: {total} open, the limit is {self.max_watches} "
+                "(VGW_CONFIG_MAX_WATCHES); close one or retry later",
+            )
+        mine = self._watches.get(key, 0)
+        if mine >= self.max_watches_per_identity:
+            metrics.WATCH_REFUSED.labels("identity").inc()
+            raise ApiError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many Watch streams for {identity.actor}: {mine} open, the limit per identity is "
+                f"{self.max_watches_per_identity} (VGW_CONFIG_MAX_WATCHES_PER_IDENTITY)",
+            )
+        self._watches[key] = mine + 1
+        return key
+
+    def _close_watch(self, key: str) -> None:
+        n = self._watches.get(key, 0) - 1
+        if n > 0:
+            self._watches[key] = n
+        else:
+            self._watches.pop(key, None)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the config service (bounded labels: method names, gRPC codes, actions)."""
+"""Prometheus metrics of the config service (bounded labels: method names, gRPC codes, actions, reasons,
+identities from issued certificates and tokens)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,15 @@ REJECTED = Counter("vgw_config_rejected_total", "Applies rejected", ["reason"])
 REVISION = Gauge("vgw_config_revision", "The current configuration revision")
 WATCH_STREAMS = Gauge("vgw_config_watch_streams", "Open Watch streams")
 GC_DELETED = Counter("vgw_config_gc_deleted_chunks_total", "Unreferenced chunks deleted")
+AUTH_FAILURES = Counter(
+    "vgw_config_api_auth_failures_total",
+    "ConfigService calls refused by authentication or authorization (identity: cert:<CN>, token:<name> or "
+    "anonymous; bounded by the certificates and tokens issued)",
+    ["reason", "identity"],
+)
+INSECURE = Gauge(
+    "vgw_config_api_insecure",
+    "1 when the ConfigService listens on a non-loopback address without TLS and authentication "
+    "(VGW_CONFIG_INSECURE=true)",
+)
+WATCH_REFUSED = Counter("vgw_config_watch_refused_total", "Watch streams refused by the caps", ["scope"])

@@ -21,7 +21,8 @@ def example_yaml() -> bytes:
 async def test_apply_get_list_history(client: ConfigClient, config_service: ConfigService) -> None:
     r = await client.apply(example_yaml(), reason="initial", expected_revision=0)
     assert (r.revision, r.committed) == (1, True)
-    assert r.info.actor == "tester" and r.info.reason == "initial"
+    # No authentication configured, on loopback: the client's claim, marked as such.
+    assert r.info.actor == "local:tester" and r.info.reason == "initial"
     assert r.counts.added > 0
 
     got = await client.get()
@@ -176,8 +177,10 @@ async def test_bearer_token_and_health(nats_server: object, tmp_path: object, co
             with pytest.raises(ConfigApiError) as info:
                 await anon.history()
             assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
-        async with ConfigClient(svc.addr, token="s3cret") as ok:
+        async with ConfigClient(svc.addr, token="s3cret", actor="claimed") as ok:
             assert list((await ok.history()).revisions) == []
+            r = await ok.apply(example_yaml(), reason="legacy token")
+            assert r.info.actor == "token:token"  # the legacy token is admin, named "token"
             stub = health_pb2_grpc.HealthStub(ok.channel)
             resp = await stub.Check(health_pb2.HealthCheckRequest(service="vgw.config.v1.ConfigService"))
             assert resp.status == health_pb2.HealthCheckResponse.SERVING

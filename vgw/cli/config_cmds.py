@@ -1,6 +1,9 @@
 """vgwctl commands of the config service: apply, diff, get, list, history, rollback, backend,
 node, status. They talk to ``vgw.config.v1.ConfigService`` at ``--config-addr`` (default
-``$VGW_CONFIG_ADDR`` or ``127.0.0.1:50051``).
+``$VGW_CONFIG_ADDR`` or ``127.0.0.1:50051``), with the credentials of the flags or of
+``VGW_CONFIG_TLS_CA``, ``VGW_CONFIG_CLIENT_CERT``/``_KEY``, ``VGW_CONFIG_TOKEN`` or
+``VGW_CONFIG_TOKEN_FILE``, ``VGW_CONFIG_TLS_SERVER_NAME`` (an ``identities/<id>/vgw.env`` of
+``vgwctl security init`` sets them).
 
 Exit codes (docs/vgwctl.md): 0 ok, 1 failure, 2 bad usage, 3 config service unreachable,
 4 invalid configuration (nothing changed), 5 revision conflict (nothing changed), 6 not found.
@@ -56,8 +59,25 @@ def _common() -> argparse.ArgumentParser:
         "--config-addr", metavar="HOST:PORT", help=f"ConfigService address ($VGW_CONFIG_ADDR, {DEFAULT_ADDR})"
     )
     g.add_argument("--token", metavar="TOKEN", help="bearer token ($VGW_CONFIG_TOKEN)")
+    g.add_argument(
+        "--token-file", metavar="FILE", type=Path, help="file holding the bearer token ($VGW_CONFIG_TOKEN_FILE)"
+    )
     g.add_argument("--tls", action="store_true", help="use TLS (system roots, or --tls-ca)")
-    g.add_argument("--tls-ca", metavar="PEM", type=Path, help="CA certificate for TLS ($VGW_CONFIG_TLS_CA)")
+    g.add_argument(
+        "--tls-ca", metavar="PEM", type=Path, help="CA of the server's certificate; implies TLS ($VGW_CONFIG_TLS_CA)"
+    )
+    g.add_argument(
+        "--client-cert",
+        metavar="PEM",
+        type=Path,
+        help="client certificate for mTLS; implies TLS ($VGW_CONFIG_CLIENT_CERT)",
+    )
+    g.add_argument("--client-key", metavar="PEM", type=Path, help="its private key ($VGW_CONFIG_CLIENT_KEY)")
+    g.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="name the server's certificate must carry, when not the address's host ($VGW_CONFIG_TLS_SERVER_NAME)",
+    )
     g.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="per-call timeout (default 60)")
     p.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default table)")
     return p
@@ -151,11 +171,50 @@ def add_parsers(sub: Any) -> None:
 # --- plumbing ---------------------------------------------------------------------------------------
 
 
+def _env_path(name: str) -> Path | None:
+    v = os.environ.get(name, "").strip()
+    return Path(v) if v else None
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, --token-file, $VGW_CONFIG_TOKEN, $VGW_CONFIG_TOKEN_FILE: the first one given."""
+    if args.token:
+        return str(args.token)
+    path = args.token_file
+    if path is None and not os.environ.get("VGW_CONFIG_TOKEN"):
+        path = _env_path("VGW_CONFIG_TOKEN_FILE")
+    if path is None:
+        return os.environ.get("VGW_CONFIG_TOKEN") or None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise _UsageError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise _UsageError(f"the token file {path} is empty")
+    return token
+
+
 def _client(args: argparse.Namespace) -> ConfigClient:
     addr = args.config_addr or os.environ.get("VGW_CONFIG_ADDR") or DEFAULT_ADDR
-    token = args.token or os.environ.get("VGW_CONFIG_TOKEN") or None
-    ca = args.tls_ca or (Path(os.environ["VGW_CONFIG_TLS_CA"]) if os.environ.get("VGW_CONFIG_TLS_CA") else None)
-    return ConfigClient(addr, token=token, tls_ca=ca, tls=args.tls, timeout_s=args.timeout)
+    ca = args.tls_ca or _env_path("VGW_CONFIG_TLS_CA")
+    cert = args.client_cert or _env_path("VGW_CONFIG_CLIENT_CERT")
+    key = args.client_key or _env_path("VGW_CONFIG_CLIENT_KEY")
+    if (cert is None) != (key is None):
+        raise _UsageError("--client-cert and --client-key (VGW_CONFIG_CLIENT_CERT, VGW_CONFIG_CLIENT_KEY) go together")
+    for what, path in (("CA", ca), ("client certificate", cert), ("client key", key)):
+        if path is not None and not path.is_file():
+            raise _UsageError(f"the {what} file {path} does not exist")
+    server_name = args.tls_server_name or os.environ.get("VGW_CONFIG_TLS_SERVER_NAME") or None
+    return ConfigClient(
+        addr,
+        token=_token(args),
+        tls_ca=ca,
+        tls=args.tls,
+        client_cert=cert,
+        client_key=key,
+        server_name=server_name,
+        timeout_s=args.timeout,
+    )
 
 
 def _err(message: str) -> None:
@@ -188,6 +247,12 @@ def _api_error(exc: ConfigApiError, args: argparse.Namespace) -> int:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         addr = args.config_addr or os.environ.get("VGW_CONFIG_ADDR") or DEFAULT_ADDR
         _err(f"cannot reach the config service at {addr}: {exc.message}")
+        if code == grpc.StatusCode.UNAVAILABLE:
+            print(
+                "  hint: if it serves TLS, give --tls-ca (VGW_CONFIG_TLS_CA); if it requires client certificates, "
+                "--client-cert and --client-key (VGW_CONFIG_CLIENT_CERT, VGW_CONFIG_CLIENT_KEY)",
+                file=sys.stderr,
+            )
         return EXIT_UNREACHABLE
     if args.output != "table":
         emit(
@@ -218,8 +283,25 @@ def _api_error(exc: ConfigApiError, args: argparse.Namespace) -> int:
     if code == grpc.StatusCode.NOT_FOUND:
         _err(exc.message)
         return EXIT_NOT_FOUND
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        _err(f"{exc.message}; nothing changed")
+        return EXIT_INVALID
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        _err(f"{exc.message} (set --token or VGW_CONFIG_TOKEN)")
+        _err(f"not authenticated: {exc.message}")
+        print(
+            "  hint: give a token (--token, --token-file; VGW_CONFIG_TOKEN, VGW_CONFIG_TOKEN_FILE) or a client "
+            "certificate (--client-cert, --client-key; VGW_CONFIG_CLIENT_CERT, VGW_CONFIG_CLIENT_KEY); "
+            "`vgwctl security init` writes them into identities/<id>/vgw.env",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        _err(f"permission denied: {exc.message}")
+        print(
+            "  hint: reading needs role reader, changing needs operator or admin; the role is the client "
+            "certificate's OU or the token's role in the server's tokens file (docs/config.md)",
+            file=sys.stderr,
+        )
         return EXIT_FAIL
     _err(f"{code.name}: {exc.message}")
     return EXIT_FAIL

@@ -5,11 +5,17 @@ of an ``INVALID_ARGUMENT`` (``google.rpc.BadRequest``: path + reason) and, for a
 ``FAILED_PRECONDITION``, the store's current revision. Warnings about an accepted document (valid
 but likely wrong, ``vgw.config.validate.document_warnings``) come as ``x-vgw-warning`` trailing
 metadata, one ``path: reason`` per entry: :meth:`ConfigClient.apply_with_warnings` returns them.
+
+Credentials (docs/config.md, "Authentication and roles"): a client certificate and key (mTLS; the
+server takes the role from its OU and the identity from its CN) and/or a bearer token. TLS is used
+when a CA, a client certificate or ``tls=True`` is given. The ``x-vgw-actor`` header is only a
+claim: the server records it (as ``local:<actor>``) only when it has no authentication configured.
 """
 
 from __future__ import annotations
 
 import getpass
+import re
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +26,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from vgw.config.model import Limits
 from vgw.config.v1 import config_pb2 as pb
 
 SERVICE = "vgw.config.v1.ConfigService"
@@ -59,8 +66,33 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+_TOO_LARGE = re.compile(r"(Received|Sent) message larger than max \((\d+) vs\. (\d+)\)")
+
+
+def _clearer(code: grpc.StatusCode, details: str) -> str:
+    """gRPC's own wording for a request over a size limit, said in VGW's terms."""
+    m = _TOO_LARGE.search(details) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+    if m is None:
+        return details
+    size, limit = int(m.group(2)), int(m.group(3))
+    if m.group(1) == "Received":
+        return (
+            f"the request is {size} bytes; the config service accepts at most {limit} bytes "
+            "(VGW_CONFIG_MAX_REQUEST_BYTES on the server)"
+        )
+    return f"the request is {size} bytes; this client sends at most {limit} bytes"
+
+
+def _check_size(document: bytes) -> None:
+    """The server's own verdict on a document over the size limit, without sending it."""
+    if len(document) > Limits.DOCUMENT_BYTES:
+        reason = f"document is {len(document)} bytes; the limit is {Limits.DOCUMENT_BYTES} bytes"
+        message = f"invalid configuration: document: {reason}"
+        raise ConfigApiError(grpc.StatusCode.INVALID_ARGUMENT, message, [Violation("document", reason)])
+
+
 def _error_from(exc: grpc.aio.AioRpcError) -> ConfigApiError:
-    err = ConfigApiError(exc.code(), exc.details() or "")
+    err = ConfigApiError(exc.code(), _clearer(exc.code(), exc.details() or ""))
     for key, value in exc.trailing_metadata() or ():
         if key == CURRENT_REVISION_HEADER and isinstance(value, str) and value.isdigit():
             err.current_revision = int(value)
@@ -81,7 +113,11 @@ def _error_from(exc: grpc.aio.AioRpcError) -> ConfigApiError:
 
 
 class ConfigClient:
-    """``async with ConfigClient(addr) as c: await c.apply(...)``."""
+    """``async with ConfigClient(addr) as c: await c.apply(...)``.
+
+    ``tls_ca``: the CA of the server's certificate (else the system roots); ``client_cert`` and
+    ``client_key``: this client's certificate (mTLS); ``token``: a bearer token; ``server_name``:
+    the name to check the server's certificate against when it differs from ``addr``'s host."""
 
     def __init__(
         self,
@@ -90,16 +126,27 @@ class ConfigClient:
         token: str | None = None,
         tls_ca: Path | None = None,
         tls: bool = False,
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
+        server_name: str | None = None,
         actor: str | None = None,
         timeout_s: float = 60.0,
     ) -> None:
-        options = [
+        if (client_cert is None) != (client_key is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+        options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
-        if tls or tls_ca is not None:
+        self.tls = tls or tls_ca is not None or client_cert is not None
+        if self.tls:
             root = tls_ca.read_bytes() if tls_ca is not None else None
-            self.channel = grpc.aio.secure_channel(addr, grpc.ssl_channel_credentials(root), options=options)
+            key = client_key.read_bytes() if client_key is not None else None
+            chain = client_cert.read_bytes() if client_cert is not None else None
+            if server_name:
+                options.append(("grpc.ssl_target_name_override", server_name))
+            creds = grpc.ssl_channel_credentials(root, key, chain)
+            self.channel = grpc.aio.secure_channel(addr, creds, options=options)
         else:
             self.channel = grpc.aio.insecure_channel(addr, options=options)
         self.addr = addr
@@ -165,6 +212,7 @@ class ConfigClient:
         fmt: int = pb.DOCUMENT_FORMAT_UNSPECIFIED,
     ) -> tuple[pb.ApplyResponse, list[str]]:
         """:meth:`apply`, and the warnings about the (accepted) document as ``path: reason``."""
+        _check_size(document)
         req = pb.ApplyRequest(document=document, dry_run=dry_run, reason=reason, format=fmt)  # type: ignore[arg-type]
         if expected_revision is not None:
             req.expected_revision = expected_revision
@@ -178,6 +226,7 @@ class ConfigClient:
         return await self._call("List", pb.ListRequest(kind=kind, **filters), pb.ListResponse)
 
     async def diff(self, document: bytes = b"", *, from_revision: int = 0, to_revision: int = 0) -> pb.DiffResponse:
+        _check_size(document)
         req = pb.DiffRequest(document=document, from_revision=from_revision, to_revision=to_revision)
         return await self._call("Diff", req, pb.DiffResponse)
 
