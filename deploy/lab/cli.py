@@ -28,7 +28,11 @@ def say_err(msg: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        lab = Lab(args.id, progress=say_err if getattr(args, "output", "table") == "json" else say)
+        lab = Lab(
+            args.id,
+            progress=say_err if getattr(args, "output", "table") == "json" else say,
+            insecure=getattr(args, "insecure", False),  # `up --insecure` / `demo --insecure`
+        )
     except ValueError as exc:
         print(f"vgwctl: {exc}", file=sys.stderr)
         return 2
@@ -148,7 +152,8 @@ async def _live(lab: Lab) -> dict[str, Any]:
     from vgw.routes import ROUTES_BUCKET, RouteEntry
 
     assert lab.state is not None
-    bus = Bus({"servers": [lab.state.nats_url]}, source="/vgw/vgwctl/lab")
+    # as the operator identity: it may read routes, health and the monitor's view, and write nothing
+    bus = Bus(lab.nats_options("operator"), source="/vgw/vgwctl/lab")
     await bus.connect()
     try:
         return {

@@ -1,10 +1,16 @@
 """`vgwctl lab up | down | status`: a complete VGW in network namespaces (docs/lab.md).
 
-``up`` builds the topology, starts NATS, BIRD, the backends, the config service (and applies
-docs/config-example.yaml with vgwctl), healthcheck, two nodes (vgw-fwd on af_packet veths in
-dual-arm mode, its shim, routectl with ExaBGP) and the monitor, then waits until the VIP is
-announced by both nodes and serves clients. ``down`` removes every namespace, link, process and
+``up`` builds the topology, starts NATS (TLS, client certificates and the permission matrix of
+``vgwctl security init``; ``--insecure``: open, as before issue #15), BIRD, the backends, the
+config service (and applies docs/config-example.yaml with vgwctl), healthcheck, two nodes (vgw-fwd
+on af_packet veths in dual-arm mode, its shim, routectl with ExaBGP) and the monitor, then waits
+until the VIP is announced by both nodes and serves clients. ``down`` removes every namespace, link, process and
 DPDK runtime file of the lab, whatever state it was left in.
+
+Secure by default, like every shipped form: the workdir gets ``security/`` from
+:func:`vgw.security.init_dir` and each process connects as its identity (config, healthcheck,
+monitor, routectl-<node>, shim-<node>); the lab's own tooling reads NATS as ``operator`` and calls
+vgwctl as ``admin`` (NATS and the config API over TLS with client certificates and a token).
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ NODE_ASN = 65010
 AFP_RING = ",framecnt=8192"
 
 
+# The identity of each lab process (docs/security.md); shim-<n>/routectl-<n> run as <role>-<node id>.
+_IDENTITY = {"config": "config", "healthcheck": "healthcheck", "monitor": "monitor"}
+
+
 class LabError(RuntimeError):
     pass
 
@@ -53,6 +63,8 @@ class LabState:
     sockets: dict[str, str] = field(default_factory=dict)
     trace_dir: str | None = None
     started_at: float = 0.0
+    # the output of `vgwctl security init` (None: an --insecure lab, NATS and the config API open)
+    security: str | None = None
 
     @property
     def path(self) -> Path:
@@ -72,6 +84,17 @@ def load_state(lab_id: str) -> LabState | None:
         return LabState(**json.loads(state_path(lab_id).read_text()))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of an identity's vgw.env (comments and blank lines skipped)."""
+    out = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, _, v = line.partition("=")
+            out[k.strip()] = v.strip()
+    return out
 
 
 def _free_port() -> int:
@@ -98,9 +121,10 @@ def preflight() -> None:
 
 
 class Lab:
-    def __init__(self, lab_id: str = "lab", progress: Callable[[str], None] = print) -> None:
+    def __init__(self, lab_id: str = "lab", progress: Callable[[str], None] = print, insecure: bool = False) -> None:
         self.plan = Plan(lab_id)
         self.say = progress
+        self.insecure = insecure  # for `up`; a running lab's mode is in its state
         self.state: LabState | None = load_state(lab_id)
 
     # -- up --------------------------------------------------------------------------------------
@@ -120,10 +144,11 @@ class Lab:
         ):
             traces = workdir / "traces"
             traces.mkdir()
+        scheme = "nats" if self.insecure else "tls"
         st = LabState(
-            id=p.id, workdir=str(workdir), nats_url=f"nats://127.0.0.1:{_free_port()}",
+            id=p.id, workdir=str(workdir), nats_url=f"{scheme}://127.0.0.1:{_free_port()}",
             config_addr=f"127.0.0.1:{_free_port()}", trace_dir=str(traces) if traces else None,
-            started_at=time.time(),
+            started_at=time.time(), security=None if self.insecure else str(workdir / "security"),
         )  # fmt: skip
         self.state = st
         st.save()  # from here on, `down` can clean up whatever happens
@@ -137,10 +162,8 @@ class Lab:
             (workdir / "bird.conf").write_text(bird_config(NODE_ASN))
             self._start("bird", [shutil.which("bird") or "/usr/sbin/bird", "-f", "-c", str(workdir / "bird.conf"),
                                  "-s", str(workdir / "bird.ctl")], ns=p.router)  # fmt: skip
-            self.say("[3/7] NATS with JetStream")
             port = int(st.nats_url.rsplit(":", 1)[1])
-            self._start("nats", ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
-                                 str(workdir / "jetstream"), "-n", f"vgw-lab-{p.id}"])  # fmt: skip
+            self._start_nats(port, workdir)
             self._wait(lambda: _tcp_open(port), 20, "NATS")
             self.say("[4/7] config service, and the example configuration applied with vgwctl")
             self._service("config", "vgw-config", {"VGW_CONFIG_ADDR": st.config_addr})
@@ -171,6 +194,50 @@ class Lab:
         self.say(f"lab up in {time.monotonic() - t0:.1f}s: VIP {VIP}:{VIP_PORT} served by both nodes")
         return st
 
+    def _start_nats(self, port: int, workdir: Path) -> None:
+        assert self.state is not None
+        if self.state.security is None:
+            self.say("[3/7] NATS with JetStream")
+            self.say("      *** INSECURE lab (--insecure): NATS and the config API accept ANY local client "
+                     "without authentication ***")  # fmt: skip
+            self._start("nats", ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
+                                 str(workdir / "jetstream"), "-n", f"vgw-lab-{self.plan.id}"])  # fmt: skip
+            return
+        self.say("[3/7] NATS with JetStream, TLS and the permission matrix (vgwctl security init)")
+        security = Path(self.state.security)
+        self._init_security(security, workdir)
+        self._start("nats", ["nats-server", "-c", str(security / "nats" / "nats-server.conf")])
+
+    def _init_security(self, directory: Path, workdir: Path) -> None:
+        """The lab's CA, NATS configuration and identities: what `vgwctl security init` writes, for
+        this lab's nodes, NATS address and JetStream store (both in the workdir)."""
+        from vgw.security import init_dir
+
+        assert self.state is not None
+        res = init_dir(
+            directory, [node_id for node_id, _addr in NODES.values()], nats_url=self.state.nats_url,
+            store_dir=str(workdir / "jetstream"), nats_listen_host="127.0.0.1",
+        )  # fmt: skip
+        if res.refused:  # a fresh workdir: nothing to refuse, unless something is very wrong
+            raise LabError(f"vgwctl security init refused to write {directory}: {res.refused}")
+
+    def identity_env(self, identity: str) -> dict[str, str]:
+        """The VGW_* settings of one identity (its vgw.env); nothing for an --insecure lab."""
+        assert self.state is not None
+        if self.state.security is None:
+            return {}
+        return read_env_file(Path(self.state.security) / "identities" / identity / "vgw.env")
+
+    def nats_options(self, identity: str = "operator") -> dict[str, Any]:
+        """``nats.connect`` arguments for the lab's own tooling, as ``identity`` (the status
+        snapshot reads routes, health and the monitor's view: what ``operator`` may read)."""
+        from vgw.settings import VgwSettings
+
+        assert self.state is not None
+        values = {k.removeprefix("VGW_").lower(): v for k, v in self.identity_env(identity).items()}
+        values["nats_url"] = self.state.nats_url
+        return VgwSettings.model_validate(values).nats_options()
+
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VGW_")}
         env["PYTHONPATH"] = str(REPO)
@@ -185,6 +252,9 @@ class Lab:
         port = _free_port()
         self.state.metrics[name] = port
         env = self._env()
+        # shim-a -> shim-node-a: the identity of a node's process is its role and the node id
+        role, _, n = name.partition("-")
+        env.update(self.identity_env(_IDENTITY.get(name) or f"{role}-{NODES[n][0]}"))
         env.update({
             "VGW_NATS_URL": self.state.nats_url, "VGW_INSTANCE_ID": name, "VGW_METRICS_ADDR": f"127.0.0.1:{port}",
             "VGW_CONFIG_ADDR": self.state.config_addr, **extra,
@@ -241,7 +311,9 @@ class Lab:
 
     def vgwctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         assert self.state is not None
-        env = {**self._env(), "VGW_NATS_URL": self.state.nats_url, "VGW_CONFIG_ADDR": self.state.config_addr}
+        # as `admin`: NATS and the config API (TLS, its client certificate and token)
+        env = {**self._env(), **self.identity_env("admin"), "VGW_NATS_URL": self.state.nats_url,
+               "VGW_CONFIG_ADDR": self.state.config_addr}  # fmt: skip
         return subprocess.run([str(BIN / "vgwctl"), *args], capture_output=True, text=True, env=env, timeout=timeout,
                               check=False)  # fmt: skip
 
@@ -278,6 +350,7 @@ class Lab:
         st: dict[str, object] = {
             "lab": self.plan.id, "up": True, "workdir": self.state.workdir, "nats": self.state.nats_url,
             "config": self.state.config_addr, "processes": len(alive),
+            "security": self.state.security or "NONE (--insecure)",
             "vip": f"{VIP}:{VIP_PORT}", "router_next_hops": sorted(self.router_next_hops()),
             "client": CLIENT,
         }  # fmt: skip

@@ -47,17 +47,33 @@ def load_compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
 
 
+# The least a user must give the chart (it refuses to render an unauthenticated form otherwise).
+SECURED_VALUES: dict[str, Any] = {"security": {"existingSecret": "vgw-security"}}
+
+
 def render_chart(
     values: dict[str, Any] | None = None, name: str = "vgw", namespace: str = "vgw"
 ) -> list[dict[str, Any]]:
-    """The real chart rendered by Helm's own engine (helm-python-sdk: Helm v4's Go SDK, no binary)."""
+    """The real chart rendered by Helm's own engine (helm-python-sdk: Helm v4's Go SDK, no binary).
+    No values: the secured minimum (SECURED_VALUES); pass {} for the chart's bare defaults."""
     import helm_python as helm
 
     with helm.Chart.load(str(CHART)) as chart:
-        out = chart.render(values or {}, name=name, namespace=namespace)
+        out = chart.render(SECURED_VALUES if values is None else values, name=name, namespace=namespace)
     docs: list[dict[str, Any]] = []
     for path, text in sorted(out.items()):
         if path.endswith("NOTES.txt"):
             continue
         docs.extend(d for d in yaml.safe_load_all(text) if d)
     return docs
+
+
+def security_init_dir() -> Any:
+    """`vgw.security.init_dir` (what `vgwctl security init` runs), or skip while it does not exist."""
+    import pytest
+
+    try:
+        from vgw.security import init_dir  # type: ignore[attr-defined]
+    except ImportError:
+        pytest.skip("vgw.security.init_dir is not available")
+    return init_dir

@@ -23,8 +23,9 @@ from tests.deploy.common import (
     render_chart,
 )
 
-# Commands that are not ours but are part of the images on purpose (health and probe checks).
-SYSTEM_COMMANDS = {"python", "test"}
+# Commands that are not ours but are part of the images on purpose (health and probe checks), and
+# the NATS server the systemd form runs (vgw-nats.service).
+SYSTEM_COMMANDS = {"python", "test", "nats-server"}
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
@@ -57,7 +58,7 @@ def dockerfile_commands(path: Path) -> list[str]:
 
 def compose_commands() -> list[str]:
     return [
-        svc["command"][0]
+        (svc.get("entrypoint") or svc["command"])[0]
         for svc in load_compose()["services"].values()
         if "command" in svc and svc.get("image", "").startswith("vgw")
     ]

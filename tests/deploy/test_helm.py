@@ -11,20 +11,28 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.common import ALERTS, CHART, DASHBOARDS, render_chart
+from tests.deploy.common import ALERTS, CHART, DASHBOARDS, SECURED_VALUES, render_chart, security_init_dir
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a dev dependency (make setup)")
 
 K8S_VERSIONS = ["1.27", kubernetes_validate.latest_version()]
+SECRETS_SCRIPT = CHART.parent / "vgw-secrets.sh"
+INSECURE_VALUES = yaml.safe_load((CHART / "values-insecure.yaml").read_text())
 VALUE_SETS: dict[str, dict[str, Any]] = {
-    "defaults": {},
+    "defaults": SECURED_VALUES,
+    "insecure": INSECURE_VALUES,
     "everything": {
+        **SECURED_VALUES,
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
         "grafanaDashboards": {"enabled": True},
         "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
@@ -39,8 +47,17 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "extraVolumeMounts": [{"name": "vfio", "mountPath": "/dev/vfio"}],
         },
     },
-    "external-nats": {"nats": {"enabled": False}, "natsUrl": "tls://nats-1:4222,tls://nats-2:4222"},
-    "node-only": {"config": {"enabled": False}, "healthcheck": {"enabled": False}, "monitor": {"enabled": False}},
+    "external-nats": {
+        "security": {"existingSecret": "vgw-sec", "nodesSecret": "vgw-sec-n"},
+        "nats": {"enabled": False},
+        "natsUrl": "tls://nats-1:4222,tls://nats-2:4222",
+    },
+    "node-only": {
+        **SECURED_VALUES,
+        "config": {"enabled": False},
+        "healthcheck": {"enabled": False},
+        "monitor": {"enabled": False},
+    },
 }
 
 
@@ -99,6 +116,7 @@ def test_what_each_form_renders() -> None:
         for k, v in VALUE_SETS.items()
     }
     assert kinds["defaults"] == ["vgw-config", "vgw-healthcheck", "vgw-monitor", "vgw-node"]
+    assert kinds["insecure"] == kinds["defaults"]
     assert kinds["node-only"] == ["vgw-node"]
     assert not any(d["kind"] == "ServiceMonitor" for d in render_chart())
     assert sum(d["kind"] == "ServiceMonitor" for d in render_chart(VALUE_SETS["everything"])) == 4
@@ -131,7 +149,7 @@ def test_node_daemonset_host_network_hugepages_capabilities() -> None:
     for name in ("shim", "routectl"):
         envs = {e["name"]: e for e in c[name]["env"]}
         assert envs["VGW_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-        assert envs["VGW_NATS_URL"]["value"] == "nats://vgw-nats.vgw.svc:4222"
+        assert envs["VGW_NATS_URL"]["value"] == "tls://vgw-nats.vgw.svc:4222"
 
 
 def test_probes_use_healthz_and_readyz_on_the_metrics_port() -> None:
@@ -163,11 +181,13 @@ def test_values_schema_rejects_bad_values() -> None:
             {"natsUrl": "http://nats:4222"},
             {"node": {"forwarder": {"eal": "-l 0-1"}}},
             {"image": {"pullPolicy": "Sometimes"}},
+            {"security": {"insecure": "yes"}},
+            {"security": {"existingSecret": "Not A Name"}},
         ):
             with pytest.raises(helm.HelmError):
                 chart.validate_schema(bad)
     with pytest.raises(helm.HelmError, match="natsUrl is required"):
-        render_chart({"nats": {"enabled": False}})
+        render_chart({**SECURED_VALUES, "nats": {"enabled": False}})
 
 
 def test_chart_metadata_and_lint() -> None:
@@ -176,7 +196,7 @@ def test_chart_metadata_and_lint() -> None:
     (nats,) = [d for d in meta["dependencies"] if d["name"] == "nats"]
     assert nats["repository"] == "https://nats-io.github.io/k8s/helm/charts/" and nats["condition"] == "nats.enabled"
     assert not (CHART / "charts").exists(), "the nats chart is a dependency, not vendored"
-    result = helm.lint(str(CHART))
+    result = helm.lint(str(CHART), SECURED_VALUES)
     assert result["errors"] == []
     # severity 4 = error; the only warning allowed is the (deliberately) unfetched dependency
     problems = [
@@ -195,3 +215,183 @@ def test_dashboards_and_alerts_ship_in_the_chart_unchanged() -> None:
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["spec"] == yaml.safe_load(ALERTS.read_text())  # {{ $labels }} stays for Prometheus
     assert ("ConfigMap", "vgw-dashboards") not in by_kind(render_chart())
+
+
+# --- secure by default (issue #15) --------------------------------------------------------------------
+
+SEC = "/etc/vgw/security"
+NODE_IDS = {"shim": "shim-$(VGW_NODE_ID)", "routectl": "routectl-$(VGW_NODE_ID)"}
+
+
+def env_of(c: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in c.get("env", [])}
+
+
+def vgw_containers(docs: list[dict[str, Any]]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """name -> (container, pod spec) of every VGW process that talks to NATS (all but the forwarder)."""
+    out = {}
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "DaemonSet"):
+            for name, c in containers(doc).items():
+                if name != "fwd":
+                    out[name] = (c, doc["spec"]["template"]["spec"])
+    return out
+
+
+def test_the_default_render_fails_without_the_security_secret() -> None:
+    with pytest.raises(helm.HelmError, match=r"security\.existingSecret is required"):
+        render_chart({})
+    # a secret alone does not make an external NATS without TLS acceptable
+    with pytest.raises(helm.HelmError, match="need TLS"):
+        render_chart({**SECURED_VALUES, "nats": {"enabled": False}, "natsUrl": "nats://nats-1:4222"})
+    # the switch alone is not enough: NATS would still want TLS the VGW processes no longer present
+    with pytest.raises(helm.HelmError, match=r"values-insecure\.yaml"):
+        render_chart({"security": {"insecure": True}})
+
+
+@pytest.mark.parametrize(
+    ("nats", "expected"),
+    [
+        ({"config": {"nats": {"tls": {"enabled": False}}}}, "TLS and verified client certificates"),
+        ({"config": {"nats": {"tls": {"merge": {"verify": False}}}}}, "TLS and verified client certificates"),
+        ({"tlsCA": {"enabled": False}}, "TLS and verified client certificates"),
+        ({"config": {"merge": {"00$include": None}}}, "authorization.conf"),
+    ],
+)
+def test_nats_without_tls_verify_or_authorization_does_not_render(nats: dict[str, Any], expected: str) -> None:
+    with pytest.raises(helm.HelmError, match=expected):
+        render_chart({**SECURED_VALUES, "nats": nats})
+
+
+def test_nats_values_run_tls_with_verified_clients_and_the_permission_matrix() -> None:
+    """The nats dependency is not rendered here (not vendored): its values are what configure it
+    (nats chart: config.nats.tls, tlsCA, `$include` relative to /etc/nats-config)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["security"] == {"insecure": False, "existingSecret": "", "nodesSecret": ""}
+    nats = values["nats"]
+    tls = nats["config"]["nats"]["tls"]
+    assert tls["enabled"] is True and tls["merge"]["verify"] is True and tls["secretName"]
+    assert nats["tlsCA"] == {"enabled": True, "secretName": tls["secretName"], "key": "ca.crt"}
+    include = nats["config"]["merge"]["00$include"]
+    assert str(Path("/etc/nats-config", include).resolve()) == f"{tls['dir']}/authorization.conf"
+    assert "authorization" not in nats["config"].get("merge", {})  # no inline users or tokens
+
+
+def test_every_vgw_process_connects_to_nats_as_its_own_identity() -> None:
+    for set_name in ("defaults", "everything", "external-nats"):
+        values = VALUE_SETS[set_name]
+        docs = render_chart(values)
+        found = vgw_containers(docs)
+        assert set(found) == {"config", "healthcheck", "monitor", "shim", "routectl"}
+        control = values["security"]["existingSecret"]
+        nodes = values["security"].get("nodesSecret") or f"{control}-nodes"
+        for name, (c, pod) in found.items():
+            e = env_of(c)
+            ident = NODE_IDS.get(name, name)
+            assert all(u.startswith("tls://") for u in str(e["VGW_NATS_URL"]).split(",")), name
+            assert e["VGW_NATS_TLS_CA"] == f"{SEC}/ca.crt"
+            for key, file in (("TLS_CERT", "tls.crt"), ("TLS_KEY", "tls.key"), ("NKEY_SEED", "nkey.seed")):
+                assert e[f"VGW_NATS_{key}"] == f"{SEC}/{ident}.{file}", name
+            assert e["VGW_NATS_INBOX_PREFIX"] == f"_INBOX_{ident}", name
+            assert "VGW_NATS_INSECURE" not in e and "VGW_CONFIG_INSECURE" not in e, name
+            if name in NODE_IDS:  # Kubernetes expands $(VGW_NODE_ID) only from an earlier variable
+                assert c["env"][0]["name"] == "VGW_NODE_ID", name
+            mounts = {m["name"]: m for m in c["volumeMounts"]}
+            assert mounts["security"]["mountPath"] == SEC and mounts["security"]["readOnly"] is True, name
+            vol = {v["name"]: v for v in pod["volumes"]}["security"]["secret"]
+            if name in NODE_IDS:
+                # each node's pod needs its own identity, known only at run time: the nodes' Secret
+                assert vol["secretName"] == nodes and "items" not in vol
+            else:
+                # a control-plane pod gets its own identity and nothing of any other
+                assert vol["secretName"] == control
+                keys = {i["key"] for i in vol["items"]}
+                api = {"config-api.crt", "config-api.key", "tokens.json"} if name == "config" else set()
+                assert keys == {"ca.crt", f"{name}.tls.crt", f"{name}.tls.key", f"{name}.nkey.seed"} | api
+            assert vol["defaultMode"] == 0o440
+
+
+def test_the_config_api_service_needs_tls_and_a_client_certificate_or_token() -> None:
+    docs = by_kind(render_chart())
+    e = env_of(containers(docs[("Deployment", "vgw-config")])["config"])
+    host = str(e["VGW_CONFIG_ADDR"]).rpartition(":")[0]
+    assert host not in ("127.0.0.1", "::1", "[::1]", "localhost")  # the Service reaches it, so:
+    assert e["VGW_CONFIG_TLS_CERT"] == f"{SEC}/config-api.crt" and e["VGW_CONFIG_TLS_KEY"] == f"{SEC}/config-api.key"
+    assert e["VGW_CONFIG_TLS_CLIENT_CA"] == f"{SEC}/ca.crt"
+    assert e["VGW_CONFIG_TOKENS_FILE"] == f"{SEC}/tokens.json"
+    svc = docs[("Service", "vgw-config")]
+    assert svc["spec"]["type"] == "ClusterIP"  # never exposed outside the cluster by the chart
+
+
+def test_insecure_renders_only_when_asked_and_every_process_is_told() -> None:
+    assert INSECURE_VALUES["security"]["insecure"] is True
+    assert "INSECURE" in (CHART / "values-insecure.yaml").read_text().splitlines()[0]
+    docs = render_chart(INSECURE_VALUES)
+    for name, (c, pod) in vgw_containers(docs).items():
+        e = env_of(c)
+        assert e["VGW_NATS_INSECURE"] == "true" and str(e["VGW_NATS_URL"]).startswith("nats://"), name
+        assert not any(k.startswith(("VGW_NATS_TLS", "VGW_NATS_NKEY")) for k in e), name
+        assert "security" not in {v["name"] for v in pod["volumes"]}, name
+    e = env_of(containers(by_kind(docs)[("Deployment", "vgw-config")])["config"])
+    assert e["VGW_CONFIG_INSECURE"] == "true"
+    with helm.Chart.load(str(CHART)) as chart:
+        notes = next(v for k, v in chart.render(INSECURE_VALUES, name="vgw", namespace="vgw").items() if "NOTES" in k)
+    assert "INSECURE" in notes
+
+
+def test_the_secrets_script_gives_every_file_the_chart_mounts(tmp_path: Path) -> None:
+    """deploy/helm/vgw-secrets.sh on a real `vgwctl security init` output (kubectl replaced by a
+    recorder): every key the chart reads is in the Secret it reads it from, and nothing more reaches
+    the cluster than the workloads need."""
+    init_dir = security_init_dir()
+    sec = tmp_path / "security"
+    init_dir(sec, nodes=["node-a", "node-b"])
+    log = tmp_path / "kubectl.log"
+    fake = tmp_path / "kubectl"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {log}\necho END >> {log}\n')
+    fake.chmod(0o755)
+    r = subprocess.run(
+        ["bash", str(SECRETS_SCRIPT), str(sec), "-n", "vgw"],
+        env={**os.environ, "KUBECTL": str(fake)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    secrets: dict[str, dict[str, Path]] = {}
+    for call in log.read_text().split("END\n")[:-1]:
+        args = call.splitlines()
+        assert args[:3] == ["create", "secret", "generic"] and args[-2:] == ["-n", "vgw"]
+        files = [a.removeprefix("--from-file=").split("=", 1) for a in args if a.startswith("--from-file=")]
+        secrets[args[3]] = {k: Path(v) for k, v in files}
+    assert set(secrets) == {"vgw-security", "vgw-security-nodes", "vgw-nats-server"}
+    for keys in secrets.values():
+        for key, path in keys.items():
+            assert path.is_file(), (key, path)
+            assert re.fullmatch(r"[-._a-zA-Z0-9]+", key), key  # a valid Secret key
+    # nothing of the CA's key, the human identities or another node's role in the wrong place
+    every = [str(p) for keys in secrets.values() for p in keys.values()]
+    assert not any(p.endswith("ca.key") for p in every)
+    assert not any(f"/identities/{i}/" in p for p in every for i in ("operator", "admin", "subscriber"))
+    assert not any("routectl-" in k or "shim-" in k for k in secrets["vgw-security"])
+    assert not any(k.startswith(("config.", "healthcheck.", "monitor.")) for k in secrets["vgw-security-nodes"])
+
+    docs = render_chart()
+    for name, (c, pod) in vgw_containers(docs).items():
+        vol = {v["name"]: v for v in pod["volumes"]}["security"]["secret"]
+        keys = secrets[vol["secretName"]]
+        for i in vol.get("items", []):
+            assert i["key"] in keys, (name, i["key"])
+        for node in ("node-a", "node-b"):
+            for var, path in env_of(c).items():
+                if path and path.startswith(f"{SEC}/"):
+                    key = path.removeprefix(f"{SEC}/").replace("$(VGW_NODE_ID)", node)
+                    assert key in keys, (name, var, key)
+        # the files behind the keys are the identity's own
+        ident = NODE_IDS.get(name, name).replace("$(VGW_NODE_ID)", "node-a")
+        assert keys[f"{ident}.nkey.seed"] == sec / "identities" / ident / "nkey.seed"
+    nats = secrets["vgw-nats-server"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["nats"]
+    assert values["config"]["nats"]["tls"]["secretName"] == "vgw-nats-server"
+    assert {"tls.crt", "tls.key", "ca.crt", "authorization.conf"} == set(nats)
+    assert nats["authorization.conf"] == sec / "nats/authorization.conf" and nats["tls.key"] == sec / "nats/server.key"

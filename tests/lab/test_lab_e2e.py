@@ -52,6 +52,56 @@ def test_up_serves_through_both_nodes(lab: Lab) -> None:
     assert seen >= {"backend-1", "backend-2", "backend-3"} - {None}, seen
 
 
+def test_the_bus_refuses_what_issue_15_found_open(lab: Lab) -> None:
+    """Issue #15 found that one cluster withdraw request from a client without credentials withdrew
+    the VIP from both nodes. Now: no credentials, no connection; the read-only subscriber and the
+    monitor (which may only ask as itself) cannot publish an operator's request; both nodes stay."""
+    import asyncio
+    import ssl
+
+    import nats
+
+    from vgw.events import ClusterWithdrawRequest, encode
+
+    st = lab.state
+    assert st is not None and st.security is not None
+    security = Path(st.security)
+    assert len(lab.router_next_hops()) == 2
+    forged = encode(
+        ClusterWithdrawRequest(
+            request_id="forged-1", action="withdraw", cluster="lab", requester="operator/nobody", reason="x"
+        ),
+        source="/intruder",
+    )
+
+    async def attempts() -> list[str]:
+        outcomes = []
+        ca = ssl.create_default_context(cafile=str(security / "ca" / "ca.crt"))
+        for tls in (None, ca):  # not trusting NATS's certificate; trusting it but without a client one
+            with pytest.raises(OSError):
+                await nats.connect(st.nats_url, connect_timeout=2, max_reconnect_attempts=0,
+                                   allow_reconnect=False, tls=tls)  # fmt: skip
+        for identity in ("subscriber", "monitor"):
+            errors: list[str] = []
+
+            async def on_error(exc: Exception, sink: list[str] = errors) -> None:
+                sink.append(str(exc))
+
+            nc = await nats.connect(**lab.nats_options(identity), error_cb=on_error, allow_reconnect=False)
+            try:
+                with pytest.raises(nats.errors.TimeoutError):  # the stream never sees it: no ack
+                    await nc.jetstream().publish(forged.subject, forged.body, headers=forged.headers, timeout=2)
+                await nc.flush()
+            finally:
+                await nc.close()
+            outcomes.append(f"{identity}: {errors}")
+            assert any("permissions violation" in e for e in errors), outcomes
+        return outcomes
+
+    asyncio.run(attempts())
+    assert len(lab.router_next_hops()) == 2  # routectl never saw a request: both nodes announce
+
+
 def test_backend_failure(lab: Lab) -> None:
     r = Scenarios(lab, lambda _m: None).run("backend-failure")
     assert r.summary["failed_before_fault"] == 0

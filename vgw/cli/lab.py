@@ -10,7 +10,10 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("lab", help="run VGW in network namespaces on this machine (root)")
     p.add_argument("--id", default="lab", help="lab id, 1-4 characters a-z 0-9 (default: lab)")
     lsub = p.add_subparsers(dest="lab_command", required=True, metavar="SUBCOMMAND")
-    lsub.add_parser("up", help="build the lab and wait until the VIP is served").set_defaults(func=run)
+    insecure_help = "INSECURE: NATS and the config API without authentication (local experiments only)"
+    up = lsub.add_parser("up", help="build the lab and wait until the VIP is served")
+    up.add_argument("--insecure", action="store_true", help=insecure_help)
+    up.set_defaults(func=run)
     lsub.add_parser("down", help="remove everything the lab created").set_defaults(func=run)
     s = lsub.add_parser("status", help="a live view: VIPs, announcements, backend health, traffic, events")
     s.add_argument("--watch", action="store_true", help="refresh every 2 s until interrupted")
@@ -25,6 +28,7 @@ def add_parser(sub: Any) -> None:
     sc.set_defaults(func=run)
     d = lsub.add_parser("demo", help="up, every scenario, the report, down")
     d.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    d.add_argument("--insecure", action="store_true", help=insecure_help)
     d.set_defaults(func=run)
 
 

@@ -45,16 +45,34 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "vgw.natsUrl" -}}
 {{- if .Values.nats.enabled -}}
-{{- printf "nats://%s-nats.%s.svc:4222" .Release.Name .Release.Namespace -}}
+{{- printf "%s://%s-nats.%s.svc:4222" (ternary "nats" "tls" .Values.security.insecure) .Release.Name .Release.Namespace -}}
 {{- else -}}
 {{- required "natsUrl is required when nats.enabled is false" .Values.natsUrl -}}
 {{- end -}}
 {{- end -}}
 
-{{/* env of a VGW container: (dict "ctx" $ "service" "config" "port" 9101 "extra" .Values.config.env) */}}
+{{/* env of a VGW container: (dict "ctx" $ "service" "config" "port" 9101 "extra" .Values.config.env
+"identity" "config"). The identity's files are keys "<identity>.<file>" of the mounted Secret; it may
+name $(VGW_NODE_ID), which Kubernetes expands from the container's earlier env. */}}
 {{- define "vgw.env" -}}
 - name: VGW_NATS_URL
   value: {{ include "vgw.natsUrl" .ctx | quote }}
+{{- if .ctx.Values.security.insecure }}
+# INSECURE (security.insecure): the process accepts a NATS without authentication and says so loudly.
+- name: VGW_NATS_INSECURE
+  value: "true"
+{{- else }}
+- name: VGW_NATS_TLS_CA
+  value: /etc/vgw/security/ca.crt
+- name: VGW_NATS_TLS_CERT
+  value: {{ printf "/etc/vgw/security/%s.tls.crt" .identity | quote }}
+- name: VGW_NATS_TLS_KEY
+  value: {{ printf "/etc/vgw/security/%s.tls.key" .identity | quote }}
+- name: VGW_NATS_NKEY_SEED
+  value: {{ printf "/etc/vgw/security/%s.nkey.seed" .identity | quote }}
+- name: VGW_NATS_INBOX_PREFIX
+  value: {{ printf "_INBOX_%s" .identity | quote }}
+{{- end }}
 - name: VGW_METRICS_ADDR
   value: {{ printf "0.0.0.0:%d" (int .port) | quote }}
 - name: VGW_LOG_LEVEL
@@ -138,6 +156,65 @@ prometheus.io/path: /metrics
 {{- if .Values.natsCredsSecret }}
 - name: nats-creds
   mountPath: /etc/vgw/nats
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Secure by default: refuse to render a form in which NATS or the config API would accept anyone,
+unless security.insecure says so explicitly. */}}
+{{- define "vgw.checkSecurity" -}}
+{{- $s := .Values.security -}}
+{{- $n := .Values.nats -}}
+{{- if $s.insecure -}}
+{{- if and $n.enabled $n.config.nats.tls.enabled -}}
+{{- fail "security.insecure=true needs NATS without TLS and authorization as well: use -f deploy/helm/vgw/values-insecure.yaml" -}}
+{{- end -}}
+{{- else -}}
+{{- if not $s.existingSecret -}}
+{{- fail "security.existingSecret is required (deploy/helm/vgw-secrets.sh makes it from `vgwctl security init`, docs/deploy.md#helm); security.insecure=true runs WITHOUT authentication, for local experiments only" -}}
+{{- end -}}
+{{- if $n.enabled -}}
+{{- $tls := $n.config.nats.tls -}}
+{{- if not (and $tls.enabled $tls.secretName $tls.merge.verify $n.tlsCA.enabled $n.tlsCA.secretName) -}}
+{{- fail "NATS must run with TLS and verified client certificates: nats.config.nats.tls (enabled, secretName, merge.verify) and nats.tlsCA" -}}
+{{- end -}}
+{{- if not (hasSuffix "/authorization.conf" (index $n.config.merge "00$include" | default "")) -}}
+{{- fail "NATS must include the generated authorization.conf (nats.config.merge.00$include)" -}}
+{{- end -}}
+{{- else -}}
+{{- range (splitList "," .Values.natsUrl) -}}
+{{- if and . (not (hasPrefix "tls://" .)) -}}
+{{- fail (printf "natsUrl %s: the VGW identities need TLS (tls://), or security.insecure=true" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret with the control-plane identities, only the files of one identity (and the CA):
+(dict "ctx" $ "identity" "config" "extra" (list "config-api.crt")) */}}
+{{- define "vgw.securityVolume" -}}
+{{- if not .ctx.Values.security.insecure }}
+- name: security
+  secret:
+    secretName: {{ .ctx.Values.security.existingSecret }}
+    # read by the container's uid through the pod's fsGroup
+    defaultMode: 0440
+    items:
+      - {key: ca.crt, path: ca.crt}
+      {{- range $f := list "tls.crt" "tls.key" "nkey.seed" }}
+      - {key: {{ printf "%s.%s" $.identity $f }}, path: {{ printf "%s.%s" $.identity $f }}}
+      {{- end }}
+      {{- range .extra }}
+      - {key: {{ . }}, path: {{ . }}}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "vgw.securityMount" -}}
+{{- if not .Values.security.insecure }}
+- name: security
+  mountPath: /etc/vgw/security
   readOnly: true
 {{- end }}
 {{- end -}}
