@@ -291,3 +291,20 @@ async def test_a_followers_incremental_recheck_finds_what_a_full_check_finds(
         assert bool(full) == (name != "valid" and not name.endswith("mended")), (name, full)
         found_some += bool(full)
     assert found_some == 5
+
+
+async def test_a_one_backend_change_leaves_every_other_vip_object_as_it_was(bus: Bus) -> None:
+    """The records of a chunk come back re-decoded when one of them changes; the reader keeps the
+    old objects of those that are equal, so only the changed VIP is new (what the followers'
+    re-check and the shim's diff pay for)."""
+    store = await ConfigStore(bus, "t_cfg_reuse").open()
+    reader = await ConfigReader(bus, "t_cfg_reuse").open()
+    raw = generate(600, 3)
+    await store.commit(doc_of(raw), actor="t")
+    before = (await reader.current()).document
+    raw["vips"][7]["services"][1]["backends"][0]["weight"] = 3
+    await store.commit(doc_of(raw), actor="t")
+    after = (await reader.current()).document
+    assert after == doc_of(raw)
+    new = [i for i, (a, b) in enumerate(zip(before.vips, after.vips, strict=True)) if a is not b]
+    assert new == [7]

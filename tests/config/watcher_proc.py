@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ from vgw.config.store import ConfigReader
 async def main(url: str, bucket: str, light: bool) -> None:
     bus = Bus({"servers": [url], "reconnect_time_wait": 0.2}, source="/vgw/tests/watcher")
     await bus.connect()
-    reader = await ConfigReader(bus, bucket).open()
+    # as the services follow it: re-checking every revision unless VGW_CONFIG_RECHECK=false (to measure its cost)
+    reader = await ConfigReader(bus, bucket, recheck=os.environ.get("VGW_CONFIG_RECHECK", "true") != "false").open()
     print(json.dumps({"ready": True}), flush=True)
     async for rev in reader.watch():
         t = time.time()

@@ -241,6 +241,11 @@ class RecordEncoder:
         return out
 
 
+def _same_record(old: tuple[int, BaseModel], new: tuple[int, BaseModel]) -> bool:
+    """Same place, same values and the same fields given (what a dump without defaults shows)."""
+    return old[0] == new[0] and old[1] == new[1] and old[1].model_fields_set == new[1].model_fields_set
+
+
 def decode_chunk(data: bytes) -> list[_Rec]:
     """The records of one chunk (a JSON array of record lines)."""
     with gc_paused():
@@ -285,42 +290,77 @@ class Assembler:
         wanted = dict.fromkeys(chunks)
         dirty_kinds: set[str] = set()
         dirty_vips: set[str] = set()
+        # A chunk holds the records of many services (sharded by key): when one changes, the others
+        # come back re-decoded but equal. Those keep their old objects and leave their VIP untouched,
+        # so what follows the document (the VIP objects, a follower's re-check) sees only the change.
+        gone: dict[tuple[str, str], tuple[int, Any]] = {}
         for digest in [d for d in self.chunks if d not in wanted]:
-            for r in self.chunks.pop(digest):
-                t = r.t  # type: ignore[attr-defined]
-                if t == "service":
-                    vip = r.vip  # type: ignore[attr-defined]
-                    self._services.get(vip, {}).pop(r.k, None)
-                    dirty_vips.add(vip)
-                elif t == "vip":
-                    self._specs.pop(r.k[5:], None)
-                    dirty_vips.add(r.k[5:])
-                    dirty_kinds.add("vip")
-                elif t == "settings":
-                    self._settings = DocumentSettings()
-                else:
-                    self._table(t).pop(r.k, None)
-                    dirty_kinds.add(t)
+            self._drop(self.chunks.pop(digest), gone, dirty_kinds, dirty_vips)
         for digest in wanted:
-            if digest in self.chunks:
-                continue
-            recs = fetched[digest]
-            self.chunks[digest] = recs
-            for r in recs:
-                t = r.t  # type: ignore[attr-defined]
-                if t == "service":
-                    vip = r.vip  # type: ignore[attr-defined]
-                    self._services.setdefault(vip, {})[r.k] = (r.i, r.v)  # type: ignore[attr-defined]
-                    dirty_vips.add(vip)
-                elif t == "vip":
-                    self._specs[r.k[5:]] = (r.i, r.v)  # type: ignore[attr-defined]
-                    dirty_vips.add(r.k[5:])
-                    dirty_kinds.add("vip")
-                elif t == "settings":
-                    self._settings = r.v  # type: ignore[attr-defined]
+            if digest not in self.chunks:
+                self.chunks[digest] = fetched[digest]
+                self._take(fetched[digest], gone, dirty_kinds, dirty_vips)
+        for vip, k in gone:  # removed, not re-added
+            dirty_vips.add(vip or k)
+            if not vip:
+                dirty_kinds.add("vip")
+        return self._rebuild(dirty_kinds, dirty_vips)
+
+    def _drop(
+        self, recs: list[_Rec], gone: dict[tuple[str, str], tuple[int, Any]], kinds: set[str], vips: set[str]
+    ) -> None:
+        for r in recs:
+            t = r.t  # type: ignore[attr-defined]
+            if t == "service":
+                vip = r.vip  # type: ignore[attr-defined]
+                old = self._services.get(vip, {}).pop(r.k, None)
+                if old is not None:
+                    gone[(vip, r.k)] = old
                 else:
-                    self._table(t)[r.k] = (r.i, r.v)  # type: ignore[attr-defined]
-                    dirty_kinds.add(t)
+                    vips.add(vip)
+            elif t == "vip":
+                spec = self._specs.pop(r.k[5:], None)
+                if spec is not None:
+                    gone[("", r.k[5:])] = spec
+                else:
+                    vips.add(r.k[5:])
+                    kinds.add("vip")
+            elif t == "settings":
+                self._settings = DocumentSettings()
+            else:
+                self._table(t).pop(r.k, None)
+                kinds.add(t)
+
+    def _take(
+        self, recs: list[_Rec], gone: dict[tuple[str, str], tuple[int, Any]], kinds: set[str], vips: set[str]
+    ) -> None:
+        for r in recs:
+            t = r.t  # type: ignore[attr-defined]
+            if t == "service":
+                vip = r.vip  # type: ignore[attr-defined]
+                new = (r.i, r.v)  # type: ignore[attr-defined]
+                old = gone.pop((vip, r.k), None)
+                if old is not None and _same_record(old, new):
+                    self._services.setdefault(vip, {})[r.k] = old
+                else:
+                    self._services.setdefault(vip, {})[r.k] = new
+                    vips.add(vip)
+            elif t == "vip":
+                addr, spec = r.k[5:], (r.i, r.v)  # type: ignore[attr-defined]
+                old_spec = gone.pop(("", addr), None)
+                if old_spec is not None and _same_record(old_spec, spec):
+                    self._specs[addr] = old_spec
+                else:
+                    self._specs[addr] = spec
+                    vips.add(addr)
+                    kinds.add("vip")
+            elif t == "settings":
+                self._settings = r.v  # type: ignore[attr-defined]
+            else:
+                self._table(t)[r.k] = (r.i, r.v)  # type: ignore[attr-defined]
+                kinds.add(t)
+
+    def _rebuild(self, dirty_kinds: set[str], dirty_vips: set[str]) -> ConfigDocument:
         for t in ("cluster", "node", "check"):
             if t in dirty_kinds:
                 self._lists[t] = [o for _, o in sorted(self._table(t).values(), key=lambda x: x[0])]

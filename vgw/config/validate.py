@@ -234,6 +234,8 @@ class CheckMemo:
         """id(service) -> (the service, its VIP's address length): services that had no issue."""
         self.vips: dict[int, tuple[Vip, list[str], int]] = {}
         """id(vip) -> (the VIP, its service names, its backend count): VIPs that had no issue."""
+        self.good_backends: set[bytes] = set()
+        """Backend addresses (packed) that passed the address checks under this context."""
         self.costs: VipCostCache = {}
         """The forwarder memory cost of each VIP's services (vgw.config.budget.node_costs)."""
 
@@ -439,6 +441,10 @@ class _Checker:
             )
             self.memo_valid = context == self.memo.context
             self.memo.context = context
+            # An address that was a fine backend is one still while no node, LIP or VIP took it.
+            if not self.memo_valid or len(self.memo.good_backends) > (1 << 20):
+                self.memo.good_backends = set()
+            self.good_backends = self.memo.good_backends
         for i, v in enumerate(doc.vips):
             if not self._vip_seen(i, v, svc_names):
                 self._vip(f"vips[{i}]", v, svc_names)
@@ -643,9 +649,10 @@ class _Checker:
     def _budgets(self) -> None:
         """Each node's forwarder must fit its memory budget (vgw.config.budget)."""
         cache = self.memo.costs if self.memo is not None else None
-        if cache is not None and len(cache) > 2 * len(self.doc.vips) + 1024:
-            cache.clear()  # bounded: services that went away leave, at the cost of one full pass
         costs = node_costs(self.doc, cache)
+        if self.memo is not None and cache is not None:
+            # only this document's VIPs stay: bounded, without a periodic full recompute
+            self.memo.costs = {id(v): hit for v in self.doc.vips if (hit := cache.get(id(v))) is not None}
         for i, n in enumerate(self.doc.nodes):
             why = over_budget(n, costs[n.id])
             if why is not None:
