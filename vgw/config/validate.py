@@ -225,13 +225,12 @@ def _is_prime(n: int) -> bool:
 
 class CheckMemo:
     """What a follower's previous validations proved, so re-checking each revision costs about the
-    size of what changed. A service object the reader's assembly reused unchanged, under the same
-    health checks and the same node, LIP and VIP addresses, passed before and passes again."""
+    size of what changed. A VIP object the reader's assembly reused unchanged (it reuses every
+    object a revision did not change), under the same health checks, nodes, clusters, peers and
+    node, LIP and VIP addresses, passed before and passes again."""
 
     def __init__(self) -> None:
         self.context: tuple[Any, ...] | None = None
-        self.services: dict[int, tuple[Service, int]] = {}
-        """id(service) -> (the service, its VIP's address length): services that had no issue."""
         self.vips: dict[int, tuple[Vip, list[str], int]] = {}
         """id(vip) -> (the VIP, its service names, its backend count): VIPs that had no issue."""
         self.good_backends: set[bytes] = set()
@@ -248,7 +247,6 @@ class _Checker:
         self.good_backends: set[bytes] = set()
         self.memo = memo
         self.memo_valid = False
-        self.memo_next: dict[int, tuple[Service, int]] = {}
         self.memo_vips_next: dict[int, tuple[Vip, list[str], int]] = {}
 
     def add(self, path: str, reason: str) -> None:
@@ -449,7 +447,6 @@ class _Checker:
             if not self._vip_seen(i, v, svc_names):
                 self._vip(f"vips[{i}]", v, svc_names)
         if self.memo is not None:
-            self.memo.services = self.memo_next
             self.memo.vips = self.memo_vips_next
 
     def _vip_seen(self, i: int, v: Vip, svc_names: dict[str, str | int]) -> bool:
@@ -528,17 +525,6 @@ class _Checker:
 
     def _service(self, sp: str, v: Vip, s: Service) -> None:
         vip_len = len(v.address.packed)
-        if self.memo_valid:
-            seen_before = self.memo.services.get(id(s)) if self.memo is not None else None
-            if seen_before is not None and seen_before[0] is s and seen_before[1] == vip_len:
-                self.memo_next[id(s)] = seen_before
-                return
-        issues_before = len(self.issues)
-        self._service_checks(sp, v, s, vip_len)
-        if self.memo is not None and len(self.issues) == issues_before:
-            self.memo_next[id(s)] = (s, vip_len)
-
-    def _service_checks(self, sp: str, v: Vip, s: Service, vip_len: int) -> None:
         if s.forwarding != "fullnat":
             self.add(f"{sp}.forwarding", f"forwarding mode {s.forwarding!r} is not supported yet (only fullnat)")
         if s.protocol != "tcp":
