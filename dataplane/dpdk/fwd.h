@@ -52,7 +52,20 @@
     X(DROP_NO_ROUTE, "drop_no_route")        /* no connected subnet or route for the next hop */   \
     X(DROP_LOCAL, "drop_local")              /* not for us: IPv6, pings, node traffic */           \
     X(DROP_OWN_MAC, "drop_own_frame")        /* a frame we sent, seen again (af_packet) */         \
-    X(DROP_CORE, "drop_core")                /* dropped by the core (see drop_<reason>) */
+    X(DROP_CORE, "drop_core")                /* dropped by the core (see drop_<reason>) */ \
+    X(SYNC_TX_MSGS, "sync_sent_messages")    /* connection sync (sync.c): messages built */      \
+    X(SYNC_TX_RECS, "sync_sent_records")                                                           \
+    X(SYNC_OVERFLOW, "sync_overflow")        /* notes lost: the worker's outbox was full */      \
+    X(SYNC_RX_MSGS, "sync_received_messages")                                                      \
+    X(SYNC_IMPORTED, "sync_imported_records")                                                      \
+    X(SYNC_NO_SERVICE, "sync_refused_no_service") /* records this node cannot take ... */          \
+    X(SYNC_NO_BACKEND, "sync_refused_no_backend")                                                  \
+    X(SYNC_CONFLICT, "sync_refused_conflict")                                                      \
+    X(SYNC_FULL, "sync_refused_table_full")                                                        \
+    X(DROP_SYNC_PEER, "drop_sync_unknown_peer") /* not from a sync-peer, or not TTL 255 */         \
+    X(DROP_SYNC_INVALID, "drop_sync_invalid")   /* malformed, wrong MAC or version */              \
+    X(DROP_SYNC_REPLAY, "drop_sync_replayed")                                                      \
+    X(DROP_SYNC_NOMBUF, "drop_sync_no_mbuf")    /* no mbuf to send a message in */
 
 enum fwd_counter {
 #define FWD_X_(e, s) FWD_CNT_##e,
@@ -78,6 +91,10 @@ enum fwd_counter {
     X(CTL_REJECTED, "ctl_rejected_peers")   /* connections from a uid/gid not allowed */           \
     X(NEIGH_EVICTED, "neigh_evicted")       /* neighbour entries replaced or expired */            \
     X(CTL_TX_FULL, "drop_ctl_tx_full")      /* ARP/echo frames the control TX ring had no room for */\
+    X(SYNC_HEARTBEATS, "sync_heartbeats_sent")                                                      \
+    X(SYNC_TAKEOVERS, "sync_takeovers")     /* a silent peer's LIPs taken over */                  \
+    X(SYNC_RELEASES, "sync_releases")       /* ... given back when it was heard again */           \
+    X(SYNC_NOMBUF, "drop_sync_heartbeat_no_mbuf")                                                  \
     X(APPLIES, "applies")                                                                           \
     X(DELTAS, "deltas")
 

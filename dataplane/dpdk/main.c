@@ -6,6 +6,7 @@
  *           [--ext DEV[,IP/LEN]] [--int DEV[,IP/LEN]] [--single-arm] [--route PFX/LEN,GW,ext|int]
  *           [--neigh IP,MAC,ext|int]
  *           [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]
+ *           [--conn-state auto|off|DIR] [--conn-state-discard]
  *           [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N] [--apply FILE]
  *           [--no-sw-l4-csum] [--memory-budget BYTES] [--socket-group GROUP]
  *           [--neigh-refresh-s N] [--neigh-stale-s N] [--neigh-expire-s N] [--syn-cookie-key-file PATH]
@@ -34,11 +35,13 @@
 #include <rte_malloc.h>
 
 #include "apply.h"
+#include "connstate.h"
 #include "ctl.h"
 #include "fwd.h"
 #include "neigh.h"
 #include "priv.h"
 #include "protect.h"
+#include "sync.h"
 #include "telemetry.h"
 #include "vbuf.h"
 
@@ -154,6 +157,9 @@ static char g_apply_path[512];
 /* One setting, from the file ("key value...") or a flag ("--key value"). */
 static int setting(const char *key, char **v, int n)
 {
+    int cs = connstate_setting(key, v, n); /* conn-state, conn-state-discard (connstate.c) */
+    if (cs != -2)
+        return cs;
     if (!strcmp(key, "socket") && n == 1)
         snprintf(g_fwd.socket_path, sizeof g_fwd.socket_path, "%s", v[0]);
     else if (!strcmp(key, "workers") && n == 1)
@@ -213,6 +219,8 @@ static int setting(const char *key, char **v, int n)
         g_fwd.steer_clients = !strcmp(v[0], "on") ? FWD_STEER_ON : !strcmp(v[0], "off") ? FWD_STEER_OFF : FWD_STEER_AUTO;
     else if (!strcmp(key, "syn-cookie-key-file") && n == 1 && v[0][0] && strlen(v[0]) < sizeof g_fwd.cookie_key_file)
         snprintf(g_fwd.cookie_key_file, sizeof g_fwd.cookie_key_file, "%s", v[0]);
+    else if (!strncmp(key, "sync-", 5))
+        return sync_setting(key, v, n);
     else
         return -1;
     return 0;
@@ -229,9 +237,10 @@ static int hexval(uint8_t c)
  * root or the forwarder's user, with no permission for group or others (0600 or 0400). Content:
  * hex digits, at least 32 (`openssl rand -hex 16`; the first 32 are the key), or else at least 16
  * bytes (`head -c 16 /dev/urandom`; the first 16 are the key). An all-zero key is refused. */
-static int read_cookie_key(const char *path, uint8_t key[16])
+static int read_key_file(const char *setting, const char *path, uint8_t key[16])
 {
-    const char *p = "vgw-fwd: syn-cookie-key-file";
+    char p[64];
+    snprintf(p, sizeof p, "vgw-fwd: %s", setting); /* the same rules for the sync key (sync.c) */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return fprintf(stderr, "%s %s: %s\n", p, path, strerror(errno)), -1;
@@ -344,16 +353,19 @@ static int parse_args(int argc, char **argv)
                    "       [--ext DEV[,IP/LEN]] [--int DEV[,IP/LEN]] [--single-arm] [--route PFX/LEN,GW,ext|int]\n"
                    "       [--neigh IP,MAC,ext|int]\n"
                    "       [--conn-capacity N] [--mbufs N] [--rxd N] [--txd N] [--mtu N]\n"
+                   "       [--conn-state auto|off|DIR] [--conn-state-discard]\n"
                    "       [--idle-sleep-max-us N] [--deep-idle-us N] [--deep-idle-after-ms N]\n"
                    "       [--apply FILE] [--no-sw-l4-csum] [--memory-budget BYTES] [--socket-group GROUP]\n"
                    "       [--neigh-refresh-s N] [--neigh-stale-s N] [--neigh-expire-s N]\n"
-                   "       [--syn-cookie-key-file PATH] [--steer-clients auto|on|off]\n");
+                   "       [--syn-cookie-key-file PATH] [--steer-clients auto|on|off]\n"
+                   "       [--sync-peer IP]... [--sync-port N] [--sync-key-file PATH] [--sync-heartbeat-ms N]\n"
+                   "       [--sync-dead-ms N]\n");
             exit(0);
         }
         char *v[4];
         int n = 0;
         char buf[512];
-        bool flag_only = !strcmp(key, "single-arm") || !strcmp(key, "no-sw-l4-csum");
+        bool flag_only = !strcmp(key, "single-arm") || !strcmp(key, "no-sw-l4-csum") || connstate_flag_only(key);
         if (!flag_only) {
             if (i + 1 >= argc)
                 return fprintf(stderr, "vgw-fwd: %s needs a value\n", a), -1;
@@ -480,7 +492,11 @@ int main(int argc, char **argv)
         exit_code = 2;
         goto out_eal;
     }
-    if (g_fwd.cookie_key_file[0] && read_cookie_key(g_fwd.cookie_key_file, g_fwd.cookie_key) != 0) {
+    if (g_fwd.cookie_key_file[0] && read_key_file("syn-cookie-key-file", g_fwd.cookie_key_file, g_fwd.cookie_key) != 0) {
+        exit_code = 2;
+        goto out_eal;
+    }
+    if (sync_init() != 0 || (g_sync.npeers && read_key_file("sync-key-file", g_sync.key_file, g_sync.key) != 0)) {
         exit_code = 2;
         goto out_eal;
     }
@@ -556,8 +572,23 @@ int main(int argc, char **argv)
 
     if (g_fwd.steer_clients != FWD_STEER_AUTO)
         g_fwd.steering = g_fwd.steer_clients == FWD_STEER_ON;
+    /* A peer's record must reach the worker that will see its client's packets: with steering
+     * that worker is a function of the tuple (vgw_sync_owner); NIC RSS is not one we can compute. */
+    if (g_sync.npeers && g_fwd.nworkers > 1 && !g_fwd.steering) {
+        if (g_fwd.steer_clients == FWD_STEER_OFF) {
+            fprintf(stderr, "vgw-fwd: sync-peer with more than one worker needs steer-clients on or auto\n");
+            exit_code = 2; /* a settings error, like every other */
+            goto out_ports;
+        }
+        g_fwd.steering = true;
+    }
     if (g_fwd.nworkers < 2)
         g_fwd.steering = false; /* one worker owns everything */
+    /* Connection tables that outlive the process: checked (and refused) before any is used. */
+    if (connstate_prepare(&g_fwd) != 0) {
+        exit_code = 2;
+        goto out_ports;
+    }
     unsigned lcore = rte_get_next_lcore(-1, 1, 0);
     for (uint32_t i = 0; i < g_fwd.nworkers; i++, lcore = rte_get_next_lcore(lcore, 1, 0)) {
         fwd_worker_t *fw = &g_fwd.workers[i];
@@ -571,8 +602,15 @@ int main(int argc, char **argv)
                                                                    .conn_capacity = g_fwd.conn_capacity,
                                                                    .mtu = g_fwd.mtu,
                                                                    .flags = (uint16_t)((g_fwd.no_sw_csum ? VGW_WF_NO_SW_L4_CSUM : 0) |
-                                                                                       (g_fwd.steering ? VGW_WF_STEER_CLIENTS : 0)),
-                                                                   .hash_seed = seed});
+                                                                                       (g_fwd.steering ? VGW_WF_STEER_CLIENTS : 0) |
+                                                                                       (g_sync.npeers ? VGW_WF_SYNC : 0)),
+                                                                   .hash_seed = seed,
+                                                                   .persist = connstate_params(i),
+                                                                   .report = connstate_report(i)});
+        if (!fw->w && connstate_create_failed(i)) {
+            exit_code = 2;
+            goto out_workers;
+        }
         snprintf(name, sizeof name, "vgw_ho%u", i);
         fw->handoff = rte_ring_create(name, FWD_HANDOFF_RING, (int)rte_socket_id(), RING_F_SC_DEQ);
         snprintf(name, sizeof name, "vgw_tx%u", i);
@@ -597,7 +635,10 @@ int main(int argc, char **argv)
         }
     if (ctl_open(&g_fwd) != 0)
         goto out_workers;
-    if (g_apply_path[0] && fwd_apply_file(&g_fwd, g_apply_path) != 0)
+    /* The saved configuration first (connections continue before the shim re-applies); then
+     * --apply, which is fatal only when it leaves nothing applied. */
+    connstate_restore(&g_fwd);
+    if (g_apply_path[0] && fwd_apply_file(&g_fwd, g_apply_path) != 0 && vgw_dp_generation(g_fwd.dp) == 0)
         goto out_ctl;
     if (fwd_telemetry_register() != 0)
         fprintf(stderr, "vgw-fwd: warning: telemetry commands not registered (telemetry disabled?)\n");
@@ -632,7 +673,10 @@ int main(int argc, char **argv)
             svcmap_reclaim(&g_fwd);
             last_hk = now;
         }
+        sync_tick(&g_fwd, now); /* heartbeats to the sync peers, takeover of a silent one */
+        connstate_save(&g_fwd, now, false); /* the applied configuration, beside the tables */
     }
+    connstate_save(&g_fwd, fwd_now_ms(), true);
     exit_code = 0;
     fprintf(stderr, "vgw-fwd: stopping\n");
     rte_eal_mp_wait_lcore();

@@ -19,6 +19,7 @@
 #include <rte_malloc.h>
 
 #include "neigh.h"
+#include "vgw/sync.h"
 #include "priv.h"
 
 #define ARP_RETRY_MS 200u
@@ -247,6 +248,8 @@ static bool is_ours(const fwd_t *f, uint8_t role, uint32_t ip)
     memset(&a, 0, sizeof a);
     a.v4 = ip;
     unsigned kind = f->cfg ? vgw_cfg_addr_kind(f->cfg, VGW_AF_INET, &a) : 0;
+    if (vgw_dp_foreign_lip_has(f->dp, ip)) /* a failed sync peer's LIP (sync.c) */
+        kind |= VGW_ADDR_F_LIP;
     if (f->single_arm)
         return kind != 0;
     return (kind & (role == VGW_PORT_EXT ? VGW_ADDR_F_VIP : VGW_ADDR_F_LIP)) != 0;
@@ -526,6 +529,14 @@ void neigh_announce(fwd_t *f, bool all)
     free(f->garp_known_v);
     f->garp_known_v = l.v;
     f->ngarp_known = l.n;
+}
+
+void neigh_garp(fwd_t *f, uint8_t role, uint32_t ip)
+{
+    static const struct rte_ether_addr bcast = {.addr_bytes = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+    struct rte_mbuf *m = arp_frame(f, &f->port[role], RTE_ARP_OP_REQUEST, &bcast, &bcast, ip, ip);
+    if (m)
+        ctl_tx(f, role, m);
 }
 
 int neigh_add_static(fwd_t *f, uint8_t role, uint32_t ip, const struct rte_ether_addr *mac)

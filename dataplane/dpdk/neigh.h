@@ -16,6 +16,8 @@ void neigh_housekeep(fwd_t *f, uint64_t now_ms);
  * yet (all of them when all is set): neighbours learn a (re)started forwarder, or a new VIP, at
  * once. */
 void neigh_announce(fwd_t *f, bool all);
+/* One gratuitous ARP for ip on port role (connection sync's takeover of a failed peer's LIP). */
+void neigh_garp(fwd_t *f, uint8_t role, uint32_t ip);
 int neigh_init(fwd_t *f);
 int neigh_add_static(fwd_t *f, uint8_t role, uint32_t ip, const struct rte_ether_addr *mac);
 void neigh_fini(fwd_t *f);

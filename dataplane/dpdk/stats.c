@@ -8,8 +8,10 @@
 
 #include <rte_ethdev.h>
 
+#include "connstate.h"
 #include "protect.h"
 #include "stats.h"
+#include "sync.h"
 
 const char *const fwd_counter_names[FWD_CNT_MAX] = {
 #define FWD_X_(e, s) [FWD_CNT_##e] = s,
@@ -124,6 +126,10 @@ void stats_json(fwd_t *f, struct vbuf *b)
     counters_json(f, b);
     vb_printf(b, ",");
     memory_json(f, b);
+    vb_printf(b, ",");
+    connstate_json(b); /* connstate.c: were the tables re-attached, how many connections came back */
+    vb_printf(b, ",");
+    sync_json(b, fwd_now_ms()); /* sync.c: connection sync, its peers, takeovers */
     vb_printf(b, ",\"ports\":{");
     for (uint32_t r = 0; r < (f->single_arm ? 1u : 2u); r++) {
         port_stats_t ps;

@@ -15,6 +15,7 @@
 #include "fwd.h"
 #include "neigh.h"
 #include "priv.h"
+#include "sync.h"
 
 #define IDLE_SPIN_POLLS 256u   /* empty polls before the first sleep */
 #define IDLE_SLEEP_MIN_US 16u
@@ -145,7 +146,7 @@ static inline void to_slow(fwd_worker_t *fw, struct rte_mbuf *m)
 
 /* Processes n packets (all from `in_role`'s device, or from the hand-off ring). */
 static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, const svcmap_t *sm,
-                          txbuf_t *tbs, uint64_t now_ms)
+                          txbuf_t *tbs, uint64_t now_ms, bool handed)
 {
     vgw_pkt_t vp[FWD_BURST];
     vgw_verdict_t vd[FWD_BURST];
@@ -188,6 +189,10 @@ static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, co
         uint8_t pr, fl;
         in_slot[keep] = UINT32_MAX;
         if (l34(d, m->data_len, &s, &dst, &sp, &dp, &pr, &fl) == 0) {
+            if (VGW_UNLIKELY_FWD(sync_is_msg(dst, dp, pr))) {
+                sync_rx(fw, m, handed, now_ms);
+                continue;
+            }
             in_slot[keep] = svcmap_lookup(sm, dst, dp, pr);
             pre[keep].cip = s, pre[keep].vip = dst, pre[keep].cport = sp, pre[keep].vport = dp;
         }
@@ -313,6 +318,23 @@ static void process_burst(fwd_worker_t *fw, struct rte_mbuf **ms, uint16_t n, co
     }
 }
 
+static void send_sync(fwd_worker_t *fw, txbuf_t *tbs, uint64_t now_ms)
+{
+    struct rte_mbuf *fr[SYNC_MAX_FRAMES];
+    uint16_t n = sync_build(fw, fr, SYNC_MAX_FRAMES, now_ms);
+    for (uint16_t i = 0; i < n; i++) {
+        struct rte_mbuf *m = fr[i];
+        fwd_priv_t *pv = fwd_priv(m);
+        struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+        if (neigh_lookup(&g_fwd.port[VGW_PORT_INT], pv->nexthop, &eh->dst_addr) != 0) {
+            pv->kind = FWD_PRIV_UNRESOLVED; /* the control thread resolves the peer, then sends */
+            to_slow(fw, m);
+            continue;
+        }
+        tx_add(fw, tbs, VGW_PORT_INT, m);
+    }
+}
+
 static void idle_sleep(uint32_t us)
 {
     struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)us * 1000L};
@@ -340,7 +362,7 @@ int fwd_worker_main(void *arg)
         uint16_t n = (uint16_t)rte_ring_sc_dequeue_burst(fw->handoff, (void **)ms, FWD_BURST, NULL);
         if (n) {
             fw->fwd[FWD_CNT_HANDOFF_IN] += n;
-            process_burst(fw, ms, n, sm, tbs, now);
+            process_burst(fw, ms, n, sm, tbs, now, true);
             got += n;
         }
         n = (uint16_t)rte_ring_sc_dequeue_burst(fw->txq, (void **)ms, FWD_BURST, NULL);
@@ -358,9 +380,13 @@ int fwd_worker_main(void *arg)
                 fw->port[roles[r]].rx_bytes += ms[i]->pkt_len;
                 rte_prefetch0(rte_pktmbuf_mtod(ms[i], void *));
             }
-            process_burst(fw, ms, n, sm, tbs, now);
+            process_burst(fw, ms, n, sm, tbs, now, false);
             got += n;
         }
+        /* Peers hear of this loop's new connections before their clients' next segments can
+         * reach them (a route change between a SYN and its ACK is then harmless). */
+        if (g_sync.npeers && got)
+            send_sync(fw, tbs, now);
         for (uint32_t r = 0; r < nroles; r++)
             tx_flush(fw, roles[r], &tbs[roles[r]]);
 

@@ -19,6 +19,7 @@
 
 #include "benchutil.h"
 #include "internal.h"
+#include "vgw/persist.h"
 
 #define BURST 32u
 #define FRAME 64u
@@ -86,9 +87,28 @@ typedef struct bench_env {
     uint8_t *bufs;      /* BURST working slots */
     vgw_pkt_t pkts[BURST];
     vgw_verdict_t out[BURST];
+    int sync;           /* connection sync on: notes taken, encoded and framed after each burst */
+    uint32_t seq;
+    uint64_t sink;      /* keeps the framing work from being optimised away */
 } bench_env_t;
 
-static void env_init(bench_env_t *e, uint32_t capacity)
+/* What vgw-fwd does after a burst with sync on (dataplane/dpdk/sync.c), minus the NIC: take the
+ * notes, encode and sign messages, copy each into a frame for one peer and checksum it (UDP). */
+static void sync_drain(bench_env_t *e, uint64_t now)
+{
+    static const uint8_t key[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    vgw_sync_rec_t recs[VGW_SYNC_MAX_RECS];
+    uint8_t msg[VGW_SYNC_MAX_MSG], frame[1536];
+    uint32_t n;
+    while ((n = vgw_worker_sync_take(e->w, recs, VGW_SYNC_MAX_RECS, now)) > 0) {
+        vgw_sync_hdr_t h = {.sender = ip4(0xc6120001u), .epoch = 1, .seq = ++e->seq, .nworkers = 1};
+        size_t len = vgw_sync_encode(&h, recs, n, key, msg, sizeof msg);
+        memcpy(frame + 42, msg, len);
+        e->sink += vgw_csum_partial(frame + 42, len, 0);
+    }
+}
+
+static void env_init_sync(bench_env_t *e, uint32_t capacity, int sync)
 {
     vgw_dp_params_t dpp = {.nworkers = 1};
     e->dp = vgw_dp_create(&dpp);
@@ -98,8 +118,21 @@ static void env_init(bench_env_t *e, uint32_t capacity)
         exit(1);
     }
     free(cfg);
-    vgw_worker_params_t wp = {.id = 0, .conn_capacity = capacity, .mtu = 1500, .hash_seed = 7};
+    vgw_worker_params_t wp = {.id = 0, .conn_capacity = capacity, .mtu = 1500, .hash_seed = 7,
+                              .flags = sync ? VGW_WF_SYNC : 0};
+    e->sync = sync, e->seq = 0, e->sink = 0;
+    /* VGW_BENCH_CONN_STATE=DIR: the table in a file there, as vgw-fwd keeps it by default
+     * (vgw/persist.h), to compare the fast path over a shared mapping with private memory. */
+    const char *state_dir = getenv("VGW_BENCH_CONN_STATE");
+    char state_path[512];
+    vgw_persist_params_t pp = {.path = state_path, .flags = VGW_PERSIST_F_DISCARD, .now_ms = 1000};
+    if (state_dir && *state_dir) {
+        snprintf(state_path, sizeof state_path, "%s/bench-%d-%u", state_dir, (int)getpid(), (unsigned)sync);
+        wp.persist = &pp;
+    }
     e->w = vgw_worker_create(e->dp, &wp);
+    if (state_dir && *state_dir)
+        unlink(state_path); /* the mapping stays until the worker is destroyed */
     e->bufs = aligned_alloc(64, (size_t)BURST * SLOT);
     if (!e->w || !e->bufs) {
         fprintf(stderr, "out of memory for %u connections\n", capacity);
@@ -126,6 +159,8 @@ static double run_bursts(bench_env_t *e, const uint8_t *tmpl, uint32_t nbursts, 
             e->pkts[i] = (vgw_pkt_t){.data = d, .len = FRAME, .headroom = HEADROOM};
         }
         vgw_worker_process(e->w, e->pkts, e->out, BURST, now);
+        if (e->sync)
+            sync_drain(e, now);
         uint32_t bad = 0;
         for (uint32_t i = 0; i < BURST; i++)
             bad += e->out[i].action != VGW_ACT_FORWARD;
@@ -166,6 +201,8 @@ static conn_ref_t *open_conns(bench_env_t *e, uint32_t nconns, uint64_t now)
                 e->pkts[i] = (vgw_pkt_t){.data = d, .len = FRAME, .headroom = HEADROOM};
             }
             vgw_worker_process(e->w, e->pkts, e->out, n, now);
+            if (e->sync)
+                sync_drain(e, now);
             for (uint32_t i = 0; i < n; i++) {
                 if (e->out[i].action != VGW_ACT_FORWARD) {
                     fprintf(stderr, "open_conns: %s\n", vgw_drop_reason_name(e->out[i].arg));
@@ -195,59 +232,75 @@ typedef struct result {
     int runs;
 } result_t;
 
-static result_t results[8];
+static result_t results[16];
 static int nresults;
 
-static void bench_established(const char *name, uint32_t nconns, uint32_t nbursts, int reps)
+/* Variant v of a case runs with connection sync off (0) or on (1). With two variants their runs
+ * alternate, so the machine's noise hits both alike and their ratio means something. */
+static void bench_established(const char *const names[2], uint32_t nvariants, uint32_t nconns, uint32_t nbursts,
+                              int reps)
 {
-    bench_env_t e;
-    env_init(&e, nconns);
+    bench_env_t e[2];
+    uint8_t *tmpl[2];
     uint64_t now = 1000;
-    conn_ref_t *c = open_conns(&e, nconns, now);
-    uint8_t *tmpl = malloc((size_t)nbursts * BURST * FRAME);
-    for (uint32_t p = 0; p < nbursts * BURST; p++) {
-        const conn_ref_t *r = &c[rnd() % nconns];
-        if (rnd() & 1)
-            make_tcp(tmpl + (size_t)p * FRAME, r->cip, ip4(0xc000020au), r->cport, h2n16(80), 0x10);
-        else
-            make_tcp(tmpl + (size_t)p * FRAME, r->rip, r->lip, h2n16(8080), r->lport, 0x10);
+    for (uint32_t s = 0; s < nvariants; s++) {
+        env_init_sync(&e[s], nconns, (int)s);
+        conn_ref_t *c = open_conns(&e[s], nconns, now);
+        tmpl[s] = malloc((size_t)nbursts * BURST * FRAME);
+        rng = 0x243f6a8885a308d3ULL; /* the same packet sequence for each variant */
+        for (uint32_t p = 0; p < nbursts * BURST; p++) {
+            const conn_ref_t *r = &c[rnd() % nconns];
+            if (rnd() & 1)
+                make_tcp(tmpl[s] + (size_t)p * FRAME, r->cip, ip4(0xc000020au), r->cport, h2n16(80), 0x10);
+            else
+                make_tcp(tmpl[s] + (size_t)p * FRAME, r->rip, r->lip, h2n16(8080), r->lport, 0x10);
+        }
+        free(c);
+        run_bursts(&e[s], tmpl[s], nbursts, now); /* warm-up */
     }
-    run_bursts(&e, tmpl, nbursts, now); /* warm-up */
-    double v[16];
+    double v[2][16];
     for (int i = 0; i < reps; i++)
-        v[i] = run_bursts(&e, tmpl, nbursts, now) / ((double)nbursts * BURST);
-    double ns = median(v, reps);
-    results[nresults++] = (result_t){.name = name, .mpps = 1e3 / ns, .ns = ns, .conns = vgw_worker_conn_count(e.w),
-                                     .bytes_per_conn = vgw_worker_conn_bytes(e.w), .runs = reps};
-    free(tmpl);
-    free(c);
-    env_fini(&e);
+        for (uint32_t s = 0; s < nvariants; s++)
+            v[s][i] = run_bursts(&e[s], tmpl[s], nbursts, now) / ((double)nbursts * BURST);
+    for (uint32_t s = 0; s < nvariants; s++) {
+        double ns = median(v[s], reps);
+        results[nresults++] = (result_t){.name = names[s], .mpps = 1e3 / ns, .ns = ns,
+                                         .conns = vgw_worker_conn_count(e[s].w),
+                                         .bytes_per_conn = vgw_worker_conn_bytes(e[s].w), .runs = reps};
+        free(tmpl[s]);
+        env_fini(&e[s]);
+    }
 }
 
-static void bench_new_conns(uint32_t nconns, int reps)
+static void bench_new_conns(const char *const names[2], uint32_t nvariants, uint32_t nconns, int reps)
 {
     uint8_t *tmpl = malloc((size_t)nconns * FRAME);
     for (uint32_t k = 0; k < nconns; k++)
         make_tcp(tmpl + (size_t)k * FRAME, ip4(0xcb000000u | (k >> 6)), ip4(0xc000020au),
                  h2n16((uint16_t)(1024 + (k & 63) * 997 % 60000)), h2n16(80), 0x02);
-    double v[16];
+    double v[2][16];
     uint64_t bpc = 0;
     for (int i = 0; i < reps + 1; i++) {
-        bench_env_t e;
-        env_init(&e, nconns);
-        double ns = run_bursts(&e, tmpl, nconns / BURST, 1000) / (double)(nconns / BURST * BURST);
-        if (vgw_worker_conn_count(e.w) != nconns / BURST * BURST) {
-            fprintf(stderr, "new_conns: %u conns created\n", vgw_worker_conn_count(e.w));
-            exit(1);
+        for (uint32_t s = 0; s < nvariants; s++) {
+            bench_env_t e;
+            env_init_sync(&e, nconns, (int)s);
+            double ns = run_bursts(&e, tmpl, nconns / BURST, 1000) / (double)(nconns / BURST * BURST);
+            if (vgw_worker_conn_count(e.w) != nconns / BURST * BURST) {
+                fprintf(stderr, "new_conns: %u conns created\n", vgw_worker_conn_count(e.w));
+                exit(1);
+            }
+            bpc = vgw_worker_conn_bytes(e.w);
+            env_fini(&e);
+            if (i > 0)
+                v[s][i - 1] = ns; /* first run warms the page cache / allocator */
         }
-        bpc = vgw_worker_conn_bytes(e.w);
-        env_fini(&e);
-        if (i > 0)
-            v[i - 1] = ns; /* first run warms the page cache / allocator */
     }
-    double ns = median(v, reps);
-    results[nresults++] = (result_t){.name = "new_conns", .mpps = 1e3 / ns, .ns = ns, .conns = nconns,
-                                     .bytes_per_conn = bpc, .extra = 1e9 / ns, .runs = reps};
+    for (uint32_t s = 0; s < nvariants; s++) {
+        double ns = median(v[s], reps);
+        results[nresults++] = (result_t){.name = names[s], .mpps = 1e3 / ns, .ns = ns, .conns = nconns,
+                                         .bytes_per_conn = bpc, .extra = 1e9 / ns, .runs = reps};
+    }
+    free(tmpl);
 }
 
 static void mk_backends(vgw_maglev_backend_t *b, uint32_t n)
@@ -316,9 +369,14 @@ int main(int argc, char **argv)
     CPU_SET((int)(ncpu > 0 ? ncpu - 1 : 0), &set);
     sched_setaffinity(0, sizeof set, &set);
 
-    bench_established("established_10k", 10000, quick ? 512 : 4096, reps);
-    bench_established("established_1m", quick ? 200000 : 1000000, quick ? 1024 : 8192, reps);
-    bench_new_conns(quick ? 100000 : 1000000, quick ? 3 : 5);
+    /* The *_sync variants run with connection sync on (docs/forwarder.md, "Connection sync"):
+     * every new connection and state change becomes a record, encoded, signed and framed. */
+    static const char *const est10k[2] = {"established_10k", NULL};
+    static const char *const est1m[2] = {"established_1m", "established_1m_sync"};
+    static const char *const newc[2] = {"new_conns", "new_conns_sync"};
+    bench_established(est10k, 1, 10000, quick ? 512 : 4096, reps);
+    bench_established(est1m, 2, quick ? 200000 : 1000000, quick ? 1024 : 8192, reps);
+    bench_new_conns(newc, 2, quick ? 100000 : 1000000, quick ? 3 : 5);
     bench_maglev_build(1000, quick ? 3 : 9);
     bench_remap(100);
 
@@ -338,6 +396,17 @@ int main(int argc, char **argv)
                    "\"bytes_per_conn\":%llu,\"burst\":%u,\"runs\":%d,\"cpu\":\"%s\"}\n",
                    r->name, r->mpps, r->ns, r->conns, (unsigned long long)r->bytes_per_conn, BURST, r->runs, cpu);
     }
+    /* Issue #16's bar: forwarding with sync on >= 85% of sync off, per case. */
+    double m[4] = {0};
+    const char *names[4] = {"established_1m", "established_1m_sync", "new_conns", "new_conns_sync"};
+    for (int i = 0; i < nresults; i++)
+        for (int k = 0; k < 4; k++)
+            if (!strcmp(results[i].name, names[k]))
+                m[k] = results[i].mpps;
+    if (m[0] > 0 && m[2] > 0)
+        printf("{\"case\":\"sync_cost\",\"established_1m_ratio\":%.3f,\"new_conns_ratio\":%.3f,"
+               "\"target_ratio\":0.85,\"cpu\":\"%s\"}\n",
+               m[1] / m[0], m[3] / m[2], cpu);
     printf("\n%-24s %14s %12s %10s %14s\n", "case", "Mpps/core", "ns/pkt", "conns", "bytes/conn");
     for (int i = 0; i < nresults; i++) {
         const result_t *r = &results[i];

@@ -130,6 +130,35 @@ def deltas() -> dict[str, bytes]:
     return {"protect.txt": change.encode(), "protect_udp.txt": udp.encode()}
 
 
+def sync_msgs() -> dict[str, bytes]:
+    """Connection-sync messages (sync.h's format). The first byte asks the harness to re-sign the
+    rest with its key, so the seeds need no valid MAC."""
+    import ipaddress
+
+    def a(x: str) -> bytes:
+        return ipaddress.IPv4Address(x).packed
+
+    def rec(proto: int, state: int, flags: int, cport: int, vport: int, rport: int, timeout: int) -> bytes:
+        return (
+            bytes([4, proto, state, flags])
+            + a(CLIENT) + a(VIP) + a("198.51.100.101") + a("198.51.100.21")
+            + struct.pack(">HHHHII", cport, vport, 1030, rport, timeout, 0x01020304)
+            + struct.pack(">IIHBB", 0, 0, 0, 0, 0)
+        )  # fmt: skip
+
+    def msg(*recs: bytes) -> bytes:
+        hdr = b"VS" + bytes([1, len(recs)]) + a("198.51.100.11") + struct.pack(">QIHH", 7, 1, 1, 0)
+        return hdr + b"".join(recs) + bytes(8)
+
+    est = rec(6, 1, 0x03, 40000, 80, 8080, 90000)
+    return {
+        "tcp_established": b"\x01" + msg(est),
+        "tcp_and_udp": b"\x01" + msg(rec(6, 3, 0, 40001, 80, 8080, 30000), rec(17, 11, 0, 5000, 53, 5353, 300000)),
+        "unsigned": b"\x00" + msg(est),
+        "proxied": b"\x01" + msg(rec(6, 1, 0x14, 40002, 80, 8080, 90000)),
+    }
+
+
 def main() -> None:
     for name, blob in packets().items():
         out = HERE / "corpus" / "packet" / f"{name}.bin"
@@ -141,6 +170,12 @@ def main() -> None:
         out.write_bytes(blob)
     for name, blob in deltas().items():
         out = HERE / "corpus" / "delta" / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(blob)
+
+
+    for name, blob in sync_msgs().items():
+        out = HERE / "corpus" / "sync" / name
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(blob)
 

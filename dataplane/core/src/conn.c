@@ -25,11 +25,8 @@ static void *alloc_aligned(size_t bytes)
     return p;
 }
 
-int vgw_ctab_init(vgw_ctab_t *t, uint32_t capacity, uint64_t seed)
+uint64_t vgw_ctab_nbuckets(uint32_t capacity)
 {
-    memset(t, 0, sizeof *t);
-    if (capacity == 0 || capacity > (1u << 30))
-        return -1;
     /* Two entries per connection at <= 50% slot load keeps probe chains short; the power of two
      * rounding puts the load between 25% and 50%. */
     uint64_t entries = (uint64_t)capacity * 2;
@@ -37,32 +34,88 @@ int vgw_ctab_init(vgw_ctab_t *t, uint32_t capacity, uint64_t seed)
     uint64_t nb = 1;
     while (nb < want)
         nb *= 2;
-    t->buckets = alloc_aligned(nb * sizeof(vgw_bucket_t));
-    t->conns = alloc_aligned((size_t)capacity * sizeof(vgw_conn_t));
+    return nb;
+}
+
+/* The parts every table has in private memory: the free stack and the half-open ring are derived
+ * from the records (persist.c rebuilds them at attach), so they never need a stable layout. */
+static int ctab_init_common(vgw_ctab_t *t, uint32_t capacity, uint64_t seed, uint64_t nb)
+{
     t->free_stack = malloc((size_t)capacity * sizeof(uint32_t));
     t->ring = malloc((size_t)capacity * sizeof(uint64_t));
-    if (!t->buckets || !t->conns || !t->free_stack || !t->ring) {
-        vgw_ctab_fini(t);
+    if (!t->free_stack || !t->ring)
         return -1;
-    }
-    memset(t->buckets, 0, nb * sizeof(vgw_bucket_t));
-    memset(t->conns, 0, (size_t)capacity * sizeof(vgw_conn_t));
     t->bmask = (uint32_t)(nb - 1);
     t->capacity = capacity;
-    /* Pop order = ascending indexes, so a young table touches memory sequentially. */
-    for (uint32_t i = 0; i < capacity; i++)
-        t->free_stack[i] = capacity - 1 - i;
-    t->free_top = capacity;
     t->seed = seed;
     t->bytes = nb * sizeof(vgw_bucket_t) +
                (uint64_t)capacity * (sizeof(vgw_conn_t) + sizeof(uint32_t) + sizeof(uint64_t));
     return 0;
 }
 
+static void ctab_fill_free(vgw_ctab_t *t)
+{
+    /* Pop order = ascending indexes, so a young table touches memory sequentially. */
+    for (uint32_t i = 0; i < t->capacity; i++)
+        t->free_stack[i] = t->capacity - 1 - i;
+    t->free_top = t->capacity;
+}
+
+int vgw_ctab_init(vgw_ctab_t *t, uint32_t capacity, uint64_t seed)
+{
+    memset(t, 0, sizeof *t);
+    if (capacity == 0 || capacity > (1u << 30))
+        return -1;
+    uint64_t nb = vgw_ctab_nbuckets(capacity);
+    t->buckets = alloc_aligned(nb * sizeof(vgw_bucket_t));
+    t->conns = alloc_aligned((size_t)capacity * sizeof(vgw_conn_t));
+    if (!t->buckets || !t->conns || ctab_init_common(t, capacity, seed, nb)) {
+        vgw_ctab_fini(t);
+        return -1;
+    }
+    memset(t->buckets, 0, nb * sizeof(vgw_bucket_t));
+    memset(t->conns, 0, (size_t)capacity * sizeof(vgw_conn_t));
+    ctab_fill_free(t);
+    return 0;
+}
+
+int vgw_ctab_init_ext(vgw_ctab_t *t, uint32_t capacity, uint64_t seed, vgw_conn_t *conns, vgw_bucket_t *buckets,
+                      bool fresh)
+{
+    memset(t, 0, sizeof *t);
+    if (capacity == 0 || capacity > (1u << 30))
+        return -1;
+    uint64_t nb = vgw_ctab_nbuckets(capacity);
+    t->ext = true;
+    t->conns = conns;
+    t->buckets = buckets;
+    if (ctab_init_common(t, capacity, seed, nb)) {
+        vgw_ctab_fini(t);
+        return -1;
+    }
+    if (fresh) {
+        memset(buckets, 0, nb * sizeof(vgw_bucket_t));
+        memset(conns, 0, (size_t)capacity * sizeof(vgw_conn_t));
+        ctab_fill_free(t);
+    }
+    return 0;
+}
+
 void vgw_ctab_fini(vgw_ctab_t *t)
 {
-    free(t->buckets), free(t->conns), free(t->free_stack), free(t->ring);
+    if (!t->ext)
+        free(t->buckets), free(t->conns);
+    free(t->free_stack), free(t->ring);
     memset(t, 0, sizeof *t);
+}
+
+void vgw_ctab_rebuild_index(vgw_ctab_t *t)
+{
+    memset(t->buckets, 0, ((size_t)t->bmask + 1) * sizeof(vgw_bucket_t));
+    t->count = 0;
+    for (uint32_t i = 0; i < t->capacity; i++)
+        if (t->conns[i].flags & VGW_CF_USED)
+            vgw_ctab_insert(t, i);
 }
 
 uint32_t vgw_ctab_lookup(const vgw_ctab_t *t, const vgw_key4_t *k, uint64_t h)

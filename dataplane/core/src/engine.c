@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "fastpath.h"
+#include "vgw/persist.h"
 
 #define ETH_HLEN 14u
 #define ETHERTYPE_IPV4 0x0800u
@@ -112,6 +113,8 @@ uint32_t vgw_client_owner(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16
 
 vgw_worker_t *vgw_worker_create(vgw_dp_t *dp, const vgw_worker_params_t *p)
 {
+    if (p && p->report)
+        memset(p->report, 0, sizeof *p->report);
     if (!dp || !p || p->id >= dp->nworkers || p->conn_capacity == 0)
         return NULL;
     vgw_worker_t *w = NULL;
@@ -129,14 +132,19 @@ vgw_worker_t *vgw_worker_create(vgw_dp_t *dp, const vgw_worker_params_t *p)
     w->be_conns = calloc(VGW_MAX_BACKENDS, sizeof(uint32_t));
     /* Start port cursors apart so workers restarted together do not retrace the same ports. */
     w->port_cursor = (uint32_t)(p->hash_seed * 2654435761u);
-    if (!w->rr_pos || !w->lip_pos || !w->be_conns ||
-        vgw_ctab_init(&w->ct, p->conn_capacity, p->hash_seed ^ 0x6a09e667f3bcc909ULL) ||
-        vgw_protect_init(w, p->hash_seed)) {
+    uint64_t seed = p->hash_seed ^ 0x6a09e667f3bcc909ULL;
+    /* A persisted table is opened after protect_init: re-attaching rebuilds the half-open ring
+     * and count, and re-derives uids from the state applied now (persist.c). */
+    if (!w->rr_pos || !w->lip_pos || !w->be_conns || vgw_protect_init(w, p->hash_seed) ||
+        (p->persist ? vgw_persist_open(w, p, seed) : vgw_ctab_init(&w->ct, p->conn_capacity, seed))) {
+        if (p->report && p->persist && p->report->status == VGW_PERSIST_NONE)
+            p->report->status = VGW_PERSIST_ERROR;
         vgw_worker_destroy(w);
         return NULL;
     }
     vgw_worker_t *expected = NULL;
     if (!atomic_compare_exchange_strong(&dp->workers[p->id], &expected, w)) {
+        vgw_persist_close(w);
         vgw_ctab_fini(&w->ct);
         vgw_protect_fini(w);
         free(w->rr_pos), free(w->lip_pos), free(w->be_conns);
@@ -152,6 +160,7 @@ void vgw_worker_destroy(vgw_worker_t *w)
         return;
     vgw_worker_t *self = w;
     atomic_compare_exchange_strong(&w->dp->workers[w->id], &self, NULL);
+    vgw_persist_close(w); /* a persisted table stays in its file, marked closed cleanly */
     vgw_ctab_fini(&w->ct);
     vgw_protect_fini(w);
     free(w->rr_pos), free(w->lip_pos), free(w->be_conns);
@@ -289,6 +298,8 @@ static int parse(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, 
 
     uint32_t dst = ld32(l3 + 16);
     uint32_t kind = vgw_state_addr_kind(st, dst);
+    if (kind == 0 && VGW_UNLIKELY(vgw_foreign_lip(w->dp, dst)))
+        kind = VGW_ADDR_LIP; /* a failed peer's LIP: its synced connections' replies (sync.c) */
     if (kind == 0)
         return set_local(w, v), PM_DONE; /* node traffic: BGP, ssh, ... never touches the tables */
 
@@ -481,7 +492,7 @@ static void mss_clamp(vgw_worker_t *w, uint8_t *l4)
     }
 }
 
-static void conn_deltas(vgw_conn_t *c)
+void vgw_conn_deltas(vgw_conn_t *c)
 {
     uint32_t d = csum_delta32(c->cip, c->lip) + csum_delta32(c->vip, c->rip);
     c->ip_delta[0] = vgw_csum_fold(d);
@@ -554,7 +565,7 @@ uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, u
     c->expire = now;
     c->be_uid = (uint16_t)be->uid;
     c->svc_uid = svc->uid;
-    conn_deltas(c);
+    vgw_conn_deltas(c);
     vgw_ctab_insert(t, idx);
     if (k->proto == VGW_PROTO_TCP && !(xflags & VGW_CF_PROXY)) {
         w->pr.halfopen++;
@@ -562,6 +573,9 @@ uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, u
     }
     w->be_conns[be->uid]++;
     w->cnt[VGW_CNT_CONN_NEW]++;
+    /* UDP has no state change to announce it (TCP's first one follows at once). */
+    if (VGW_UNLIKELY(w->flags & VGW_WF_SYNC) && k->proto != VGW_PROTO_TCP)
+        vgw_sync_note(w, c, now);
     return idx;
 }
 
@@ -598,7 +612,12 @@ void vgw_conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t
                 mss_clamp(w, l4);
         }
     }
-    c->expire = now + conn_timeout(w, st, c);
+    uint32_t timeout = conn_timeout(w, st, c);
+    c->expire = now + timeout;
+    /* A long-lived connection is refreshed at the peers every half timeout (in ~1 s units), so
+     * their copy never expires while it is alive here. */
+    if (VGW_UNLIKELY(w->flags & VGW_WF_SYNC) && (uint16_t)((now >> 10) - c->sync_t) > (timeout >> 11))
+        vgw_sync_note(w, c, now);
     xlate(m->l3, m->l4, m->proto, c, dir, spd);
     if (dir == 0) {
         set_forward(v, VGW_PORT_INT, c->rip);

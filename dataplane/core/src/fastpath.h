@@ -65,6 +65,9 @@ static inline void conn_set_state(vgw_worker_t *w, vgw_conn_t *c, uint8_t state)
     if (c->proto == VGW_PROTO_TCP && !(c->flags & VGW_CF_PROXY)) {
         w->pr.halfopen += (uint32_t)tcp_halfopen_state(state) - (uint32_t)tcp_halfopen_state(c->state);
     }
+    /* Peers learn every state change: their copy's timeout follows the state. */
+    if (VGW_UNLIKELY(w->flags & VGW_WF_SYNC) && state != c->state)
+        vgw_sync_note(w, c, w->pr.last_now);
     c->state = state;
 }
 
@@ -107,6 +110,8 @@ uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, u
 void vgw_conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, uint32_t idx, uint32_t dir,
                       uint32_t now, vgw_verdict_t *v);
 void vgw_conn_release(vgw_worker_t *w, uint32_t idx);
+/* The checksum deltas of c's two rewrites, from its addresses and ports. */
+void vgw_conn_deltas(vgw_conn_t *c);
 
 /* protect.c */
 int vgw_protect_init(vgw_worker_t *w, uint64_t seed);

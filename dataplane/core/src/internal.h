@@ -12,6 +12,7 @@
 #include "vgw/counters.h"
 #include "vgw/engine.h"
 #include "vgw/maglev.h"
+#include "vgw/sync.h"
 #include "vgw/types.h"
 
 #define VGW_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -282,6 +283,7 @@ void vgw_reg_release(vgw_registry_t *r, uint64_t key);
 #define VGW_CF_SP_WAIT 0x08u  /* proxied, the server's SYN-ACK has not arrived yet */
 #define VGW_CF_SP_TS 0x10u    /* proxied with timestamps: TSval/TSecr are translated */
 #define VGW_CF_SP_WIN 0x20u   /* proxied with different window scales on the two legs */
+#define VGW_CF_SYNCED 0x40u   /* learned from a peer node's connection sync, not created here */
 #define VGW_CF_USED 0x80u
 
 /* One cache line per connection. Both directions' keys live here, so a hit in either direction
@@ -304,7 +306,7 @@ typedef struct vgw_conn {
     uint8_t sp_ws[2];    /* per direction: left shift << 4 | right shift applied to the window */
     uint8_t held;        /* slot + 1 of a client segment held while waiting; 0 = none */
     uint8_t gen;         /* bumped on every allocation of this record (eviction ring check) */
-    uint8_t reserved[2];
+    uint16_t sync_t;     /* connection sync: (now_ms >> 10) when peers last heard of it (sync.c) */
 } __attribute__((aligned(64))) vgw_conn_t;
 
 _Static_assert(sizeof(vgw_conn_t) == 64, "connection record must stay one cache line");
@@ -337,6 +339,9 @@ typedef struct vgw_ctab {
      * oldest first. Entries go stale when the connection completes or ends; eviction skips those. */
     uint64_t *ring;
     uint32_t ring_head, ring_len;
+    /* Records and buckets in a file that outlives the process (persist.c), not ours to free. */
+    bool ext;
+    struct vgw_pfile *pf;
 } vgw_ctab_t;
 
 typedef struct vgw_key4 {
@@ -347,6 +352,22 @@ typedef struct vgw_key4 {
 
 int vgw_ctab_init(vgw_ctab_t *t, uint32_t capacity, uint64_t seed);
 void vgw_ctab_fini(vgw_ctab_t *t);
+/* Buckets of a table of this capacity (a power of two). */
+uint64_t vgw_ctab_nbuckets(uint32_t capacity);
+/* Over records and buckets the caller maps (persist.c); fresh = zero them and fill the free
+ * stack, else the caller rebuilds the derived state from the records. */
+int vgw_ctab_init_ext(vgw_ctab_t *t, uint32_t capacity, uint64_t seed, vgw_conn_t *conns, vgw_bucket_t *buckets,
+                      bool fresh);
+/* Empties the index and inserts every record in use again (count follows). */
+void vgw_ctab_rebuild_index(vgw_ctab_t *t);
+
+/* persist.c: the table of worker w in the file params->persist names (vgw/persist.h). 0, or -1
+ * with the report's status/err set (and w->ct left empty). */
+int vgw_persist_open(vgw_worker_t *w, const vgw_worker_params_t *params, uint64_t seed);
+/* Marks the file closed cleanly and unmaps it (the workers must not run). */
+void vgw_persist_close(vgw_worker_t *w);
+/* The header's checksum over its fixed fields (exposed for the fuzzer, which forges headers). */
+uint64_t vgw_persist_hdr_sum(const void *hdr);
 
 static inline uint64_t vgw_mix64(uint64_t h)
 {
@@ -425,6 +446,11 @@ struct vgw_dp {
     void *retire_arg;
     vgw_registry_t svc_reg;
     vgw_registry_t be_reg;
+    /* Connection sync takeover (sync.c): LIPs of failed peers this node answers for. Open
+     * addressing over atomic slots (0 = empty, VGW_FOREIGN_GONE = removed), written by the control
+     * thread, read by workers only for packets to an address that is not the node's own. */
+    _Atomic uint32_t foreign_n;
+    _Atomic uint32_t foreign[VGW_FOREIGN_SLOTS];
     /* Build marks: which uids the generation being built keeps (stamp == build_seq). */
     uint32_t build_seq;
     uint32_t svc_stamp[VGW_MAX_SERVICES];
@@ -489,7 +515,42 @@ struct vgw_worker {
     uint32_t *lip_pos;    /* per service uid: next LIP */
     uint32_t *be_conns;   /* per backend uid: connections this worker holds (WLC) */
     vgw_protect_t pr;     /* flood protection (protect.c) */
+    /* Connection sync (sync.c, VGW_WF_SYNC): connections to tell the peers about, as
+     * (gen << 32 | idx), a ring read by vgw_worker_sync_take after each burst. */
+    uint32_t sync_head, sync_len;
+    uint64_t sync_overflow;
+    uint64_t sync_box[VGW_SYNC_OUTBOX];
 };
+
+#define VGW_FOREIGN_GONE 0xffffffffu /* a removed slot: lookups probe past it */
+
+/* sync.c: is addr a failed peer's LIP this node took over? */
+static inline bool vgw_foreign_lip(const vgw_dp_t *dp, uint32_t addr)
+{
+    if (VGW_LIKELY(atomic_load_explicit(&dp->foreign_n, memory_order_relaxed) == 0))
+        return false;
+    uint32_t i = (uint32_t)vgw_mix64(addr) & (VGW_FOREIGN_SLOTS - 1);
+    for (uint32_t probes = 0; probes < VGW_FOREIGN_SLOTS; probes++, i = (i + 1) & (VGW_FOREIGN_SLOTS - 1)) {
+        uint32_t a = atomic_load_explicit(&dp->foreign[i], memory_order_relaxed);
+        if (a == addr)
+            return true;
+        if (a == 0)
+            return false;
+    }
+    return false;
+}
+
+/* sync.c: note connection c (changed, created or due for a refresh) for the peers. */
+static inline void vgw_sync_note(vgw_worker_t *w, vgw_conn_t *c, uint32_t now)
+{
+    c->sync_t = (uint16_t)(now >> 10);
+    if (VGW_UNLIKELY(w->sync_len == VGW_SYNC_OUTBOX)) {
+        w->sync_overflow++;
+        return;
+    }
+    uint32_t idx = (uint32_t)(c - w->ct.conns);
+    w->sync_box[(w->sync_head + w->sync_len++) % VGW_SYNC_OUTBOX] = (uint64_t)c->gen << 32 | idx;
+}
 
 /* synproxy.c: SipHash-2-4 of data under the 128-bit key (k0, k1) (little-endian halves). */
 uint64_t vgw_siphash24(uint64_t k0, uint64_t k1, const void *data, size_t len);

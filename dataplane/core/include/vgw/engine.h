@@ -87,6 +87,11 @@ typedef struct vgw_worker_params {
     uint16_t mtu;           /* IP MTU towards real servers; TOA never makes a packet exceed it */
     uint16_t flags;         /* VGW_WF_* */
     uint64_t hash_seed;     /* per-worker secret for the connection hash (flooding resistance) */
+    /* Connection table in a file that outlives the process (vgw/persist.h); NULL = private
+     * memory. An attached file keeps its own hash seed. With report set, the create says what
+     * it found there (and why it refused a file: the create then returns NULL). */
+    const struct vgw_persist_params *persist;
+    struct vgw_persist_report *report;
 } vgw_worker_params_t;
 
 vgw_worker_t *vgw_worker_create(vgw_dp_t *dp, const vgw_worker_params_t *params);
