@@ -17,12 +17,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vgw.events import BgpAttributes, IPAddress, RouteReason, RouteState
+from vgw.events import BgpAttributes, DrainEndReason, IPAddress, RouteReason, RouteState
 from vgw.naming import addr_token, check_name
 
 ROUTES_BUCKET = "vgw_routes"
 
-__all__ = ["ROUTES_BUCKET", "GateStatus", "RouteEntry", "route_key", "route_key_prefix"]
+__all__ = ["ROUTES_BUCKET", "DrainMark", "GateStatus", "RouteEntry", "route_key", "route_key_prefix"]
 
 GateName = Literal["forwarder", "programmed", "health", "node_active", "vip_enabled", "requests"]
 
@@ -44,6 +44,20 @@ class GateStatus(BaseModel):
 
     ok: bool
     detail: Annotated[str, Field(max_length=512)] = ""
+
+
+class DrainMark(BaseModel):
+    """The node's drain as route control saw it when it decided (the same on every VIP of the node):
+    which drain (``started_at``), and whether and how it completed. A restarted routectl reads it back,
+    so a completed drain stays completed and ``node.drain.*`` events are not repeated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    started_at: datetime
+    deadline: datetime
+    threshold: Annotated[int, Field(ge=0)]
+    completed: DrainEndReason | None = Field(default=None, description="idle or timeout once the drain is over")
+    completed_at: datetime | None = None
 
 
 class RouteEntry(BaseModel):
@@ -75,6 +89,7 @@ class RouteEntry(BaseModel):
         default=None, description="While damped: the earliest time the VIP may be announced again"
     )
     speaker: Annotated[str, Field(max_length=128)] = Field(default="", description="routectl instance")
+    drain: DrainMark | None = Field(default=None, description="While the node is draining (state draining)")
 
     @property
     def key(self) -> str:

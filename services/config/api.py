@@ -17,8 +17,10 @@ import contextvars
 import ipaddress
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -32,7 +34,19 @@ from opentelemetry import trace
 
 from vgw.config.client import CURRENT_REVISION_HEADER, SERVICE, WARNING_HEADER
 from vgw.config.diff import Diff, diff_documents
-from vgw.config.model import Backend, ConfigDocument, Limits, Service, Vip, node_view
+from vgw.config.model import (
+    DRAIN_THRESHOLD_DEFAULT,
+    DRAIN_TIMEOUT_DEFAULT_S,
+    DRAIN_TIMEOUT_MAX_S,
+    DRAIN_TIMEOUT_MIN_S,
+    Backend,
+    ConfigDocument,
+    Limits,
+    NodeDrain,
+    Service,
+    Vip,
+    node_view,
+)
 from vgw.config.records import Encoded
 from vgw.config.store import (
     Action,
@@ -62,7 +76,11 @@ _BACKEND_STATES = {
     pb.BACKEND_STATE_DRAINING: "draining",
     pb.BACKEND_STATE_DISABLED: "disabled",
 }
-_NODE_STATES = {pb.NODE_STATE_ACTIVE: "active", pb.NODE_STATE_ISOLATED: "isolated"}
+_NODE_STATES = {
+    pb.NODE_STATE_ACTIVE: "active",
+    pb.NODE_STATE_ISOLATED: "isolated",
+    pb.NODE_STATE_DRAINING: "draining",
+}
 _YAML_DUMPER: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _IDENTITY: contextvars.ContextVar[Identity] = contextvars.ContextVar("vgw_config_identity")
 
@@ -278,6 +296,113 @@ def with_backend_state_in(
     vips = list(doc.vips)
     vips[vip_enc.index] = vip.model_copy(update={"services": services})
     return doc.model_copy(update={"vips": vips}), matched
+
+
+# --- node states and drains --------------------------------------------------------------------------
+
+
+def drain_options(req: pb.SetNodeStateRequest, state: str) -> tuple[float | None, int | None]:
+    """The drain's timeout (seconds) and threshold from the request, each None when not given;
+    refused when out of range, or given with another state than DRAINING."""
+    has = req.HasField("drain")
+    if state != "draining":
+        if has:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "drain options go with state DRAINING only",
+                issues=[Issue("drain", "only with state DRAINING")],
+            )
+        return None, None
+    timeout = req.drain.timeout_s if has and req.drain.HasField("timeout_s") else None
+    threshold = req.drain.threshold if has and req.drain.HasField("threshold") else None
+    if timeout is not None and not (math.isfinite(timeout) and DRAIN_TIMEOUT_MIN_S <= timeout <= DRAIN_TIMEOUT_MAX_S):
+        why = f"a drain timeout of {timeout:g}s is out of range: 1s to 24h (86400s)"
+        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, why, issues=[Issue("drain.timeout_s", why)])
+    if threshold is not None and threshold > Limits.EXPECTED_CONNECTIONS_MAX:
+        why = f"a drain threshold of {threshold} connections is more than a node can hold"
+        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, why, issues=[Issue("drain.threshold", why)])
+    return timeout, threshold
+
+
+def with_node_state(
+    doc: ConfigDocument,
+    node: str | None,
+    cluster: str | None,
+    state: str,
+    timeout: float | None,
+    threshold: int | None,
+    now: datetime,
+) -> ConfigDocument:
+    """``doc`` with a node (or every node of a cluster) in ``state``. Draining an already draining node
+    keeps its start (a new timeout or threshold applies from that start); with a cluster, DRAINING
+    drains its active nodes and ACTIVE restores its draining ones, isolated nodes are left alone.
+    Draining a single isolated node is refused: its VIPs are withdrawn already."""
+    if cluster is not None and all(c.name != cluster for c in doc.clusters):
+        raise ApiError(grpc.StatusCode.NOT_FOUND, f"unknown cluster {cluster!r}")
+    nodes = list(doc.nodes)
+    found = False
+    for i, n in enumerate(nodes):
+        if (node is not None and n.id != node) or (cluster is not None and n.cluster != cluster):
+            continue
+        found = True
+        if state == "draining":
+            if n.state == "isolated":
+                if cluster is not None:
+                    continue
+                raise ApiError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"node {n.id} is isolated: its VIPs are withdrawn already, there is nothing to drain; "
+                    f"nothing changed (restore it first with `vgwctl node restore {n.id}` to drain it)",
+                    issues=[Issue(f"nodes/{n.id}/state", "isolated: restore it before draining it")],
+                )
+            old = n.drain if n.state == "draining" else None
+            drain = NodeDrain(
+                started_at=old.started_at if old is not None else now,
+                timeout=timeout if timeout is not None else (old.timeout if old else DRAIN_TIMEOUT_DEFAULT_S),
+                threshold=threshold if threshold is not None else (old.threshold if old else DRAIN_THRESHOLD_DEFAULT),
+            )
+            if n.state != "draining" or n.drain != drain:
+                nodes[i] = n.model_copy(update={"state": "draining", "drain": drain})
+        else:
+            if cluster is not None and n.state != "draining":
+                continue
+            if n.state != state:
+                nodes[i] = n.model_copy(update={"state": state, "drain": None})
+    if not found:
+        if node is not None:
+            raise ApiError(grpc.StatusCode.NOT_FOUND, f"unknown node {node!r}")
+        raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, f"cluster {cluster!r} has no nodes")
+    return doc.model_copy(update={"nodes": nodes})
+
+
+def _serving_nodes(doc: ConfigDocument) -> dict[Any, list[str]]:
+    """VIP address -> the nodes that announce it (primary nodes, and the standby cluster's nodes)."""
+    by_cluster: dict[str, list[str]] = {}
+    for n in doc.nodes:
+        by_cluster.setdefault(n.cluster, []).append(n.id)
+    standby_of = {c.name: c.standby for c in doc.clusters}
+    out: dict[Any, list[str]] = {}
+    for v in doc.vips:
+        nodes = list(v.nodes) if v.nodes is not None else list(by_cluster.get(v.cluster, []))
+        standby = v.standby_cluster or standby_of.get(v.cluster)
+        if standby is not None:
+            nodes += by_cluster.get(standby, [])
+        out[v.address] = nodes
+    return out
+
+
+def vips_left_without_active_node(old: ConfigDocument, new: ConfigDocument) -> list[Any]:
+    """VIPs that have an active node in ``old`` but none in ``new`` (the blast-radius guard of a drain:
+    once the drain ends, nobody would announce them)."""
+    before = {n.id: n.state for n in old.nodes}
+    after = {n.id: n.state for n in new.nodes}
+    if before == after:
+        return []
+    out = []
+    for vip, nodes in _serving_nodes(new).items():
+        if any(before.get(n) == "active" for n in nodes) and not any(after.get(n) == "active" for n in nodes):
+            out.append(vip)
+    return out
 
 
 # --- the service -----------------------------------------------------------------------------------
@@ -639,20 +764,46 @@ class ConfigApi:
         if state is None:
             raise ApiError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "state must be ACTIVE or ISOLATED",
-                issues=[Issue("state", "must be ACTIVE or ISOLATED")],
+                "state must be ACTIVE, ISOLATED or DRAINING",
+                issues=[Issue("state", "must be ACTIVE, ISOLATED or DRAINING")],
             )
+        if bool(req.node) == bool(req.cluster):
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "give a node or a cluster (not both)",
+                issues=[Issue("node", "give a node or a cluster (not both)")],
+            )
+        if req.cluster and state == "isolated":
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a cluster can be drained or restored, not isolated (a cluster withdraw request fails it over)",
+                issues=[Issue("state", "with cluster: DRAINING or ACTIVE")],
+            )
+        timeout, threshold = drain_options(req, state)
+        now = datetime.now(UTC)
+        target = f"node {req.node}" if req.node else f"cluster {req.cluster}"
 
         def edit(doc: ConfigDocument, records: dict[str, Encoded]) -> ConfigDocument:
-            nodes = list(doc.nodes)
-            for i, n in enumerate(nodes):
-                if n.id == req.node:
-                    nodes[i] = n.model_copy(update={"state": state})
-                    return doc.model_copy(update={"nodes": nodes})
-            raise ApiError(grpc.StatusCode.NOT_FOUND, f"unknown node {req.node!r}")
+            new = with_node_state(doc, req.node or None, req.cluster or None, state, timeout, threshold, now)
+            if state == "draining" and not req.force:
+                stranded = vips_left_without_active_node(doc, new)
+                if stranded:
+                    shown = ", ".join(str(v) for v in stranded[:5]) + (" ..." if len(stranded) > 5 else "")
+                    raise ApiError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"draining {target} would leave {len(stranded)} VIP(s) with no active node to announce "
+                        f"them ({shown}): every node that serves them would be draining or isolated, so they "
+                        "would be withdrawn everywhere once the drain ends; nothing changed. Give force "
+                        "(vgwctl --force) to drain anyway",
+                        issues=[
+                            Issue(f"vips/{v}", "no active node would announce it (every node draining or isolated)")
+                            for v in stranded[:100]
+                        ],
+                    )
+            return new
 
         expected = req.expected_revision if req.HasField("expected_revision") else None
-        reason = req.reason or f"node {req.node} {state}"
+        reason = req.reason or f"{target} {state}"
         return apply_response(await self._edit(context, expected, reason, "node_state", edit), False)
 
     # -- watch --

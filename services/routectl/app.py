@@ -39,6 +39,9 @@ from vgw.events import (
     ClusterWithdrawRequest,
     ConfigChanged,
     DataplaneStatus,
+    DrainEndReason,
+    NodeDrainCompleted,
+    NodeDrainStarted,
     NodeWithdrawRequest,
     RouteReason,
     RouteState,
@@ -52,7 +55,7 @@ from vgw.runtime import Runtime
 from vgw.store import Change, KvStore, Snapshot
 
 from . import metrics
-from .decide import Announcers, Cause, DampingPolicy, Decider, Decision, ForwarderObs, Requests
+from .decide import Announcers, Cause, DampingPolicy, Decider, Decision, DrainEdge, ForwarderObs, Requests
 from .settings import RoutectlSettings
 from .speaker import Speaker, SpeakerConfig
 
@@ -205,6 +208,7 @@ class Routectl:
                 penalty=d.penalty,
                 damped_until=None,
                 cause=None,
+                drain=d.drain,  # a restarted routectl reads the drain's progress back
             )
             with contextlib.suppress(Exception):
                 await self._publish(withdrawn, d, now_wall)
@@ -319,6 +323,7 @@ class Routectl:
             or prev.status.config_revision != ev.config_revision
             or prev.status.vips != ev.vips
             or time.monotonic() - prev.received_at > self.settings.dataplane_stale_s
+            or (self.decider.drain is not None and prev.status.active_connections != ev.active_connections)
         ):
             self._dirty.set()
 
@@ -400,6 +405,7 @@ class Routectl:
             now_wall,
             self._announcers() if self.settings.guard_last_announcer else None,
         )
+        self._drain_metrics(now_wall)
         changed: list[tuple[Decision, Decision | None]] = []
         for d in decisions:
             prev = self._applied.get(d.vip)
@@ -415,6 +421,7 @@ class Routectl:
             else:
                 self._applied[d.vip] = d
         if not changed:
+            await self._drain_edges(self.decider.drain_events)
             return
         counts = {s: 0 for s in RouteState}
         for d in self._applied.values():
@@ -439,6 +446,73 @@ class Routectl:
                 await self._write(d, now_wall, self.decider.mem[d.vip].since if d.vip in self.decider.mem else None)
             except Exception as exc:
                 log.warning("recording the decision for %s: %s", d.vip, exc)
+        await self._drain_edges(self.decider.drain_events)
+
+    # -- drains --
+
+    def _drain_metrics(self, now_wall: datetime) -> None:
+        drain = self.decider.drain
+        done = drain is not None and drain.completed is not None
+        metrics.DRAIN_PHASE.labels("draining").set(1 if drain is not None and not done else 0)
+        metrics.DRAIN_PHASE.labels("drained").set(1 if done else 0)
+        if drain is not None and not done:
+            metrics.DRAIN_CONNECTIONS.set(drain.connections if drain.connections is not None else -1)
+            metrics.DRAIN_SECONDS_LEFT.set(drain.left_s(now_wall))
+        else:
+            metrics.DRAIN_CONNECTIONS.set(0)
+            metrics.DRAIN_SECONDS_LEFT.set(0)
+
+    async def _drain_edges(self, edges: list[DrainEdge]) -> None:
+        """Publish ``node.drain.started`` / ``node.drain.completed`` and count them (after the routes
+        they cause were handed to the speaker)."""
+        assert self._bus is not None
+        view = self._view
+        for e in edges:
+            st = e.status
+            common = {
+                "node": self.node_id,
+                "cluster": view.node.cluster if view is not None else "unknown",
+                "started_at": st.started_at,
+                "deadline": st.deadline,
+                "timeout_s": st.timeout_s,
+                "threshold": st.threshold,
+                "active_connections": st.connections,
+                "vips": len(view.vips) if view is not None else 0,
+                "config_revision": self._revision or None,
+                "cause_event_id": e.cause.event_id if e.cause is not None else None,
+            }
+            event: NodeDrainStarted | NodeDrainCompleted
+            if e.reason is None:
+                metrics.DRAINS_STARTED.inc()
+                event = NodeDrainStarted(**common)
+                log.info(
+                    "drain started: deprioritised until fewer than %d connections or %s",
+                    st.threshold,
+                    st.deadline.isoformat(),
+                    extra={"drain": "started"},
+                )
+            else:
+                ended_at = st.completed_at or datetime.now(UTC)
+                duration = max(0.0, (ended_at - st.started_at).total_seconds())
+                metrics.DRAINS_COMPLETED.labels(e.reason.value).inc()
+                if e.reason != DrainEndReason.CANCELLED:
+                    metrics.DRAIN_SECONDS.observe(duration)
+                event = NodeDrainCompleted(**common, reason=e.reason, duration_s=duration, detail=e.detail[:1024])
+                log.info(
+                    "drain completed (%s) after %.1fs: %s",
+                    e.reason.value,
+                    duration,
+                    e.detail,
+                    extra={"drain": e.reason.value},
+                )
+            links = [Link(e.cause.span)] if e.cause is not None and e.cause.span is not None else []
+            with _tracer.start_as_current_span(
+                "routectl drain", links=links, attributes={"vgw.node": self.node_id, "vgw.drain": event.name}
+            ):
+                try:
+                    await self._bus.publish(event)
+                except Exception as exc:
+                    log.warning("publishing %s: %s", event.name, exc)
 
     # -- outputs --
 
@@ -516,5 +590,6 @@ class Routectl:
             flap_penalty=d.penalty,
             damped_until=damped_until,
             speaker=self.settings.instance_id,
+            drain=d.drain,
         )
         await self._routes.put(key, entry)

@@ -6,7 +6,7 @@ per-VIP memory (current state, hysteresis, flap penalty) between evaluations.
 
 Gates, in the order their failure is reported as the reason:
 
-1. ``node_active``  -- the node is not isolated                           -> ``node_isolated``
+1. ``node_active``  -- the node is not isolated, nor drained             -> ``node_isolated|node_drained``
 2. ``vip_enabled``  -- the VIP is enabled                                 -> ``vip_disabled``
 3. ``requests``     -- no node or cluster withdraw request in force       -> ``*_withdraw_request``
                        (a request not from ``operator/...`` is not honoured when it would withdraw
@@ -20,6 +20,13 @@ Gates 1-5 withdraw at once. Gate 6 withdraws (policy ``withdraw``) or announces 
 deprioritised attributes (policy ``deprioritise``); health-driven withdrawals are limited per minute,
 and after a health-driven worsening the VIP must be healthy for the hold-down (doubling with the
 decaying flap penalty) before it is announced normally again (reason ``damped`` meanwhile).
+
+A draining node (config state ``draining``, :class:`vgw.config.model.NodeDrain`) announces every VIP
+whose gates hold with the deprioritised attributes (reason ``node_draining``) until the drain
+completes -- the node's forwarder reports fewer connections than the threshold (``idle``), or the
+timeout passed (``timeout``) -- and then withdraws them (``node_drained``). The completion is latched
+per drain (its ``started_at``) and kept in ``vgw_routes`` (:class:`vgw.routes.DrainMark`), so it
+survives a restart; :attr:`Decider.drain_events` lists the drain's edges for the caller to publish.
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ from datetime import datetime
 from opentelemetry.trace import SpanContext
 
 from vgw.config import NodeService, NodeView, Vip
-from vgw.config.model import Role
+from vgw.config.model import NodeDrain, Role
 from vgw.events import (
     BackendState,
     BgpAttributes,
     ClusterWithdrawRequest,
     DataplaneStatus,
+    DrainEndReason,
     ForwarderState,
     NodeWithdrawRequest,
     RequestAction,
@@ -46,7 +54,7 @@ from vgw.events import (
 )
 from vgw.health import HealthEntry
 from vgw.naming import IP
-from vgw.routes import GateName, GateStatus, RouteEntry
+from vgw.routes import DrainMark, GateName, GateStatus, RouteEntry
 
 HEALTH_REASONS = frozenset({RouteReason.BELOW_LOW_WATERMARK, RouteReason.DAMPED})
 
@@ -150,6 +158,58 @@ class Requests:
         return len(self._node) + len(self._cluster)
 
 
+# --- drains ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DrainStatus:
+    """The node's drain at one evaluation."""
+
+    started_at: datetime
+    deadline: datetime
+    timeout_s: float
+    threshold: int
+    connections: int | None
+    """The forwarder's connections without half-open ones; None while unknown (no fresh status
+    carrying them): then only the timeout ends the drain."""
+    completed: DrainEndReason | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def mark(self) -> DrainMark:
+        return DrainMark(
+            started_at=self.started_at,
+            deadline=self.deadline,
+            threshold=self.threshold,
+            completed=self.completed,
+            completed_at=self.completed_at,
+        )
+
+    def left_s(self, now_wall: datetime) -> float:
+        return max(0.0, (self.deadline - now_wall).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class DrainEdge:
+    """A drain started, or ended (``reason``): published as ``node.drain.started|completed``."""
+
+    status: DrainStatus
+    reason: DrainEndReason | None
+    """None: started."""
+    detail: str
+    cause: Cause | None
+
+
+def drain_connections(fwd: ForwarderObs | None, now: float, stale_s: float) -> int | None:
+    """What a drain counts: the connections of a fresh ``up`` status, half-open ones left out."""
+    if fwd is None or now - fwd.received_at > stale_s or fwd.status.forwarder != ForwarderState.UP:
+        return None
+    st = fwd.status
+    if st.active_connections is None:
+        return None
+    return max(0, st.active_connections - (st.half_open_connections or 0))
+
+
 # --- decisions ------------------------------------------------------------------------------------
 
 
@@ -171,12 +231,24 @@ class Decision:
     cause: Cause | None
     health_withdrawal: bool = False
     """This decision is a health-driven withdrawal (counted against the per-minute limit)."""
+    drain: DrainMark | None = None
+    """The node's drain, while it drains."""
 
     @property
     def signature(self) -> tuple[object, ...]:
         """What makes a decision different enough to be written again (no timestamps)."""
         gates = tuple(sorted((k, v.ok) for k, v in self.gates.items()))
-        return (self.state, self.reason, self.attributes, gates, self.healthy, self.total, self.below, self.role)
+        return (
+            self.state,
+            self.reason,
+            self.attributes,
+            gates,
+            self.healthy,
+            self.total,
+            self.below,
+            self.role,
+            self.drain,
+        )
 
 
 @dataclass
@@ -245,6 +317,14 @@ class Decider:
         self.stale_s = stale_s
         self.mem: dict[IP, VipMemory] = {}
         self._withdrawals: deque[float] = deque()
+        self.drain: DrainStatus | None = None
+        """The node's drain at the last evaluation (None: not draining)."""
+        self.drain_events: list[DrainEdge] = []
+        """Drain edges of the last evaluation, for the caller to publish."""
+        self._drain_known: datetime | None = None
+        """started_at of the drain whose start is known (announced, or read back from KV)."""
+        self._drain_done: tuple[datetime, DrainEndReason, datetime] | None = None
+        """(started_at, reason, when) of the completed drain: completion is latched per drain."""
 
     # -- restart safety --
 
@@ -257,6 +337,63 @@ class Decider:
         m.penalty_at = now
         m.hold_pending = entry.reason in HEALTH_REASONS
         m.healthy_since = now
+        d = entry.drain
+        if d is not None:
+            self._drain_known = d.started_at
+            if d.completed is not None:
+                self._drain_done = (d.started_at, d.completed, d.completed_at or d.deadline)
+
+    # -- the node's drain --
+
+    def _drain_status(
+        self,
+        view: NodeView | None,
+        fwd: ForwarderObs | None,
+        config_cause: Cause | None,
+        now: float,
+        now_wall: datetime,
+    ) -> DrainStatus | None:
+        """The node's drain now; records its edges in :attr:`drain_events`."""
+        nd: NodeDrain | None = view.draining if view is not None else None
+        prev = self.drain
+        if nd is None:
+            if self._drain_known is not None and self._drain_done is None:
+                ended = prev or DrainStatus(self._drain_known, self._drain_known, 0.0, 0, None)
+                why = "the node is no longer draining (restored, isolated or removed) before the drain completed"
+                if view is not None:
+                    why = f"the node is {view.node.state} again before the drain completed"
+                self.drain_events.append(DrainEdge(ended, DrainEndReason.CANCELLED, why, config_cause))
+            self._drain_known = self._drain_done = None
+            return None
+        conns = drain_connections(fwd, now, self.stale_s)
+        status = DrainStatus(nd.started_at, nd.deadline, nd.timeout, nd.threshold, conns)
+        if self._drain_known != nd.started_at:
+            if self._drain_known is not None and self._drain_done is None and prev is not None:
+                # restored and drained again between two evaluations: the old drain ended unfinished
+                why = "a new drain replaced it before it completed"
+                self.drain_events.append(DrainEdge(prev, DrainEndReason.CANCELLED, why, config_cause))
+            self._drain_known = nd.started_at
+            self.drain_events.append(DrainEdge(status, None, "drain started", config_cause))
+        done = self._drain_done
+        if done is not None and done[0] != nd.started_at:
+            done = self._drain_done = None
+        if done is None:
+            reason: DrainEndReason | None = None
+            if now_wall >= nd.deadline:
+                reason = DrainEndReason.TIMEOUT
+                detail = f"timeout after {nd.timeout:g}s with {_conns(conns)} (threshold {nd.threshold})"
+                cause = config_cause
+            elif conns is not None and conns < nd.threshold:
+                reason = DrainEndReason.IDLE
+                detail = f"idle: {_conns(conns)}, below the threshold of {nd.threshold}"
+                cause = fwd.cause if fwd is not None else None
+            if reason is not None:
+                done = self._drain_done = (nd.started_at, reason, now_wall)
+                ended = DrainStatus(nd.started_at, nd.deadline, nd.timeout, nd.threshold, conns, reason, now_wall)
+                self.drain_events.append(DrainEdge(ended, reason, detail, cause))
+        if done is not None:
+            status = DrainStatus(nd.started_at, nd.deadline, nd.timeout, nd.threshold, conns, done[1], done[2])
+        return status
 
     # -- helpers --
 
@@ -318,6 +455,8 @@ class Decider:
     ) -> list[Decision]:
         """Evaluate every VIP of the node (and withdraw the ones it no longer serves); updates the
         memory as if every returned decision is applied."""
+        self.drain_events = []
+        self.drain = drain = self._drain_status(view, fwd, config_cause, now, now_wall)
         out: list[Decision] = []
         seen: set[IP] = set()
         next_hop: IP | None = None
@@ -347,6 +486,7 @@ class Decider:
                     now,
                     now_wall,
                     announcers,
+                    drain,
                 )
             )
         for addr in [a for a in self.mem if a not in seen]:
@@ -387,6 +527,7 @@ class Decider:
         now: float,
         now_wall: datetime,
         announcers: Mapping[IP, Announcers] | None,
+        drain: DrainStatus | None = None,
     ) -> Decision:
         m = self.mem.get(vip.address)
         if m is None:
@@ -417,9 +558,16 @@ class Decider:
         gates: dict[GateName, GateStatus] = {}
         failing: tuple[RouteReason, str, Cause | None] | None = None
 
-        gates["node_active"] = GateStatus(ok=not view.isolated, detail=f"node {view.node.state}")
+        drained = drain is not None and drain.completed is not None
+        gates["node_active"] = GateStatus(ok=not view.isolated and not drained, detail=_node_detail(view, drain))
         if view.isolated:
             failing = (RouteReason.NODE_ISOLATED, f"node {self.node_id} is isolated", config_cause)
+        elif drain is not None and drain.completed is not None:
+            failing = (
+                RouteReason.NODE_DRAINED,
+                f"node {self.node_id} drained ({drain.completed.value}) at {_hms(drain.completed_at)}",
+                config_cause,
+            )
         gates["vip_enabled"] = GateStatus(ok=vip.enabled, detail="enabled" if vip.enabled else "disabled")
         if failing is None and not vip.enabled:
             failing = (RouteReason.VIP_DISABLED, "the VIP is disabled", config_cause)
@@ -488,6 +636,7 @@ class Decider:
                 damped_until=damped_until,
                 cause=cause,
                 health_withdrawal=health_withdrawal,
+                drain=drain.mark if drain is not None else None,
             )
 
         if failing is not None:
@@ -523,7 +672,7 @@ class Decider:
             )
 
         # every gate holds
-        attrs = combine_attributes(vip, role, False, next_hop)
+        attrs = combine_attributes(vip, role, drain is not None, next_hop)
         if m.hold_pending:
             hold = self.damping.hold(m.penalty)
             until = m.healthy_since + hold
@@ -535,7 +684,34 @@ class Decider:
                 return make(m.state, RouteReason.DAMPED, detail, health_cause, damped_until=until)
             m.hold_pending = False
         cause = health_cause if m.reason in HEALTH_REASONS else (fwd.cause if fwd is not None else None)
-        if m.reason in (RouteReason.NODE_ISOLATED, RouteReason.VIP_DISABLED):
+        if drain is not None:
+            detail = f"node draining: deprioritised until idle or {_hms(drain.deadline)}; {health_gate.detail}"
+            return make(RouteState.DEPRIORITISED, RouteReason.NODE_DRAINING, detail, config_cause, attrs)
+        if m.reason in (
+            RouteReason.NODE_ISOLATED,
+            RouteReason.VIP_DISABLED,
+            RouteReason.NODE_DRAINING,
+            RouteReason.NODE_DRAINED,
+        ):
             cause = config_cause
         detail = f"all gates hold ({role}); {health_gate.detail}"
         return make(RouteState.ANNOUNCED, RouteReason.GATES_OK, detail, cause, attrs)
+
+
+def _hms(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ") if t is not None else "?"
+
+
+def _conns(n: int | None) -> str:
+    return "connections unknown" if n is None else f"{n} connection{'s' if n != 1 else ''}"
+
+
+def _node_detail(view: NodeView, drain: DrainStatus | None) -> str:
+    if drain is None:
+        return f"node {view.node.state}"
+    if drain.completed is not None:
+        return f"node drained ({drain.completed.value}) at {_hms(drain.completed_at)}"
+    return (
+        f"node draining since {_hms(drain.started_at)}: deprioritised until fewer than {drain.threshold} "
+        f"connections, withdrawn by {_hms(drain.deadline)} at the latest"
+    )

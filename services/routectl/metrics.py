@@ -23,3 +23,24 @@ LIMITED = Counter(
 )
 FORWARDER_AGE = Gauge("vgw_routectl_dataplane_status_age_seconds", "Age of the last dataplane.status of this node")
 REQUESTS = Gauge("vgw_routectl_withdraw_requests", "Node and cluster withdraw requests known (in force or expired)")
+DRAINS_STARTED = Counter("vgw_routectl_drains_started_total", "Drains of this node started (node.drain.started)")
+DRAINS_COMPLETED = Counter(
+    "vgw_routectl_drains_completed_total",
+    "Drains of this node ended (node.drain.completed), by reason: idle, timeout, cancelled",
+    ["reason"],
+)
+DRAIN_SECONDS = Histogram(
+    "vgw_routectl_drain_seconds",
+    "Duration of completed drains (idle or timeout), from the drain's start",
+    buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+)
+DRAIN_PHASE = Gauge(
+    "vgw_routectl_drain_phase",
+    "1 while this node drains (draining: deprioritised) or is drained (withdrawn)",
+    ["phase"],
+)
+DRAIN_CONNECTIONS = Gauge(
+    "vgw_routectl_drain_connections",
+    "While draining: the connections the drain counts (half-open ones left out; -1 = unknown)",
+)
+DRAIN_SECONDS_LEFT = Gauge("vgw_routectl_drain_seconds_left", "While draining: seconds until the drain's timeout")

@@ -99,6 +99,8 @@ class Heartbeat:
         self.bus, self.node, self.revision, self.interval_s = bus, node, revision, interval_s
         self.vips = [VIP]
         self.forwarder = ForwarderState.UP
+        self.connections: int | None = None
+        """The forwarder's connection count to report (``active_connections``); None: not reported."""
         self.last_sent = 0.0
         self._task: asyncio.Task[None] | None = None
         self._running = False
@@ -130,6 +132,8 @@ class Heartbeat:
                     config_revision=self.revision,
                     vips=list(self.vips),
                     services=1,
+                    active_connections=self.connections,
+                    half_open_connections=0 if self.connections is not None else None,
                 )
             )
             self.last_sent = time.monotonic()

@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,13 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from vgw.config.client import ConfigApiError, ConfigClient
+from vgw.config.model import DRAIN_THRESHOLD_DEFAULT, DRAIN_TIMEOUT_DEFAULT_S
 from vgw.config.v1 import config_pb2 as pb
+from vgw.duration import parse_duration
 
+from . import drain as drain_follow
 from . import runtime_view
-from .common import settings_from
+from .common import connect, settings_from
 from .output import FORMATS, emit, table
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -52,7 +55,7 @@ _KIND_ALIASES = {
 }
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(*, call_timeout_flag: str = "--timeout") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("config service")
     g.add_argument(
@@ -78,7 +81,14 @@ def _common() -> argparse.ArgumentParser:
         metavar="NAME",
         help="name the server's certificate must carry, when not the address's host ($VGW_CONFIG_TLS_SERVER_NAME)",
     )
-    g.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="per-call timeout (default 60)")
+    g.add_argument(
+        call_timeout_flag,
+        dest="call_timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="per-call timeout (default 60)",
+    )
     p.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default table)")
     return p
 
@@ -87,6 +97,38 @@ def _write_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default="", help="why (kept in the history and the config.changed event)")
     p.add_argument(
         "--expect-revision", type=int, metavar="REV", help="fail (exit 5) unless the store is at this revision"
+    )
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def _drain_opts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("drain")
+    g.add_argument(
+        "--timeout",
+        type=_duration_arg,
+        metavar="DURATION",
+        help=f"drain: withdraw at the latest this long after the start (1s-24h; default {DRAIN_TIMEOUT_DEFAULT_S:g}s; "
+        "e.g. 90s, 10m)",
+    )
+    g.add_argument(
+        "--threshold",
+        type=int,
+        metavar="N",
+        help=f"drain: idle (withdraw) once the node has fewer than N connections (default {DRAIN_THRESHOLD_DEFAULT}: "
+        "none left; 0: wait for the timeout)",
+    )
+    g.add_argument("--no-wait", action="store_true", help="drain: return once the drain is committed")
+    g.add_argument(
+        "--interval", type=float, default=5.0, metavar="SECONDS", help="drain: seconds between progress lines (5)"
+    )
+    g.add_argument(
+        "--force", action="store_true", help="drain even if that leaves a VIP with no active node to announce it"
     )
 
 
@@ -158,11 +200,36 @@ def add_parsers(sub: Any) -> None:
     _write_opts(p)
     p.set_defaults(func=_run(cmd_backend))
 
-    p = sub.add_parser("node", parents=[common], help="isolate a node (withdraw its VIPs) or restore it")
-    p.add_argument("action", choices=("isolate", "restore"))
+    # `--timeout` is the drain's here; the per-call timeout is --call-timeout.
+    drain_common = _common(call_timeout_flag="--call-timeout")
+    p = sub.add_parser(
+        "node",
+        parents=[drain_common],
+        help="isolate, drain or restore a node",
+        description="isolate: route control withdraws every VIP of the node at once. drain: it announces them with "
+        "the deprioritised BGP attributes until the node's connections fall below --threshold or --timeout passes, "
+        "then withdraws them; vgwctl follows the drain and prints its progress (--no-wait: return at once). "
+        "restore: back to active (ends a drain or an isolation).",
+    )
+    p.add_argument("action", choices=("isolate", "drain", "restore"))
     p.add_argument("node", metavar="NODE")
+    _drain_opts(p)
     _write_opts(p)
     p.set_defaults(func=_run(cmd_node))
+
+    p = sub.add_parser(
+        "cluster",
+        parents=[drain_common],
+        help="drain or restore every node of a cluster",
+        description="drain: every active node of the cluster drains (one revision); restore: every draining node of "
+        "the cluster is active again (isolated nodes stay isolated). Draining that would leave a VIP with no "
+        "active node is refused without --force (a cluster withdraw request fails a cluster over to its standby).",
+    )
+    p.add_argument("action", choices=("drain", "restore"))
+    p.add_argument("cluster", metavar="CLUSTER")
+    _drain_opts(p)
+    _write_opts(p)
+    p.set_defaults(func=_run(cmd_cluster))
 
     p = sub.add_parser("status", parents=[common], help="the configuration's current revision and summary")
     p.set_defaults(func=_run(cmd_status))
@@ -213,7 +280,7 @@ def _client(args: argparse.Namespace) -> ConfigClient:
         client_cert=cert,
         client_key=key,
         server_name=server_name,
-        timeout_s=args.timeout,
+        timeout_s=args.call_timeout,
     )
 
 
@@ -530,10 +597,113 @@ async def cmd_backend(args: argparse.Namespace, c: ConfigClient) -> int:
     return EXIT_OK
 
 
+_NODE_ACTIONS = {"isolate": pb.NODE_STATE_ISOLATED, "drain": pb.NODE_STATE_DRAINING, "restore": pb.NODE_STATE_ACTIVE}
+
+
+def _check_drain_args(args: argparse.Namespace) -> None:
+    if args.action != "drain":
+        given = [f for f, v in (("--timeout", args.timeout), ("--threshold", args.threshold)) if v is not None]
+        given += [f for f, v in (("--no-wait", args.no_wait), ("--force", args.force)) if v]
+        if given:
+            raise _UsageError(f"{', '.join(given)} go(es) with drain only")
+        return
+    if args.threshold is not None and args.threshold < 0:
+        raise _UsageError(f"--threshold {args.threshold}: must be 0 or more connections")
+    if args.interval <= 0:
+        raise _UsageError(f"--interval {args.interval:g}: must be more than 0 seconds")
+
+
 async def cmd_node(args: argparse.Namespace, c: ConfigClient) -> int:
-    state = pb.NODE_STATE_ISOLATED if args.action == "isolate" else pb.NODE_STATE_ACTIVE
-    r = await c.set_node_state(args.node, state, reason=args.reason, expected_revision=args.expect_revision)
-    emit(_apply_json(r), args.output, _apply_human(r, f"node {args.node}: {args.action}"))
+    _check_drain_args(args)
+    r = await c.set_node_state(
+        args.node,
+        _NODE_ACTIONS[args.action],
+        reason=args.reason,
+        expected_revision=args.expect_revision,
+        drain_timeout_s=args.timeout,
+        drain_threshold=args.threshold,
+        force=args.force,
+    )
+    return await _after_state_change(args, c, r, f"node {args.node}: {args.action}", lambda n: n["id"] == args.node)
+
+
+async def cmd_cluster(args: argparse.Namespace, c: ConfigClient) -> int:
+    _check_drain_args(args)
+    r = await c.set_node_state(
+        "",
+        _NODE_ACTIONS[args.action],
+        cluster=args.cluster,
+        reason=args.reason,
+        expected_revision=args.expect_revision,
+        drain_timeout_s=args.timeout,
+        drain_threshold=args.threshold,
+        force=args.force,
+    )
+    return await _after_state_change(
+        args, c, r, f"cluster {args.cluster}: {args.action}", lambda n: n["cluster"] == args.cluster
+    )
+
+
+async def _after_state_change(
+    args: argparse.Namespace, c: ConfigClient, r: pb.ApplyResponse, verb: str, selects: Callable[[Any], bool]
+) -> int:
+    """Print the committed change; for a drain, follow it until route control reports it complete."""
+    out = _apply_json(r)
+    if args.action != "drain":
+        emit(out, args.output, _apply_human(r, verb))
+        return EXIT_OK
+    nodes = [n for o in (await c.list("nodes")).objects if selects(n := json.loads(o.json))]
+    draining = [n for n in nodes if n["state"] == "draining" and n.get("drain")]
+    out["draining"] = [{"node": n["id"], **n["drain"]} for n in draining]
+    human = _apply_human(r, verb)
+    for n in draining:
+        d = n["drain"]
+        human += (
+            f"\nnode {n['id']} draining since {d['started_at']}: deprioritised until fewer than {d['threshold']} "
+            f"connections, withdrawn after {d['timeout']:g}s at the latest"
+        )
+    for n in nodes:
+        if n["state"] != "draining":
+            human += f"\nnode {n['id']} is {n['state']}: not drained"
+    if args.no_wait or not draining:
+        emit(out, args.output, human)
+        return EXIT_OK
+    if args.output == "table":
+        print(human, flush=True)
+    progress = []
+    for n in draining:
+        vips = (await c.list("vips", node=n["id"])).objects
+        d = n["drain"]
+        progress.append(
+            drain_follow.NodeProgress(
+                node=n["id"],
+                started_at=datetime.fromisoformat(d["started_at"]),
+                timeout_s=float(d["timeout"]),
+                threshold=int(d["threshold"]),
+                vips=len(vips),
+            )
+        )
+    try:
+        bus = await connect(settings_from(getattr(args, "nats", None)))
+    except Exception as exc:
+        _err(
+            f"the drain is committed, but its progress cannot be followed: NATS unreachable ({exc}); "
+            "`vgwctl status` shows it"
+        )
+        return EXIT_UNREACHABLE
+    try:
+        await drain_follow.follow(
+            bus, progress, interval_s=args.interval, out=drain_follow.progress_stream(args.output)
+        )
+    finally:
+        await bus.close()
+    out["nodes"] = [p.as_dict() for p in progress]
+    if args.output != "table":
+        emit(out, args.output)
+    bad = [p for p in progress if p.phase != "drained"]
+    if bad:
+        _err(f"{len(bad)} node(s) not drained: " + "; ".join(p.line(datetime.now(UTC)) for p in bad))
+        return EXIT_FAIL
     return EXIT_OK
 
 
@@ -560,11 +730,16 @@ async def cmd_status(args: argparse.Namespace, c: ConfigClient) -> int:
         )
     else:
         lines.append("revision        0 (nothing applied yet)")
-    data["nodes"] = [{"id": n["id"], "cluster": n["cluster"], "state": n["state"]} for n in nodes]
+    live = await runtime_view.read(settings_from(getattr(args, "nats", None)))
+    data["nodes"] = []
+    rows = []
+    for n in nodes:
+        drain = runtime_view.drain_phase(n, live.get("routes", []))
+        data["nodes"].append({"id": n["id"], "cluster": n["cluster"], "state": n["state"], "drain": drain})
+        rows.append([n["id"], n["cluster"], drain["phase"] if drain else n["state"], runtime_view.drain_text(drain)])
     if nodes:
         lines.append("")
-        lines.append(table(["NODE", "CLUSTER", "STATE"], [[n["id"], n["cluster"], n["state"]] for n in nodes]))
-    live = await runtime_view.read(settings_from(getattr(args, "nats", None)))
+        lines.append(table(["NODE", "CLUSTER", "STATE", "DRAIN"], rows))
     data.update(live)
     lines += runtime_view.render(live)
     emit(data, args.output, "\n".join(lines))

@@ -4,6 +4,7 @@ route control's decision per (node, VIP) and the monitor's view per VIP and per 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from vgw.bus import Bus
@@ -43,6 +44,45 @@ async def read(settings: VgwSettings, timeout_s: float = 5.0) -> dict[str, Any]:
     finally:
         await bus.close()
     return out
+
+
+def drain_phase(node: dict[str, Any], routes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A node's drain for ``vgwctl status``: None unless its config state is draining; then
+    ``draining`` or ``drained`` (every VIP's route entry carries this drain's completion -- route
+    control decides it, config only says the node drains), with the drain's parameters."""
+    d = node.get("drain")
+    if node.get("state") != "draining" or not d:
+        return None
+    started = datetime.fromisoformat(d["started_at"])
+    mine = []
+    for r in routes:
+        mark = r.get("drain")
+        if r.get("node") == node["id"] and mark and datetime.fromisoformat(mark["started_at"]) == started:
+            mine.append(mark)
+    entries = [r for r in routes if r.get("node") == node["id"]]
+    done = bool(mine) and len(mine) == len(entries) and all(m.get("completed") for m in mine)
+    deadline = started + timedelta(seconds=float(d["timeout"]))
+    return {
+        "phase": "drained" if done else "draining",
+        "reason": mine[0]["completed"] if done else None,
+        "completed_at": mine[0].get("completed_at") if done else None,
+        "started_at": d["started_at"],
+        "deadline": deadline.isoformat(),
+        "threshold": d["threshold"],
+        "reported": bool(mine),
+    }
+
+
+def drain_text(drain: dict[str, Any] | None) -> str:
+    if drain is None:
+        return ""
+    if drain["phase"] == "drained":
+        return f"{drain['reason']} at {str(drain['completed_at'])[:19]}"
+    left = (datetime.fromisoformat(drain["deadline"]) - datetime.now(UTC)).total_seconds()
+    text = f"since {drain['started_at'][:19]}, below {drain['threshold']} conns or {max(0, left):.0f}s left"
+    if not drain["reported"]:
+        text += " (not reported by route control yet)"
+    return text
 
 
 def render(view: dict[str, Any]) -> list[str]:

@@ -250,11 +250,26 @@ class ConfigClient:
         return await self._call("SetBackendState", req, pb.ApplyResponse)
 
     async def set_node_state(
-        self, node: str, state: int, *, reason: str = "", expected_revision: int | None = None
+        self,
+        node: str,
+        state: int,
+        *,
+        reason: str = "",
+        expected_revision: int | None = None,
+        cluster: str = "",
+        drain_timeout_s: float | None = None,
+        drain_threshold: int | None = None,
+        force: bool = False,
     ) -> pb.ApplyResponse:
-        req = pb.SetNodeStateRequest(node=node, state=state, reason=reason)  # type: ignore[arg-type]
+        """Isolate, drain or restore ``node`` -- or, with ``node=""`` and ``cluster``, every node of
+        that cluster. The drain options go with ``NODE_STATE_DRAINING`` only."""
+        req = pb.SetNodeStateRequest(node=node, state=state, reason=reason, cluster=cluster, force=force)  # type: ignore[arg-type]
         if expected_revision is not None:
             req.expected_revision = expected_revision
+        if drain_timeout_s is not None:
+            req.drain.timeout_s = drain_timeout_s
+        if drain_threshold is not None:
+            req.drain.threshold = drain_threshold
         return await self._call("SetNodeState", req, pb.ApplyResponse)
 
     async def watch(self, *, include_document: bool = False) -> AsyncIterator[pb.WatchResponse]:

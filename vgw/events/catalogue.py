@@ -172,6 +172,14 @@ class DataplaneStatus(Event):
     vips: Annotated[list[IPAddress], Field(max_length=65536)] = []
     services: Count = 0
     last_apply_error: Text | None = None
+    active_connections: Count | None = Field(
+        default=None,
+        description="Connections in the forwarder's tables, every state (STATS conn_active); none while the "
+        "forwarder is not connected or has not been read yet",
+    )
+    half_open_connections: Count | None = Field(
+        default=None, description="Of those, TCP connections with only the client's SYN seen (STATS conn_halfopen)"
+    )
 
     def subject_tokens(self) -> tuple[str, ...]:
         return (self.node,)
@@ -196,6 +204,8 @@ class RouteReason(StrEnum):
     NOT_PROGRAMMED = "not_programmed"
     BELOW_LOW_WATERMARK = "below_low_watermark"
     NODE_ISOLATED = "node_isolated"
+    NODE_DRAINING = "node_draining"
+    NODE_DRAINED = "node_drained"
     VIP_DISABLED = "vip_disabled"
     NODE_WITHDRAW_REQUEST = "node_withdraw_request"
     CLUSTER_WITHDRAW_REQUEST = "cluster_withdraw_request"
@@ -246,6 +256,60 @@ class VipWithdraw(_VipDecision):
 
     name = "vip.withdraw"
     summary = "A node withdraws a VIP from BGP, with the reason."
+
+
+# --- node drains ----------------------------------------------------------------------------------
+
+
+class DrainEndReason(StrEnum):
+    IDLE = "idle"
+    """The node's connections fell below the threshold."""
+    TIMEOUT = "timeout"
+    """The drain's timeout passed first."""
+    CANCELLED = "cancelled"
+    """The node was restored (or isolated, or removed) before the drain completed."""
+
+
+class _NodeDrain(Event):
+    subject_params = ("node",)
+
+    node: Name
+    cluster: Name
+    started_at: datetime = Field(description="When the drain started (the config's drain.started_at)")
+    deadline: datetime = Field(description="started_at + timeout: the node is withdrawn by then at the latest")
+    timeout_s: Annotated[float, Field(ge=0)]
+    threshold: Count = Field(description="The node is idle once it has fewer connections than this")
+    active_connections: Count | None = Field(
+        default=None, description="The node's connections (half-open ones not counted) when this happened"
+    )
+    vips: Count = Field(default=0, description="VIPs of the node")
+    config_revision: Revision | None = None
+    cause_event_id: Annotated[str, Field(max_length=256)] | None = None
+
+    def subject_tokens(self) -> tuple[str, ...]:
+        return (self.node,)
+
+    def ce_subject(self) -> str:
+        return f"node/{self.node}"
+
+
+class NodeDrainStarted(_NodeDrain):
+    """A node's route control started draining it: its VIPs are announced with the deprioritised
+    attributes until it is idle or the timeout passes."""
+
+    name = "node.drain.started"
+    summary = "Route control started draining a node (VIPs deprioritised until idle or timeout)."
+
+
+class NodeDrainCompleted(_NodeDrain):
+    """A node's drain ended: idle or timed out (its VIPs are withdrawn), or cancelled (restored)."""
+
+    name = "node.drain.completed"
+    summary = "A node's drain ended: idle or timeout (VIPs withdrawn), or cancelled before that."
+
+    reason: DrainEndReason
+    duration_s: Annotated[float, Field(ge=0)] = Field(description="From started_at to now")
+    detail: Text = ""
 
 
 # --- monitor --------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from vgw.events import (
     ConfigChanged,
     DataplaneStatus,
     MonitorVipStatus,
+    NodeDrainCompleted,
+    NodeDrainStarted,
     NodeWithdrawRequest,
     VipAnnounce,
     VipWithdraw,
@@ -171,7 +173,12 @@ def identities(nodes: Iterable[str], *, check: bool = True) -> list[Identity]:
                     writes=((ROUTES_BUCKET, f"{node}.>"),),
                     creates=_service(kv_stream(ROUTES_BUCKET)),
                     events=True,
-                    publishes=(f"{VipAnnounce.subject_base()}.*.{node}", f"{VipWithdraw.subject_base()}.*.{node}"),
+                    publishes=(
+                        f"{VipAnnounce.subject_base()}.*.{node}",
+                        f"{VipWithdraw.subject_base()}.*.{node}",
+                        f"{NodeDrainStarted.subject_base()}.{node}",
+                        f"{NodeDrainCompleted.subject_base()}.{node}",
+                    ),
                 ),
                 node=node,
             )
