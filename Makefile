@@ -42,6 +42,7 @@ bench: setup
 	$(PY) tests/bench/bench_healthcheck.py
 	$(PY) tests/bench/bench_forwarder.py
 	$(PY) tests/bench/bench_fwd_control.py
+	$(PY) tests/bench/bench_fwd_restart.py
 	$(PY) tests/bench/bench_routectl.py
 
 clean:

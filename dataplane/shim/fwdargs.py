@@ -9,7 +9,9 @@ section) is their source of truth, so deployment renders them from it:
     vgw-fwd <EAL options> -- --config /etc/vgw/fwd.conf
 
 Device names default to each port's ``device`` field; ``--ext``/``--int`` override them (the DPDK
-device name, e.g. a PCI address or ``net_af_packet0``).
+device name, e.g. a PCI address or ``net_af_packet0``). When the node's cluster syncs connections
+(``clusters[].conn_sync``), the other nodes of the cluster become ``sync-peer`` lines and
+``--sync-key-file`` names the cluster's shared key (docs/forwarder.md, "Connection sync").
 """
 
 from __future__ import annotations
@@ -19,9 +21,30 @@ import sys
 
 from vgw.config import ConfigDocument, Node, PortConfig
 
+DEFAULT_SYNC_KEY_FILE = "/etc/vgw/conn-sync.key"
+
+
+def sync_settings(doc: ConfigDocument, node: Node, key_file: str = DEFAULT_SYNC_KEY_FILE) -> list[str]:
+    """Connection-sync lines for node: every other node of its cluster is a peer, at the address of
+    the port the forwarder syncs on (internal, or external in single-arm mode). Nothing when the
+    cluster does not sync."""
+    cluster = doc.cluster(node.cluster)
+    if cluster is None or not cluster.conn_sync.enabled:
+        return []
+    out = [f"sync-port {cluster.conn_sync.port}", f"sync-key-file {key_file}"]
+    for other in doc.nodes:
+        port = other.internal if other.mode == "dual_arm" else other.external
+        if other.id != node.id and other.cluster == node.cluster and port is not None:
+            out.append(f"sync-peer {port.address.ip}")
+    return out
+
 
 def render_settings(
-    node: Node, ext_device: str | None = None, int_device: str | None = None, socket: str | None = None
+    node: Node,
+    ext_device: str | None = None,
+    int_device: str | None = None,
+    socket: str | None = None,
+    sync: list[str] | None = None,
 ) -> str:
     def dev(port: PortConfig, override: str | None, role: str) -> str:
         name = override or port.device
@@ -52,6 +75,7 @@ def render_settings(
         out.append(f"route {r.prefix.with_prefixlen} {r.via} {role}")
     if socket:
         out.append(f"socket {socket}")
+    out.extend(sync or [])
     return "\n".join(out) + "\n"
 
 
@@ -64,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ext", help="DPDK device of the external port")
     ap.add_argument("--int", dest="int_", help="DPDK device of the internal port")
     ap.add_argument("--socket", help="control socket path")
+    ap.add_argument(
+        "--sync-key-file",
+        default=DEFAULT_SYNC_KEY_FILE,
+        help=f"the cluster's connection-sync key, when its cluster syncs (default {DEFAULT_SYNC_KEY_FILE})",
+    )
     args = ap.parse_args(argv)
     try:
         with open(args.config, "rb") as f:
@@ -76,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no node {args.node!r} in {args.config}", file=sys.stderr)
         return 2
     try:
-        sys.stdout.write(render_settings(node, args.ext, args.int_, args.socket))
+        sync = sync_settings(doc, node, args.sync_key_file)
+        sys.stdout.write(render_settings(node, args.ext, args.int_, args.socket, sync))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -413,7 +413,18 @@ class Shim:
             vips=[ipaddress.ip_address(v) for v in applied.vips] if applied is not None and self.fwd_up else [],
             services=len(applied.services) if applied is not None and self.fwd_up else 0,
             last_apply_error=self.last_apply_error,
+            active_connections=self._stat("conn_active"),
+            half_open_connections=self._stat("conn_halfopen"),
         )
+
+    def _stat(self, counter: str) -> int | None:
+        """A gauge of the last STATS reply (route control's drain reads the connection count); None
+        while the forwarder is not connected or its counters are not known."""
+        st = self.last_stats
+        if not self.fwd_up or not st:
+            return None
+        value = st.get("counters", {}).get(counter)
+        return int(value) if isinstance(value, int) and value >= 0 else None
 
     async def _publish_status(self) -> None:
         st = self.status()

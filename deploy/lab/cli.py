@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .lab import Lab, LabError
+from .longlived import GAP_BOUND_MS, LongLived
 from .plan import BACKENDS, NODES, VIP
 from .scenarios import Result, Scenarios
 from .traces import backend_down_trace, load, render
@@ -53,22 +54,41 @@ def main(args: argparse.Namespace) -> int:
         if cmd == "status":
             return status(lab, args.output, args.watch)
         if cmd == "scenario":
-            names = Scenarios.ALL if args.name == "all" else (args.name,)
-            if any(n not in Scenarios.ALL for n in names):
-                print(
-                    f"vgwctl: unknown scenario {args.name!r}; one of {', '.join(Scenarios.ALL)}, all", file=sys.stderr
-                )
+            names = FAMILIES.get(args.name, (args.name,))
+            if any(n not in FAMILIES["all"] for n in names):
+                print(f"vgwctl: unknown scenario {args.name!r}; one of {', '.join(FAMILIES['all'])}, or a family: "
+                      f"{', '.join(FAMILIES)}", file=sys.stderr)  # fmt: skip
                 return 2
             results = run_scenarios(lab, names, say_err if args.output == "json" else say)
             if args.output == "json":
                 print(json.dumps([r.__dict__ for r in results], default=str, indent=2))
             else:
                 say(report(lab, results))
-            return 0 if all(r.passed for r in results) else 1
+            return 0 if all(ok(r) for r in results) else 1
     except LabError as exc:
         print(f"vgwctl: {exc}", file=sys.stderr)
         return 1
     return 2
+
+
+# Scenario families: short requests under steady traffic (scenarios.py), long-lived connections
+# (longlived.py, issue #16), both.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "requests": Scenarios.ALL,
+    "longlived": LongLived.NAMES,
+    "all": Scenarios.ALL + LongLived.NAMES,
+}
+
+
+def ok(r: Result) -> bool:
+    """Within its bound, or out of it only for want of a feature still being built (r.pending)."""
+    return r.passed or r.informational or bool(r.pending)
+
+
+def verdict(r: Result) -> str:
+    if r.informational:
+        return "REPORTED"
+    return "PASS" if r.passed else f"PENDING ({r.pending})" if r.pending else "FAIL"
 
 
 def down_text(res: dict[str, Any]) -> str:
@@ -80,21 +100,65 @@ def down_text(res: dict[str, Any]) -> str:
 
 def run_scenarios(lab: Lab, names: tuple[str, ...] | list[str], out: Callable[[str], None] = say) -> list[Result]:
     sc = Scenarios(lab, out)
+    ll: LongLived | None = None
     results = []
     for name in names:
-        r = sc.run(name)
-        out(f"  -> {name}: {'PASS' if r.passed else 'FAIL'} {r.measured} sent {r.summary['sent']} "
-            f"failed {r.summary['failed']}")  # fmt: skip
+        if name in LongLived.NAMES:
+            ll = ll or LongLived(lab, out)
+            r = ll.run(name)
+            out(f"  -> {name}: {verdict(r)} opened {r.summary['sent']} broken {r.summary['failed']} {r.measured}")
+        else:
+            r = sc.run(name)
+            out(f"  -> {name}: {verdict(r)} {r.measured} sent {r.summary['sent']} failed {r.summary['failed']}")
         results.append(r)
     return results
 
 
 def report(lab: Lab, results: list[Result]) -> str:
+    requests = [r for r in results if r.name not in LongLived.NAMES]
+    longlived = [r for r in results if r.name in LongLived.NAMES]
+    out = report_requests(lab, requests) if requests else ""
+    if longlived:
+        out += "\n" + report_longlived(longlived)
+    return out
+
+
+def report_longlived(results: list[Result]) -> str:
+    """The long-lived family: connections opened and broken per scenario, why, the largest gap."""
+    rows = [("scenario", "opened", "broken", "survived", "largest gap", "split (a/b)", "bound", "result")]
+    for r in results:
+        s = r.summary
+        if not s.get("available", True):
+            rows.append((r.name, "-", "-", "-", "-", "-", r.bound, "NOT AVAILABLE"))
+            continue
+        split = s.get("split", {}).get("by_banner", {})  # type: ignore[attr-defined]
+        rows.append((r.name, str(s["opened"]), str(s["broken"]), f"{s['survived_pct']}%", f"{s['max_gap_ms']} ms",
+                     f"{split.get('node-a', 0)}/{split.get('node-b', 0)}", r.bound, verdict(r)))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    first = next((r for r in results if "conn_sync" in r.summary), None)
+    sync = first.summary["conn_sync"] if first else "?"
+    out = ["", f"VGW lab report: long-lived connections (a streaming echo per connection to {VIP}:9000, every byte "
+           f"checked; gap bound {GAP_BOUND_MS:g} ms; connection sync {sync})", ""]  # fmt: skip
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    for r in results:
+        s = r.summary
+        if s.get("broken"):
+            out.append(f"  {r.name} broken: {s['broken_reasons']} by node {s['broken_by_node']}; e.g. "
+                       f"{s['broken_examples'][:2]}")  # type: ignore[index]  # fmt: skip
+        if "split" in s:
+            sp: Any = s["split"]
+            out.append(f"  {r.name} split: by banner {sp['by_banner']}, forwarders' active (growth) "
+                       f"{sp['forwarders_conn_active_grew']}; timings {r.measured}")  # fmt: skip
+        if r.notes:
+            out.append(f"  {r.name}: " + "; ".join(r.notes))
+    return "\n".join(out)
+
+
+def report_requests(lab: Lab, results: list[Result]) -> str:
     rows = [("scenario", "sent", "failed", "measured", "bound", "result")]
     for r in results:
         measured = ", ".join(f"{k} {v}" for k, v in r.measured.items())
-        rows.append((r.name, str(r.summary["sent"]), str(r.summary["failed"]), measured, r.bound,
-                     "PASS" if r.passed else "FAIL"))  # fmt: skip
+        rows.append((r.name, str(r.summary["sent"]), str(r.summary["failed"]), measured, r.bound, verdict(r)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out = ["", "VGW lab report: what clients saw (steady HTTP requests through the router to "
            f"{VIP}:80, one connection each)", ""]  # fmt: skip
@@ -130,14 +194,14 @@ def demo(lab: Lab, keep: bool) -> int:
         lab.up()
         say("")
         say(status_text(lab))
-        results = run_scenarios(lab, list(Scenarios.ALL))
+        results = run_scenarios(lab, list(FAMILIES["all"]))
         say(report(lab, results))
-        code = 0 if all(r.passed for r in results) else 1
+        code = 0 if all(ok(r) for r in results) else 1
     finally:
         if not keep:
             say("\n" + down_text(lab.down()))
-    verdict = "every scenario within its bound" if code == 0 else "SOME SCENARIOS FAILED"
-    say(f"demo finished in {time.monotonic() - t0:.0f}s: {verdict}")
+    what = "every scenario within its bound or pending a feature" if code == 0 else "SOME SCENARIOS FAILED"
+    say(f"demo finished in {time.monotonic() - t0:.0f}s: {what}")
     return code
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -43,6 +44,8 @@ NODE_ASN = 65010
 # per node, 512 frames overflow within a slice (the syn-flood scenario lost ~30% of its packets,
 # legitimate ones included, in them). 8192 frames hold ~50 ms (16 MB per ring, rx and tx per port).
 AFP_RING = ",framecnt=8192"
+# where vgw-fwd keeps connection state per EAL file prefix by default (--conn-state auto)
+CONN_STATE_BASES = ("/dev/shm/vgw-fwd", "/dev/hugepages/vgw-fwd")
 
 
 # The identity of each lab process (docs/security.md); shim-<n>/routectl-<n> run as <role>-<node id>.
@@ -125,6 +128,8 @@ class Lab:
         self.plan = Plan(lab_id)
         self.say = progress
         self.insecure = insecure  # for `up`; a running lab's mode is in its state
+        # the document the forwarders' settings are rendered from (a scenario may run a variant)
+        self.fwd_config: Path = EXAMPLE
         self.state: LabState | None = load_state(lab_id)
 
     # -- up --------------------------------------------------------------------------------------
@@ -264,6 +269,38 @@ class Lab:
         self._start(name, [str(BIN / script)], env=env)
         self.state.save()
 
+    @staticmethod
+    def _sync_key(wd: Path) -> Path:
+        """The lab cluster's connection-sync key (docs/forwarder.md, "Connection sync"): one secret
+        both forwarders read, readable by its owner only, made once per lab."""
+        key = wd / "conn-sync.key"
+        if not key.exists():
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(16) + "\n")
+        return key
+
+    def fwd_binary(self) -> Path:
+        """The lab's own copy of vgw-fwd (``<workdir>/bin/vgw-fwd``), which both nodes run: a rebuild
+        of dataplane/build/ does not change a running lab, and an upgrade replaces this file
+        (:meth:`install_forwarder`) before a forwarder restarts."""
+        assert self.state is not None
+        path = Path(self.state.workdir) / "bin" / "vgw-fwd"
+        if not path.exists():
+            self.install_forwarder()
+        return path
+
+    def install_forwarder(self, source: Path = FWD) -> Path:
+        """Put a fresh copy of ``source`` at the lab's forwarder path, atomically (a new file, then a
+        rename over the old one: a running forwarder keeps its inode, the next start runs the new one)."""
+        assert self.state is not None
+        path = Path(self.state.workdir) / "bin" / "vgw-fwd"
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".vgw-fwd.{os.getpid()}.new")
+        shutil.copy2(source, tmp)
+        os.replace(tmp, path)
+        return path
+
     def start_forwarder(self, n: str) -> None:
         """(Re)start node n's vgw-fwd and wait until it is ready."""
         assert self.state is not None
@@ -271,8 +308,8 @@ class Lab:
         node_id = NODES[n][0]
         settings = wd / f"fwd-{n}.conf"
         r = subprocess.run(
-            [sys.executable, "-m", "dataplane.shim.fwdargs", "--config", str(EXAMPLE), "--node", node_id,
-             "--ext", "net_af_packet0", "--int", "net_af_packet1"],
+            [sys.executable, "-m", "dataplane.shim.fwdargs", "--config", str(self.fwd_config), "--node", node_id,
+             "--ext", "net_af_packet0", "--int", "net_af_packet1", "--sync-key-file", str(self._sync_key(wd))],
             capture_output=True, text=True, cwd=str(REPO), check=True,
         )  # fmt: skip
         settings.write_text(r.stdout)
@@ -281,8 +318,9 @@ class Lab:
         log = wd / "logs" / f"fwd-{n}.log"
         start = log.stat().st_size if log.exists() else 0
         lcores = "0@0,1@1" if (os.cpu_count() or 1) > 1 else "0@0,1@0"
+        fwd = str(self.fwd_binary())
         self._start(f"fwd-{n}", [
-            str(FWD), "--no-huge", "-m", "256", "--file-prefix", f"{p.file_prefix}-{n}", "--lcores", lcores,
+            fwd, "--no-huge", "-m", "256", "--file-prefix", f"{p.file_prefix}-{n}", "--lcores", lcores,
             "--no-pci", "--log-level", "*:notice",
             "--vdev", f"net_af_packet0,iface={p.node_ext(n)}{AFP_RING}",
             "--vdev", f"net_af_packet1,iface={p.node_int(n)}{AFP_RING}",
@@ -374,10 +412,15 @@ class Lab:
         )
         for f in hugepages:
             f.unlink(missing_ok=True)
+        # the forwarders' connection state (--conn-state auto, docs/forwarder.md "Restarts and
+        # upgrades"): memory files that would hold their pages until removed
+        conn_state = [d for base in CONN_STATE_BASES for d in Path(base).glob(f"{p.file_prefix}-*") if d.is_dir()]
+        for d in conn_state:
+            shutil.rmtree(d, ignore_errors=True)
         state_path(p.id).unlink(missing_ok=True)
         self.state = None
         return {"processes": stopped, "namespaces": removed, "dpdk_runtime_dirs": [str(d) for d in dpdk],
-                "hugepage_files": [str(f) for f in hugepages]}  # fmt: skip
+                "hugepage_files": [str(f) for f in hugepages], "conn_state_dirs": [str(d) for d in conn_state]}  # fmt: skip
 
 
 def _tcp_open(port: int) -> bool:

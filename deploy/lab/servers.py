@@ -5,10 +5,14 @@ from __future__ import annotations
 from .plan import NODES, ROUTER_ASN, ROUTER_EXT
 
 # One process per backend: HTTP on 8080 (``/healthz`` says ok, every other path names the backend),
-# a UDP responder on 53 and a TCP listener on 8443, as docs/config-example.yaml expects.
+# a UDP responder on 53, a TCP listener on 8443 and a streaming TCP echo on 9000 (a thread per
+# connection: first a banner line ``vgw-echo <backend> <peer address>:<port>``, the peer being the
+# LIP of the node that carries the connection, then every byte back as it comes; the long-lived
+# scenarios' echo-tcp service), as docs/config-example.yaml expects.
 BACKEND = r"""
 import http.server, socket, socketserver, sys, threading
 name = sys.argv[1]
+ECHO_PORT = 9000
 
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -42,8 +46,29 @@ def tcp():
         c, _ = s.accept()
         c.close()
 
+def echo_one(c, peer):
+    try:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.sendall(f"vgw-echo {name} {peer[0]}:{peer[1]}\n".encode())
+        while data := c.recv(65536):
+            c.sendall(data)
+    except OSError:
+        pass
+    finally:
+        c.close()
+
+def echo():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", ECHO_PORT))
+    s.listen(1024)
+    while True:
+        c, peer = s.accept()
+        threading.Thread(target=echo_one, args=(c, peer), daemon=True).start()
+
 threading.Thread(target=udp, daemon=True).start()
 threading.Thread(target=tcp, daemon=True).start()
+threading.Thread(target=echo, daemon=True).start()
 S(("0.0.0.0", 8080), H).serve_forever()
 """
 

@@ -112,7 +112,7 @@ BAD: list[Bad] = [
         "vips[0].services[0].backends[0].port",
         "less than or equal to 65535",
     ),
-    Bad("dup-vip-port", _fn(_dup_vip_port), "vips[0].services[2].port", "duplicate VIP:port/protocol"),
+    Bad("dup-vip-port", _fn(_dup_vip_port), "vips[0].services[3].port", "duplicate VIP:port/protocol"),
     Bad("dup-service-name", _fn(_dup_service_name), "vips[1].services[0].name", "duplicate service name"),
     Bad("dup-backend", _fn(_dup_backend), "vips[0].services[0].backends[3]", "duplicate backend"),
     Bad("dup-vip", _fn(_dup_vip), "vips[1].address", "duplicate VIP address"),
@@ -127,6 +127,14 @@ BAD: list[Bad] = [
     Bad("dangling-cluster-vip", _set("vips[1].cluster", "mars"), "vips[1].cluster", "unknown cluster"),
     Bad("dangling-vip-node", _set("vips[0].nodes", ["node-a", "node-z"]), "vips[0].nodes[1]", "unknown node"),
     Bad("dangling-standby", _set("clusters[0].standby", "dr"), "clusters[0].standby", "unknown cluster"),
+    Bad(
+        "sync-off-segment",
+        _set("nodes[1].internal.address", "198.18.7.12/24"),
+        "nodes[1].internal.address",
+        "must share a subnet with nodes[0]",
+    ),
+    Bad("sync-port-low", _set("clusters[0].conn_sync.port", 80), "clusters[0].conn_sync.port", "greater than"),
+    Bad("sync-unknown-field", _set("clusters[0].conn_sync.peers", ["x"]), "clusters[0].conn_sync.peers", "unknown field"),
     Bad("lip-is-vip", _set("nodes[0].lip_pool[1]", "203.0.113.10"), "nodes[0].lip_pool[1]", "also the VIP"),
     Bad(
         "lip-prefix-covers-vip",
@@ -232,15 +240,15 @@ BAD: list[Bad] = [
         "over-memory-budget",
         _set("nodes[0].forwarder", {"memory_budget": "64Mi"}),
         "nodes[0].forwarder.memory_budget",
-        "node node-a needs 100.9 MiB (105795424 bytes: scheduler tables 136 KiB for 3 services, connection tables "
-        "36.6 MiB for 1 worker x 262144 connections, service structures 7.8 KiB, base 64 MiB, transient 132 KiB), "
+        "node node-a needs 100.9 MiB (105798208 bytes: scheduler tables 136 KiB for 4 services, connection tables "
+        "36.6 MiB for 1 worker x 262144 connections, service structures 10.6 KiB, base 64 MiB, transient 132 KiB), "
         "more than its memory budget of 64 MiB (67108864 bytes): raise the budget",
     ),
     Bad(
         "conn-tables-over-budget",
         _set("nodes[1].forwarder", {"workers": 16, "conn_capacity": 1048576, "memory_budget": "2Gi"}),
         "nodes[1].forwarder.memory_budget",
-        "node node-b needs 2.3 GiB (2443464544 bytes: scheduler tables 136 KiB for 3 services, connection tables "
+        "node node-b needs 2.3 GiB (2443467328 bytes: scheduler tables 136 KiB for 4 services, connection tables "
         "2.2 GiB for 16 workers x 1048576 connections",
     ),
     Bad(

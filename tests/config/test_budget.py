@@ -64,7 +64,7 @@ def with_forwarder(fwd: dict[str, Any], node: int = 0) -> dict[str, Any]:
 )
 def test_memory_budget_quantities(value: object, expected: int) -> None:
     assert ForwarderSettings.model_validate({"memory_budget": value}).memory_budget == expected
-    if expected >= 105795424:  # what the example's nodes need (test_example_node_by_hand)
+    if expected >= 105798208:  # what the example's nodes need (test_example_node_by_hand)
         doc = load_document(json.dumps(with_forwarder({"memory_budget": value})))
         assert doc.nodes[0].forwarder.memory_budget == expected
         assert doc.nodes[1].forwarder.memory_budget == 536870912  # the default: 512 MiB
@@ -181,20 +181,22 @@ def test_scheduler_tables_by_hand() -> None:
 
 def test_example_node_by_hand() -> None:
     """docs/config-example.yaml, node-a: 1 worker x 262144 connections, LIPs .101 and .102 (l = 2),
-    services www-http (maglev 65537, 3 backends), www-dns (wrr, 2 x weight 100), api-tcp (wlc, 2)."""
+    services www-http (maglev 65537, 3 backends), www-dns (wrr, 2 x weight 100), echo-tcp (wlc, 3),
+    api-tcp (wlc, 2)."""
     doc = ConfigDocument.model_validate(example())
     www_http = 2048 + 160 * 3 + 128 * 2 + 135168  # 137952
     www_dns = 2048 + 160 * 2 + 128 * 2 + 4096  # 6720: k 2, g 100, S 2 -> round4k(8)
+    echo_tcp = 2048 + 160 * 3 + 128 * 2 + 0  # 2784
     api_tcp = 2048 + 160 * 2 + 128 * 2 + 0  # 2624
-    expected = 67108864 + (36700160 + 1703936) + (www_http + www_dns + api_tcp) + 135168
-    assert expected == 105795424
+    expected = 67108864 + (36700160 + 1703936) + (www_http + www_dns + echo_tcp + api_tcp) + 135168
+    assert expected == 105798208
     cost = node_cost(doc, "node-a")
     assert cost is not None
-    assert cost.total == 105795424
-    assert (cost.base, cost.connection_tables, cost.services) == (BASE, 38404096, 3)
+    assert cost.total == 105798208
+    assert (cost.base, cost.connection_tables, cost.services) == (BASE, 38404096, 4)
     assert (cost.scheduler_tables, cost.transient) == (135168 + 4096, 135168)
-    assert cost.service_structures == (2048 + 480 + 256) + (2048 + 320 + 256) + (2048 + 320 + 256) == 8032
-    assert node_costs(doc)["node-b"].total == 105795424  # .105, .106: the same shape
+    assert cost.service_structures == 2 * (2048 + 480 + 256) + (2048 + 320 + 256) + (2048 + 320 + 256) == 10816
+    assert node_costs(doc)["node-b"].total == 105798208  # .105, .106: the same shape
     assert node_cost(doc, "nope") is None
 
 
@@ -343,16 +345,16 @@ def test_serving_nodes_agree_with_node_view(doc: ConfigDocument) -> None:
 
 
 def test_exactly_at_the_budget_is_accepted_one_byte_less_is_not() -> None:
-    doc = load_document(json.dumps(with_forwarder({"memory_budget": 105795424})))  # node-a's figure, by hand
-    assert doc.nodes[0].forwarder.memory_budget == 105795424
+    doc = load_document(json.dumps(with_forwarder({"memory_budget": 105798208})))  # node-a's figure, by hand
+    assert doc.nodes[0].forwarder.memory_budget == 105798208
     with pytest.raises(ConfigInvalid) as info:
-        load_document(json.dumps(with_forwarder({"memory_budget": 105795423})))
+        load_document(json.dumps(with_forwarder({"memory_budget": 105798207})))
     (issue,) = info.value.issues
     assert issue.path == "nodes[0].forwarder.memory_budget"
-    assert issue.reason.startswith("node node-a needs 100.9 MiB (105795424 bytes: scheduler tables 136 KiB for 3 ")
+    assert issue.reason.startswith("node node-a needs 100.9 MiB (105798208 bytes: scheduler tables 136 KiB for 4 ")
     assert "connection tables 36.6 MiB for 1 worker x 262144 connections" in issue.reason
     assert "base 64 MiB" in issue.reason and "transient 132 KiB" in issue.reason
-    assert "more than its memory budget of 100.9 MiB (105795423 bytes): raise the budget" in issue.reason
+    assert "more than its memory budget of 100.9 MiB (105798207 bytes): raise the budget" in issue.reason
 
 
 def test_many_maglev_services_need_a_bigger_budget() -> None:

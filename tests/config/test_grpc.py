@@ -60,13 +60,13 @@ async def test_bad_document_rejected_over_grpc(bad: Bad, shared_client: ConfigCl
 
 
 async def test_memory_budget_exactly_met_commits_and_one_short_changes_nothing(client: ConfigClient) -> None:
-    """node-a of the example needs 105795424 bytes (worked out by hand in test_budget.py)."""
+    """node-a of the example needs 105798208 bytes (worked out by hand in test_budget.py)."""
     doc = example()
-    doc["nodes"][0]["forwarder"] = {"workers": 1, "memory_budget": 105795424}
+    doc["nodes"][0]["forwarder"] = {"workers": 1, "memory_budget": 105798208}
     r = await client.apply(yaml.safe_dump(doc).encode(), reason="exact budget", expected_revision=0)
     assert (r.revision, r.committed) == (1, True)
     got = yaml.safe_load((await client.get()).document)
-    assert got["nodes"][0]["forwarder"] == {"memory_budget": 105795424}  # defaults left out
+    assert got["nodes"][0]["forwarder"] == {"memory_budget": 105798208}  # defaults left out
     assert "forwarder" not in got["nodes"][1]
 
     doc["nodes"][0]["forwarder"] = {"memory_budget": "100Mi"}  # 104857600 bytes
@@ -75,7 +75,7 @@ async def test_memory_budget_exactly_met_commits_and_one_short_changes_nothing(c
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     (v,) = info.value.violations
     assert v.path == "nodes[0].forwarder.memory_budget"
-    assert v.reason.startswith("node node-a needs 100.9 MiB (105795424 bytes: ")
+    assert v.reason.startswith("node node-a needs 100.9 MiB (105798208 bytes: ")
     assert "more than its memory budget of 100 MiB (104857600 bytes)" in v.reason
     hist = await client.history()
     assert [h.revision for h in hist.revisions] == [1]
@@ -114,9 +114,9 @@ async def test_backend_and_node_state_dry_run_and_rollback(client: ConfigClient)
     await client.apply(example_yaml(), expected_revision=0)
     r = await client.set_backend_state("198.51.100.21:8080", pb.BACKEND_STATE_DRAINING, service="www-http")
     assert r.revision == 2 and [c.path for c in r.changes] == ["services/www-http/backends/198.51.100.21:8080"]
-    # Every service with that address: www-http is already draining, www-dns and api-tcp change.
+    # Every service with that address: www-http is already draining, www-dns, echo-tcp and api-tcp change.
     r = await client.set_backend_state("198.51.100.21", pb.BACKEND_STATE_DISABLED)
-    assert r.revision == 3 and len(r.changes) == 3
+    assert r.revision == 3 and len(r.changes) == 4
     with pytest.raises(ConfigApiError) as info:
         await client.set_backend_state("198.51.100.99:1", pb.BACKEND_STATE_DISABLED)
     assert info.value.code == grpc.StatusCode.NOT_FOUND
@@ -139,6 +139,7 @@ async def test_backend_and_node_state_dry_run_and_rollback(client: ConfigClient)
     assert {c.path for c in d.changes} == {
         "services/www-http/backends/198.51.100.21:8080",
         "services/www-dns/backends/198.51.100.21:53",
+        "services/echo-tcp/backends/198.51.100.21:9000",
         "services/api-tcp/backends/198.51.100.21:8443",
         "nodes/node-b",
     }

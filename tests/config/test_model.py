@@ -29,7 +29,7 @@ def test_node_view(doc: ConfigDocument) -> None:
     view = node_view(doc, "node-b")
     assert view is not None
     assert [str(ip) for ip in view.lips] == ["198.51.100.105", "198.51.100.106"]
-    assert [s.service.name for s in view.services] == ["www-http", "www-dns", "api-tcp"]
+    assert [s.service.name for s in view.services] == ["www-http", "www-dns", "echo-tcp", "api-tcp"]
     assert {r for _, r in view.vips} == {"primary"}
     first = view.services[0]
     assert first.backend_health_key(first.service.backends[0]) == "198-51-100-21_8080.web-http"

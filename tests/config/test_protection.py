@@ -73,7 +73,7 @@ def test_secure_by_default() -> None:
     """Without any protection block: TCP services run the SYN proxy in auto mode with the default
     thresholds, no caps, no RSTs; UDP services have nothing but (unset) caps."""
     got = effective(bare())
-    assert got == {"www-http": TCP_DEFAULT, "www-dns": UDP_DEFAULT, "api-tcp": TCP_DEFAULT}
+    assert got == {"www-http": TCP_DEFAULT, "www-dns": UDP_DEFAULT, "echo-tcp": TCP_DEFAULT, "api-tcp": TCP_DEFAULT}
     assert (AUTO_HALF_OPEN_DEFAULT, AUTO_SYN_RATE_DEFAULT, Limits.MAX_RATE) == (10_000, 100_000, 100_000_000)
 
 
@@ -81,6 +81,7 @@ def test_the_example_document() -> None:
     got = effective(example())
     assert got["www-http"] == TCP_DEFAULT  # the VIP spells out the defaults
     assert got["www-dns"] == EffectiveProtection("off", 10_000, 100_000, 0, 5000, False)
+    assert got["echo-tcp"] == TCP_DEFAULT  # no block of its own: the VIP's
     assert got["api-tcp"] == EffectiveProtection("on", 10_000, 100_000, 0, 0, True)
 
 

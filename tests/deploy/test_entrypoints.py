@@ -272,8 +272,9 @@ def test_forwarder_accepts_the_deployed_arguments(tmp_path: Path) -> None:
     missing af_packet port, with no 'bad option' / 'bad setting'."""
     import os
     import secrets
-    import shutil
     import subprocess
+
+    from tests.forwarder.topology import cleanup_dpdk_files
 
     fwd = REPO / "dataplane/build/vgw-fwd"
     if os.geteuid() != 0 or not fwd.exists():
@@ -299,7 +300,7 @@ def test_forwarder_accepts_the_deployed_arguments(tmp_path: Path) -> None:
                 timeout=60,
             )
         finally:
-            shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
+            cleanup_dpdk_files(prefix)
         out = r.stdout + r.stderr
         assert r.returncode != 0 and "no DPDK port named 'net_af_packet0'" in out, (name, out)
         assert "bad option" not in out and "bad setting" not in out, (name, out)

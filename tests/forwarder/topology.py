@@ -305,8 +305,11 @@ class Topology:
 
 
 def cleanup_dpdk_files(prefix: str) -> None:
-    """Remove what an EAL with this --file-prefix may leave (runtime dir, hugepage files)."""
+    """Remove what an EAL with this --file-prefix may leave (runtime dir, hugepage files), and the
+    connection state vgw-fwd keeps for that prefix by default (--conn-state auto)."""
     shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
+    for base in ("/dev/shm/vgw-fwd", "/dev/hugepages/vgw-fwd"):
+        shutil.rmtree(f"{base}/{prefix}", ignore_errors=True)
     hp = Path("/dev/hugepages")
     if hp.is_dir():
         for f in hp.glob(f"{prefix}*"):

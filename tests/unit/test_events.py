@@ -52,6 +52,8 @@ def test_catalogue_has_every_design_event() -> None:
         "monitor.vip.status",
         "request.node.withdraw",
         "request.cluster.withdraw",
+        "node.drain.started",
+        "node.drain.completed",
     }
     for event_type, model in registry().items():
         assert event_type == f"io.vgw.{model.name}.v1"

@@ -57,3 +57,20 @@ def test_a_document_over_budget_renders_nothing(tmp_path: Path, capsys: pytest.C
     out, err = capsys.readouterr()
     assert out == ""
     assert "nodes[0].forwarder.memory_budget: node node-a needs 100.9 MiB" in err
+
+
+def test_sync_cluster_renders_its_other_nodes_as_peers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the example's cluster syncs (clusters[0].conn_sync): each node gets the other as its peer
+    assert main(["--config", str(EXAMPLE), "--node", "node-a", "--sync-key-file", "/run/k"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3:] == ["sync-port 8473", "sync-key-file /run/k", "sync-peer 198.51.100.12"]
+    assert main(["--config", str(EXAMPLE), "--node", "node-b"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3:] == ["sync-port 8473", "sync-key-file /etc/vgw/conn-sync.key", "sync-peer 198.51.100.11"]
+    # a cluster that does not sync renders no sync lines at all
+    raw = example()
+    raw["clusters"][0]["conn_sync"] = {"enabled": False}
+    cfg = tmp_path / "vgw.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["--config", str(cfg), "--node", "node-a"]) == 0
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("sync-")]

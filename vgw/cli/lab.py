@@ -22,11 +22,14 @@ def add_parser(sub: Any) -> None:
     sc = lsub.add_parser("scenario", help="run a scenario with steady client traffic and report what clients saw")
     sc.add_argument(
         "name",
-        help="backend-failure, node-failure, node-isolate, config-change, monitor-blackhole, syn-flood, or all",
+        help="short requests: backend-failure, node-failure, node-isolate, config-change, monitor-blackhole, "
+        "syn-flood; long-lived connections (issue #16): ll-config-change, ll-node-isolate, ll-node-drain, "
+        "ll-forwarder-restart, ll-forwarder-upgrade, ll-node-failure, ll-node-failure-nosync; or a family: "
+        "requests, longlived, all (both)",
     )
     sc.add_argument("-o", "--output", choices=["table", "json"], default="table")
     sc.set_defaults(func=run)
-    d = lsub.add_parser("demo", help="up, every scenario, the report, down")
+    d = lsub.add_parser("demo", help="up, every scenario of both families, the report, down")
     d.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     d.add_argument("--insecure", action="store_true", help=insecure_help)
     d.set_defaults(func=run)

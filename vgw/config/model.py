@@ -23,9 +23,20 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from vgw.naming import endpoint_token
@@ -102,6 +113,20 @@ class _Model(BaseModel):
 # --- clusters and nodes ---------------------------------------------------------------------------
 
 
+CONN_SYNC_DEFAULT_PORT = 8473
+
+
+class ConnSync(_Model):
+    """Connection sync between the cluster's forwarders (docs/forwarder.md, "Connection sync"): each
+    node sends its connections to the others over the internal network, so a node that gets a flow
+    after an ECMP change (a withdrawn, drained or failed node) carries it on."""
+
+    enabled: bool = Field(default=False, description="Send and accept connection sync between the cluster's nodes")
+    port: Annotated[int, Field(ge=1024, le=65535)] = Field(
+        default=CONN_SYNC_DEFAULT_PORT, description="UDP port of the sync datagrams on the internal network"
+    )
+
+
 class Cluster(_Model):
     """A group of nodes that announce the same VIPs to the same routers (ECMP)."""
 
@@ -112,6 +137,10 @@ class Cluster(_Model):
         "the VIPs too and announce them with the VIP's `standby` BGP attributes",
     )
     description: Text = ""
+    conn_sync: ConnSync = Field(
+        default_factory=ConnSync,
+        description="Connection sync between the nodes (off by default: it needs a shared key on every node)",
+    )
 
 
 class PortConfig(_Model):
@@ -186,6 +215,61 @@ class ForwarderSettings(_Model):
     )
 
 
+def _parse_timestamp(v: Any) -> datetime:
+    if isinstance(v, str):
+        try:
+            v = datetime.fromisoformat(v)
+        except ValueError:
+            raise PydanticCustomError(
+                "timestamp", "expected an ISO 8601 time with a time zone, e.g. 2026-12-01T11:30:00Z"
+            ) from None
+    if not isinstance(v, datetime):
+        raise PydanticCustomError("timestamp", "expected an ISO 8601 time with a time zone")
+    if v.tzinfo is None:
+        raise PydanticCustomError("timestamp", "the time needs a time zone (e.g. a trailing Z)")
+    return v.astimezone(UTC)
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainValidator(_parse_timestamp),
+    PlainSerializer(lambda t: t.isoformat().replace("+00:00", "Z"), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+DRAIN_TIMEOUT_MIN_S = 1.0
+DRAIN_TIMEOUT_MAX_S = 86400.0
+DRAIN_TIMEOUT_DEFAULT_S = 300.0
+DRAIN_THRESHOLD_DEFAULT = 1
+
+
+def _drain_timeout_in_range(v: float) -> float:
+    if not DRAIN_TIMEOUT_MIN_S <= v <= DRAIN_TIMEOUT_MAX_S:
+        raise PydanticCustomError("drain_timeout", f"a drain timeout of {v:g}s is out of range: 1s to 24h (86400s)")
+    return v
+
+
+class NodeDrain(_Model):
+    """A drain in progress (docs/routectl.md, "Drain"): route control announces the node's VIPs with the
+    deprioritised attributes until its forwarder's connections fall below ``threshold`` or ``timeout``
+    has passed since ``started_at``, then withdraws them. Written by the config service
+    (``SetNodeState``), so it is in the history with the actor."""
+
+    started_at: Timestamp = Field(description="When the drain started (the config service's clock, UTC)")
+    timeout: Annotated[Duration, AfterValidator(_drain_timeout_in_range)] = Field(
+        default=DRAIN_TIMEOUT_DEFAULT_S, description="Withdraw at the latest this long after started_at (1s-24h)"
+    )
+    threshold: Annotated[int, Field(ge=0, le=Limits.EXPECTED_CONNECTIONS_MAX)] = Field(
+        default=DRAIN_THRESHOLD_DEFAULT,
+        description="The node is idle (and withdrawn) once its forwarder has fewer connections than this "
+        "(half-open ones not counted); 1 = none left, 0 = always wait for the timeout",
+    )
+
+    @property
+    def deadline(self) -> datetime:
+        return self.started_at + timedelta(seconds=self.timeout)
+
+
 class Node(_Model):
     id: Name
     cluster: Name
@@ -200,12 +284,27 @@ class Node(_Model):
     )
     routes: Annotated[list[StaticRoute], Field(max_length=256)] = []
     bgp: NodeBgp | None = None
-    state: Literal["active", "isolated"] = Field(
-        default="active", description="isolated: route control withdraws every VIP from this node"
+    state: Literal["active", "isolated", "draining"] = Field(
+        default="active",
+        description="isolated: route control withdraws every VIP from this node; draining: it announces them "
+        "deprioritised until the node is idle or the drain times out, then withdraws them (`vgwctl node drain`)",
+    )
+    drain: NodeDrain | None = Field(
+        default=None, description="The drain in progress; set (by `vgwctl node drain`) exactly while state is draining"
     )
     forwarder: ForwarderSettings = Field(
         default=ForwarderSettings(), description="The node's forwarder: workers, connection capacity, memory budget"
     )
+
+    @model_validator(mode="after")
+    def _drain_while_draining(self) -> Node:
+        if self.state == "draining" and self.drain is None:
+            raise PydanticCustomError(
+                "drain", "state draining needs drain (started_at, timeout, threshold): use `vgwctl node drain`"
+            )
+        if self.state != "draining" and self.drain is not None:
+            raise PydanticCustomError("drain", "drain is set only while state is draining")
+        return self
 
     def lips(self) -> list[IP]:
         """Every LIP of the pool, in order (a prefix contributes its usable host addresses)."""
@@ -650,6 +749,11 @@ class NodeView:
     @property
     def isolated(self) -> bool:
         return self.node.state == "isolated"
+
+    @property
+    def draining(self) -> NodeDrain | None:
+        """The node's drain while its state is draining."""
+        return self.node.drain if self.node.state == "draining" else None
 
 
 def node_view(doc: ConfigDocument, node_id: str) -> NodeView | None:

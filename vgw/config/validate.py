@@ -279,6 +279,7 @@ class _Checker:
             self._check(f"health_checks[{i}]", h)
         self.vip_addrs: dict[IP, str] = {v.address: f"vips[{i}]" for i, v in enumerate(doc.vips)}
         self._nodes()
+        self._conn_sync()
         self._vips()
         self._limits()
         return self.issues
@@ -367,6 +368,33 @@ class _Checker:
             if n.bgp is not None:
                 self._bgp(p, n)
         self.node_addrs = owner_addr
+
+    def _conn_sync(self) -> None:
+        """A sync cluster's forwarders talk on one segment: sync datagrams are link-local (TTL 255)."""
+        for c in self.doc.clusters:
+            if not c.conn_sync.enabled:
+                continue
+            members = [(j, n) for j, n in enumerate(self.doc.nodes) if n.cluster == c.name]
+            first: tuple[int, Node] | None = None
+            for j, n in members:
+                port = n.internal if n.mode == "dual_arm" else n.external
+                if port is None:
+                    continue
+                if port.address.version != 4:
+                    self.add(f"nodes[{j}]", f"cluster {c.name!r} syncs connections over IPv4 only")
+                    continue
+                if first is None:
+                    first = (j, n)
+                    continue
+                f = first[1].internal if first[1].mode == "dual_arm" else first[1].external
+                assert f is not None
+                side = "internal" if n.mode == "dual_arm" else "external"
+                if port.address.ip not in f.address.network or f.address.ip not in port.address.network:
+                    self.add(
+                        f"nodes[{j}].{side}.address",
+                        f"cluster {c.name!r} syncs connections: {port.address} must share a subnet with "
+                        f"nodes[{first[0]}] ({f.address}); sync stays on one segment",
+                    )
 
     def _lips(self, p: str, n: Node) -> None:
         total = 0

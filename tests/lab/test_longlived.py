@@ -1,0 +1,138 @@
+"""Long-lived connections through the lab (issue #16, part 4): 200 persistent TCP connections to the
+VIP's streaming echo (every byte checked) held open through a config change, a node isolation, a
+node drain, a forwarder restart, a forwarder upgrade and a node failure (deploy/lab/longlived.py).
+
+What the design promises today is asserted; what needs a feature still being built is marked
+``xfail(strict=True)`` with the issue (an XPASS fails: the feature landed, remove the mark). The
+harness's own checks (connections opened, spread over both nodes, the fault happened, the lab came
+back) fail the test even where the bound is expected to fail: they use ``pytest.fail``, which the
+marks (``raises=AssertionError``) do not excuse. The node failure without connection sync is the
+demo's (``vgwctl lab scenario ll-node-failure-nosync``): it promises nothing and restarts both
+forwarders twice, too slow for this file (~2 minutes in all)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.lab import net, procs
+from deploy.lab.lab import FWD, Lab
+from deploy.lab.longlived import GAP_BOUND_MS, LongLived
+from deploy.lab.scenarios import Result
+
+CONNS = 200
+
+
+def _prereqs() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("bird", "nats-server", "nft", "ethtool"):
+        if not shutil.which(tool):
+            return f"{tool} missing (make setup installs it)"
+    if not FWD.exists():
+        return f"{FWD} missing (make setup builds it)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    why = _prereqs()
+    if why:
+        pytest.fail(f"the lab cannot run here: {why}")
+    lab = Lab("l" + secrets.token_hex(2)[:3], progress=lambda _m: None)  # ids are 1-4 characters
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
+        plan = lab.plan
+        assert not set(plan.namespaces()) & net.existing_namespaces(), "namespaces left behind"
+        assert procs.marked(plan.id) == [], "processes left behind"
+        assert not list(Path("/var/run/dpdk").glob(f"{plan.file_prefix}-*")), "DPDK runtime files left behind"
+        shutil.rmtree(f"/tmp/vgw-lab-{plan.id}", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ll(lab: Lab) -> LongLived:
+    return LongLived(lab, lambda _m: None, conns=CONNS)
+
+
+def harness_ok(r: Result) -> None:
+    """The measurement itself worked: every connection opened, and both nodes carried some."""
+    s = r.summary
+    if s["opened"] != CONNS or not s["client_done"]:
+        pytest.fail(f"{r.name}: opened {s['opened']} of {CONNS}, client reported {s['client_done']}: {r}")
+    split = s["split"]["by_banner"]  # type: ignore[index]
+    # ECMP spreads by the client sockets' hash: 200 connections put far more than 20% on each node
+    if min(split.get("node-a", 0), split.get("node-b", 0)) < CONNS // 5:
+        pytest.fail(f"{r.name}: connections not spread over both nodes: {split}")
+
+
+def timing_ok(r: Result, key: str, limit: float) -> None:
+    if not 0 <= r.measured[key] <= limit:
+        pytest.fail(f"{r.name}: {key} = {r.measured[key]} (limit {limit}): {r}")
+
+
+def test_config_change_breaks_nothing(ll: LongLived) -> None:
+    """Established connections are never broken by a config change (docs/forwarder.md): a backend
+    added to the service they use (wlc: the new connections go to it) leaves every byte flowing."""
+    r = ll.run("ll-config-change")
+    harness_ok(r)
+    timing_ok(r, "new_backend_serving_after_s", 15.0)
+    assert r.summary["broken"] == 0, r
+    assert r.passed, r
+
+
+def test_node_isolate_breaks_nothing(ll: LongLived) -> None:
+    """Isolated, node-a's connections reach node-b, which carries them on from its synced copies
+    (connection sync, on in the lab's cluster); restored, they return to node-a, which kept them."""
+    r = ll.run("ll-node-isolate")
+    harness_ok(r)
+    timing_ok(r, "withdrawn_after_s", 15.0)
+    timing_ok(r, "restored_after_s", 30.0)
+    assert r.summary["broken"] == 0, r
+
+
+def test_node_drain_breaks_nothing(ll: LongLived) -> None:
+    r = ll.run("ll-node-drain")
+    if not r.summary.get("available", True):
+        pytest.skip(f"vgwctl node drain is not available yet (issue #16): {r.notes}")
+    harness_ok(r)
+    timing_ok(r, "moved_to_b_after_s", 20.0)
+    timing_ok(r, "restored_after_s", 30.0)
+    assert r.summary["broken"] == 0, r
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue #16: connection tables that outlive a forwarder restart are being built; today the "
+    "restarted forwarder has none and every connection node-a carried times out",
+)
+@pytest.mark.parametrize("name", ["ll-forwarder-restart", "ll-forwarder-upgrade"])
+def test_forwarder_restart_is_hitless(ll: LongLived, name: str) -> None:
+    r = ll.run(name)
+    harness_ok(r)
+    timing_ok(r, "fwd_ready_after_s", 30.0)
+    timing_ok(r, "announced_after_s", 30.0)
+    assert r.summary["broken"] == 0, r
+    assert float(r.summary["max_gap_ms"]) <= GAP_BOUND_MS, r  # type: ignore[arg-type]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue #16: node-b carries node-a's synced connections with node-a's LIPs, but the backends' "
+    "replies to those LIPs still go to node-a's dead port (nobody takes the failed node's LIPs over)",
+)
+def test_node_failure_with_sync_keeps_99_percent(ll: LongLived) -> None:
+    r = ll.run("ll-node-failure")
+    harness_ok(r)
+    timing_ok(r, "router_moved_after_s", 7.0)
+    timing_ok(r, "reannounced_after_restart_s", 30.0)
+    assert float(r.summary["survived_pct"]) >= 99.0, r  # type: ignore[arg-type]
