@@ -39,6 +39,7 @@
 #include "ctl.h"
 #include "fwd.h"
 #include "neigh.h"
+#include "predecessor.h"
 #include "priv.h"
 #include "protect.h"
 #include "sync.h"
@@ -470,11 +471,17 @@ int main(int argc, char **argv)
     g_fwd.neigh_expire_ms = 300000;
     snprintf(g_fwd.socket_path, sizeof g_fwd.socket_path, "/run/vgw-fwd.sock");
 
+    /* computed before rte_eal_init, which may reorder argv */
+    char eal_dir[PATH_MAX];
+    fwd_eal_runtime_dir(argc, argv, eal_dir, sizeof eal_dir);
+    if (fwd_wait_predecessor(argc, argv, 5000) != 0)
+        return 2;
     int eal = rte_eal_init(argc, argv);
     if (eal < 0) {
         fprintf(stderr, "vgw-fwd: EAL init failed: %s\n", rte_strerror(rte_errno));
         return 2;
     }
+    fwd_write_pidfile(eal_dir);
     argc -= eal;
     argv += eal;
     argv[0] = (char *)"vgw-fwd";

@@ -301,18 +301,20 @@ class Lab:
         os.replace(tmp, path)
         return path
 
-    def start_forwarder(self, n: str) -> None:
-        """(Re)start node n's vgw-fwd and wait until it is ready."""
+    def start_forwarder(self, n: str, render: bool = True) -> None:
+        """(Re)start node n's vgw-fwd and wait until it is ready; ``render=False`` keeps the settings
+        file it ran with (a restart: the file is rendered from the document already applied)."""
         assert self.state is not None
         p, wd = self.plan, Path(self.state.workdir)
         node_id = NODES[n][0]
         settings = wd / f"fwd-{n}.conf"
-        r = subprocess.run(
-            [sys.executable, "-m", "dataplane.shim.fwdargs", "--config", str(self.fwd_config), "--node", node_id,
-             "--ext", "net_af_packet0", "--int", "net_af_packet1", "--sync-key-file", str(self._sync_key(wd))],
-            capture_output=True, text=True, cwd=str(REPO), check=True,
-        )  # fmt: skip
-        settings.write_text(r.stdout)
+        if render or not settings.exists():
+            r = subprocess.run(
+                [sys.executable, "-m", "dataplane.shim.fwdargs", "--config", str(self.fwd_config), "--node", node_id,
+                 "--ext", "net_af_packet0", "--int", "net_af_packet1", "--sync-key-file", str(self._sync_key(wd))],
+                capture_output=True, text=True, cwd=str(REPO), check=True,
+            )  # fmt: skip
+            settings.write_text(r.stdout)
         sock = str(wd / f"fwd-{n}.sock")
         self.state.sockets[n] = sock
         log = wd / "logs" / f"fwd-{n}.log"
@@ -326,9 +328,10 @@ class Lab:
             "--vdev", f"net_af_packet1,iface={p.node_int(n)}{AFP_RING}",
             "--", "--config", str(settings), "--workers", "1", "--socket", sock, "--conn-capacity", "65536",
         ], ns=p.node(n))  # fmt: skip
-        self._wait(lambda: "vgw-fwd ready" in log.read_text(errors="replace")[start:], 30, f"vgw-fwd on {node_id}")
+        self._wait(lambda: "vgw-fwd ready" in log.read_text(errors="replace")[start:], 30, f"vgw-fwd on {node_id}",
+                   poll_s=0.01)  # fmt: skip
 
-    def _wait(self, ok: Callable[[], bool], timeout_s: float, what: str) -> float:
+    def _wait(self, ok: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.2) -> float:
         t0 = time.monotonic()
         last = t0
         while True:
@@ -343,7 +346,7 @@ class Lab:
             if now - last >= 5:
                 self.say(f"      ... still waiting for {what} ({now - t0:.0f}s)")
                 last = now
-            time.sleep(0.2)
+            time.sleep(poll_s)
 
     # -- looking at it -----------------------------------------------------------------------------
 
@@ -420,7 +423,8 @@ class Lab:
         state_path(p.id).unlink(missing_ok=True)
         self.state = None
         return {"processes": stopped, "namespaces": removed, "dpdk_runtime_dirs": [str(d) for d in dpdk],
-                "hugepage_files": [str(f) for f in hugepages], "conn_state_dirs": [str(d) for d in conn_state]}  # fmt: skip
+                "hugepage_files": [str(f) for f in hugepages],
+                "conn_state_dirs": [str(d) for d in conn_state]}  # fmt: skip
 
 
 def _tcp_open(port: int) -> bool:

@@ -187,11 +187,13 @@ class Started:
     ready_s: float  # seconds from the call to the ready line (or to the exit)
 
 
-def start_fwd(lab: Topology, binary: Path, state: Path, extra: list[str] | None = None, workers: int = 2) -> Started:
+def start_fwd(
+    lab: Topology, binary: Path, state: Path, extra: list[str] | None = None, workers: int = 2, prefix: str = ""
+) -> Started:
     """vgw-fwd in the lab (as Topology.start_forwarder, with a chosen binary and state directory),
     watched every 2 ms so the time to ready is measured finely. A forwarder that exits before it
     is ready is returned with its exit code and log."""
-    prefix = f"vgwr{lab.suffix}{secrets.token_hex(2)}"
+    prefix = prefix or f"vgwr{lab.suffix}{secrets.token_hex(2)}"
     sock = lab.workdir / "fwd.sock"
     log = lab.workdir / f"fwd-{prefix}.log"
     lcores = ",".join(f"{i}@{i % max(1, os.cpu_count() or 1)}" for i in range(workers + 1))
@@ -205,19 +207,25 @@ def start_fwd(lab: Topology, binary: Path, state: Path, extra: list[str] | None 
         "--conn-state", str(state), *(extra or []),
     ]  # fmt: skip
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
     lab.procs.append(proc)
     deadline = t0 + 30
-    while "vgw-fwd ready" not in log.read_text():
+    start = log.stat().st_size if log.exists() else 0
+
+    def text() -> str:
+        return log.read_text()[start:]
+
+    while "vgw-fwd ready" not in text():
         if proc.poll() is not None:
-            cleanup_dpdk_files(prefix)
-            return Started(None, proc.returncode, log.read_text(), time.monotonic() - t0)
-        assert time.monotonic() < deadline, f"vgw-fwd not ready in 30 s:\n{log.read_text()[-3000:]}"
+            if lab.forwarder is None or lab.forwarder.prefix != prefix:  # not another one's files
+                cleanup_dpdk_files(prefix)
+            return Started(None, proc.returncode, text(), time.monotonic() - t0)
+        assert time.monotonic() < deadline, f"vgw-fwd not ready in 30 s:\n{text()[-3000:]}"
         time.sleep(0.002)
     ready = time.monotonic() - t0
     fwd = Forwarder(proc=proc, socket=sock, prefix=prefix, log=log)
     lab.forwarder = fwd
-    return Started(fwd, None, log.read_text(), ready)
+    return Started(fwd, None, text(), ready)
 
 
 def listening(ns: str, port: int) -> Callable[[], str]:
@@ -331,6 +339,39 @@ def test_kill9_and_upgrade_keep_the_connection(rlab: tuple[Topology, Path]) -> N
     assert asyncio.run(_ctl(fwd.socket, "apply", config_doc(6))) == 6
     until(lambda: stats(fwd)["conn_state"]["saved_generation"], lambda g: g == 6, "saved configuration")
     assert "generation 6" in (state / "config").read_text()
+
+
+def test_a_restart_at_once_waits_for_the_exiting_predecessor(rlab: tuple[Topology, Path]) -> None:
+    """A supervisor may start the next forwarder while the killed one is still being torn down (its
+    memory and packet rings: tens of ms), holding the EAL's runtime files and the connection
+    state's locks: the new one waits for it (it would fail "Cannot allocate memzone list" or find its
+    state "in use"). A forwarder that runs is another one with the same file prefix: refused."""
+    lab, state = rlab
+    lab.kill_forwarder(signal.SIGTERM)  # what an earlier test left running
+    shutil.rmtree(state, ignore_errors=True)
+    prefix = f"vgwp{lab.suffix}"
+    first = start_fwd(lab, FWD_BIN, state, prefix=prefix)
+    assert first.fwd is not None, first.log
+
+    second = start_fwd(lab, FWD_BIN, state, prefix=prefix)  # the first one still runs
+    assert second.fwd is None and second.returncode == 2, second.log
+    assert f"another forwarder (pid {first.fwd.pid}) runs" in second.log and "--file-prefix" in second.log
+    assert lab.forwarder is first.fwd and first.fwd.proc.poll() is None  # and it runs on, untouched
+
+    waited = 0
+    for _ in range(3):
+        old = lab.forwarder
+        assert old is not None
+        os.kill(old.pid, signal.SIGKILL)  # and start the next at once, not waiting for the exit
+        nxt = start_fwd(lab, FWD_BIN, state, prefix=prefix)
+        assert nxt.fwd is not None, nxt.log
+        old.proc.wait(5)
+        if "waiting for the previous forwarder" in nxt.log:
+            waited += 1
+            assert f"the previous forwarder (pid {old.pid}) has exited after" in nxt.log, nxt.log
+        assert stats(nxt.fwd)["conn_state"]["previous_pid"] == old.pid
+    print(f"\nrestarted at once 3 times; waited for the exiting predecessor {waited} times")
+    lab.kill_forwarder(signal.SIGTERM)
 
 
 def test_incompatible_state_is_refused(rlab: tuple[Topology, Path]) -> None:
