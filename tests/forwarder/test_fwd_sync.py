@@ -291,9 +291,9 @@ def test_a_stream_survives_a_route_move_with_sync(tmp_path: Path) -> None:
         assert report["error"] is None, report
         assert before >= 25 and after >= 50, (before, after, report)
         sa, sb = lab.stats("a")["counters"], lab.stats("b")["counters"]
-        # A announced the connection (its SYN, then ESTABLISHED), B imported it and carried it on
-        # from A's LIP; the server's replies still came back through A (its LIP)
-        assert sa["fwd_sync_sent_records"] >= 2 and sb["fwd_sync_imported_records"] >= 2, (sa, sb)
+        # A announced the connection once established (not while half-open), B imported it and
+        # carried it on from A's LIP; the server's replies still came back through A (its LIP)
+        assert sa["fwd_sync_sent_records"] >= 1 and sb["fwd_sync_imported_records"] >= 1, (sa, sb)
         assert sb["fwd_inbound"] >= 50 and sb["conn_new"] == 0, sb
         assert sa["fwd_outbound"] >= before + after, sa
         for name in ("drop_sync_invalid", "drop_sync_replayed", "drop_sync_unknown_peer"):

@@ -151,14 +151,17 @@ static void test_every_rejection(void **unused)
     uint8_t other_key[16] = {1};
     assert_int_equal(vgw_sync_decode(buf, len, other_key, &g, out), -VGW_SYNC_E_MAC);
     /* a well-signed record with impossible values: a sender bug or a key in the wrong hands */
-    vgw_sync_rec_t weird[6] = {sample_rec(), sample_rec(), sample_rec(), sample_rec(), sample_rec(), sample_rec()};
+    vgw_sync_rec_t weird[8] = {sample_rec(), sample_rec(), sample_rec(), sample_rec(),
+                               sample_rec(), sample_rec(), sample_rec(), sample_rec()};
     weird[0].af = VGW_AF_INET6;
     weird[1].proto = VGW_PROTO_ICMP;
     weird[2].state = VGW_STATE_MAX;
     weird[3].flags = 0x80;
     weird[4].timeout_ms = 0;
     weird[5].proto = VGW_PROTO_UDP; /* with a TCP state */
-    for (int i = 0; i < 6; i++) {
+    weird[6].state = VGW_TCP_SYN_RECV; /* half-open: never synced */
+    weird[7].state = VGW_TCP_NONE;
+    for (int i = 0; i < 8; i++) {
         len = vgw_sync_encode(&h, &weird[i], 1, KEY, buf, sizeof buf);
         assert_int_equal(vgw_sync_decode(buf, len, KEY, &g, out), -VGW_SYNC_E_RECORD);
     }
@@ -182,17 +185,17 @@ static void test_peer_carries_the_connection_on(void **unused)
     uint8_t *l3 = buf.pkt.data + 14;
     uint32_t lip = ld32(l3 + 12);
     uint16_t lport = ld16(l3 + 20);
-    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 1000), 1);
-    assert_int_equal(recs[0].state, VGW_TCP_SYN_RECV);
-    assert_int_equal(recs[0].lip, lip);
-    assert_int_equal(recs[0].lport, lport);
-    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 1000), 0); /* taken once */
+    /* half-open: nothing for the peers yet */
+    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 1000), 0);
 
-    /* the ACK completes it on A: one more note, ESTABLISHED */
+    /* the ACK completes it on A: noted, ESTABLISHED */
     v = send(a, VGW_PROTO_TCP, CLIENT, VIP, 40000, 80, 0x10, 1001, &buf);
     assert_int_equal(v.action, VGW_ACT_FORWARD);
     assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 1001), 1);
     assert_int_equal(recs[0].state, VGW_TCP_ESTABLISHED);
+    assert_int_equal(recs[0].lip, lip);
+    assert_int_equal(recs[0].lport, lport);
+    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 1001), 0); /* taken once */
 
     /* B without the record: a mid-flow segment has no connection */
     v = send(b, VGW_PROTO_TCP, CLIENT, VIP, 40000, 80, 0x10, 1002, &buf);
@@ -312,10 +315,13 @@ static void test_notes_udp_refresh_overflow_and_ended(void **unused)
     vgw_worker_t *a = mk_worker(dpa, 4096, VGW_WF_SYNC);
     tu_buf_t buf;
     vgw_sync_rec_t recs[VGW_SYNC_MAX_RECS];
-    /* UDP: noted when created */
+    /* UDP: a flow's first datagram is not noted (a flood of one-datagram flows costs the peers
+     * nothing); its second is */
     vgw_verdict_t v = send(a, VGW_PROTO_UDP, CLIENT, VIP, 5000, 53, 0, 100, &buf);
     assert_int_equal(v.action, VGW_ACT_FORWARD);
-    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 100), 1);
+    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 100), 0);
+    send(a, VGW_PROTO_UDP, CLIENT, VIP, 5000, 53, 0, 150, &buf);
+    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 150), 1);
     assert_int_equal(recs[0].state, VGW_UDP_NORMAL);
     /* the next datagram soon after: nothing new */
     send(a, VGW_PROTO_UDP, CLIENT, VIP, 5000, 53, 0, 2000, &buf);
@@ -324,9 +330,24 @@ static void test_notes_udp_refresh_overflow_and_ended(void **unused)
     send(a, VGW_PROTO_UDP, CLIENT, VIP, 5000, 53, 0, 160000, &buf);
     assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 160000), 1);
 
+    /* TCP handshakes that never complete (a SYN flood below the SYN proxy's threshold), and one
+     * reset before it completed: nothing for the peers */
+    for (uint16_t i = 0; i < 100; i++)
+        send(a, VGW_PROTO_TCP, CLIENT, VIP, (uint16_t)(20000 + i), 80, 0x02, 165000, &buf);
+    send(a, VGW_PROTO_TCP, CLIENT, VIP, 20000, 80, 0x04, 165000, &buf);
+    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 165000), 0);
+    /* an established one that is reset: established, then CLOSE (the peers' copy goes soon) */
+    send(a, VGW_PROTO_TCP, CLIENT, VIP, 20001, 80, 0x10, 165000, &buf);
+    send(a, VGW_PROTO_TCP, CLIENT, VIP, 20001, 80, 0x04, 165000, &buf);
+    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 165000), 2);
+    assert_int_equal(recs[1].state, VGW_TCP_CLOSE);
+    vgw_worker_housekeep(a, 169000, 4096);
+
     /* more notes than the outbox holds: the excess is counted, not written past the end */
-    for (uint16_t i = 0; i < VGW_SYNC_OUTBOX + 10; i++)
+    for (uint16_t i = 0; i < VGW_SYNC_OUTBOX + 10; i++) {
         send(a, VGW_PROTO_TCP, CLIENT, VIP, (uint16_t)(10000 + i), 80, 0x02, 170000, &buf);
+        send(a, VGW_PROTO_TCP, CLIENT, VIP, (uint16_t)(10000 + i), 80, 0x10, 170000, &buf);
+    }
     assert_int_equal(vgw_worker_sync_overflow(a), 10);
     uint32_t total = 0, n;
     while ((n = vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 170000)) > 0)
@@ -335,6 +356,7 @@ static void test_notes_udp_refresh_overflow_and_ended(void **unused)
 
     /* a connection that ended before the take is not sent */
     send(a, VGW_PROTO_TCP, CLIENT, VIP, 30000, 80, 0x02, 171000, &buf);
+    send(a, VGW_PROTO_TCP, CLIENT, VIP, 30000, 80, 0x10, 171000, &buf);
     vgw_worker_housekeep(a, 171000 + 3600000, 4096); /* everything expired and swept */
     assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 171000 + 3600000), 0);
     vgw_worker_destroy(a);
