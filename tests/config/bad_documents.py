@@ -134,7 +134,9 @@ BAD: list[Bad] = [
         "must share a subnet with nodes[0]",
     ),
     Bad("sync-port-low", _set("clusters[0].conn_sync.port", 80), "clusters[0].conn_sync.port", "greater than"),
-    Bad("sync-unknown-field", _set("clusters[0].conn_sync.peers", ["x"]), "clusters[0].conn_sync.peers", "unknown field"),
+    Bad(
+        "sync-unknown-field", _set("clusters[0].conn_sync.peers", ["x"]), "clusters[0].conn_sync.peers", "unknown field"
+    ),
     Bad("lip-is-vip", _set("nodes[0].lip_pool[1]", "203.0.113.10"), "nodes[0].lip_pool[1]", "also the VIP"),
     Bad(
         "lip-prefix-covers-vip",
