@@ -173,7 +173,6 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(blob)
 
-
     for name, blob in sync_msgs().items():
         out = HERE / "corpus" / "sync" / name
         out.parent.mkdir(parents=True, exist_ok=True)
