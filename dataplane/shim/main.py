@@ -175,6 +175,7 @@ class Shim:
         self.failed: DesiredState | None = None  # desired state the forwarder rejected (not retried)
         self.last_apply_error: str | None = None
         self.fwd_up = False
+        self.fwd_keeps_state: bool | None = None  # STATS conn_state.enabled, last known
         self.fwd_identity: tuple[int, int] | None = None  # (pid, start_unix_ns)
         self.fwd_started_at: datetime | None = None
         self.fwd_generation = 0
@@ -305,6 +306,7 @@ class Shim:
                     await self._apply(self.desired)
                 if time.monotonic() - last_stats >= self.settings.status_interval_s:
                     self.last_stats = await self.client.stats()
+                    self._note_conn_state(self.last_stats)
                     last_stats = time.monotonic()
             except FwdUnavailableError as exc:
                 self._forwarder_down(str(exc))
@@ -415,7 +417,15 @@ class Shim:
             last_apply_error=self.last_apply_error,
             active_connections=self._stat("conn_active"),
             half_open_connections=self._stat("conn_halfopen"),
+            conn_state_kept=self.fwd_keeps_state,
         )
+
+    def _note_conn_state(self, st: dict[str, Any] | None) -> None:
+        """Whether the forwarder keeps its tables across a restart; kept while it is down (a restart
+        is exactly when route control needs to know)."""
+        cs = (st or {}).get("conn_state")
+        if isinstance(cs, dict) and isinstance(cs.get("enabled"), bool):
+            self.fwd_keeps_state = cs["enabled"]
 
     def _stat(self, counter: str) -> int | None:
         """A gauge of the last STATS reply (route control's drain reads the connection count); None

@@ -35,9 +35,6 @@ class Result:
     passed: bool = True
     notes: list[str] = field(default_factory=list)
     fault_at: float = 0.0
-    # Not within its bound, and that bound needs a feature still being built (what, and the issue):
-    # the report says so and the demo does not fail on it (the long-lived family, longlived.py).
-    pending: str = ""
     # Measured and reported, with no bound to keep (e.g. a node failure without connection sync).
     informational: bool = False
 

@@ -79,7 +79,9 @@ class Routectl:
             half_life_s=settings.flap_half_life_s,
             withdrawals_per_min=settings.health_withdrawals_per_min,
         )
-        self.decider = Decider(self.node_id, damping, settings.dataplane_stale_s)
+        self.decider = Decider(
+            self.node_id, damping, settings.dataplane_stale_s, restart_grace_s=settings.forwarder_restart_grace_s
+        )
         self.requests = Requests()
         self.speaker = Speaker(settings, on_peer_change=self._mark_dirty)
         self._dirty = asyncio.Event()

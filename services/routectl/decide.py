@@ -311,10 +311,14 @@ def count_healthy(services: list[NodeService], health: Mapping[str, HealthEntry]
 class Decider:
     """Decisions for every VIP of one node, with memory between evaluations."""
 
-    def __init__(self, node_id: str, damping: DampingPolicy, stale_s: float) -> None:
+    def __init__(self, node_id: str, damping: DampingPolicy, stale_s: float, restart_grace_s: float = 0.0) -> None:
         self.node_id = node_id
         self.damping = damping
         self.stale_s = stale_s
+        # A forwarder that keeps its connection tables across a restart is down for well under a
+        # second when restarted: withdrawing would move its flows (and damp the VIP) for nothing.
+        self.restart_grace_s = restart_grace_s
+        self._fwd_down_since: float | None = None  # first status not "up" after an "up" one
         self.mem: dict[IP, VipMemory] = {}
         self._withdrawals: deque[float] = deque()
         self.drain: DrainStatus | None = None
@@ -411,6 +415,21 @@ class Decider:
             self._withdrawals.popleft()
         return limit <= 0 or len(self._withdrawals) < limit
 
+    def _track_forwarder_down(self, fwd: ForwarderObs | None) -> None:
+        if fwd is None or fwd.status.forwarder == ForwarderState.UP:
+            self._fwd_down_since = None
+        elif self._fwd_down_since is None:
+            self._fwd_down_since = fwd.received_at
+
+    def _in_restart_grace(self, st: DataplaneStatus, announced: bool, now: float) -> float | None:
+        """Seconds the forwarder has been down, when that is still within the restart grace: it was
+        up, it keeps its connection tables across a restart, and the VIP is announced."""
+        since = self._fwd_down_since
+        if not announced or self.restart_grace_s <= 0 or st.conn_state_kept is not True or since is None:
+            return None
+        down_for = now - since
+        return down_for if down_for < self.restart_grace_s else None
+
     def _forwarder_gate(
         self, vip: Vip, fwd: ForwarderObs | None, vip_rev: int, announced: bool, now: float
     ) -> tuple[GateStatus, GateStatus, RouteReason | None, Cause | None]:
@@ -426,6 +445,16 @@ class Decider:
             detail = f"last dataplane.status {age:.1f}s ago (bound {self.stale_s:g}s)"
             return GateStatus(ok=False, detail=detail), GateStatus(ok=False), RouteReason.FORWARDER_STALE, fwd.cause
         if st.forwarder != ForwarderState.UP:
+            down_for = self._in_restart_grace(st, announced, now)
+            if down_for is not None:
+                detail = (f"forwarder {st.forwarder.value} for {down_for:.1f}s, within the restart grace "
+                          f"({self.restart_grace_s:g}s: it keeps its connections across a restart)")  # fmt: skip
+                return (
+                    GateStatus(ok=True, detail=detail),
+                    GateStatus(ok=True, detail="as before the restart"),
+                    None,
+                    None,
+                )
             detail = f"forwarder {st.forwarder.value}"
             return GateStatus(ok=False, detail=detail), GateStatus(ok=False), RouteReason.FORWARDER_DOWN, fwd.cause
         fgate = GateStatus(ok=True, detail=f"up, status {age:.1f}s old")
@@ -456,6 +485,7 @@ class Decider:
         """Evaluate every VIP of the node (and withdraw the ones it no longer serves); updates the
         memory as if every returned decision is applied."""
         self.drain_events = []
+        self._track_forwarder_down(fwd)
         self.drain = drain = self._drain_status(view, fwd, config_cause, now, now_wall)
         out: list[Decision] = []
         seen: set[IP] = set()

@@ -47,7 +47,9 @@ def health(*ups: bool) -> dict[str, HealthEntry]:
     return {health_key(b, 8080, CHECK): entry(b, u) for b, u in zip(BACKENDS, ups, strict=False)}
 
 
-def fwd(at: float, *, revision: int = 1, vips: list[str] | None = None, state: str = "up") -> ForwarderObs:
+def fwd(
+    at: float, *, revision: int = 1, vips: list[str] | None = None, state: str = "up", kept: bool | None = None
+) -> ForwarderObs:
     st = DataplaneStatus(
         node="n1",
         seq=1,
@@ -55,15 +57,18 @@ def fwd(at: float, *, revision: int = 1, vips: list[str] | None = None, state: s
         forwarder=ForwarderState(state),
         config_revision=revision,
         vips=[VIP] if vips is None else vips,
+        conn_state_kept=kept,
     )
     return ForwarderObs(status=st, received_at=at, cause=Cause("hb"))
 
 
 class Rig:
-    def __init__(self, doc: ConfigDocument | None = None, node: str = "n1", **damping: Any) -> None:
+    def __init__(
+        self, doc: ConfigDocument | None = None, node: str = "n1", grace_s: float = 0.0, **damping: Any
+    ) -> None:
         self.doc = doc or make_doc(2)
         self.node = node
-        self.d = Decider(node, DampingPolicy(**{"hold_down_s": 0.0, **damping}), stale_s=3.0)
+        self.d = Decider(node, DampingPolicy(**{"hold_down_s": 0.0, **damping}), stale_s=3.0, restart_grace_s=grace_s)
         self.requests = Requests()
         self.health = health(True, True)
         self.fwd: ForwarderObs | None = None
@@ -71,7 +76,8 @@ class Rig:
 
     def at(self, t: float, **kw: Any) -> Decision:
         if self.fwd is None or kw.get("beat", True):
-            self.fwd = fwd(t, revision=kw.get("revision", 1), vips=kw.get("vips"), state=kw.get("state", "up"))
+            self.fwd = fwd(t, revision=kw.get("revision", 1), vips=kw.get("vips"), state=kw.get("state", "up"),
+                           kept=kw.get("kept"))  # fmt: skip
         out = self.d.decide(
             node_view(self.doc, self.node),
             self.revs,
@@ -110,6 +116,36 @@ def test_forwarder_gates() -> None:
     # Already announced, config moves on: the lagging forwarder still serves the VIP, keep it.
     r.revs = {IP: 3}
     assert r.at(8.0, revision=2).state == RouteState.ANNOUNCED
+
+
+def test_a_restarting_forwarder_that_keeps_its_connections_stays_announced_for_the_grace() -> None:
+    r = Rig(grace_s=2.0)
+    assert r.at(0.0, kept=True).state == RouteState.ANNOUNCED
+    # down (the shim's socket is gone), then starting (back, not yet re-applied by the shim): kept
+    for t, state in ((1.0, "down"), (1.5, "down"), (2.2, "starting")):
+        d = r.at(t, state=state, vips=[], kept=True)
+        assert (d.state, d.reason) == (RouteState.ANNOUNCED, RouteReason.GATES_OK), (t, d)
+        assert "restart grace" in d.gates["forwarder"].detail
+    assert r.at(2.5, kept=True).state == RouteState.ANNOUNCED  # up again: the window closes
+    # a forwarder that stays down: withdrawn once the grace has passed since the first down status
+    assert r.at(3.0, state="down", vips=[], kept=True).state == RouteState.ANNOUNCED
+    d = r.at(5.0, state="down", vips=[], kept=True)
+    assert (d.state, d.reason) == (RouteState.WITHDRAWN, RouteReason.FORWARDER_DOWN)
+    # withdrawn, it is not announced by the grace of a later restart before it is up
+    assert r.at(6.0, kept=True).state == RouteState.ANNOUNCED
+    assert r.at(6.5, state="down", vips=[], kept=True).state == RouteState.ANNOUNCED
+
+
+def test_no_restart_grace_without_kept_connections_or_when_off() -> None:
+    for rig, kept in ((Rig(grace_s=2.0), False), (Rig(grace_s=2.0), None), (Rig(grace_s=0.0), True)):
+        assert rig.at(0.0, kept=kept).state == RouteState.ANNOUNCED
+        d = rig.at(0.5, state="down", vips=[], kept=kept)
+        assert (d.state, d.reason) == (RouteState.WITHDRAWN, RouteReason.FORWARDER_DOWN), (kept, rig.d.restart_grace_s)
+    # stale (no status at all for the bound) is never excused by the grace
+    r = Rig(grace_s=10.0)
+    assert r.at(0.0, kept=True).state == RouteState.ANNOUNCED
+    assert r.at(0.5, state="down", vips=[], kept=True).state == RouteState.ANNOUNCED
+    assert r.at(4.0, beat=False).reason == RouteReason.FORWARDER_STALE
 
 
 def test_no_status_at_all_is_stale() -> None:

@@ -180,6 +180,11 @@ class DataplaneStatus(Event):
     half_open_connections: Count | None = Field(
         default=None, description="Of those, TCP connections with only the client's SYN seen (STATS conn_halfopen)"
     )
+    conn_state_kept: bool | None = Field(
+        default=None,
+        description="The forwarder keeps its connection tables across a restart (STATS conn_state.enabled); "
+        "while it is down, what it last said; none before it was read",
+    )
 
     def subject_tokens(self) -> tuple[str, ...]:
         return (self.node,)
