@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="vgwctl: %(message)s", stream=sys.stderr)
     logging.getLogger("nats.aio.client").setLevel(logging.CRITICAL)
+    # asyncio's TLS transport warns "returning true from eof_received() has no effect when using
+    # ssl" each time nats-py's connection closes: noise on every command run against a TLS bus
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
