@@ -314,6 +314,24 @@ class LongLived:
     def _only_b(self) -> bool:
         return self.lab.router_next_hops() == {NODES["b"][1]}
 
+    def _away_and_back(
+        self, c: EchoClient, name: str, fault_at: float, t0: float, move_timeout_s: float
+    ) -> tuple[float | None, float | None, float | None, float | None]:
+        """node-a was just isolated or drained: the seconds until the router has only node-b and
+        until every connection flows again (node-a's through node-b, or they have timed out); then
+        node-a restored: until both nodes are announced and the connections flow again."""
+        self._isolated = True
+        try:
+            moved = _wait(self._only_b, move_timeout_s, since=t0)
+            flowing = self._settle(c, fault_at, self.stall_timeout_s + 5)
+        finally:
+            t1 = time.monotonic()
+            self.lab.vgwctl("node", "restore", "node-a", "--reason", f"lab scenario {name} done")
+            self._isolated = False
+        back = _wait(self._both_announced, 30, since=t1)
+        flowing_after_restore = self._settle(c, time.time(), self.stall_timeout_s + 5)
+        return moved, flowing, back, flowing_after_restore
+
     # -- the scenarios --------------------------------------------------------------------------
 
     def forwarder_restart(self, upgrade: bool = False) -> Result:
@@ -371,17 +389,7 @@ class LongLived:
             r.summary["available"] = False
             r.notes.append("not available: vgwctl node drain " + (why[-1][:160] if why else f"exit {out.returncode}"))
             return r
-        self._isolated = True
-        try:
-            moved = _wait(self._only_b, 20, since=t0)
-            flowing = self._settle(c, fault_at, self.stall_timeout_s + 5)
-        finally:
-            t1 = time.monotonic()
-            self.lab.vgwctl("node", "restore", "node-a", "--reason", "lab scenario ll-node-drain done")
-            self._isolated = False
-        back = _wait(self._both_announced, 30, since=t1)
-        restored_at = time.time()
-        flowing_after_restore = self._settle(c, restored_at, self.stall_timeout_s + 5)
+        moved, flowing, back, flowing_after_restore = self._away_and_back(c, name, fault_at, t0, 20)
         measured = {"moved_to_b_after_s": _s(moved),
                     "flowing_after_s": _s(flowing),
                     "restored_after_s": _s(back),
@@ -447,17 +455,7 @@ class LongLived:
         time.sleep(1.0)
         fault_at, t0 = time.time(), time.monotonic()
         out = self.lab.vgwctl("node", "isolate", "node-a", "--reason", "lab scenario ll-node-isolate")
-        self._isolated = True
-        try:
-            moved = _wait(self._only_b, 15, since=t0)
-            # isolated until node-a's connections either carry on through node-b or time out
-            flowing = self._settle(c, fault_at, self.stall_timeout_s + 5)
-        finally:
-            t1 = time.monotonic()
-            self.lab.vgwctl("node", "restore", "node-a", "--reason", "lab scenario ll-node-isolate done")
-            self._isolated = False
-        back = _wait(self._both_announced, 30, since=t1)
-        flowing_after_restore = self._settle(c, time.time(), self.stall_timeout_s + 5)
+        moved, flowing, back, flowing_after_restore = self._away_and_back(c, name, fault_at, t0, 15)
         measured = {"withdrawn_after_s": _s(moved),
                     "flowing_after_s": _s(flowing),
                     "restored_after_s": _s(back),

@@ -19,6 +19,7 @@
 
 #include "benchutil.h"
 #include "internal.h"
+#include "benchpkt.h"
 #include "vgw/persist.h"
 
 #define BURST 32u
@@ -42,28 +43,9 @@ static uint32_t ip4(uint32_t host_order)
     return h2n32(host_order);
 }
 
-/* A 64-byte TCP frame (Ethernet + IPv4 + TCP + 10 bytes payload) with valid checksums. */
 static void make_tcp(uint8_t *f, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t flags)
 {
-    memset(f, 0, FRAME);
-    f[12] = 0x08;
-    uint8_t *l3 = f + 14, *l4 = l3 + 20;
-    l3[0] = 0x45;
-    st16(l3 + 2, h2n16(FRAME - 14));
-    l3[8] = 64;
-    l3[9] = VGW_PROTO_TCP;
-    st32(l3 + 12, src);
-    st32(l3 + 16, dst);
-    st16(l3 + 10, (uint16_t)~vgw_csum_fold(vgw_csum_partial(l3, 20, 0)));
-    st16(l4, sport);
-    st16(l4 + 2, dport);
-    st32(l4 + 4, h2n32(1000));
-    st32(l4 + 8, h2n32((flags & 0x10) ? 5001 : 0));
-    l4[12] = 5 << 4;
-    l4[13] = flags;
-    st16(l4 + 14, h2n16(65535));
-    memcpy(l4 + 20, "0123456789", 10);
-    st16(l4 + 16, vgw_l4_csum_v4(src, dst, VGW_PROTO_TCP, l4, FRAME - 34));
+    bench_tcp_frame(f, FRAME, src, dst, sport, dport, flags);
 }
 
 static char *make_config(uint64_t gen, uint32_t nbackends)
