@@ -290,12 +290,17 @@ def test_a_stream_survives_a_route_move_with_sync(tmp_path: Path) -> None:
         report, before, after = stream_across_a_route_move(lab)
         assert report["error"] is None, report
         assert before >= 25 and after >= 50, (before, after, report)
+        # Every line echoed after the move was sent through B, but for the one in flight when the
+        # route moved (its segment went through A): the client has one line outstanding at a time.
+        # Workers publish their counters every 100 ms: wait for the last lines to show.
+        _wait(lambda: lab.counter("b", "fwd_inbound") >= after - 1, "B's counters covering the stream", 3)
+        _wait(lambda: lab.counter("a", "fwd_outbound") >= before + after, "A's counters covering the stream", 3)
         sa, sb = lab.stats("a")["counters"], lab.stats("b")["counters"]
         # A announced the connection once established (not while half-open), B imported it and
-        # carried it on from A's LIP; the server's replies still came back through A (its LIP)
+        # carried it on from A's LIP (it never made a connection of its own); the server's replies
+        # still came back through A (its LIP)
         assert sa["fwd_sync_sent_records"] >= 1 and sb["fwd_sync_imported_records"] >= 1, (sa, sb)
-        assert sb["fwd_inbound"] >= 50 and sb["conn_new"] == 0, sb
-        assert sa["fwd_outbound"] >= before + after, sa
+        assert sb["conn_new"] == 0, sb
         for name in ("drop_sync_invalid", "drop_sync_replayed", "drop_sync_unknown_peer"):
             assert sb[f"fwd_{name}"] == 0, (name, sb)
 
