@@ -109,6 +109,7 @@ class Topology:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     forwarder: Forwarder | None = None
+    prefixes: list[str] = field(default_factory=list)  # every EAL file prefix started: close() cleans them all
 
     # names -------------------------------------------------------------------------------------
     @property
@@ -250,6 +251,7 @@ class Topology:
         ]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
         self.procs.append(proc)
+        self.prefixes.append(prefix)
         fwd = Forwarder(proc=proc, socket=sock, prefix=prefix, log=log)
         self.forwarder = fwd
         deadline = time.monotonic() + wait_s
@@ -292,8 +294,8 @@ class Topology:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=5)
-        if self.forwarder is not None:
-            cleanup_dpdk_files(self.forwarder.prefix)
+        for prefix in self.prefixes:
+            cleanup_dpdk_files(prefix)
         for ns in reversed(self.namespaces):
             # killing what is left inside (tcpdump, servers started by a test) before deleting
             pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
