@@ -574,8 +574,9 @@ uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, u
     w->be_conns[be->uid]++;
     w->cnt[VGW_CNT_CONN_NEW]++;
     /* Not synced yet: UDP at its next datagram (either way: the refresh in vgw_conn_forward finds it
-     * due), so a flood of one-datagram flows sends the peers nothing; TCP once established. */
-    c->sync_t = (uint16_t)((now >> 10) - 0x8000u);
+     * due), so a flood of one-datagram flows sends the peers nothing; TCP at its first state change,
+     * which follows at once. */
+    c->sync_t = (uint16_t)((now >> 10) - (k->proto == VGW_PROTO_TCP ? 0u : 0x8000u));
     return idx;
 }
 
@@ -619,7 +620,7 @@ void vgw_conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t
      * their copy never expires while it is alive here; a new UDP flow is due at once, but noted
      * from its second datagram on. */
     if (VGW_UNLIKELY(w->flags & VGW_WF_SYNC) && (uint16_t)((now >> 10) - c->sync_t) > (timeout >> 11) &&
-        (m->proto == VGW_PROTO_TCP ? tcp_synced_state(c->state) : !first))
+        (m->proto == VGW_PROTO_TCP || !first))
         vgw_sync_note(w, c, now);
     xlate(m->l3, m->l4, m->proto, c, dir, spd);
     if (dir == 0) {

@@ -59,26 +59,16 @@ static inline bool tcp_halfopen_state(uint8_t state)
     return state == VGW_TCP_NONE || state == VGW_TCP_SYN_RECV;
 }
 
-/* The TCP states a connection is synced to the peers in (sync.c): from ESTABLISHED on. A handshake
- * that has not completed is not worth a record (a flow moved within its one round trip retries),
- * and syncing it would turn every spoofed SYN below the SYN proxy's threshold into a record sent
- * to every peer and a copy in their tables. */
-static inline bool tcp_synced_state(uint8_t state)
-{
-    return state == VGW_TCP_ESTABLISHED || state == VGW_TCP_FIN_WAIT || state == VGW_TCP_TIME_WAIT ||
-           state == VGW_TCP_CLOSE_WAIT || state == VGW_TCP_LAST_ACK;
-}
-
 /* Every TCP state change goes through here so the half-open count stays exact. */
 static inline void conn_set_state(vgw_worker_t *w, vgw_conn_t *c, uint8_t state)
 {
     if (c->proto == VGW_PROTO_TCP && !(c->flags & VGW_CF_PROXY)) {
         w->pr.halfopen += (uint32_t)tcp_halfopen_state(state) - (uint32_t)tcp_halfopen_state(c->state);
     }
-    /* Peers learn of an established connection and of its every state change after that: their
-     * copy's timeout follows the state (a closed one's copy goes soon). */
-    if (VGW_UNLIKELY(w->flags & VGW_WF_SYNC) && state != c->state &&
-        (state == VGW_TCP_ESTABLISHED || tcp_synced_state(c->state)))
+    /* Peers learn of every state change, from the SYN on: a flow the routers move in the middle
+     * of its handshake (an isolate, a drain) finds its copy on the new node; their copy's timeout
+     * follows the state. */
+    if (VGW_UNLIKELY(w->flags & VGW_WF_SYNC) && state != c->state)
         vgw_sync_note(w, c, w->pr.last_now);
     c->state = state;
 }

@@ -87,8 +87,8 @@ static bool rec_valid(const vgw_sync_rec_t *r)
         return false;
     if (!r->cip || !r->vip || !r->lip || !r->rip || !r->cport || !r->vport || !r->lport || !r->rport)
         return false;
-    if (r->proto == VGW_PROTO_TCP) /* a sender syncs from ESTABLISHED on, up to and with CLOSE */
-        return tcp_synced_state(r->state) || r->state == VGW_TCP_CLOSE;
+    if (r->proto == VGW_PROTO_TCP)
+        return r->state <= VGW_TCP_SYNACK;
     if (r->proto == VGW_PROTO_UDP)
         return r->state == VGW_UDP_NORMAL && !(r->flags & (VGW_SYNC_F_PROXY | VGW_SYNC_F_SP_TS | VGW_SYNC_F_SP_WIN));
     return false;

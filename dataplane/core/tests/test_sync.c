@@ -159,8 +159,8 @@ static void test_every_rejection(void **unused)
     weird[3].flags = 0x80;
     weird[4].timeout_ms = 0;
     weird[5].proto = VGW_PROTO_UDP; /* with a TCP state */
-    weird[6].state = VGW_TCP_SYN_RECV; /* half-open: never synced */
-    weird[7].state = VGW_TCP_NONE;
+    weird[6].state = VGW_TCP_SYNACK + 1; /* a UDP state on TCP */
+    weird[7].timeout_ms = 8u * 24u * 3600u * 1000u; /* longer than any timeout */
     for (int i = 0; i < 8; i++) {
         len = vgw_sync_encode(&h, &weird[i], 1, KEY, buf, sizeof buf);
         assert_int_equal(vgw_sync_decode(buf, len, KEY, &g, out), -VGW_SYNC_E_RECORD);
@@ -185,17 +185,18 @@ static void test_peer_carries_the_connection_on(void **unused)
     uint8_t *l3 = buf.pkt.data + 14;
     uint32_t lip = ld32(l3 + 12);
     uint16_t lport = ld16(l3 + 20);
-    /* half-open: nothing for the peers yet */
-    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 1000), 0);
+    /* half-open already: a flow moved in the middle of its handshake finds its copy */
+    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 1000), 1);
+    assert_int_equal(recs[0].state, VGW_TCP_SYN_RECV);
+    assert_int_equal(recs[0].lip, lip);
+    assert_int_equal(recs[0].lport, lport);
+    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 1000), 0); /* taken once */
 
-    /* the ACK completes it on A: noted, ESTABLISHED */
+    /* the ACK completes it on A: one more note, ESTABLISHED */
     v = send(a, VGW_PROTO_TCP, CLIENT, VIP, 40000, 80, 0x10, 1001, &buf);
     assert_int_equal(v.action, VGW_ACT_FORWARD);
     assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 1001), 1);
     assert_int_equal(recs[0].state, VGW_TCP_ESTABLISHED);
-    assert_int_equal(recs[0].lip, lip);
-    assert_int_equal(recs[0].lport, lport);
-    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 1001), 0); /* taken once */
 
     /* B without the record: a mid-flow segment has no connection */
     v = send(b, VGW_PROTO_TCP, CLIENT, VIP, 40000, 80, 0x10, 1002, &buf);
@@ -330,24 +331,19 @@ static void test_notes_udp_refresh_overflow_and_ended(void **unused)
     send(a, VGW_PROTO_UDP, CLIENT, VIP, 5000, 53, 0, 160000, &buf);
     assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 160000), 1);
 
-    /* TCP handshakes that never complete (a SYN flood below the SYN proxy's threshold), and one
-     * reset before it completed: nothing for the peers */
-    for (uint16_t i = 0; i < 100; i++)
-        send(a, VGW_PROTO_TCP, CLIENT, VIP, (uint16_t)(20000 + i), 80, 0x02, 165000, &buf);
-    send(a, VGW_PROTO_TCP, CLIENT, VIP, 20000, 80, 0x04, 165000, &buf);
-    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 165000), 0);
-    /* an established one that is reset: established, then CLOSE (the peers' copy goes soon) */
+    /* TCP: every state change is noted, from the SYN on; a record says the state at the take,
+     * so a reset one's copy goes soon (CLOSE) */
+    send(a, VGW_PROTO_TCP, CLIENT, VIP, 20001, 80, 0x02, 165000, &buf);
     send(a, VGW_PROTO_TCP, CLIENT, VIP, 20001, 80, 0x10, 165000, &buf);
     send(a, VGW_PROTO_TCP, CLIENT, VIP, 20001, 80, 0x04, 165000, &buf);
-    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 165000), 2);
-    assert_int_equal(recs[1].state, VGW_TCP_CLOSE);
+    assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 165000), 3);
+    assert_int_equal(recs[0].state, VGW_TCP_CLOSE);
+    assert_int_equal(recs[2].state, VGW_TCP_CLOSE);
     vgw_worker_housekeep(a, 169000, 4096);
 
     /* more notes than the outbox holds: the excess is counted, not written past the end */
-    for (uint16_t i = 0; i < VGW_SYNC_OUTBOX + 10; i++) {
+    for (uint16_t i = 0; i < VGW_SYNC_OUTBOX + 10; i++)
         send(a, VGW_PROTO_TCP, CLIENT, VIP, (uint16_t)(10000 + i), 80, 0x02, 170000, &buf);
-        send(a, VGW_PROTO_TCP, CLIENT, VIP, (uint16_t)(10000 + i), 80, 0x10, 170000, &buf);
-    }
     assert_int_equal(vgw_worker_sync_overflow(a), 10);
     uint32_t total = 0, n;
     while ((n = vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 170000)) > 0)
@@ -356,7 +352,6 @@ static void test_notes_udp_refresh_overflow_and_ended(void **unused)
 
     /* a connection that ended before the take is not sent */
     send(a, VGW_PROTO_TCP, CLIENT, VIP, 30000, 80, 0x02, 171000, &buf);
-    send(a, VGW_PROTO_TCP, CLIENT, VIP, 30000, 80, 0x10, 171000, &buf);
     vgw_worker_housekeep(a, 171000 + 3600000, 4096); /* everything expired and swept */
     assert_int_equal(vgw_worker_sync_take(a, recs, VGW_SYNC_MAX_RECS, 171000 + 3600000), 0);
     vgw_worker_destroy(a);
