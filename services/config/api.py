@@ -455,26 +455,33 @@ class ConfigApi:
     ) -> grpc.RpcMethodHandler[Any, Any]:
         async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             start = time.perf_counter()
-            code = "OK"
+
+            # Counted before the status goes out: abort sends it to the client at once, and a
+            # client that reads the metrics next must find its call counted.
+            def count(code: str) -> None:
+                metrics.REQUESTS.labels(name, code).inc()
+                metrics.REQUEST_SECONDS.labels(name).observe(time.perf_counter() - start)
+
             try:
                 self._authorize(name, request, context)
-                return await fn(request, context)
+                reply = await fn(request, context)
             except ApiError as exc:
-                code = exc.code.name
+                count(exc.code.name)
                 await self._fail(context, exc)
                 raise  # unreachable: abort raises
             except (ConnectionError, TimeoutError) as exc:
-                code = "UNAVAILABLE"
+                count("UNAVAILABLE")
                 await self._fail(context, ApiError(grpc.StatusCode.UNAVAILABLE, f"config store unavailable: {exc}"))
                 raise
-            except Exception as exc:
-                if code == "OK" and not isinstance(exc, grpc.aio.AbortError):
-                    code = "INTERNAL"
-                    log.exception("%s failed", name)
+            except grpc.aio.AbortError:
+                count("OK")  # as before: a handler's own abort is not an API error of ours
                 raise
-            finally:
-                metrics.REQUESTS.labels(name, code).inc()
-                metrics.REQUEST_SECONDS.labels(name).observe(time.perf_counter() - start)
+            except Exception:
+                count("INTERNAL")
+                log.exception("%s failed", name)
+                raise
+            count("OK")
+            return reply
 
         return grpc.unary_unary_rpc_method_handler(
             handler, request_deserializer=req.FromString, response_serializer=lambda m: m.SerializeToString()
