@@ -19,12 +19,12 @@ class RoutectlSettings(VgwSettings):
     )
     tick_s: float = Field(default=0.2, gt=0, le=5, description="Re-evaluation period (timers, staleness)")
     forwarder_restart_grace_s: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0,
         le=60,
         description="A forwarder that keeps its connection tables across a restart (dataplane.status "
         "conn_state_kept) and reports down stays announced this long: a restart or an upgrade takes it "
-        "out for under a second, and a withdrawal would move its flows; 0 = withdraw at once",
+        "out for under a second, and a withdrawal would move its flows; 0 (default) = withdraw at once",
     )
 
     health_bucket: str = Field(
