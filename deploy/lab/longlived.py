@@ -490,6 +490,9 @@ class LongLived:
             r = self._result(name, c, split, fault_at, bound, measured, notes)
             r.summary["conn_sync"] = sync
             r.passed = float(r.summary["survived_pct"]) >= 100 * FAILURE_MIN_SURVIVED  # type: ignore[arg-type]
+            if not split["by_banner"].get("node-a"):
+                r.notes.append("no connection went through node-a: the failure was not measured (node-a announced?)")
+                r.passed = False
             r.informational = sync_off
             # the report is taken: back to normal (heal() would too)
             t1 = time.monotonic()
