@@ -224,9 +224,16 @@ async def test_a_follower_refuses_a_stored_revision_that_fails_validation(
     seen = reader.watch()
     fixed = example()
     fixed["vips"][0]["services"][0]["backends"][0]["weight"] = 9
-    commit_later = asyncio.get_running_loop().create_task(store.commit(doc_of(fixed), actor="t"))
-    first = await asyncio.wait_for(anext(seen), 10)
-    await commit_later
+    # The follower must meet the rogue revision as the head and refuse it before a good one
+    # exists: only then commit the fix (committed at once, the follower could skip straight to it).
+    first_task = asyncio.get_running_loop().create_task(asyncio.wait_for(anext(seen), 10))
+    deadline = asyncio.get_running_loop().time() + 10
+    while metrics.CONFIG_REVISIONS_REJECTED._value.get() < rejected + 1:
+        assert asyncio.get_running_loop().time() < deadline, "the follower never refused the rogue revision"
+        assert not first_task.done(), first_task
+        await asyncio.sleep(0.01)
+    await store.commit(doc_of(fixed), actor="t")
+    first = await first_task
     assert first.revision == bad.revision + 1 and first.document == doc_of(fixed)
     assert metrics.CONFIG_REVISIONS_REJECTED._value.get() == rejected + 1
     await seen.aclose()
