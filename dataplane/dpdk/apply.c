@@ -120,14 +120,10 @@ int fwd_apply_file(fwd_t *f, const char *path)
     if (!fp)
         return fprintf(stderr, "vgw-fwd: cannot open %s: %s\n", path, strerror(errno)), -1;
     struct vbuf b = {0};
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
-        vb_put(&b, chunk, n);
-    fclose(fp);
     char err[512];
-    int rc = b.oom ? (snprintf(err, sizeof err, "out of memory"), -1)
-                   : fwd_apply_document(f, b.p ? b.p : "", b.len, err, sizeof err);
+    int rc = vb_read_file(&b, fp) != 0
+                 ? (snprintf(err, sizeof err, "%s", b.oom ? "out of memory" : "read error"), -1)
+                 : fwd_apply_document(f, b.p ? b.p : "", b.len, err, sizeof err);
     if (rc)
         fprintf(stderr, "vgw-fwd: %s: %s\n", path, err);
     vb_free(&b);

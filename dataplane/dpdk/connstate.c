@@ -279,12 +279,7 @@ static char *read_file(const char *path, size_t *len)
     if (!fp)
         return NULL;
     struct vbuf b = {0};
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
-        vb_put(&b, chunk, n);
-    fclose(fp);
-    if (b.oom) {
+    if (vb_read_file(&b, fp) != 0) {
         vb_free(&b);
         return NULL;
     }

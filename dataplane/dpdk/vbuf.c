@@ -57,3 +57,14 @@ void vb_free(struct vbuf *b)
     free(b->p);
     memset(b, 0, sizeof *b);
 }
+
+int vb_read_file(struct vbuf *b, FILE *fp)
+{
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
+        vb_put(b, chunk, n);
+    int failed = ferror(fp) || b->oom;
+    fclose(fp);
+    return failed ? -1 : 0;
+}

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 struct vbuf {
     char *p;
@@ -16,5 +17,7 @@ struct vbuf {
 void vb_printf(struct vbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void vb_put(struct vbuf *b, const char *s, size_t n);
 void vb_free(struct vbuf *b);
+/* Append everything left in fp (closing it); 0 on success, -1 on a read error or oom (b->oom). */
+int vb_read_file(struct vbuf *b, FILE *fp);
 
 #endif

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0
- * What the in-memory benchmarks share: a monotonic clock, medians, the CPU's name. */
+ * What the in-memory benchmarks share: a monotonic clock, a random sequence, medians, the CPU's name. */
 #ifndef VGW_BENCHUTIL_H
 #define VGW_BENCHUTIL_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,16 @@ static inline int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* xorshift64: cheap, reproducible traffic patterns (the same sequence every run). */
+static uint64_t bench_rng = 0x243f6a8885a308d3ULL;
+static inline uint64_t rnd(void)
+{
+    bench_rng ^= bench_rng << 13;
+    bench_rng ^= bench_rng >> 7;
+    bench_rng ^= bench_rng << 17;
+    return bench_rng;
 }
 
 /* Sorts v. */

@@ -23,20 +23,8 @@
 #include "vgw/persist.h"
 
 #define BURST 32u
-#define FRAME 64u
-#define SLOT 256u /* buffer per packet: headroom + frame */
-#define HEADROOM 128u
 #define NBACKENDS 100u
 #define NLIPS 4u
-
-static uint64_t rng = 0x243f6a8885a308d3ULL;
-static uint64_t rnd(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
 
 static uint32_t ip4(uint32_t host_order)
 {
@@ -231,7 +219,7 @@ static void bench_established(const char *const names[2], uint32_t nvariants, ui
         env_init_sync(&e[s], nconns, (int)s);
         conn_ref_t *c = open_conns(&e[s], nconns, now);
         tmpl[s] = malloc((size_t)nbursts * BURST * FRAME);
-        rng = 0x243f6a8885a308d3ULL; /* the same packet sequence for each variant */
+        bench_rng = 0x243f6a8885a308d3ULL; /* the same packet sequence for each variant */
         for (uint32_t p = 0; p < nbursts * BURST; p++) {
             const conn_ref_t *r = &c[rnd() % nconns];
             if (rnd() & 1)

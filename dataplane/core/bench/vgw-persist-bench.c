@@ -23,18 +23,6 @@
 #include "vgw/persist.h"
 
 #define BURST 32u
-#define FRAME 64u
-#define SLOT 256u
-#define HEADROOM 128u
-
-static uint64_t rng = 0x243f6a8885a308d3ULL;
-static uint64_t rnd(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
 
 static void make_tcp(uint8_t *f, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t flags)
 {
@@ -190,7 +178,7 @@ int main(int argc, char **argv)
         open_conns(&e[s], c, nconns);
     }
     /* Both tables hold the same tuples (same config, same seedless scheduler, same port cursor). */
-    rng = 0x243f6a8885a308d3ULL;
+    bench_rng = 0x243f6a8885a308d3ULL;
     for (uint32_t p = 0; p < nbursts * BURST; p++) {
         const ref_t *r = &c[rnd() % nconns];
         if (rnd() & 1)

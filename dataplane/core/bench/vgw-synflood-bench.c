@@ -26,43 +26,20 @@
 
 #include "benchutil.h"
 #include "internal.h"
+#include "benchpkt.h"
 
 #define BURST 32u
-#define SLOT 256u
-#define HEADROOM 128u
 #define VIP 0xc000020au /* 192.0.2.10 */
 #define LEGIT_PER_MS 10u
 #define MAXQ 4096u
-
-static uint64_t rng = 0x9e3779b97f4a7c15ULL;
-static inline uint64_t rnd(void)
-{
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return rng;
-}
 
 /* A TCP frame with the timestamp option (as Linux sends) and valid checksums; returns its length. */
 static uint32_t tcp_frame(uint8_t *f, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint32_t seq,
                           uint32_t ack, uint8_t flags, uint32_t tsval, uint32_t tsecr, uint32_t payload)
 {
     uint32_t optlen = 12, l4len = 20 + optlen + payload, len = 14 + 20 + l4len;
-    memset(f, 0, len);
-    f[12] = 0x08;
-    uint8_t *l3 = f + 14, *l4 = l3 + 20;
-    l3[0] = 0x45;
-    st16(l3 + 2, h2n16((uint16_t)(20 + l4len)));
-    l3[8] = 64;
-    l3[9] = VGW_PROTO_TCP;
-    st32(l3 + 12, src);
-    st32(l3 + 16, dst);
-    st16(l3 + 10, (uint16_t)~vgw_csum_fold(vgw_csum_partial(l3, 20, 0)));
-    st16(l4, sport);
-    st16(l4 + 2, dport);
-    st32(l4 + 4, h2n32(seq));
-    st32(l4 + 8, h2n32(ack));
-    l4[12] = (uint8_t)((20 + optlen) / 4 << 4);
-    l4[13] = flags;
-    st16(l4 + 14, h2n16(502));
+    uint8_t *l4 =
+        bench_ip4_tcp(f, (uint16_t)l4len, src, dst, sport, dport, seq, ack, flags, 502, (uint8_t)(20 + optlen));
     uint8_t *o = l4 + 20;
     o[0] = 1, o[1] = 1, o[2] = 8, o[3] = 10;
     st32(o + 4, h2n32(tsval));

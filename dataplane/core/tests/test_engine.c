@@ -6,23 +6,9 @@
 
 #include "testutil.h"
 
-static vgw_dp_t *mk_dp(uint32_t nworkers, const char *cfg)
-{
-    vgw_dp_params_t p = {.nworkers = nworkers};
-    vgw_dp_t *dp = vgw_dp_create(&p);
-    assert_non_null(dp);
-    char err[256];
-    if (cfg && vgw_dp_apply_text(dp, cfg, strlen(cfg), err, sizeof err))
-        fail_msg("config: %s", err);
-    return dp;
-}
-
 static vgw_worker_t *mk_worker(vgw_dp_t *dp, uint32_t id, uint32_t cap)
 {
-    vgw_worker_params_t wp = {.id = id, .conn_capacity = cap, .hash_seed = 5 + id};
-    vgw_worker_t *w = vgw_worker_create(dp, &wp);
-    assert_non_null(w);
-    return w;
+    return tu_worker(dp, (vgw_worker_params_t){.id = id, .conn_capacity = cap, .hash_seed = 5 + id});
 }
 
 #define VIP tu_ip(192, 0, 2, 10)
@@ -56,7 +42,7 @@ static void test_lport_partition_and_exhaustion(void **unused)
     (void)unused;
     const char *cfg = "vgw-config 1\ngeneration 1\nservice s tcp 192.0.2.10 80 maglev\nlip s 198.18.0.1\n"
                       "backend s 198.18.1.1 8080 1 active\nend\n";
-    vgw_dp_t *dp = mk_dp(VGW_MAX_WORKERS, cfg);
+    vgw_dp_t *dp = tu_dp(VGW_MAX_WORKERS, cfg);
     vgw_worker_t *w = mk_worker(dp, 5, 1024);
     uint32_t nports = (65535u - 1024u - 5u) / VGW_MAX_WORKERS + 1; /* ports p with p % 128 == 5 */
     for (uint32_t i = 0; i < nports; i++) {
@@ -82,7 +68,7 @@ static void test_wlc_balances_by_weight(void **unused)
     (void)unused;
     const char *cfg = "vgw-config 1\ngeneration 1\nservice s tcp 192.0.2.10 80 wlc\nlip s 198.18.0.1\n"
                       "backend s 198.18.1.1 8080 1 active\nbackend s 198.18.1.2 8080 3 active\nend\n";
-    vgw_dp_t *dp = mk_dp(1, cfg);
+    vgw_dp_t *dp = tu_dp(1, cfg);
     vgw_worker_t *w = mk_worker(dp, 0, 4096);
     uint32_t n1 = 0, n2 = 0, rs = 0;
     for (uint32_t i = 0; i < 400; i++) {
@@ -105,7 +91,7 @@ static void test_wrr_through_engine(void **unused)
     const char *cfg = "vgw-config 1\ngeneration 1\nservice s tcp 192.0.2.10 80 wrr\nlip s 198.18.0.1\n"
                       "backend s 198.18.1.1 8080 2 active\nbackend s 198.18.1.2 8080 1 active\n"
                       "backend s 198.18.1.3 8080 1 draining\nend\n";
-    vgw_dp_t *dp = mk_dp(1, cfg);
+    vgw_dp_t *dp = tu_dp(1, cfg);
     vgw_worker_t *w = mk_worker(dp, 0, 4096);
     uint32_t cnt[4] = {0}, rs = 0;
     for (uint32_t i = 0; i < 300; i++) {
@@ -125,7 +111,7 @@ static void test_expiry_lookup_and_housekeep(void **unused)
     const char *cfg = "vgw-config 1\ngeneration 1\ntimeout udp 10\n"
                       "service d udp 192.0.2.10 53 maglev timeout.udp=20\nlip d 198.18.0.1\n"
                       "backend d 198.18.1.1 53 1 active\nend\n";
-    vgw_dp_t *dp = mk_dp(1, cfg);
+    vgw_dp_t *dp = tu_dp(1, cfg);
     vgw_worker_t *w = mk_worker(dp, 0, 128);
     for (uint32_t i = 0; i < 50; i++) {
         tu_buf_t b;
@@ -165,7 +151,7 @@ static void test_generations_and_qsbr(void **unused)
     const char *c1 = "vgw-config 1\ngeneration 1\nend\n";
     const char *c2 = "vgw-config 1\ngeneration 2\nend\n";
     const char *c3 = "vgw-config 1\ngeneration 3\nend\n";
-    vgw_dp_t *dp = mk_dp(2, c1);
+    vgw_dp_t *dp = tu_dp(2, c1);
     vgw_worker_t *w0 = mk_worker(dp, 0, 16), *w1 = mk_worker(dp, 1, 16);
     uint8_t frame[14] = {0};
     vgw_pkt_t p = {.data = frame, .len = sizeof frame};
@@ -194,7 +180,7 @@ static void test_generations_and_qsbr(void **unused)
 static void test_worker_ids_exclusive(void **unused)
 {
     (void)unused;
-    vgw_dp_t *dp = mk_dp(2, NULL);
+    vgw_dp_t *dp = tu_dp(2, NULL);
     vgw_worker_t *w = mk_worker(dp, 1, 16);
     vgw_worker_params_t wp = {.id = 1, .conn_capacity = 16};
     assert_null(vgw_worker_create(dp, &wp));

@@ -45,16 +45,6 @@ static const char *CFG_C = "vgw-config 1\ngeneration 3\n"
 
 static char g_path[256];
 
-static vgw_dp_t *mk_dp(uint32_t nworkers, const char *cfg)
-{
-    vgw_dp_t *dp = vgw_dp_create(&(vgw_dp_params_t){.nworkers = nworkers});
-    assert_non_null(dp);
-    char err[256];
-    if (cfg && vgw_dp_apply_text(dp, cfg, strlen(cfg), err, sizeof err))
-        fail_msg("config: %s", err);
-    return dp;
-}
-
 static vgw_worker_t *attach(vgw_dp_t *dp, uint32_t id, uint32_t cap, uint64_t now, int64_t offset, uint32_t flags,
                             vgw_persist_report_t *rep)
 {
@@ -178,13 +168,11 @@ static void set_path(const char *name)
     unlink(g_path);
 }
 
-static void test_round_trip_clean(void **unused)
+/* The first process: a new file under CFG_A, NCONN flows opened at 1000, a clean close. */
+static void run_first_process(flow_t *f)
 {
-    (void)unused;
-    set_path("clean");
-    flow_t f[NCONN];
     vgw_persist_report_t rep;
-    vgw_dp_t *dp = mk_dp(1, CFG_A);
+    vgw_dp_t *dp = tu_dp(1, CFG_A);
     vgw_worker_t *w = attach(dp, 0, CAP, 1000, 0, 0, &rep);
     assert_non_null(w);
     assert_int_equal(rep.status, VGW_PERSIST_CREATED);
@@ -194,10 +182,20 @@ static void test_round_trip_clean(void **unused)
     assert_int_equal(ci.expires_in_ms, 90000);
     vgw_worker_destroy(w);
     vgw_dp_destroy(dp);
+}
+
+static void test_round_trip_clean(void **unused)
+{
+    (void)unused;
+    set_path("clean");
+    flow_t f[NCONN];
+    run_first_process(f);
+    vgw_persist_report_t rep;
+    vgw_conn_info_t ci;
 
     /* A new process: other uids, a clock whose zero is 500 ms later (offset -500), 1 s later. */
-    dp = mk_dp(1, CFG_B);
-    w = attach(dp, 0, CAP, 1500, -500, 0, &rep);
+    vgw_dp_t *dp = tu_dp(1, CFG_B);
+    vgw_worker_t *w = attach(dp, 0, CAP, 1500, -500, 0, &rep);
     assert_non_null(w);
     assert_int_equal(rep.status, VGW_PERSIST_ATTACHED);
     assert_int_equal(rep.restored, NCONN);
@@ -236,7 +234,7 @@ static void test_round_trip_crash(void **unused)
     assert_true(pid >= 0);
     if (pid == 0) {
         vgw_persist_report_t rep;
-        vgw_dp_t *dp = mk_dp(1, CFG_A);
+        vgw_dp_t *dp = tu_dp(1, CFG_A);
         vgw_worker_t *w = attach(dp, 0, CAP, 1000, 0, 0, &rep);
         if (!w)
             _exit(3);
@@ -247,7 +245,7 @@ static void test_round_trip_crash(void **unused)
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     vgw_persist_report_t rep;
-    vgw_dp_t *dp = mk_dp(1, CFG_B);
+    vgw_dp_t *dp = tu_dp(1, CFG_B);
     vgw_worker_t *w = attach(dp, 0, CAP, 2000, 0, 0, &rep);
     assert_non_null(w);
     assert_int_equal(rep.status, VGW_PERSIST_ATTACHED);
@@ -285,20 +283,15 @@ static void test_orphans_and_expiry(void **unused)
     (void)unused;
     set_path("orphans");
     flow_t f[NCONN];
-    vgw_persist_report_t rep;
-    vgw_dp_t *dp = mk_dp(1, CFG_A);
-    vgw_worker_t *w = attach(dp, 0, CAP, 1000, 0, 0, &rep);
-    assert_non_null(w);
-    open_flows(w, f, 1000);
+    run_first_process(f);
     uint32_t to_removed = 0;
     for (uint32_t i = 0; i < NCONN; i++)
         to_removed += f[i].rip == tu_ip(198, 18, 1, 2);
     assert_true(to_removed > 0);
-    vgw_worker_destroy(w);
-    vgw_dp_destroy(dp);
 
-    dp = mk_dp(1, CFG_C);
-    w = attach(dp, 0, CAP, 1000, 0, 0, &rep);
+    vgw_persist_report_t rep;
+    vgw_dp_t *dp = tu_dp(1, CFG_C);
+    vgw_worker_t *w = attach(dp, 0, CAP, 1000, 0, 0, &rep);
     assert_non_null(w);
     assert_int_equal(rep.orphaned, to_removed);
     check_derived(w, to_removed);
@@ -368,20 +361,20 @@ static void test_refusals(void **unused)
     (void)unused;
     set_path("refuse");
     vgw_persist_report_t rep;
-    vgw_dp_t *dp2 = mk_dp(2, CFG_A);
+    vgw_dp_t *dp2 = tu_dp(2, CFG_A);
     vgw_worker_t *w = attach(dp2, 0, CAP, 1000, 0, 0, &rep);
     assert_non_null(w);
     /* In use by a live attach (another process, or this one twice). */
-    vgw_dp_t *dp2b = mk_dp(2, CFG_A);
+    vgw_dp_t *dp2b = tu_dp(2, CFG_A);
     assert_null(attach(dp2b, 0, CAP, 1000, 0, 0, &rep));
     assert_int_equal(rep.status, VGW_PERSIST_ERROR);
     assert_non_null(strstr(rep.err, "in use"));
     vgw_dp_destroy(dp2b);
     vgw_worker_destroy(w);
 
-    vgw_dp_t *dp1 = mk_dp(1, CFG_A);
+    vgw_dp_t *dp1 = tu_dp(1, CFG_A);
     expect_refused(dp1, 0, CAP, "--workers 2");
-    vgw_dp_t *dp2c = mk_dp(2, CFG_A);
+    vgw_dp_t *dp2c = tu_dp(2, CFG_A);
     expect_refused(dp2c, 0, CAP * 2, "--conn-capacity 1024");
 
     uint8_t hdr[VGW_PERSIST_HDR_SIZE];
@@ -456,7 +449,7 @@ static void test_golden_layout(void **unused)
     assert_int_equal(vgw_persist_file_size(CAP), 6u << 20);
 
     set_path("golden");
-    vgw_dp_t *dp = mk_dp(3, NULL);
+    vgw_dp_t *dp = tu_dp(3, NULL);
     vgw_persist_report_t rep;
     vgw_worker_t *w = attach(dp, 2, CAP, 1000, 0, 0, &rep);
     assert_non_null(w);

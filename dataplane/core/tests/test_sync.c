@@ -20,23 +20,9 @@ static const char *CFG_B = "vgw-config 1\ngeneration 1\nservice s tcp 192.0.2.10
 
 static const uint8_t KEY[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
-static vgw_dp_t *mk_dp(const char *cfg)
-{
-    vgw_dp_params_t p = {.nworkers = 1};
-    vgw_dp_t *dp = vgw_dp_create(&p);
-    assert_non_null(dp);
-    char err[256];
-    if (cfg && vgw_dp_apply_text(dp, cfg, strlen(cfg), err, sizeof err))
-        fail_msg("config: %s", err);
-    return dp;
-}
-
 static vgw_worker_t *mk_worker(vgw_dp_t *dp, uint32_t cap, uint16_t flags)
 {
-    vgw_worker_params_t wp = {.id = 0, .conn_capacity = cap, .hash_seed = 7, .flags = flags};
-    vgw_worker_t *w = vgw_worker_create(dp, &wp);
-    assert_non_null(w);
-    return w;
+    return tu_worker(dp, (vgw_worker_params_t){.id = 0, .conn_capacity = cap, .hash_seed = 7, .flags = flags});
 }
 
 static vgw_verdict_t send(vgw_worker_t *w, uint8_t proto, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport,
@@ -175,7 +161,7 @@ static void test_every_rejection(void **unused)
 static void test_peer_carries_the_connection_on(void **unused)
 {
     (void)unused;
-    vgw_dp_t *dpa = mk_dp(CFG_A), *dpb = mk_dp(CFG_B);
+    vgw_dp_t *dpa = tu_dp(1, CFG_A), *dpb = tu_dp(1, CFG_B);
     vgw_worker_t *a = mk_worker(dpa, 1024, VGW_WF_SYNC), *b = mk_worker(dpb, 1024, 0);
     tu_buf_t buf;
     vgw_sync_rec_t recs[VGW_SYNC_MAX_RECS];
@@ -261,7 +247,7 @@ static void test_peer_carries_the_connection_on(void **unused)
 static void test_foreign_set_fills_and_reuses_removed_slots(void **unused)
 {
     (void)unused;
-    vgw_dp_t *dp = mk_dp(CFG_B);
+    vgw_dp_t *dp = tu_dp(1, CFG_B);
     for (uint32_t i = 1; i <= VGW_FOREIGN_SLOTS / 2; i++)
         assert_int_equal(vgw_dp_foreign_lip_add(dp, h2n32(0xc6120000u + i)), 0);
     assert_int_equal(vgw_dp_foreign_lip_add(dp, h2n32(0xc6130001u)), -1); /* full */
@@ -282,7 +268,7 @@ static void test_foreign_set_fills_and_reuses_removed_slots(void **unused)
 static void test_import_refusals(void **unused)
 {
     (void)unused;
-    vgw_dp_t *dpb = mk_dp(CFG_B);
+    vgw_dp_t *dpb = tu_dp(1, CFG_B);
     vgw_worker_t *b = mk_worker(dpb, 2, 0);
     vgw_sync_rec_t r = sample_rec();
     r.vport = h2n16(81);
@@ -312,7 +298,7 @@ static void test_import_refusals(void **unused)
 static void test_notes_udp_refresh_overflow_and_ended(void **unused)
 {
     (void)unused;
-    vgw_dp_t *dpa = mk_dp(CFG_A);
+    vgw_dp_t *dpa = tu_dp(1, CFG_A);
     vgw_worker_t *a = mk_worker(dpa, 4096, VGW_WF_SYNC);
     tu_buf_t buf;
     vgw_sync_rec_t recs[VGW_SYNC_MAX_RECS];

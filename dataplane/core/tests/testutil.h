@@ -70,6 +70,25 @@ static inline vgw_pkt_t *tu_build(tu_buf_t *b, uint8_t proto, uint32_t src, uint
     return &b->pkt;
 }
 
+/* An engine for nworkers with cfg applied (NULL: none); the test fails on a config error. */
+static inline vgw_dp_t *tu_dp(uint32_t nworkers, const char *cfg)
+{
+    vgw_dp_t *dp = vgw_dp_create(&(vgw_dp_params_t){.nworkers = nworkers});
+    assert_non_null(dp);
+    char err[256];
+    if (cfg && vgw_dp_apply_text(dp, cfg, strlen(cfg), err, sizeof err))
+        fail_msg("config: %s", err);
+    return dp;
+}
+
+/* A worker of dp; the test fails if it cannot be created. */
+static inline vgw_worker_t *tu_worker(vgw_dp_t *dp, vgw_worker_params_t wp)
+{
+    vgw_worker_t *w = vgw_worker_create(dp, &wp);
+    assert_non_null(w);
+    return w;
+}
+
 /* Full verification of IPv4 + L4 checksums of a frame (independent of the incremental code). */
 static inline int tu_csums_ok(const vgw_pkt_t *p)
 {
