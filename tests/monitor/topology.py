@@ -75,6 +75,10 @@ class MonitorLab:
             n = lab.node_ns(i)
             sh("ip", "-n", n, "addr", "add", f"{VIP}/32", "dev", "lo")
             sh("ip", "-n", n, "route", "add", "default", "via", ROUTER_IP)
+            # A new namespace inherits the host's ip_forward (IPv4 copies init_net's settings), and a
+            # host running containers has it on: a node without the VIP would then route its packets
+            # on to the other node instead of dropping them, and no blackhole would be seen.
+            ns_sysctl(n, "net.ipv4.ip_forward", "0")
             docroot = self.workdir / f"www-n{i}"
             docroot.mkdir(parents=True, exist_ok=True)
             (docroot / "index.html").write_text(f"n{i}\n")
