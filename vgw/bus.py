@@ -34,14 +34,17 @@ from nats.errors import AuthorizationError
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
-from vgw import metrics
+from vgw import jsreplicas, metrics
 from vgw.events import SUBJECT_ROOT, CloudEventMeta, Event, Rejected, decode, encode
+from vgw.jsretry import retrying
 from vgw.telemetry.messaging import consumer_span, producer_span
 
 log = logging.getLogger("vgw.bus")
 
 EVENT_STREAM = "VGW_EVENTS"
 EVENT_SUBJECTS = f"{SUBJECT_ROOT}.>"
+DUPLICATE_WINDOW_S = 120.0
+"""A publish retried with the same Nats-Msg-Id within this window is stored once."""
 _LOG_EVERY_S = 5.0  # at most one log line per rejection reason this often; the counter counts all
 
 
@@ -121,10 +124,16 @@ class Subscription:
 
     async def _start(self) -> None:
         async with self._lock:
-            if self.stream_backed and self._since is None:
-                # Start right after what the stream holds now, as a position we can resume from:
-                # a subscriber cut off before its first event still gets what was published meanwhile.
-                last = (await self._bus.js.stream_info(EVENT_STREAM)).state.last_seq
+            if self.stream_backed:
+                # Start at a stream sequence, a position we can resume from: a subscriber cut off
+                # before its first event still gets what was published meanwhile. Never by start time:
+                # nats-py re-creates an ordered consumer whose server went away (a NATS cluster losing
+                # a server) by start *sequence* but keeps the start time in its request, which the
+                # server refuses (err 10094) every time -- the subscription would be dead for good.
+                if self._since is None:
+                    last = (await self._bus.js.stream_info(EVENT_STREAM)).state.last_seq
+                else:
+                    last = await self._bus._seq_before(self._since)
                 self._last_seq = {subject: last for subject in self._subjects}
             for subject in self._subjects:
                 await self._start_one(subject)
@@ -138,15 +147,9 @@ class Subscription:
         if not self.stream_backed:
             self._subs[subject] = await nc.subscribe(subject, queue=self._queue or "", cb=on_msg)
             return
-        last = self._last_seq.get(subject)
-        if last is not None:
-            policy, start_seq, start_time = api.DeliverPolicy.BY_START_SEQUENCE, last + 1, None
-        elif self._since is not None:
-            policy, start_seq, start_time = api.DeliverPolicy.BY_START_TIME, None, self._since
-        else:
-            policy, start_seq, start_time = api.DeliverPolicy.NEW, None, None
+        last = self._last_seq.get(subject, 0)
         config = api.ConsumerConfig(
-            deliver_policy=policy, opt_start_seq=start_seq, opt_start_time=start_time, filter_subject=subject
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last + 1, filter_subject=subject
         )
         self._subs[subject] = await self._bus.js.subscribe(
             subject, stream=EVENT_STREAM, cb=on_msg, ordered_consumer=True, config=config
@@ -197,9 +200,17 @@ class Bus:
     """One NATS connection per process, shared by everything that publishes or subscribes."""
 
     def __init__(
-        self, nats_options: dict[str, Any], *, source: str, identity: str = "anonymous", outbox_limit: int = 10_000
+        self,
+        nats_options: dict[str, Any],
+        *,
+        source: str,
+        identity: str = "anonymous",
+        outbox_limit: int = 10_000,
+        js_replicas: int | None = None,
     ) -> None:
+        """``js_replicas``: VGW_JS_REPLICAS; None picks the default from the server (:mod:`vgw.jsreplicas`)."""
         self._options = nats_options
+        self._js_replicas = js_replicas
         self.source = source
         self.identity = identity
         self._nc: NatsClient | None = None
@@ -226,6 +237,11 @@ class Bus:
         if self._js is None:
             raise BusError("bus is not connected")
         return self._js
+
+    @property
+    def js_replicas(self) -> int:
+        """Replicas of every KV bucket and stream this process creates (and checks existing ones against)."""
+        return jsreplicas.wanted_replicas(self._js_replicas, self.nc._server_info)
 
     @property
     def is_connected(self) -> bool:
@@ -336,10 +352,31 @@ class Bus:
             if self.is_connected:
                 await self._resume(sub)
 
-    async def ensure_event_stream(self, max_age_s: float = 7 * 86400, max_bytes: int = 1 << 30) -> None:
-        """Create the event stream if it does not exist. An existing one is left as operators set it."""
+    async def _seq_before(self, since: datetime) -> int:
+        """The event stream's sequence just before the first event stored at or after ``since``: the
+        server's own answer, read from a short-lived consumer started at that time."""
+        probe = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_TIME,
+            opt_start_time=since,
+            ack_policy=api.AckPolicy.NONE,
+            mem_storage=True,
+            inactive_threshold=5.0,  # gone by itself if the delete below does not make it
+        )
+        info = await self.js.add_consumer(EVENT_STREAM, probe)
         try:
-            await self.js.stream_info(EVENT_STREAM)
+            await self.js.delete_consumer(EVENT_STREAM, info.name)
+        except Exception as exc:
+            log.debug("deleting the start-time probe consumer %s: %s", info.name, exc)
+        # A consumer made by start time reports the sequence before its first as already delivered.
+        return info.delivered.stream_seq if info.delivered is not None else 0
+
+    async def ensure_event_stream(self, max_age_s: float = 7 * 86400, max_bytes: int = 1 << 30) -> None:
+        """Create the event stream if it does not exist, with :attr:`js_replicas`. An existing one is
+        left as operators set it; a replica count other than wanted is reported (:mod:`vgw.jsreplicas`)."""
+        wanted = self.js_replicas
+        try:
+            info = await retrying("stream_info", lambda: self.js.stream_info(EVENT_STREAM), what=EVENT_STREAM)
+            jsreplicas.record(EVENT_STREAM, info.config.num_replicas or 1, wanted, "the event stream")
             return
         except NotFoundError:
             pass
@@ -351,16 +388,27 @@ class Bus:
             discard=api.DiscardPolicy.OLD,
             max_age=max_age_s,
             max_bytes=max_bytes,
-            duplicate_window=120.0,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=wanted,
             description="Every VGW event (vgw.v1.>), for replay and audit",
         )
         try:
-            await self.js.add_stream(config)
-            log.info("created event stream %s (max age %.0fs, max %d bytes)", EVENT_STREAM, max_age_s, max_bytes)
+            await retrying("add_stream", lambda: self.js.add_stream(config), what=EVENT_STREAM)
+            log.info(
+                "created event stream %s (max age %.0fs, max %d bytes, %d replicas)",
+                EVENT_STREAM,
+                max_age_s,
+                max_bytes,
+                wanted,
+            )
         except Exception as exc:
-            # Another process may have created it between our check and our add.
-            await self.js.stream_info(EVENT_STREAM)
+            # Another process may have created it between our check and our add; if not, say why.
+            try:
+                await self.js.stream_info(EVENT_STREAM)
+            except NotFoundError:
+                raise BusError(f"cannot create the event stream {EVENT_STREAM} with {wanted} replicas: {exc}") from exc
             log.debug("event stream created concurrently: %s", exc)
+        await jsreplicas.check(self.js, EVENT_STREAM, wanted, "the event stream")
 
     async def drain(self) -> None:
         """Store deferred events (bounded wait), stop intake, deliver what is pending, close."""
@@ -383,8 +431,15 @@ class Bus:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    async def publish(self, event: Event, *, timeout: float = 2.0) -> CloudEventMeta:
+    async def publish(self, event: Event, *, timeout: float = 2.0, live: bool = False) -> CloudEventMeta:
         """Publish one event so that the event stream stores it.
+
+        ``live=True`` is for liveness signals (the shim's ``dataplane.status`` heartbeat): a plain
+        core-NATS publish that waits for nothing and never queues. Live subscribers get it even while
+        the stream cannot store (a NATS cluster electing the stream's leader, an outbox of older
+        events), which is when a heartbeat held back would make route control withdraw a working
+        node; the stream still stores it when it can (same message id). While NATS is away it is not
+        sent at all: a heartbeat delivered late is no sign of life.
 
         The stream's acknowledgement is awaited. If NATS is away or the stream does not answer (e.g.
         JetStream still recovering after a restart), the event goes to a bounded in-memory outbox
@@ -398,7 +453,9 @@ class Bus:
             pending = _Pending(
                 encoded.subject, {**encoded.headers, "Nats-Msg-Id": encoded.meta.id}, encoded.body, etype
             )
-            if self._outbox or not self.is_connected:
+            if live:
+                await self._send_live(pending)
+            elif self._outbox or not self.is_connected:
                 self._enqueue(pending)
             else:
                 try:
@@ -408,6 +465,16 @@ class Bus:
                     self._enqueue(pending)
         metrics.BUS_PUBLISHED.labels(etype).inc()
         return encoded.meta
+
+    async def _send_live(self, p: _Pending) -> None:
+        if not self.is_connected:
+            metrics.BUS_LIVE_UNSENT.labels(p.type).inc()
+            return
+        try:
+            await self.nc.publish(p.subject, p.body, headers=p.headers)
+        except Exception as exc:  # the connection went away under us: as if it had been away
+            metrics.BUS_LIVE_UNSENT.labels(p.type).inc()
+            log.debug("live publish of %s not sent: %s", p.type, exc or type(exc).__name__)
 
     async def _store(self, p: _Pending, timeout: float) -> None:
         await self.js.publish(p.subject, p.body, timeout=timeout, headers=p.headers)
@@ -468,12 +535,19 @@ class Bus:
         subject: str | None = None,
         queue: str | None = None,
         since: datetime | None = None,
+        live: bool = False,
     ) -> Subscription:
         """Subscribe ``handler`` to event types and/or a subject (wildcards allowed).
 
         ``since`` replays stored events from that time first (stream-backed only). ``queue`` shares
-        events among the members of a queue group (core NATS, no replay).
+        events among the members of a queue group (core NATS, no replay). ``live=True`` is a core
+        NATS subscription without a group: no replay, no resume, and no dependence on the event
+        stream, for the liveness signals ``publish(live=True)`` sends.
         """
+        if live:
+            if queue is not None or since is not None:
+                raise ValueError("a live subscription has no queue group and cannot replay")
+            queue = ""  # core NATS, every subscriber gets every message
         subjects = [t.subject_filter() for t in types]
         if subject:
             subjects.append(subject)

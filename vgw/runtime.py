@@ -100,7 +100,12 @@ async def _serve(name: str, app_factory: Callable[[S], ServiceApp[S]], settings:
         )
     elif not settings.nats_has_credentials:
         log.warning("connecting to NATS on loopback without credentials (see docs/security.md)")
-    bus = Bus(settings.nats_options(), source=f"/vgw/{name}/{settings.instance_id}", identity=settings.nats_identity)
+    bus = Bus(
+        settings.nats_options(),
+        source=f"/vgw/{name}/{settings.instance_id}",
+        identity=settings.nats_identity,
+        js_replicas=settings.js_replicas,
+    )
     health.add_check("nats", lambda: (bus.is_connected, "NATS not connected"))
 
     app: ServiceApp[S] | None = None

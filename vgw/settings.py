@@ -63,6 +63,14 @@ class VgwSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
+    js_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description="JetStream replicas of every KV bucket and of the event stream when they are created; unset: 3 "
+        "when the NATS server belongs to a cluster, 1 when it is a single server (docs/settings.md)",
+    )
+
     event_stream_max_age_s: float = Field(default=7 * 86400, gt=0, description="Event replay window")
     event_stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20, description="Event stream size bound")
 

@@ -20,12 +20,17 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ValidationError
 
-from vgw import metrics
+from vgw import jsreplicas, metrics
 from vgw.bus import Bus
+from vgw.jsretry import is_transient, retrying
 
 log = logging.getLogger("vgw.store")
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class StoreError(Exception):
+    """A bucket cannot be created or bound (the message says why)."""
 
 
 class RevisionMismatch(Exception):  # noqa: N818 - a named outcome of compare-and-set
@@ -88,20 +93,19 @@ class KvStore(Generic[M]):
         create: bool = True,
         storage: api.StorageType = api.StorageType.FILE,
     ) -> KvStore[M]:
-        """Bind to a bucket, creating it when missing and ``create`` is true."""
+        """Bind to a bucket, creating it when missing and ``create`` is true (with the bus's
+        ``js_replicas``); either way its replica count is checked against the wanted one."""
         store = cls(bus, bucket, model)
         try:
-            store._kv = await bus.js.key_value(bucket)
+            store._kv = await retrying("kv_bind", lambda: bus.js.key_value(bucket), what=bucket)
         except (BucketNotFoundError, NotFoundError):
             if not create:
                 raise
-            config = api.KeyValueConfig(bucket=bucket, history=history, ttl=ttl_s, storage=storage)
-            try:
-                store._kv = await bus.js.create_key_value(config)
-            except Exception:
-                # Created concurrently by another process: bind to theirs.
-                store._kv = await bus.js.key_value(bucket)
+            replicas = bus.js_replicas
+            config = api.KeyValueConfig(bucket=bucket, history=history, ttl=ttl_s, storage=storage, replicas=replicas)
+            store._kv = await create_bucket(bus, config)
         store._kv_generation = bus.generation
+        await jsreplicas.check(bus.js, f"KV_{bucket}", bus.js_replicas, f"KV bucket {bucket}")
         return store
 
     @classmethod
@@ -126,7 +130,7 @@ class KvStore(Generic[M]):
 
     async def _handle(self) -> KeyValue:
         if self._kv is None or self._kv_generation != self._bus.generation:
-            self._kv = await self._bus.js.key_value(self.bucket)
+            self._kv = await retrying("kv_bind", lambda: self._bus.js.key_value(self.bucket), what=self.bucket)
             self._kv_generation = self._bus.generation
         return self._kv
 
@@ -142,43 +146,83 @@ class KvStore(Generic[M]):
     def _encode(value: M) -> bytes:
         return value.model_dump_json().encode()
 
+    async def _raw(self, key: str) -> KeyValue.Entry | None:
+        """The current stored entry of ``key`` (None when absent), retried through an election."""
+
+        async def get() -> KeyValue.Entry | None:
+            kv = await self._handle()
+            try:
+                return await kv.get(key)
+            except KeyNotFoundError:
+                return None
+
+        e = await retrying("kv_get", get, what=f"{self.bucket}/{key}")
+        if e is None or e.operation in (KV_DEL, KV_PURGE) or e.revision is None:
+            return None
+        return e
+
     async def get(self, key: str) -> Entry[M] | None:
         """The current entry, or None when absent, deleted or invalid."""
-        kv = await self._handle()
-        try:
-            e = await kv.get(key)
-        except KeyNotFoundError:
-            return None
-        if e.operation in (KV_DEL, KV_PURGE) or e.revision is None:
+        e = await self._raw(key)
+        if e is None or e.revision is None:
             return None
         return self._decode(key, e.value, e.revision)
 
     async def put(self, key: str, value: M) -> int:
-        """Write unconditionally; returns the new revision."""
-        kv = await self._handle()
-        return int(await kv.put(key, self._encode(value)))
+        """Write unconditionally; returns the new revision. Retried through an election: writing
+        the same value twice leaves the same state."""
+        data = self._encode(value)
+
+        async def put() -> int:
+            kv = await self._handle()
+            return int(await kv.put(key, data))
+
+        return await retrying("kv_put", put, what=f"{self.bucket}/{key}")
 
     async def create(self, key: str, value: M) -> int:
         """Write only if the key does not exist (or was deleted)."""
-        kv = await self._handle()
-        try:
-            return int(await kv.create(key, self._encode(value)))
-        except KeyWrongLastSequenceError as exc:
-            current = await self.get(key)
-            raise RevisionMismatch(key, 0, current.revision if current else None) from exc
+        return await self._cas(key, self._encode(value), 0)
 
     async def update(self, key: str, value: M, expected_revision: int) -> int:
         """Compare-and-set: write only if the key is still at ``expected_revision``."""
-        kv = await self._handle()
+        return await self._cas(key, self._encode(value), expected_revision)
+
+    async def _cas(self, key: str, data: bytes, expected: int) -> int:
+        """Compare-and-set (``expected`` 0: create), retried through an election.
+
+        A write whose answer was lost may have been stored: its retry then finds the key moved on
+        and would report a conflict for our own write. So after a transient error, a key found
+        holding exactly ``data`` counts as our write having landed, and its revision is returned.
+        """
+        retried = False
+
+        async def write() -> int:
+            nonlocal retried
+            kv = await self._handle()
+            try:
+                if expected == 0:
+                    return int(await kv.create(key, data))
+                return int(await kv.update(key, data, last=expected))
+            except Exception as exc:
+                retried = retried or is_transient(exc)
+                raise
+
         try:
-            return int(await kv.update(key, self._encode(value), last=expected_revision))
+            return await retrying("kv_cas", write, what=f"{self.bucket}/{key}")
         except KeyWrongLastSequenceError as exc:
-            current = await self.get(key)
-            raise RevisionMismatch(key, expected_revision, current.revision if current else None) from exc
+            current = await self._raw(key)
+            if retried and current is not None and current.value == data and current.revision is not None:
+                log.info("%s/%s: the write whose answer was lost was stored (revision %d)", self.bucket, key,
+                         current.revision)  # fmt: skip
+                return int(current.revision)
+            raise RevisionMismatch(key, expected, current.revision if current else None) from exc
 
     async def delete(self, key: str) -> None:
-        kv = await self._handle()
-        await kv.delete(key)
+        async def delete() -> None:
+            kv = await self._handle()
+            await kv.delete(key)
+
+        await retrying("kv_delete", delete, what=f"{self.bucket}/{key}")
 
     async def snapshot(self, keys: str = ">") -> dict[str, M]:
         """The current value of every matching key, once (the first :meth:`watch` snapshot)."""
@@ -255,3 +299,19 @@ class KvStore(Generic[M]):
             else:
                 entry = self._decode(e.key, e.value, e.revision)
                 yield Change(key=e.key, entry=entry, revision=e.revision)
+
+
+async def create_bucket(bus: Bus, config: api.KeyValueConfig) -> KeyValue:
+    """Create a KV bucket (retried through an election), or bind to it when another process created
+    it first. A bucket that can be neither created nor bound raises :class:`StoreError` naming why
+    (e.g. more replicas than the cluster has servers)."""
+    bucket = str(config.bucket)
+    try:
+        return await retrying("kv_create", lambda: bus.js.create_key_value(config), what=bucket)
+    except Exception as exc:
+        try:
+            return await bus.js.key_value(bucket)
+        except (BucketNotFoundError, NotFoundError):
+            raise StoreError(
+                f"cannot create KV bucket {bucket} with {config.replicas} replica(s): {exc or type(exc).__name__}"
+            ) from exc

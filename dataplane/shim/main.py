@@ -4,8 +4,9 @@ It watches the config store and the ``vgw_health`` bucket (level-triggered: ever
 from a snapshot), computes this node's desired forwarder state, and keeps vgw-fwd at it over the
 control socket: a full apply on start and whenever the forwarder (re)starts, deltas otherwise. It
 publishes ``dataplane.status`` every second and exports the forwarder's counters as Prometheus
-metrics. If NATS goes away nothing changes in the forwarder (fail static); a forwarder that
-restarts meanwhile gets the last known state again.
+metrics, and writes the forwarder's per-service and per-backend totals to the ``vgw_traffic``
+bucket (``vgwctl top``). If NATS goes away nothing changes in the forwarder (fail static); a
+forwarder that restarts meanwhile gets the last known state again.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from vgw.naming import check_name
 from vgw.runtime import Runtime, run
 from vgw.settings import VgwSettings
 from vgw.store import Change, KvStore, Snapshot
+from vgw.traffic import node_traffic, open_traffic
 
 log = logging.getLogger("vgw.shim")
 tracer = trace.get_tracer("vgw.shim")
@@ -181,6 +183,8 @@ class Shim:
         self.fwd_generation = 0
         self.applied_generation = 0
         self.last_stats: dict[str, Any] | None = None
+        self.last_stats_at: datetime | None = None
+        self.stats_read = asyncio.Event()
         self.changed = asyncio.Event()
         self._cause: Context | None = None
         """Trace context of the health transition behind the next apply, if any."""
@@ -200,7 +204,9 @@ class Shim:
         self.health_kv = await KvStore.attach(
             rt.bus, self.settings.health_bucket, HealthEntry, writer="vgw-healthcheck"
         )
-        for coro in (self._watch_config(), self._watch_health(), self._forwarder_loop(), self._status_loop()):
+        self.traffic_kv = await open_traffic(rt.bus)
+        loops = (self._watch_config(), self._watch_health(), self._forwarder_loop(), self._status_loop())
+        for coro in (*loops, self._traffic_loop()):
             self.tasks.append(asyncio.create_task(coro))
         log.info("shim for node %s on %s", self.node, self.settings.fwd_socket)
 
@@ -306,6 +312,8 @@ class Shim:
                     await self._apply(self.desired)
                 if time.monotonic() - last_stats >= self.settings.status_interval_s:
                     self.last_stats = await self.client.stats()
+                    self.last_stats_at = datetime.now(UTC)
+                    self.stats_read.set()
                     self._note_conn_state(self.last_stats)
                     last_stats = time.monotonic()
             except FwdUnavailableError as exc:
@@ -439,7 +447,7 @@ class Shim:
     async def _publish_status(self) -> None:
         st = self.status()
         self.seq += 1
-        await self.rt.bus.publish(st)
+        await self.rt.bus.publish(st, live=True)  # a heartbeat: never held behind the stream (vgw/bus.py)
 
     async def _status_loop(self) -> None:
         interval = self.settings.status_interval_s
@@ -453,6 +461,23 @@ class Shim:
                 log.exception("publishing dataplane.status failed")
             next_at = max(next_at + interval, time.monotonic())
             await asyncio.sleep(next_at - time.monotonic())
+
+    async def _traffic_loop(self) -> None:
+        """Writes each new STATS reply's per-service and per-backend totals to ``vgw_traffic`` (a task
+        of its own: a slow or absent NATS must not delay the forwarder loop)."""
+        while True:
+            await self.stats_read.wait()
+            self.stats_read.clear()
+            st, at = self.last_stats, self.last_stats_at
+            if st is None or at is None or not self.fwd_up:
+                continue
+            try:
+                await self.traffic_kv.put(self.node, node_traffic(self.node, st, at))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # NATS away: the next STATS read writes a fresh snapshot; an old one is worth nothing
+                log.warning("writing the traffic snapshot failed: %s", exc)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import net, procs
+from . import natscluster, net, procs
 from .plan import BACKENDS, CLIENT, NODES, SPARE_BACKEND, VIP, VIP_PORT, Plan
 from .servers import BACKEND, bird_config
 
@@ -47,6 +47,9 @@ AFP_RING = ",framecnt=8192"
 # where vgw-fwd keeps connection state per EAL file prefix by default (--conn-state auto)
 CONN_STATE_BASES = ("/dev/shm/vgw-fwd", "/dev/hugepages/vgw-fwd")
 
+
+NATS_CLUSTER_SIZES = (1, 3, 5)
+"""``--nats-cluster``: one server, or an odd number (a JetStream cluster needs a majority)."""
 
 # The identity of each lab process (docs/security.md); shim-<n>/routectl-<n> run as <role>-<node id>.
 _IDENTITY = {"config": "config", "healthcheck": "healthcheck", "monitor": "monitor"}
@@ -68,6 +71,9 @@ class LabState:
     started_at: float = 0.0
     # the output of `vgwctl security init` (None: an --insecure lab, NATS and the config API open)
     security: str | None = None
+    # NATS servers (1, or a cluster: nats_url lists every one) and the JetStream replicas services use
+    nats_servers: int = 1
+    js_replicas: int = 1
 
     @property
     def path(self) -> Path:
@@ -124,10 +130,19 @@ def preflight() -> None:
 
 
 class Lab:
-    def __init__(self, lab_id: str = "lab", progress: Callable[[str], None] = print, insecure: bool = False) -> None:
+    def __init__(
+        self,
+        lab_id: str = "lab",
+        progress: Callable[[str], None] = print,
+        insecure: bool = False,
+        nats_cluster: int = 1,
+    ) -> None:
         self.plan = Plan(lab_id)
         self.say = progress
         self.insecure = insecure  # for `up`; a running lab's mode is in its state
+        if nats_cluster not in NATS_CLUSTER_SIZES:
+            raise ValueError(f"--nats-cluster {nats_cluster}: one of {', '.join(map(str, NATS_CLUSTER_SIZES))}")
+        self.nats_cluster = nats_cluster  # for `up`, like insecure
         # the document the forwarders' settings are rendered from (a scenario may run a variant)
         self.fwd_config: Path = EXAMPLE
         self.state: LabState | None = load_state(lab_id)
@@ -150,10 +165,12 @@ class Lab:
             traces = workdir / "traces"
             traces.mkdir()
         scheme = "nats" if self.insecure else "tls"
+        nats_url = ",".join(f"{scheme}://127.0.0.1:{_free_port()}" for _ in range(self.nats_cluster))
         st = LabState(
-            id=p.id, workdir=str(workdir), nats_url=f"{scheme}://127.0.0.1:{_free_port()}",
+            id=p.id, workdir=str(workdir), nats_url=nats_url,
             config_addr=f"127.0.0.1:{_free_port()}", trace_dir=str(traces) if traces else None,
             started_at=time.time(), security=None if self.insecure else str(workdir / "security"),
+            nats_servers=self.nats_cluster, js_replicas=min(3, self.nats_cluster),
         )  # fmt: skip
         self.state = st
         st.save()  # from here on, `down` can clean up whatever happens
@@ -167,9 +184,9 @@ class Lab:
             (workdir / "bird.conf").write_text(bird_config(NODE_ASN))
             self._start("bird", [shutil.which("bird") or "/usr/sbin/bird", "-f", "-c", str(workdir / "bird.conf"),
                                  "-s", str(workdir / "bird.ctl")], ns=p.router)  # fmt: skip
-            port = int(st.nats_url.rsplit(":", 1)[1])
-            self._start_nats(port, workdir)
-            self._wait(lambda: _tcp_open(port), 20, "NATS")
+            ports = [int(u.rsplit(":", 1)[1]) for u in st.nats_url.split(",")]
+            self._start_nats(ports, workdir)
+            self._wait(lambda: all(_tcp_open(port) for port in ports), 20, "NATS")
             self.say("[4/7] config service, and the example configuration applied with vgwctl")
             self._service("config", "vgw-config", {"VGW_CONFIG_ADDR": st.config_addr})
             self._wait(lambda: self.vgwctl("status").returncode == 0, 30, "the config service")
@@ -199,8 +216,12 @@ class Lab:
         self.say(f"lab up in {time.monotonic() - t0:.1f}s: VIP {VIP}:{VIP_PORT} served by both nodes")
         return st
 
-    def _start_nats(self, port: int, workdir: Path) -> None:
+    def _start_nats(self, ports: list[int], workdir: Path) -> None:
         assert self.state is not None
+        if len(ports) > 1:
+            self._start_nats_cluster(ports, workdir)
+            return
+        port = ports[0]
         if self.state.security is None:
             self.say("[3/7] NATS with JetStream")
             self.say("      *** INSECURE lab (--insecure): NATS and the config API accept ANY local client "
@@ -213,14 +234,34 @@ class Lab:
         self._init_security(security, workdir)
         self._start("nats", ["nats-server", "-c", str(security / "nats" / "nats-server.conf")])
 
+    def _start_nats_cluster(self, ports: list[int], workdir: Path) -> None:
+        """Servers in one JetStream cluster on loopback (deploy/lab/natscluster.py); services get
+        every URL and VGW_JS_REPLICAS, so each bucket and the event stream are replicated."""
+        assert self.state is not None
+        secure = self.state.security is not None
+        self.say(f"[3/7] NATS: a cluster of {len(ports)} servers with JetStream (R{self.state.js_replicas})"
+                 + (", TLS and the permission matrix (vgwctl security init)" if secure else ""))  # fmt: skip
+        if secure:
+            security = Path(self.state.security or "")
+            self._init_security(security, workdir)
+            conf_dir = security / "nats"
+        else:
+            self.say("      *** INSECURE lab (--insecure): NATS and the config API accept ANY local client "
+                     "without authentication ***")  # fmt: skip
+            conf_dir = workdir / "nats"
+        servers = natscluster.plan(self.plan.id, conf_dir, workdir, ports, [_free_port() for _ in ports])
+        natscluster.write(servers, f"vgw-lab-{self.plan.id}", secure)
+        for i, server in enumerate(servers):
+            self._start(f"nats-{i}", ["nats-server", "-c", str(server.conf)])
+
     def _init_security(self, directory: Path, workdir: Path) -> None:
         """The lab's CA, NATS configuration and identities: what `vgwctl security init` writes, for
         this lab's nodes, NATS address and JetStream store (both in the workdir)."""
         from vgw.security import init_dir
 
         assert self.state is not None
-        res = init_dir(
-            directory, [node_id for node_id, _addr in NODES.values()], nats_url=self.state.nats_url,
+        res = init_dir(  # the first server's URL: init_dir renders one server's configuration
+            directory, [node_id for node_id, _addr in NODES.values()], nats_url=self.state.nats_url.split(",")[0],
             store_dir=str(workdir / "jetstream"), nats_listen_host="127.0.0.1",
         )  # fmt: skip
         if res.refused:  # a fresh workdir: nothing to refuse, unless something is very wrong
@@ -262,7 +303,7 @@ class Lab:
         env.update(self.identity_env(_IDENTITY.get(name) or f"{role}-{NODES[n][0]}"))
         env.update({
             "VGW_NATS_URL": self.state.nats_url, "VGW_INSTANCE_ID": name, "VGW_METRICS_ADDR": f"127.0.0.1:{port}",
-            "VGW_CONFIG_ADDR": self.state.config_addr, **extra,
+            "VGW_CONFIG_ADDR": self.state.config_addr, "VGW_JS_REPLICAS": str(self.state.js_replicas), **extra,
         })  # fmt: skip
         if self.state.trace_dir:
             env["VGW_TRACE_FILE"] = str(Path(self.state.trace_dir) / f"{name}.jsonl")
@@ -390,6 +431,7 @@ class Lab:
         alive = procs.marked(self.plan.id)
         st: dict[str, object] = {
             "lab": self.plan.id, "up": True, "workdir": self.state.workdir, "nats": self.state.nats_url,
+            "nats_servers": self.state.nats_servers, "js_replicas": self.state.js_replicas,
             "config": self.state.config_addr, "processes": len(alive),
             "security": self.state.security or "NONE (--insecure)",
             "vip": f"{VIP}:{VIP_PORT}", "router_next_hops": sorted(self.router_next_hops()),

@@ -13,7 +13,7 @@ Inputs (state is level, events are edges):
 Nothing is announced before config, health, the requests and the previous decisions are loaded.
 Outputs: routes to the speaker, ``vip.announce``/``vip.withdraw`` events on every state or
 attribute change (with the cause's event id, in the cause's trace and linked to it), the decision of
-every VIP in ``vgw_routes``, and metrics.
+every VIP in ``vgw_routes``, the node's BGP sessions in ``vgw_bgp`` (:mod:`.sessions`), and metrics.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from vgw.store import Change, KvStore, Snapshot
 
 from . import metrics
 from .decide import Announcers, Cause, DampingPolicy, Decider, Decision, DrainEdge, ForwarderObs, Requests
+from .sessions import publish_sessions
 from .settings import RoutectlSettings
 from .speaker import Speaker, SpeakerConfig
 
@@ -146,9 +147,11 @@ class Routectl:
                 self._on_request, types=[ClusterWithdrawRequest], since=datetime(1970, 1, 1, tzinfo=UTC)
             )
         )
-        # 3. live inputs
+        # 3. live inputs. The forwarder's heartbeat over core NATS: while a NATS cluster elects the
+        # event stream's leader the stream delivers nothing, and a heartbeat held back that long would
+        # withdraw every node at once (the shim publishes it live, too).
         self._subs.append(
-            await bus.subscribe(self._on_status, subject=f"{DataplaneStatus.subject_base()}.{self.node_id}")
+            await bus.subscribe(self._on_status, subject=f"{DataplaneStatus.subject_base()}.{self.node_id}", live=True)
         )
         self._subs.append(await bus.subscribe(self._on_backend, types=[BackendUp, BackendDown]))
         self._subs.append(await bus.subscribe(self._on_config_event, types=[ConfigChanged]))
@@ -157,6 +160,7 @@ class Routectl:
         self._spawn(self._watch_others(self._routes), "routes")
         self._spawn(self._watch_health(health_store), "health")
         await self.speaker.start()
+        self._spawn(publish_sessions(bus, self.node_id, self.speaker), "bgp sessions")
 
         deadline = time.monotonic() + self.settings.startup_wait_s
         while time.monotonic() < deadline and (self._requests_seen < stored or not config_loaded.is_set()):

@@ -30,6 +30,7 @@ from services.healthcheck.membership import Member
 from services.monitor.store import MonitorStore
 from tests.security.secure_nats import SecureNats
 from tests.support.nats_server import free_port
+from vgw.bgp import BGP_BUCKET, NodeBgp, open_bgp
 from vgw.bus import EVENT_STREAM, Bus, Received
 from vgw.config.store import BUCKET as CONFIG_BUCKET
 from vgw.config.store import ConfigReader, ConfigStore
@@ -58,6 +59,7 @@ from vgw.routes import ROUTES_BUCKET, RouteEntry, route_key
 from vgw.security import init_dir
 from vgw.security.identities import HC_MEMBERS_BUCKET
 from vgw.store import KvStore
+from vgw.traffic import TRAFFIC_BUCKET, NodeTraffic, open_traffic
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -426,6 +428,36 @@ async def test_routectl_cannot_write_another_nodes_routes(connect: Conn) -> None
     )
 
 
+async def test_routectl_hears_only_its_own_forwarders_heartbeat_live(server: SecureNats, connect: Conn) -> None:
+    """Route control follows its forwarder's heartbeat over core NATS (it must not depend on the
+    event stream having a leader), and only its own node's."""
+    await setup_buckets(connect)
+    rc = await connect("routectl-node-a")
+    got: list[int] = []
+
+    async def on_status(r: Received) -> None:
+        assert isinstance(r.event, DataplaneStatus)
+        got.append(r.event.seq)
+
+    await rc.subscribe(on_status, subject=f"{DataplaneStatus.subject_base()}.node-a", live=True)
+    await rc.flush()
+    shim = await connect("shim-node-a")
+    await shim.publish(DataplaneStatus(node="node-a", seq=3, interval_s=1.0, forwarder=ForwarderState.UP), live=True)
+    async with asyncio.timeout(5):
+        while got != [3]:
+            await asyncio.sleep(0.02)
+    errors: list[str] = []
+    spy = await raw(server, "routectl-node-a", errors)
+    try:
+        await spy.subscribe(f"{DataplaneStatus.subject_base()}.node-b")
+        await spy.flush()
+        async with asyncio.timeout(5):
+            while not any("permissions violation for subscription" in e.lower() for e in errors):
+                await asyncio.sleep(0.02)
+    finally:
+        await spy.close()
+
+
 async def test_shim_cannot_publish_another_nodes_status(connect: Conn) -> None:
     await setup_buckets(connect)
     sub = await connect("subscriber")
@@ -492,3 +524,49 @@ async def test_nobody_reads_another_identitys_inbox(server: SecureNats, connect:
         assert any("permissions violation for publish" in e.lower() for e in errors), errors
     finally:
         await thief.close()
+
+
+# --- the live views' buckets (vgwctl top, vgwctl bgp, the monitor's announcer count) ---------------
+
+
+def traffic(node: str) -> NodeTraffic:
+    return NodeTraffic(node=node, at=now(), uptime_ms=1)
+
+
+def sessions(node: str) -> NodeBgp:
+    return NodeBgp(node=node, at=now(), speaker_up=True)
+
+
+async def test_shim_writes_only_its_own_traffic_and_operators_read_it(connect: Conn) -> None:
+    await setup_buckets(connect)
+    a = await open_traffic(await connect("shim-node-a"))  # the shim creates the bucket
+    await a.put("node-a", traffic("node-a"))
+    b = await open_traffic(await connect("shim-node-b"))
+    await b.put("node-b", traffic("node-b"))
+    await refused(a.put("node-b", traffic("node-b")))
+    await refused(KvStore(await connect("routectl-node-a"), TRAFFIC_BUCKET, NodeTraffic).put("node-a", traffic("x")))
+    for reader in ("operator", "admin"):
+        seen = await (await open_traffic(await connect(reader), create=False)).snapshot()
+        assert {k: v.node for k, v in seen.items()}.items() >= {"node-a": "node-a", "node-b": "node-b"}.items()
+    await refused(KvStore(await connect("operator"), TRAFFIC_BUCKET, NodeTraffic).put("node-a", traffic("x")))
+    await refused(open_traffic(await connect("subscriber"), create=False))
+
+
+async def test_routectl_writes_only_its_own_sessions_and_operators_read_them(connect: Conn) -> None:
+    await setup_buckets(connect)
+    a = await open_bgp(await connect("routectl-node-a"))
+    await a.put("node-a", sessions("node-a"))
+    await refused(a.put("node-b", sessions("node-b")))
+    await refused(KvStore(await connect("shim-node-a"), BGP_BUCKET, NodeBgp).put("node-a", sessions("x")))
+    seen = await (await open_bgp(await connect("operator"), create=False)).snapshot()
+    assert seen["node-a"].node == "node-a" and "node-b" not in seen
+    await refused(KvStore(await connect("operator"), BGP_BUCKET, NodeBgp).put("node-a", sessions("x")))
+
+
+async def test_monitor_reads_every_nodes_routes(connect: Conn) -> None:
+    await setup_buckets(connect)
+    routes = await KvStore.open(await connect("routectl-node-a"), ROUTES_BUCKET, RouteEntry, history=5)
+    await routes.put(route_key("node-a", VIP), route("node-a"))
+    mon = await KvStore.open(await connect("monitor"), ROUTES_BUCKET, RouteEntry, create=False)
+    assert route_key("node-a", VIP) in await mon.snapshot()  # the module's server keeps other tests' too
+    await refused(mon.put(route_key("node-a", VIP), route("node-a", RouteState.WITHDRAWN)))

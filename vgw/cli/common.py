@@ -22,6 +22,11 @@ def fail(message: str, code: int) -> int:
 
 async def connect(settings: VgwSettings) -> Bus:
     """Connect once; the caller turns a failure into exit code 3."""
-    bus = Bus(settings.nats_options(), source=f"/vgw/vgwctl/{settings.instance_id}", identity=settings.nats_identity)
+    bus = Bus(
+        settings.nats_options(),
+        source=f"/vgw/vgwctl/{settings.instance_id}",
+        identity=settings.nats_identity,
+        js_replicas=settings.js_replicas,  # as the services: a stream vgwctl creates gets the same replicas
+    )
     await bus.connect()
     return bus

@@ -39,7 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from vgw import metrics
 from vgw.bus import Bus
 from vgw.events import ChangeCounts, ConfigAction, ConfigChanged
-from vgw.store import Change, KvStore, RevisionMismatch, Snapshot
+from vgw.jsretry import retrying
+from vgw.store import Change, KvStore, RevisionMismatch, Snapshot, create_bucket
 
 from .diff import Diff, diff_records
 from .model import ConfigDocument
@@ -173,7 +174,7 @@ class ConfigReader:
     async def kv(self) -> KeyValue:
         if self._kv is None or self._kv_generation != self.bus.generation:
             try:
-                self._kv = await self.bus.js.key_value(self.bucket)
+                self._kv = await retrying("kv_bind", lambda: self.bus.js.key_value(self.bucket), what=self.bucket)
             except (BucketNotFoundError, NotFoundError):
                 await self.heads.get(HEAD_KEY)  # KvStore re-binds (and reports) a missing bucket
                 self._kv = await self.bus.js.key_value(self.bucket)
@@ -196,7 +197,7 @@ class ConfigReader:
 
     async def _chunk(self, kv: KeyValue, digest: str) -> tuple[str, list[_Rec]]:
         try:
-            e = await kv.get(_chunk_key(digest))
+            e = await retrying("kv_get", lambda: kv.get(_chunk_key(digest)), what=f"{self.bucket}/chunk")
         except KeyNotFoundError:
             raise RevisionNotFound(f"chunk {digest[:12]} is missing") from None
         if e.operation in (KV_DEL, KV_PURGE) or e.value is None:
@@ -314,15 +315,15 @@ class ConfigStore(ConfigReader):
     async def open(self, *, create: bool = True) -> ConfigStore:
         if self._heads is None:
             try:
-                await self.bus.js.key_value(self.bucket)
+                await retrying("kv_bind", lambda: self.bus.js.key_value(self.bucket), what=self.bucket)
             except (BucketNotFoundError, NotFoundError):
                 if not create:
                     raise
-                cfg = api.KeyValueConfig(bucket=self.bucket, history=1, storage=api.StorageType.FILE)
-                try:
-                    await self.bus.js.create_key_value(cfg)
-                except Exception as exc:  # created concurrently
-                    log.debug("create bucket: %s", exc)
+                cfg = api.KeyValueConfig(
+                    bucket=self.bucket, history=1, storage=api.StorageType.FILE, replicas=self.bus.js_replicas
+                )
+                await create_bucket(self.bus, cfg)
+            # KvStore.open checks the bucket's replicas against VGW_JS_REPLICAS (vgw.jsreplicas)
             self._heads = await KvStore.open(self.bus, self.bucket, Manifest, create=False)
         await self.repair()
         return self
@@ -417,8 +418,9 @@ class ConfigStore(ConfigReader):
         sem = asyncio.Semaphore(_PUT_CONCURRENCY)
 
         async def put(digest: str, data: bytes) -> None:
+            # content-addressed: writing a chunk again (a retry after a lost answer) changes nothing
             async with sem:
-                await kv.put(_chunk_key(digest), data)
+                await retrying("kv_put", lambda: kv.put(_chunk_key(digest), data), what=f"{self.bucket}/chunk")
 
         to_put = {d: data for d, data in built.values() if d not in known}
         await asyncio.gather(*(put(d, data) for d, data in to_put.items()))

@@ -31,6 +31,7 @@ def summary_table(idents: list[Identity]) -> str:
             subs.append("event stream (consumers)")
         if g.core_events:
             subs.append("`vgw.v1.>` (core)")
+        subs += [f"`{s}` (core, live)" for s in g.live_events]
         subs.append(f"own inbox `{i.inbox_prefix}.>`")
         rows.append(
             "| "

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from vgw.bgp import BGP_BUCKET
 from vgw.bus import EVENT_STREAM
 from vgw.config.store import BUCKET as CONFIG_BUCKET
 from vgw.events import (
@@ -37,6 +38,7 @@ from vgw.health import HEALTH_BUCKET
 from vgw.monitoring import MONITOR_BUCKET, OBS_BUCKET
 from vgw.naming import check_name
 from vgw.routes import ROUTES_BUCKET
+from vgw.traffic import TRAFFIC_BUCKET
 
 # services/healthcheck/main.py's default (a test checks they agree); vgw/ must not import services/.
 HC_MEMBERS_BUCKET = "vgw_hc_members"
@@ -71,6 +73,9 @@ class Grants:
     """Reads the event stream through JetStream consumers (replay, resume after a reconnect)."""
     core_events: bool = False
     """Also subscribes to ``vgw.v1.>`` over core NATS (queue groups, live tails)."""
+    live_events: tuple[str, ...] = ()
+    """Event subjects (patterns) it subscribes to over core NATS: liveness signals it must get
+    even while the event stream cannot deliver (``Bus.subscribe(live=True)``)."""
     publishes: tuple[str, ...] = ()
     """Event subjects (patterns) it publishes."""
 
@@ -117,7 +122,7 @@ def identities(nodes: Iterable[str], *, check: bool = True) -> list[Identity]:
     """
     node_list = sorted({check_name(n) if check else n for n in nodes})
     ops = Grants(
-        reads=(ROUTES_BUCKET, MONITOR_BUCKET, HEALTH_BUCKET),
+        reads=(ROUTES_BUCKET, MONITOR_BUCKET, HEALTH_BUCKET, TRAFFIC_BUCKET, BGP_BUCKET),
         events=True,
         core_events=True,
         publishes=_requests(KIND_OPERATOR),
@@ -153,7 +158,8 @@ def identities(nodes: Iterable[str], *, check: bool = True) -> list[Identity]:
             API_SERVICE,
             "The end-to-end monitor: probes VIPs, may ask for a withdraw (kind monitor).",
             Grants(
-                reads=(CONFIG_BUCKET, MONITOR_BUCKET, OBS_BUCKET),
+                # routes: the per-VIP count of announcing nodes (vgw_vip_announcing_nodes)
+                reads=(CONFIG_BUCKET, MONITOR_BUCKET, OBS_BUCKET, ROUTES_BUCKET),
                 writes=((MONITOR_BUCKET, ">"), (OBS_BUCKET, ">")),
                 creates=_service(kv_stream(MONITOR_BUCKET), kv_stream(OBS_BUCKET)),
                 publishes=(MonitorVipStatus.subject_filter(), *_requests(KIND_MONITOR)),
@@ -169,10 +175,11 @@ def identities(nodes: Iterable[str], *, check: bool = True) -> list[Identity]:
                 f"Route control of node {node}: announces and withdraws only this node's VIPs.",
                 Grants(
                     # All nodes' routes: the last-announcer guard looks at the others' decisions.
-                    reads=(CONFIG_BUCKET, HEALTH_BUCKET, ROUTES_BUCKET),
-                    writes=((ROUTES_BUCKET, f"{node}.>"),),
-                    creates=_service(kv_stream(ROUTES_BUCKET)),
+                    reads=(CONFIG_BUCKET, HEALTH_BUCKET, ROUTES_BUCKET, BGP_BUCKET),
+                    writes=((ROUTES_BUCKET, f"{node}.>"), (BGP_BUCKET, node)),
+                    creates=_service(kv_stream(ROUTES_BUCKET), kv_stream(BGP_BUCKET)),
                     events=True,
+                    live_events=(f"{DataplaneStatus.subject_base()}.{node}",),
                     publishes=(
                         f"{VipAnnounce.subject_base()}.*.{node}",
                         f"{VipWithdraw.subject_base()}.*.{node}",
@@ -189,10 +196,11 @@ def identities(nodes: Iterable[str], *, check: bool = True) -> list[Identity]:
                 f"shim-{node}",
                 "shim",
                 API_SERVICE,
-                f"The forwarder's shim on node {node}: programs it, publishes its heartbeat.",
+                f"The forwarder's shim on node {node}: programs it, publishes its heartbeat and traffic.",
                 Grants(
-                    reads=(CONFIG_BUCKET, HEALTH_BUCKET),
-                    creates=_service(),
+                    reads=(CONFIG_BUCKET, HEALTH_BUCKET, TRAFFIC_BUCKET),
+                    writes=((TRAFFIC_BUCKET, node),),
+                    creates=_service(kv_stream(TRAFFIC_BUCKET)),
                     publishes=(f"{DataplaneStatus.subject_base()}.{node}",),
                 ),
                 node=node,
@@ -253,6 +261,7 @@ def nats_permissions(identity: Identity) -> tuple[list[str], list[str]]:
     sub = [f"{identity.inbox_prefix}.>"]
     if g.core_events:
         sub.append(f"{SUBJECT_ROOT}.>")
+    sub += g.live_events
     return _unique(pub), _unique(sub)
 
 
