@@ -58,12 +58,12 @@ from vgw.config.store import (
     RevisionNotFound,
 )
 from vgw.config.v1 import config_pb2 as pb
-from vgw.config.validate import ConfigInvalid, Issue, document_warnings, load_document, semantic_issues
+from vgw.config.validate import ConfigInvalid, Issue, document_warnings, load_document, scrub_issue, semantic_issues
 from vgw.store import Change, Snapshot
 
 from . import metrics
 from .auth import Authenticator, AuthFailure, Identity
-from .secrets import has_mask, mask_field, mask_value, scrub_issue, unmask
+from .secrets import has_mask, mask_field, mask_value, unmask
 
 log = logging.getLogger("vgw.config.api")
 tracer = trace.get_tracer("vgw.config")

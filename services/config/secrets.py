@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from vgw.config.model import BgpPeer, ConfigDocument, Node
-from vgw.config.validate import ConfigInvalid, Issue
+from vgw.config.validate import SECRET_FIELDS, ConfigInvalid, Issue
 
 MASK = "********"
 MASK_CHANGED = "******** (changed)"
-SECRET_FIELDS = frozenset({"password"})
-"""Keys whose values are secrets wherever they appear in a dumped object..."""
 USER_MAPS = frozenset({"headers"})
-"""... except inside these (maps whose keys the user names, e.g. a health check's HTTP headers)."""
+"""SECRET_FIELDS are secret wherever they appear in a dumped object, except inside these (maps whose
+keys the user names, e.g. a health check's HTTP headers)."""
 
 
 def mask_value(value: Any) -> Any:
@@ -118,10 +117,3 @@ def unmask(doc: ConfigDocument, stored: ConfigDocument | None) -> ConfigDocument
 
 def has_mask(doc: ConfigDocument) -> bool:
     return any(p.password == MASK for n in doc.nodes if n.bgp is not None for p in n.bgp.peers)
-
-
-def scrub_issue(issue: Issue) -> Issue:
-    """Validation messages echo bad input values; never a secret's."""
-    if issue.path.rsplit(".", 1)[-1] in SECRET_FIELDS and "(got " in issue.reason:
-        return Issue(issue.path, issue.reason[: issue.reason.index("(got ")].rstrip())
-    return issue

@@ -13,6 +13,8 @@ import yaml
 
 from tests.config.bad_documents import BAD, EXAMPLE, Bad, example
 from tests.config.conftest import REPO, ConfigService
+from tests.config.test_api_auth import TOKENS, write_tokens
+from tests.support.nats_server import NatsServer
 from vgw.bus import Bus, Received
 from vgw.cli.main import main as vgwctl_main
 from vgw.events import ConfigChanged
@@ -36,6 +38,10 @@ def test_bad_document_through_vgwctl(
     assert result["error"] == "INVALID_ARGUMENT"
     assert any(v["path"] == bad.path and bad.reason in v["reason"] for v in result["violations"]), result
     assert bad.path in err  # the human message names the path too
+    # offline, `validate` refuses it with exactly the service's violations
+    assert vgwctl_main(["validate", "-f", str(doc), "-o", "json"]) == 4
+    offline, _ = capsys.readouterr()
+    assert json.loads(offline)["violations"] == result["violations"]
     code, out, _ = run_inproc(_shared_service, "history", "-o", "json", "--limit", "5", capsys=capsys)
     assert code == 0 and [h["revision"] for h in json.loads(out)] == ["1"]
 
@@ -125,3 +131,80 @@ async def test_vgwctl_process_apply_dry_run_rollback_and_exit_codes(
         (5, "rollback"),
     ]
     assert events[-1].rolled_back_to == 1 and events[-1].reason == "back to the start"
+
+
+def test_diff_exits_1_on_differences_0_without(
+    _shared_service: ConfigService, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As diff(1) and `kubectl diff`: the status answers the question, errors are above 1."""
+    same = tmp_path / "same.yaml"
+    same.write_text(yaml.safe_dump(example()))
+    doc = example()
+    doc["vips"][1]["services"][0]["backends"][1]["weight"] = 60
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(doc))
+
+    code, out, _ = run_inproc(_shared_service, "diff", "-f", str(same), capsys=capsys)
+    assert code == 0 and "(no differences)" in out
+    code, out, _ = run_inproc(_shared_service, "diff", "-f", str(changed), capsys=capsys)
+    assert code == 1 and "~ services/api-tcp/backends/198.51.100.22:8443" in out
+    code, out, _ = run_inproc(_shared_service, "diff", "-f", str(changed), "-o", "json", capsys=capsys)
+    assert code == 1 and json.loads(out)["counts"]["modified"] == 1
+    code, out, _ = run_inproc(_shared_service, "diff", "1", "1", capsys=capsys)
+    assert code == 0
+    # a dry run still exits 0 with differences: it is an apply that worked
+    code, out, _ = run_inproc(_shared_service, "apply", "--dry-run", "-f", str(changed), capsys=capsys)
+    assert code == 0 and "dry run: would change +0 -0 ~1" in out
+
+    code, _, err = run_inproc(_shared_service, "diff", "-f", str(tmp_path / "missing.yaml"), capsys=capsys)
+    assert code == 2 and "cannot read" in err
+    code, _, err = run_inproc(_shared_service, "diff", "-f", str(same), "1", capsys=capsys)
+    assert code == 2 and "either -f FILE or revisions" in err
+    code, _, _ = run_inproc(_shared_service, "diff", "1", "99", capsys=capsys)
+    assert code == 6
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD[0].text())
+    code, _, _ = run_inproc(_shared_service, "diff", "-f", str(bad), capsys=capsys)
+    assert code == 4
+    assert vgwctl_main(["diff", "-f", str(same), "--config-addr", "127.0.0.1:1", "--timeout", "2"]) == 3
+    capsys.readouterr()
+
+
+def test_connection_options_before_or_after_the_command(
+    _shared_service: ConfigService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    addr = _shared_service.addr
+    for argv in (
+        ["--config-addr", addr, "-o", "json", "list", "vips"],
+        ["list", "--config-addr", addr, "vips", "-o", "json"],
+        ["-o", "json", "list", "vips", "--config-addr", addr],
+        # a dead address first: the later one wins
+        ["--config-addr", "127.0.0.1:1", "list", "vips", "-o", "json", "--config-addr", addr],
+    ):
+        assert vgwctl_main(argv) == 0, argv
+        out, err = capsys.readouterr()
+        assert [v["address"] for v in json.loads(out)] == ["203.0.113.10", "203.0.113.20"], (argv, err)
+
+
+def test_diff_failures_other_commands_call_1_are_7(
+    nats_server: NatsServer, tmp_path: Path, config_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token service: without a token every command fails with 1 (not authenticated) -- except
+    diff, whose 1 means "differences"; with the token, before or after the command, it answers."""
+    tokens = tmp_path / "tokens.json"
+    write_tokens(tokens, TOKENS)
+    svc = ConfigService(nats_server, tmp_path / "tok", config_env, config_tokens_file=str(tokens)).start()
+    try:
+        doc = tmp_path / "doc.yaml"
+        doc.write_text(yaml.safe_dump(example()))
+        code, _, err = run_inproc(svc, "history", capsys=capsys)
+        assert code == 1 and "not authenticated" in err
+        code, _, err = run_inproc(svc, "diff", "-f", str(doc), capsys=capsys)
+        assert code == 7 and "not authenticated" in err
+        token = TOKENS["viewer"][1]
+        code, out, err = run_inproc(svc, "--token", token, "diff", "-f", str(doc), capsys=capsys)
+        assert code == 1 and "document vs revision 0: +" in out, err  # nothing applied yet: all new
+        code, _, err = run_inproc(svc, "diff", "-f", str(doc), "--token", token, capsys=capsys)
+        assert code == 1, err
+    finally:
+        svc.stop(kill=True)

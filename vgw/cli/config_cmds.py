@@ -7,6 +7,8 @@ node, status. They talk to ``vgw.config.v1.ConfigService`` at ``--config-addr`` 
 
 Exit codes (docs/vgwctl.md): 0 ok, 1 failure, 2 bad usage, 3 config service unreachable,
 4 invalid configuration (nothing changed), 5 revision conflict (nothing changed), 6 not found.
+``diff`` answers with its status as diff(1) and ``kubectl diff`` do: 0 no differences, 1 differences;
+its failures are all above 1 (7 where another command says 1).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .output import FORMATS, emit, table
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 EXIT_INVALID, EXIT_CONFLICT, EXIT_NOT_FOUND = 4, 5, 6
+EXIT_DIFFERENCES, EXIT_DIFF_FAILED = 1, 7
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 KINDS = ("vips", "services", "backends", "nodes", "clusters", "health_checks")
@@ -153,11 +156,12 @@ def add_parsers(sub: Any) -> None:
         parents=[common],
         help="differences: a document vs the current revision, or two revisions",
         description="`diff -f FILE` compares a document with the current revision; `diff REV [REV2]` compares "
-        "two kept revisions (REV2 defaults to the current one).",
+        "two kept revisions (REV2 defaults to the current one). Exit status, as diff(1) and `kubectl diff`: 0 no "
+        "differences, 1 differences, above 1 an error (7 where another command would exit 1).",
     )
     p.add_argument("-f", "--file", metavar="FILE", help="the document ('-' for stdin)")
     p.add_argument("revisions", nargs="*", type=int, metavar="REV")
-    p.set_defaults(func=_run(cmd_diff))
+    p.set_defaults(func=_run(cmd_diff, failure=EXIT_DIFF_FAILED))
 
     p = sub.add_parser(
         "get",
@@ -288,7 +292,12 @@ def _err(message: str) -> None:
     print(f"vgwctl: {message}", file=sys.stderr)
 
 
-def _run(fn: Callable[[argparse.Namespace, ConfigClient], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:
+def _run(
+    fn: Callable[[argparse.Namespace, ConfigClient], Awaitable[int]], *, failure: int = EXIT_FAIL
+) -> Callable[[argparse.Namespace], int]:
+    """``failure``: the status of a failure that has no code of its own (a command whose 1 is an
+    answer, like diff's, needs another)."""
+
     def run(args: argparse.Namespace) -> int:
         async def go() -> int:
             async with _client(args) as c:
@@ -297,7 +306,8 @@ def _run(fn: Callable[[argparse.Namespace, ConfigClient], Awaitable[int]]) -> Ca
         try:
             return asyncio.run(go())
         except ConfigApiError as exc:
-            return _api_error(exc, args)
+            code = _api_error(exc, args)
+            return failure if code == EXIT_FAIL else code
         except _UsageError as exc:
             _err(str(exc))
             return EXIT_USAGE
@@ -474,7 +484,8 @@ async def cmd_diff(args: argparse.Namespace, c: ConfigClient) -> int:
             f["old"] = json.loads(f.pop("old_json") or "null")
             f["new"] = json.loads(f.pop("new_json") or "null")
     emit(d, args.output, "\n".join([f"{title}: {_counts(r.counts)}", *lines]))
-    return EXIT_OK
+    differs = bool(r.changes) or r.counts.added + r.counts.removed + r.counts.modified > 0
+    return EXIT_DIFFERENCES if differs else EXIT_OK
 
 
 async def cmd_get(args: argparse.Namespace, c: ConfigClient) -> int:

@@ -446,7 +446,12 @@ def _yaml_switch(v: Any) -> Any:
     return v
 
 
-_SynProxySetting = Annotated[SynProxyMode, BeforeValidator(_yaml_switch)]
+# The schema says what the validator takes: a YAML bare on/off arrives as a boolean.
+_SynProxySetting = Annotated[
+    SynProxyMode,
+    BeforeValidator(_yaml_switch),
+    WithJsonSchema({"anyOf": [{"enum": ["off", "on", "auto"], "type": "string"}, {"type": "boolean"}]}),
+]
 _Threshold = Annotated[int, Field(ge=1, le=Limits.MAX_RATE)]
 _Cap = Annotated[int, Field(ge=0, le=Limits.MAX_RATE)]
 

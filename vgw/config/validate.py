@@ -59,6 +59,17 @@ class Issue:
         return f"{self.path}: {self.reason}" if self.path else self.reason
 
 
+SECRET_FIELDS = frozenset({"password"})
+"""Keys whose values are secrets wherever they appear in a document (BGP TCP-MD5 passwords)."""
+
+
+def scrub_issue(issue: Issue) -> Issue:
+    """Validation messages echo bad input values; never a secret's."""
+    if issue.path.rsplit(".", 1)[-1] in SECRET_FIELDS and "(got " in issue.reason:
+        return Issue(issue.path, issue.reason[: issue.reason.index("(got ")].rstrip())
+    return issue
+
+
 class ConfigInvalid(ValueError):  # noqa: N818 - an outcome, like RevisionMismatch
     """A document failed validation; ``issues`` lists every problem found."""
 
