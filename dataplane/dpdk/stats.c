@@ -115,6 +115,27 @@ static void memory_json(const fwd_t *f, struct vbuf *b)
               (unsigned long long)c->transient, (unsigned long long)c->total);
 }
 
+/* A service's backends, in configuration order: every one of them (VGW_MAX_BACKENDS in all bounds
+ * the section), read through a fixed buffer a page at a time. */
+static void backends_json(const fwd_t *f, const svc_key_slot_t *ks, struct vbuf *b)
+{
+    enum { PAGE = 256 };
+    vgw_backend_counters_t page[PAGE];
+    char a[INET_ADDRSTRLEN];
+    uint32_t uid = vgw_dp_svc_uid(f->dp, ks->proto, ks->vip, ntohs(ks->port));
+    vb_printf(b, ",\"backends\":[");
+    uint32_t total = vgw_dp_backend_counters(f->dp, uid, 0, page, PAGE);
+    for (uint32_t first = 0; first < total; first += PAGE) {
+        if (first)
+            vgw_dp_backend_counters(f->dp, uid, first, page, PAGE);
+        for (uint32_t i = 0; i < PAGE && first + i < total; i++)
+            vb_printf(b, "%s{\"address\":\"%s\",\"port\":%u,\"conn_active\":%llu,\"conn_new\":%llu}",
+                      first + i ? "," : "", ip4(page[i].addr, a), page[i].port,
+                      (unsigned long long)page[i].conn_active, (unsigned long long)page[i].conn_new);
+    }
+    vb_printf(b, "]");
+}
+
 void stats_json(fwd_t *f, struct vbuf *b)
 {
     char a[INET_ADDRSTRLEN];
@@ -162,6 +183,7 @@ void stats_json(fwd_t *f, struct vbuf *b)
         prot_service(f, k, pv);
         for (unsigned c = 0; c < VGW_SCNT_MAX; c++)
             vb_printf(b, ",\"%s\":%llu", vgw_svc_counter_name(c), (unsigned long long)pv[c]);
+        backends_json(f, ks, b);
         vb_printf(b, "}");
         first = false;
     }

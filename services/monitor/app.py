@@ -24,6 +24,7 @@ from vgw.runtime import Runtime
 from vgw.settings import VgwSettings
 from vgw.store import Change, Snapshot
 
+from .announcers import AnnouncerCount
 from .judge import Judge, JudgeParams, VipTopology
 from .paths import PathKey, ProbePath
 from .steering import Steering, SteeringError
@@ -81,6 +82,7 @@ class MonitorApp:
         self._store: MonitorStore | None = None
         self._views: dict[str, VipView] = {}
         self._routes: dict[str, tuple[str, list[str]]] = {}
+        self.announcers = AnnouncerCount()
 
     async def start(self, rt: Runtime[MonitorSettings]) -> None:
         self._bus = rt.bus
@@ -91,6 +93,7 @@ class MonitorApp:
             asyncio.create_task(self._mirror()),
             asyncio.create_task(self._judge_loop()),
             asyncio.create_task(self._keep_steering()),
+            asyncio.create_task(self.announcers.follow(rt.bus)),
         ]
         rt.health.add_check("config", lambda: (self.revision is not None, "no config revision read yet"))
 
@@ -107,6 +110,7 @@ class MonitorApp:
     async def _follow_config(self, reader: ConfigReader) -> None:
         async for cr in reader.watch():
             self.revision = cr.revision
+            self.announcers.set_config(cr.document)
             await self._reconfigure(cr.document)
 
     async def _reconfigure(self, doc: ConfigDocument) -> None:
@@ -235,6 +239,7 @@ class MonitorApp:
             log.info("leading the monitor: %d request(s) in force", len(self.judge.active))
         self.leading = leading
         LEADER.set(1 if leading else 0)
+        self.announcers.export(leading)
         if not leading:
             return
         for topo in self.topologies:

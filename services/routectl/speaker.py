@@ -35,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vgw.config import Node
@@ -199,6 +200,8 @@ class Speaker:
         self.socket_path = self.run_dir / "api.sock"
         self._server: asyncio.AbstractServer | None = None
         self.peers: dict[str, str] = {}
+        self.peer_since: dict[str, datetime] = {}
+        """When each peer's session entered its current state (``vgwctl bgp``)."""
         self.connected = False
         self.synced = asyncio.Event()
         self._exa_tail: deque[str] = deque(maxlen=40)
@@ -229,6 +232,14 @@ class Speaker:
             self._desired[vip] = attrs
         self.synced.clear()
         self._wake.set()
+
+    @property
+    def config(self) -> SpeakerConfig | None:
+        return self._cfg
+
+    def announced_to(self, peer: PeerSpec) -> int:
+        """VIPs ExaBGP has been told to announce to ``peer`` (it re-sends them on a new session)."""
+        return sum(1 for vip in self._sent if _family_ok(peer, vip))
 
     @property
     def in_sync(self) -> bool:
@@ -442,6 +453,8 @@ class Speaker:
     def _set_peer(self, peer: str, state: str) -> None:
         old = self.peers.get(peer)
         self.peers[peer] = state
+        if old != state:
+            self.peer_since[peer] = datetime.now(UTC)
         metrics.PEER_UP.labels(peer).set(1 if state == "up" else 0)
         if old != state:
             if old is not None:

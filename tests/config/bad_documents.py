@@ -242,15 +242,15 @@ BAD: list[Bad] = [
         "over-memory-budget",
         _set("nodes[0].forwarder", {"memory_budget": "64Mi"}),
         "nodes[0].forwarder.memory_budget",
-        "node node-a needs 100.9 MiB (105798208 bytes: scheduler tables 136 KiB for 4 services, connection tables "
-        "36.6 MiB for 1 worker x 262144 connections, service structures 10.6 KiB, base 64 MiB, transient 132 KiB), "
+        "node node-a needs 101.4 MiB (106322496 bytes: scheduler tables 136 KiB for 4 services, connection tables "
+        "37.1 MiB for 1 worker x 262144 connections, service structures 10.6 KiB, base 64 MiB, transient 132 KiB), "
         "more than its memory budget of 64 MiB (67108864 bytes): raise the budget",
     ),
     Bad(
         "conn-tables-over-budget",
         _set("nodes[1].forwarder", {"workers": 16, "conn_capacity": 1048576, "memory_budget": "2Gi"}),
         "nodes[1].forwarder.memory_budget",
-        "node node-b needs 2.3 GiB (2443467328 bytes: scheduler tables 136 KiB for 4 services, connection tables "
+        "node node-b needs 2.3 GiB (2451855936 bytes: scheduler tables 136 KiB for 4 services, connection tables "
         "2.2 GiB for 16 workers x 1048576 connections",
     ),
     Bad(

@@ -64,7 +64,7 @@ def with_forwarder(fwd: dict[str, Any], node: int = 0) -> dict[str, Any]:
 )
 def test_memory_budget_quantities(value: object, expected: int) -> None:
     assert ForwarderSettings.model_validate({"memory_budget": value}).memory_budget == expected
-    if expected >= 105798208:  # what the example's nodes need (test_example_node_by_hand)
+    if expected >= 106322496:  # what the example's nodes need (test_example_node_by_hand)
         doc = load_document(json.dumps(with_forwarder({"memory_budget": value})))
         assert doc.nodes[0].forwarder.memory_budget == expected
         assert doc.nodes[1].forwarder.memory_budget == 536870912  # the default: 512 MiB
@@ -158,9 +158,9 @@ def test_connection_tables_by_hand() -> None:
     # C = 2^28 (the maximum): 2^34 + 64*pow2ceil(107374183 -> 2^27) + 2^30 + 2^31 + 16*2^29
     #         = 2^34 + 2^33 + 2^30 + 2^31 + 2^33
     assert conn_table_bytes(268435456) == 17179869184 + 8589934592 + 1073741824 + 2147483648 + 8589934592
-    # plus WORKER_FIXED = 1703936 per worker
-    assert worker_bytes(1024) == 143360 + 1703936 == 1847296
-    assert worker_bytes(262144) == 36700160 + 1703936 == 38404096
+    # plus WORKER_FIXED = 2228224 per worker
+    assert worker_bytes(1024) == 143360 + 2228224 == 2371584
+    assert worker_bytes(262144) == 36700160 + 2228224 == 38928384
 
 
 def test_scheduler_tables_by_hand() -> None:
@@ -188,15 +188,15 @@ def test_example_node_by_hand() -> None:
     www_dns = 2048 + 160 * 2 + 128 * 2 + 4096  # 6720: k 2, g 100, S 2 -> round4k(8)
     echo_tcp = 2048 + 160 * 3 + 128 * 2 + 0  # 2784
     api_tcp = 2048 + 160 * 2 + 128 * 2 + 0  # 2624
-    expected = 67108864 + (36700160 + 1703936) + (www_http + www_dns + echo_tcp + api_tcp) + 135168
-    assert expected == 105798208
+    expected = 67108864 + (36700160 + 2228224) + (www_http + www_dns + echo_tcp + api_tcp) + 135168
+    assert expected == 106322496
     cost = node_cost(doc, "node-a")
     assert cost is not None
-    assert cost.total == 105798208
-    assert (cost.base, cost.connection_tables, cost.services) == (BASE, 38404096, 4)
+    assert cost.total == 106322496
+    assert (cost.base, cost.connection_tables, cost.services) == (BASE, 38928384, 4)
     assert (cost.scheduler_tables, cost.transient) == (135168 + 4096, 135168)
     assert cost.service_structures == 2 * (2048 + 480 + 256) + (2048 + 320 + 256) + (2048 + 320 + 256) == 10816
-    assert node_costs(doc)["node-b"].total == 105798208  # .105, .106: the same shape
+    assert node_costs(doc)["node-b"].total == 106322496  # .105, .106: the same shape
     assert node_cost(doc, "nope") is None
 
 
@@ -275,15 +275,15 @@ def test_mixed_document_by_hand() -> None:
     m, w, lc = 2048 + 320 + 384 + 4096, 2048 + 480 + 384 + 8192, 2048 + 160 + 384 + 0
     assert (m, w, lc) == (6848, 11104, 2592)
     assert costs["a"].services == 3
-    assert costs["a"].total == 67108864 + 2 * (143360 + 1703936) + (6848 + 11104 + 2592) + 8192 == 70832192
+    assert costs["a"].total == 67108864 + 2 * (143360 + 2228224) + (6848 + 11104 + 2592) + 8192 == 71880768
     # b: nothing but the base and its worker
     assert costs["b"].services == 0
-    assert costs["b"].total == 67108864 + 36700160 + 1703936 + 0 + 0 == 105512960
+    assert costs["b"].total == 67108864 + 36700160 + 2228224 + 0 + 0 == 106037248
     # s (l = 1): m, w, l of 192.0.2.10 and big (maglev 65537, 135168) of 192.0.2.20, as standby
     m, w, lc, big = 2048 + 320 + 128 + 4096, 2048 + 480 + 128 + 8192, 2048 + 160 + 128, 2048 + 160 + 128 + 135168
     assert (m, w, lc, big) == (6592, 10848, 2336, 137504)
     assert costs["s"].services == 4
-    assert costs["s"].total == 67108864 + 38404096 + (6592 + 10848 + 2336 + 137504) + 135168 == 105805408
+    assert costs["s"].total == 67108864 + 38928384 + (6592 + 10848 + 2336 + 137504) + 135168 == 106329696
 
 
 # --- the same selection as the shim ---------------------------------------------------------------
@@ -345,26 +345,26 @@ def test_serving_nodes_agree_with_node_view(doc: ConfigDocument) -> None:
 
 
 def test_exactly_at_the_budget_is_accepted_one_byte_less_is_not() -> None:
-    doc = load_document(json.dumps(with_forwarder({"memory_budget": 105798208})))  # node-a's figure, by hand
-    assert doc.nodes[0].forwarder.memory_budget == 105798208
+    doc = load_document(json.dumps(with_forwarder({"memory_budget": 106322496})))  # node-a's figure, by hand
+    assert doc.nodes[0].forwarder.memory_budget == 106322496
     with pytest.raises(ConfigInvalid) as info:
-        load_document(json.dumps(with_forwarder({"memory_budget": 105798207})))
+        load_document(json.dumps(with_forwarder({"memory_budget": 106322495})))
     (issue,) = info.value.issues
     assert issue.path == "nodes[0].forwarder.memory_budget"
-    assert issue.reason.startswith("node node-a needs 100.9 MiB (105798208 bytes: scheduler tables 136 KiB for 4 ")
-    assert "connection tables 36.6 MiB for 1 worker x 262144 connections" in issue.reason
+    assert issue.reason.startswith("node node-a needs 101.4 MiB (106322496 bytes: scheduler tables 136 KiB for 4 ")
+    assert "connection tables 37.1 MiB for 1 worker x 262144 connections" in issue.reason
     assert "base 64 MiB" in issue.reason and "transient 132 KiB" in issue.reason
-    assert "more than its memory budget of 100.9 MiB (105798207 bytes): raise the budget" in issue.reason
+    assert "more than its memory budget of 101.4 MiB (106322495 bytes): raise the budget" in issue.reason
 
 
 def test_many_maglev_services_need_a_bigger_budget() -> None:
-    """4090 default Maglev services on each of two nodes (1 backend, 1 LIP each): 637.1 MiB, over
+    """4090 default Maglev services on each of two nodes (1 backend, 1 LIP each): 637.6 MiB, over
     the default 512 MiB; the generator's 1 GiB budget fits."""
     raw = generate(4090, 1)
     assert len(raw["nodes"]) == 2
     per_service = 2048 + 160 + 128 + 135168
-    need = 67108864 + 38404096 + 4090 * per_service + 135168
-    assert need == 668039488
+    need = 67108864 + 38928384 + 4090 * per_service + 135168
+    assert need == 668563776
     load_document(json.dumps(raw))  # 1 GiB each
     small = copy.deepcopy(raw)
     for n in small["nodes"]:
@@ -373,7 +373,7 @@ def test_many_maglev_services_need_a_bigger_budget() -> None:
         load_document(json.dumps(small))
     issues = info.value.issues
     assert [i.path for i in issues] == ["nodes[0].forwarder.memory_budget", "nodes[1].forwarder.memory_budget"]
-    assert issues[0].reason.startswith("node n0 needs 637.1 MiB (668039488 bytes: scheduler tables 527.2 MiB for ")
+    assert issues[0].reason.startswith("node n0 needs 637.6 MiB (668563776 bytes: scheduler tables 527.2 MiB for ")
     assert "for 4090 services" in issues[0].reason and "memory budget of 512 MiB (536870912 bytes)" in issues[0].reason
     # smaller tables fit the default budget: Maglev 4093 -> round4k(8186) = 8192
     for v in small["vips"]:

@@ -60,13 +60,13 @@ async def test_bad_document_rejected_over_grpc(bad: Bad, shared_client: ConfigCl
 
 
 async def test_memory_budget_exactly_met_commits_and_one_short_changes_nothing(client: ConfigClient) -> None:
-    """node-a of the example needs 105798208 bytes (worked out by hand in test_budget.py)."""
+    """node-a of the example needs 106322496 bytes (worked out by hand in test_budget.py)."""
     doc = example()
-    doc["nodes"][0]["forwarder"] = {"workers": 1, "memory_budget": 105798208}
+    doc["nodes"][0]["forwarder"] = {"workers": 1, "memory_budget": 106322496}
     r = await client.apply(yaml.safe_dump(doc).encode(), reason="exact budget", expected_revision=0)
     assert (r.revision, r.committed) == (1, True)
     got = yaml.safe_load((await client.get()).document)
-    assert got["nodes"][0]["forwarder"] == {"memory_budget": 105798208}  # defaults left out
+    assert got["nodes"][0]["forwarder"] == {"memory_budget": 106322496}  # defaults left out
     assert "forwarder" not in got["nodes"][1]
 
     doc["nodes"][0]["forwarder"] = {"memory_budget": "100Mi"}  # 104857600 bytes
@@ -75,7 +75,7 @@ async def test_memory_budget_exactly_met_commits_and_one_short_changes_nothing(c
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     (v,) = info.value.violations
     assert v.path == "nodes[0].forwarder.memory_budget"
-    assert v.reason.startswith("node node-a needs 100.9 MiB (105798208 bytes: ")
+    assert v.reason.startswith("node node-a needs 101.4 MiB (106322496 bytes: ")
     assert "more than its memory budget of 100 MiB (104857600 bytes)" in v.reason
     hist = await client.history()
     assert [h.revision for h in hist.revisions] == [1]

@@ -27,7 +27,7 @@ import pytest
 
 from dataplane.shim.fwdctl import APPLY, DELTA, HELLO, STATS, FwdClient, FwdError, frame
 from tests.forwarder.conftest import config_doc, needs_lab
-from tests.forwarder.topology import CLIENT_IP, LIP, VIP, Topology, http_requests, run
+from tests.forwarder.topology import BACKEND_IPS, CLIENT_IP, LIP, VIP, Topology, http_requests, run
 
 pytestmark = [needs_lab, pytest.mark.integration]
 
@@ -136,6 +136,7 @@ def test_http_spread_lip_and_toa(fwd: Topology) -> None:
     cap = Capture(fwd.ns_backend(0), fwd.if_backend(0), fwd.workdir / "be0.pcap", f"tcp dst port 80 and src host {LIP}")
     try:
         before = [len(fwd.backend_log(i)) for i in range(3)]
+        stats_before = asyncio.run(_stats(fwd.forwarder.socket))  # type: ignore[union-attr]
         result = http_requests(fwd, 300)
         client_ports = set(result["ports"])  # type: ignore[arg-type]
         # every connection backend 0 served (its log names the LIP port) has its SYN in the capture
@@ -183,6 +184,15 @@ def test_http_spread_lip_and_toa(fwd: Topology) -> None:
         time.sleep(0.05)
     assert c["fwd_handoff_sent"] > 0 and c["fwd_handoff_received"] == c["fwd_handoff_sent"], c
     assert c["fwd_drop_handoff_full"] == 0 and c["drop"] == 0, c
+    # per backend (read live from the workers, no snapshot lag): each request was one new
+    # connection to the backend that logged it, and the backends' counts add up to the service's
+    web = asyncio.run(_stats(fwd.forwarder.socket))["services"]["web"]  # type: ignore[union-attr]
+    new_per_backend = {
+        b["address"]: b["conn_new"] - old["conn_new"]
+        for b, old in zip(web["backends"], stats_before["services"]["web"]["backends"], strict=True)
+    }
+    assert new_per_backend == {ip: counts[f"be{i}"] for i, ip in enumerate(BACKEND_IPS)}, (new_per_backend, counts)
+    assert [(b["port"], type(b["conn_active"])) for b in web["backends"]] == [(80, int)] * 3
 
 
 def test_control_socket_garbage(fwd: Topology) -> None:
@@ -272,8 +282,6 @@ def test_delta_drain_keeps_connection(fwd: Topology) -> None:
             owner = next((i for i in range(3) if any(e["path"].startswith("/slow") for e in fwd.backend_log(i))), None)
             await asyncio.sleep(0.05)
         assert owner is not None, f"no backend saw /slow (curl: {slow.poll()})"
-        from tests.forwarder.topology import BACKEND_IPS
-
         # the per-service gauge comes from the workers' snapshots, published every 100 ms
         while True:
             st = await c.stats()
@@ -282,11 +290,17 @@ def test_delta_drain_keeps_connection(fwd: Topology) -> None:
                 break
             await asyncio.sleep(0.05)
         assert 1 <= active <= st["counters"]["conn_active"], st["services"]
+        # the owner's own gauge counts the streaming connection (read live from the workers)
+        owner_row = st["services"]["web"]["backends"][owner]
+        assert owner_row["address"] == BACKEND_IPS[owner] and owner_row["conn_active"] >= 1, owner_row
 
         await c.delta(f"vgw-delta 1\ngeneration {gen + 1}\nbackend state web {BACKEND_IPS[owner]} 80 draining\nend\n")
         res = http_requests(fwd, 30)
         assert res["nerrors"] == 0
         assert f"be{owner}" not in res["counts"]  # type: ignore[operator]
+        after = (await c.stats())["services"]["web"]["backends"]
+        assert after[owner]["conn_new"] == owner_row["conn_new"], (owner_row, after)  # drained: nothing new
+        assert sum(b["conn_new"] for b in after) == sum(b["conn_new"] for b in st["services"]["web"]["backends"]) + 30
         out, err = slow.communicate(timeout=20)
         assert slow.returncode == 0, err
         assert out.decode().count(f"be{owner}") >= 25  # the whole stream came through

@@ -65,10 +65,10 @@ CONN_SLOT = 16
 """Bytes per slot of the forwarder's shadow set (x pow2ceil(max(CONN_MIN_SLOTS, CONN_SLOTS_PER_CONN * C)))."""
 CONN_SLOTS_PER_CONN = 2
 CONN_MIN_SLOTS = 1024
-WORKER_FIXED = 1703936
+WORKER_FIXED = 2228224
 """Everything else one worker holds whatever its capacity (per-service counters and snapshots,
-scheduler state; flood protection: per-service counters and rate state, the per-/24 limiter, held
-segments, per-LIP exhaustion counts)."""
+scheduler state, per-backend connection counts; flood protection: per-service counters and rate
+state, the per-/24 limiter, held segments, per-LIP exhaustion counts)."""
 
 # One service (service_bytes):
 SERVICE_FIXED = 2048

@@ -7,9 +7,10 @@
 
 #define MIB 1048576ull
 #define COST_BASE (64 * MIB)         /* process, libraries, EAL heap, fixed tables */
-/* per-service counters and snapshots, per-uid scheduler state; flood protection: per-service
- * counters and rate state, the per-/24 limiter, held segments, per-LIP exhaustion counts */
-#define COST_WORKER_FIXED 1703936ull
+/* per-service counters and snapshots, per-uid scheduler state, per-backend-uid new-connection
+ * counts (8 x 65536); flood protection: per-service counters and rate state, the per-/24 limiter,
+ * held segments, per-LIP exhaustion counts */
+#define COST_WORKER_FIXED 2228224ull
 #define COST_SERVICE 2048ull         /* configuration entry, engine service, indexes, counter slot */
 #define COST_BACKEND 160ull          /* configuration entry, engine entry, candidate, indexes */
 #define COST_LIP 128ull              /* configuration entry, engine entry, address table slots */

@@ -130,12 +130,13 @@ vgw_worker_t *vgw_worker_create(vgw_dp_t *dp, const vgw_worker_params_t *p)
     w->rr_pos = calloc(VGW_MAX_SERVICES, sizeof(uint32_t));
     w->lip_pos = calloc(VGW_MAX_SERVICES, sizeof(uint32_t));
     w->be_conns = calloc(VGW_MAX_BACKENDS, sizeof(uint32_t));
+    w->be_new = calloc(VGW_MAX_BACKENDS, sizeof(uint64_t));
     /* Start port cursors apart so workers restarted together do not retrace the same ports. */
     w->port_cursor = (uint32_t)(p->hash_seed * 2654435761u);
     uint64_t seed = p->hash_seed ^ 0x6a09e667f3bcc909ULL;
     /* A persisted table is opened after protect_init: re-attaching rebuilds the half-open ring
      * and count, and re-derives uids from the state applied now (persist.c). */
-    if (!w->rr_pos || !w->lip_pos || !w->be_conns || vgw_protect_init(w, p->hash_seed) ||
+    if (!w->rr_pos || !w->lip_pos || !w->be_conns || !w->be_new || vgw_protect_init(w, p->hash_seed) ||
         (p->persist ? vgw_persist_open(w, p, seed) : vgw_ctab_init(&w->ct, p->conn_capacity, seed))) {
         if (p->report && p->persist && p->report->status == VGW_PERSIST_NONE)
             p->report->status = VGW_PERSIST_ERROR;
@@ -147,7 +148,7 @@ vgw_worker_t *vgw_worker_create(vgw_dp_t *dp, const vgw_worker_params_t *p)
         vgw_persist_close(w);
         vgw_ctab_fini(&w->ct);
         vgw_protect_fini(w);
-        free(w->rr_pos), free(w->lip_pos), free(w->be_conns);
+        free(w->rr_pos), free(w->lip_pos), free(w->be_conns), free(w->be_new);
         free(w);
         return NULL;
     }
@@ -163,7 +164,7 @@ void vgw_worker_destroy(vgw_worker_t *w)
     vgw_persist_close(w); /* a persisted table stays in its file, marked closed cleanly */
     vgw_ctab_fini(&w->ct);
     vgw_protect_fini(w);
-    free(w->rr_pos), free(w->lip_pos), free(w->be_conns);
+    free(w->rr_pos), free(w->lip_pos), free(w->be_conns), free(w->be_new);
     free(w);
 }
 
@@ -572,6 +573,7 @@ uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, u
         vgw_ring_push(w, idx);
     }
     w->be_conns[be->uid]++;
+    w->be_new[be->uid]++;
     w->cnt[VGW_CNT_CONN_NEW]++;
     /* Not synced yet: UDP at its next datagram (either way: the refresh in vgw_conn_forward finds it
      * due), so a flood of one-datagram flows sends the peers nothing; TCP at its first state change,

@@ -455,7 +455,13 @@ struct vgw_dp {
     uint32_t build_seq;
     uint32_t svc_stamp[VGW_MAX_SERVICES];
     uint32_t *be_stamp; /* VGW_MAX_BACKENDS */
+    /* Per backend uid: the workers' be_new sum when the uid was last given to a backend, so a
+     * reused uid's counter starts from zero for its new backend (vgw_dp_backend_counters). */
+    uint64_t *be_new_base; /* VGW_MAX_BACKENDS */
 };
+
+/* Sum over the workers of be_new[uid]: plain reads of counters only their worker writes. */
+uint64_t vgw_dp_be_new_sum(const vgw_dp_t *dp, uint32_t uid);
 
 /* Token bucket in milli-tokens: refilled by rate milli-tokens per ms, capped at one second. */
 typedef struct vgw_bucket_tb {
@@ -514,6 +520,7 @@ struct vgw_worker {
     uint32_t *rr_pos;     /* per service uid: WRR position */
     uint32_t *lip_pos;    /* per service uid: next LIP */
     uint32_t *be_conns;   /* per backend uid: connections this worker holds (WLC) */
+    uint64_t *be_new;     /* per backend uid: connections this worker created (never decreases) */
     vgw_protect_t pr;     /* flood protection (protect.c) */
     /* Connection sync (sync.c, VGW_WF_SYNC): connections to tell the peers about, as
      * (gen << 32 | idx), a ring read by vgw_worker_sync_take after each burst. */

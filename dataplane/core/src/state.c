@@ -351,7 +351,10 @@ static void commit_uids(vgw_dp_t *dp, const vgw_state_t *prev, const vgw_cfg_t *
         vgw_svc_t *s = plan[i].svc;
         s->uid = (uint16_t)plan[i].uid;
         for (uint32_t j = 0; j < s->nbackends; j++) {
+            uint32_t had = dp->be_reg.count;
             uint32_t b = vgw_reg_acquire(&dp->be_reg, be_key(s->uid, s->backends[j].addr, s->backends[j].port));
+            if (dp->be_reg.count != had) /* a uid new to this backend: its new-connection count starts here */
+                dp->be_new_base[b] = vgw_dp_be_new_sum(dp, b);
             s->backends[j].uid = b;
             dp->be_stamp[b] = seq;
         }
@@ -458,10 +461,11 @@ vgw_dp_t *vgw_dp_create(const vgw_dp_params_t *params)
     for (uint32_t i = 0; i < VGW_MAX_WORKERS; i++)
         atomic_init(&dp->workers[i], NULL);
     dp->be_stamp = calloc(VGW_MAX_BACKENDS, sizeof(uint32_t));
-    if (!dp->be_stamp || vgw_reg_init(&dp->svc_reg, VGW_MAX_SERVICES) ||
+    dp->be_new_base = calloc(VGW_MAX_BACKENDS, sizeof(uint64_t));
+    if (!dp->be_stamp || !dp->be_new_base || vgw_reg_init(&dp->svc_reg, VGW_MAX_SERVICES) ||
         vgw_reg_init(&dp->be_reg, VGW_MAX_BACKENDS)) {
         vgw_reg_fini(&dp->svc_reg), vgw_reg_fini(&dp->be_reg);
-        free(dp->be_stamp);
+        free(dp->be_stamp), free(dp->be_new_base);
         free(dp);
         return NULL;
     }
@@ -478,7 +482,7 @@ void vgw_dp_destroy(vgw_dp_t *dp)
         vgw_state_free(s);
     }
     vgw_reg_fini(&dp->svc_reg), vgw_reg_fini(&dp->be_reg);
-    free(dp->be_stamp);
+    free(dp->be_stamp), free(dp->be_new_base);
     free(dp);
 }
 

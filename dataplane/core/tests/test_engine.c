@@ -199,6 +199,136 @@ static void test_counter_names(void **unused)
     assert_string_equal(vgw_drop_reason_name(VGW_DROP_NO_LPORT), "no_lport");
 }
 
+static vgw_backend_counters_t backend_of(const vgw_dp_t *dp, uint32_t svc_uid, uint32_t index, uint32_t *total)
+{
+    vgw_backend_counters_t bc;
+    memset(&bc, 0xa5, sizeof bc);
+    *total = vgw_dp_backend_counters(dp, svc_uid, index, &bc, 1);
+    return bc;
+}
+
+static void test_backend_counters(void **unused)
+{
+    (void)unused;
+    const char *cfg = "vgw-config 1\ngeneration 1\nservice s tcp 192.0.2.10 80 wlc\nlip s 198.18.0.1\n"
+                      "backend s 198.18.1.1 8080 1 active\nbackend s 198.18.1.2 8081 3 active\n"
+                      "backend s 198.18.1.3 8082 1 draining\nend\n";
+    vgw_dp_t *dp = tu_dp(2, cfg);
+    vgw_worker_t *w[2] = {mk_worker(dp, 0, 4096), mk_worker(dp, 1, 4096)};
+    uint32_t uid = vgw_dp_svc_uid(dp, VGW_PROTO_TCP, VIP, 80), total = 0;
+    /* 40 connections on each worker, then a data segment on each: only the SYNs create. */
+    for (uint32_t round = 0; round < 2; round++)
+        for (uint32_t i = 0; i < 80; i++) {
+            tu_buf_t b;
+            vgw_pkt_t *p = tu_build(&b, VGW_PROTO_TCP, tu_ip(203, 0, 113, 5), VIP, (uint16_t)(5000 + i), 80,
+                                    round ? 0x10 : 0x02, NULL, 0, round ? 100 : 0);
+            vgw_verdict_t v;
+            vgw_worker_process(w[i % 2], p, &v, 1, 1000);
+            assert_int_equal(v.action, VGW_ACT_FORWARD);
+        }
+    vgw_backend_counters_t all[4];
+    memset(all, 0, sizeof all);
+    assert_int_equal(vgw_dp_backend_counters(dp, uid, 0, all, 4), 3);
+    /* WLC by weight 1:3 on each worker; the draining one gets nothing new. */
+    assert_int_equal(all[0].addr, tu_ip(198, 18, 1, 1));
+    assert_int_equal(all[0].port, 8080);
+    assert_int_equal(all[0].conn_new, 20);
+    assert_int_equal(all[0].conn_active, 20);
+    assert_int_equal(all[1].addr, tu_ip(198, 18, 1, 2));
+    assert_int_equal(all[1].port, 8081);
+    assert_int_equal(all[1].conn_new, 60);
+    assert_int_equal(all[1].conn_active, 60);
+    assert_int_equal(all[2].port, 8082);
+    assert_int_equal(all[2].conn_new + all[2].conn_active, 0);
+    /* Paging: one entry from index 1; past the end nothing is written. */
+    vgw_backend_counters_t one = backend_of(dp, uid, 1, &total);
+    assert_int_equal(total, 3);
+    assert_memory_equal(&one, &all[1], sizeof one);
+    one = backend_of(dp, uid, 3, &total);
+    assert_int_equal(total, 3);
+    assert_int_equal(one.conn_new, 0xa5a5a5a5a5a5a5a5ull);
+    assert_int_equal(vgw_dp_backend_counters(dp, VGW_MAX_SERVICES, 0, all, 4), 0);
+    assert_int_equal(vgw_dp_backend_counters(dp, uid + 1, 0, all, 4), 0);
+    /* Expiry ends the connections: the gauge drops, the count of created ones stays. */
+    vgw_worker_housekeep(w[0], 1000 + 3600 * 1000 * 24, 8192);
+    vgw_worker_housekeep(w[1], 1000 + 3600 * 1000 * 24, 8192);
+    assert_int_equal(vgw_dp_backend_counters(dp, uid, 0, all, 4), 3);
+    assert_int_equal(all[1].conn_active, 0);
+    assert_int_equal(all[1].conn_new, 60);
+    vgw_worker_destroy(w[0]);
+    vgw_worker_destroy(w[1]);
+    vgw_dp_destroy(dp);
+}
+
+/* A configuration of generation gen whose one service has n backends, the k-th at 198.18.0.0 + first + k. */
+static char *churn_config(uint64_t gen, uint32_t first, uint32_t n)
+{
+    size_t cap = 128 + (size_t)n * 48;
+    char *t = malloc(cap);
+    assert_non_null(t);
+    size_t len = (size_t)snprintf(t, cap, "vgw-config 1\ngeneration %llu\nservice s tcp 192.0.2.10 80 wlc\n"
+                                          "lip s 198.18.0.1\n", (unsigned long long)gen);
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t a = (198u << 24 | 18u << 16) + first + k;
+        len += (size_t)snprintf(t + len, cap - len, "backend s %u.%u.%u.%u 80 1 active\n", a >> 24, (a >> 16) & 255,
+                                (a >> 8) & 255, a & 255);
+    }
+    snprintf(t + len, cap - len, "end\n");
+    return t;
+}
+
+static void test_backend_new_count_starts_at_zero_on_a_reused_uid(void **unused)
+{
+    (void)unused;
+    /* Backend uids are reused once all 65,536 have been handed out: churn through them, then check
+     * that the backend given the uid of one that had connections does not inherit its count. */
+    const uint32_t n = 4096;
+    char *t = churn_config(1, 0x100, n);
+    vgw_dp_t *dp = tu_dp(1, t);
+    free(t);
+    vgw_worker_t *w = mk_worker(dp, 0, 1024);
+    uint32_t uid = vgw_dp_svc_uid(dp, VGW_PROTO_TCP, VIP, 80);
+    for (uint32_t i = 0; i < 50; i++)
+        assert_int_equal(send_syn(w, tu_ip(203, 0, 113, 5), (uint16_t)(6000 + i), 80, 1000, NULL).action,
+                         VGW_ACT_FORWARD);
+    vgw_backend_counters_t *bc = calloc(n, sizeof *bc);
+    assert_non_null(bc);
+    vgw_dp_backend_counters(dp, uid, 0, bc, n);
+    uint64_t created = 0;
+    for (uint32_t k = 0; k < n; k++)
+        created += bc[k].conn_new;
+    assert_int_equal(created, 50);
+    char err[256];
+    for (uint64_t g = 2; g <= VGW_MAX_BACKENDS / n + 1; g++) {
+        t = churn_config(g, 0x100 + (uint32_t)(g - 1) * n, n);
+        int rc = vgw_dp_apply_text(dp, t, strlen(t), err, sizeof err);
+        free(t);
+        if (rc)
+            fail_msg("generation %llu: %s", (unsigned long long)g, err);
+        vgw_worker_process(w, NULL, NULL, 0, 1000); /* moves on: the old generations can go */
+        vgw_dp_reclaim(dp);
+    }
+    /* The last generation took the uids the first one freed (the raw per-uid counts are not zero):
+     * fresh backends, no connection created to any of them yet. */
+    uint64_t raw = 0;
+    for (uint32_t u = 0; u < n; u++)
+        raw += w->be_new[u];
+    assert_int_equal(raw, 50);
+    assert_int_equal(vgw_dp_backend_counters(dp, uid, 0, bc, n), n);
+    for (uint32_t k = 0; k < n; k++)
+        if (bc[k].conn_new != 0)
+            fail_msg("backend %u: conn_new %llu", k, (unsigned long long)bc[k].conn_new);
+    assert_int_equal(send_syn(w, tu_ip(203, 0, 113, 6), 7000, 80, 1000, NULL).action, VGW_ACT_FORWARD);
+    vgw_dp_backend_counters(dp, uid, 0, bc, n);
+    created = 0;
+    for (uint32_t k = 0; k < n; k++)
+        created += bc[k].conn_new;
+    assert_int_equal(created, 1);
+    free(bc);
+    vgw_worker_destroy(w);
+    vgw_dp_destroy(dp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -210,6 +340,8 @@ int main(void)
         cmocka_unit_test(test_generations_and_qsbr),
         cmocka_unit_test(test_worker_ids_exclusive),
         cmocka_unit_test(test_counter_names),
+        cmocka_unit_test(test_backend_counters),
+        cmocka_unit_test(test_backend_new_count_starts_at_zero_on_a_reused_uid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

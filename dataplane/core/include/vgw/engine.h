@@ -124,6 +124,23 @@ uint32_t vgw_dp_svc_uid(const vgw_dp_t *dp, uint8_t proto, uint32_t vip, uint16_
  * writes: each value is exact, the set is not a snapshot). */
 void vgw_worker_svc_counters(const vgw_worker_t *w, uint32_t svc_uid, vgw_svc_counters_t *out);
 
+/* One backend's counters, summed over the workers. There is no per-backend packet count: it would
+ * cost the per-packet path a counter in a 65,536-entry array per worker (docs/forwarder.md). */
+typedef struct vgw_backend_counters {
+    uint32_t addr;        /* network order */
+    uint16_t port;        /* host order */
+    uint16_t reserved;
+    uint64_t conn_active; /* connections to it in the workers' tables now */
+    uint64_t conn_new;    /* connections created to it since it (service, address, port) appeared */
+} vgw_backend_counters_t;
+/* The backends of service svc_uid in the applied generation, in configuration order, from index
+ * `first` on: writes up to max of them to out and returns how many the service has (0 when the uid
+ * is not applied), so a caller pages through any number with a fixed buffer. Plain reads of
+ * counters only their worker writes: each value is exact, the set is not a snapshot. Control
+ * thread (the same one that applies). */
+uint32_t vgw_dp_backend_counters(const vgw_dp_t *dp, uint32_t svc_uid, uint32_t first, vgw_backend_counters_t *out,
+                                 uint32_t max);
+
 /* LIP port exhaustion per LIP: how often a new connection found no free port on it. */
 typedef struct vgw_lip_count {
     uint32_t lip; /* network order */
