@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from . import htmlreport
 from .lab import Lab, LabError
 from .longlived import GAP_BOUND_MS, LongLived
 from .plan import BACKENDS, NODES, VIP
 from .scenarios import Result, Scenarios
-from .traces import backend_down_trace, load, render
+from .traces import FoundTrace, backend_down_trace, load, render
 
 
 def say(msg: str) -> None:
@@ -28,11 +30,19 @@ def say_err(msg: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    html: Path | None = None
+    if getattr(args, "html", None) is not None:  # checked before anything runs: a long run must end with its page
+        try:
+            html = htmlreport.target(args.html)
+        except ValueError as exc:
+            print(f"vgwctl: --html: {exc}", file=sys.stderr)
+            return 2
     try:
         lab = Lab(
             args.id,
             progress=say_err if getattr(args, "output", "table") == "json" else say,
             insecure=getattr(args, "insecure", False),  # `up --insecure` / `demo --insecure`
+            nats_cluster=getattr(args, "nats_cluster", 1),  # `up --nats-cluster N` / `demo --nats-cluster N`
         )
     except ValueError as exc:
         print(f"vgwctl: {exc}", file=sys.stderr)
@@ -47,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
             say(down_text(res))
             return 0
         if cmd == "demo":
-            return demo(lab, args.keep)
+            return demo(lab, args.keep, html)
         if lab.state is None:
             print(f"vgwctl: lab {args.id!r} is not up (vgwctl lab up)", file=sys.stderr)
             return 1
@@ -59,11 +69,15 @@ def main(args: argparse.Namespace) -> int:
                 print(f"vgwctl: unknown scenario {args.name!r}; one of {', '.join(FAMILIES['all'])}, or a family: "
                       f"{', '.join(FAMILIES)}", file=sys.stderr)  # fmt: skip
                 return 2
-            results = run_scenarios(lab, names, say_err if args.output == "json" else say)
-            if args.output == "json":
-                print(json.dumps([r.__dict__ for r in results], default=str, indent=2))
-            else:
-                say(report(lab, results))
+            results: list[Result] = []
+            with html_on_the_way_out(lab, html, results):
+                run_scenarios(lab, names, say_err if args.output == "json" else say, results)
+                trace = find_trace(lab, results)
+                if args.output == "json":
+                    print(json.dumps([r.__dict__ for r in results], default=str, indent=2))
+                else:
+                    say(report(results, trace))
+                write_html(lab, html, results, trace)
             return 0 if all(ok(r) for r in results) else 1
     except LabError as exc:
         print(f"vgwctl: {exc}", file=sys.stderr)
@@ -98,10 +112,14 @@ def down_text(res: dict[str, Any]) -> str:
     )
 
 
-def run_scenarios(lab: Lab, names: tuple[str, ...] | list[str], out: Callable[[str], None] = say) -> list[Result]:
+def run_scenarios(
+    lab: Lab, names: tuple[str, ...] | list[str], out: Callable[[str], None] = say, results: list[Result] | None = None
+) -> list[Result]:
+    """Run ``names`` in order; each result is appended to ``results`` (a new list by default) as it
+    comes, so a caller still has the finished ones when a later scenario raises."""
     sc = Scenarios(lab, out)
     ll: LongLived | None = None
-    results = []
+    results = [] if results is None else results
     for name in names:
         if name in LongLived.NAMES:
             ll = ll or LongLived(lab, out)
@@ -114,10 +132,42 @@ def run_scenarios(lab: Lab, names: tuple[str, ...] | list[str], out: Callable[[s
     return results
 
 
-def report(lab: Lab, results: list[Result]) -> str:
+def find_trace(lab: Lab, results: list[Result]) -> FoundTrace | None:
+    """The trace of backend-failure's health transition, when that scenario ran (else None)."""
+    bf = next((r for r in results if r.name == "backend-failure"), None)
+    if bf is None:
+        return None
+    if lab.state is None or not lab.state.trace_dir:
+        return FoundTrace([], "traces went to the OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT); look there")
+    time.sleep(6)  # the span processors export every 5 s
+    spans = backend_down_trace(load(Path(lab.state.trace_dir)), BACKENDS[1], bf.fault_at)
+    return FoundTrace(spans, "" if spans else f"no health transition of {BACKENDS[1]} to down in the lab's span files")
+
+
+def write_html(lab: Lab, path: Path | None, results: list[Result], trace: FoundTrace | None, problem: str = "") -> None:
+    if path is None:
+        return
+    page = htmlreport.Page(lab_id=lab.plan.id, vip=VIP, problem=problem)
+    htmlreport.write(path, htmlreport.render(results, trace, page, longlived=LongLived.NAMES))
+    print(f"report page: {path}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def html_on_the_way_out(lab: Lab, path: Path | None, results: list[Result]) -> Iterator[None]:
+    """A run that stops with an error still leaves its page: the scenarios that finished, and why
+    the rest did not run."""
+    try:
+        yield
+    except (Exception, KeyboardInterrupt) as exc:
+        if path is not None:
+            write_html(lab, path, results, None, problem=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def report(results: list[Result], trace: FoundTrace | None) -> str:
     requests = [r for r in results if r.name not in LongLived.NAMES]
     longlived = [r for r in results if r.name in LongLived.NAMES]
-    out = report_requests(lab, requests) if requests else ""
+    out = report_requests(requests, trace) if requests else ""
     if longlived:
         out += "\n" + report_longlived(longlived)
     return out
@@ -159,7 +209,7 @@ def report_longlived(results: list[Result]) -> str:
     return "\n".join(out)
 
 
-def report_requests(lab: Lab, results: list[Result]) -> str:
+def report_requests(results: list[Result], trace: FoundTrace | None) -> str:
     rows = [("scenario", "sent", "failed", "measured", "bound", "result")]
     for r in results:
         measured = ", ".join(f"{k} {v}" for k, v in r.measured.items())
@@ -182,25 +232,25 @@ def report_requests(lab: Lab, results: list[Result]) -> str:
                 + (f"; errors {p['errors']}" if p["errors"] else "")
                 for name, p in phases.items()
             ]
-    bf = next((r for r in results if r.name == "backend-failure"), None)
-    if bf is not None and lab.state is not None and lab.state.trace_dir:
-        time.sleep(6)  # the span processors export every 5 s
-        trace = backend_down_trace(load(Path(lab.state.trace_dir)), BACKENDS[1], bf.fault_at)
-        out += ["", "Trace of backend-failure (spans from every service, by start time):", render(trace)]
-    elif bf is not None:
-        out += ["", "Traces went to the OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT); look there."]
+    if trace is not None:
+        shown = render(trace.spans) if trace.spans else f"({trace.note})"
+        out += ["", "Trace of backend-failure (spans from every service, by start time):", shown]
     return "\n".join(out)
 
 
-def demo(lab: Lab, keep: bool) -> int:
+def demo(lab: Lab, keep: bool, html: Path | None = None) -> int:
     t0 = time.monotonic()
     code = 1
+    results: list[Result] = []
     try:
-        lab.up()
-        say("")
-        say(status_text(lab))
-        results = run_scenarios(lab, list(FAMILIES["all"]))
-        say(report(lab, results))
+        with html_on_the_way_out(lab, html, results):
+            lab.up()
+            say("")
+            say(status_text(lab))
+            run_scenarios(lab, list(FAMILIES["all"]), results=results)
+            trace = find_trace(lab, results)
+            say(report(results, trace))
+            write_html(lab, html, results, trace)
         code = 0 if all(ok(r) for r in results) else 1
     finally:
         if not keep:

@@ -39,6 +39,7 @@ from .flood import fwd_stats
 from .lab import EXAMPLE, REPO, Lab, LabError
 from .plan import NODES, SPARE_BACKEND, VIP
 from .scenarios import Result, Scenarios, _kill, _pids, _wait
+from .timeline import Mark, Window, connections_timeline, mark
 
 SERVICE = "echo-tcp"
 ECHO_PORT = 9000
@@ -62,6 +63,11 @@ NAMES = (
 def _s(seconds: float | None) -> float:
     """A measured time for the report: -1 when it never happened."""
     return seconds if seconds is not None else -1.0
+
+
+def _at(since: float, seconds: float | None) -> float | None:
+    """The wall-clock moment ``seconds`` after ``since``, for a timeline mark (None: never)."""
+    return None if seconds is None else since + seconds
 
 
 def lip_nodes(config: Path = EXAMPLE) -> dict[str, str]:
@@ -192,12 +198,14 @@ class UdpProbe:
             done = json.loads(self.out.read_text().strip().splitlines()[-1])
         except (OSError, ValueError, IndexError):
             return {"forwarding_gap_ms": -1.0, "flows": self.flows, "flows_crossing": 0, "error": "no report"}
-        gaps = [(b - a) * 1000 for f in done["flows"] for a, b in f["gaps"] if b >= fault_at]
+        gaps = [(b - a, a, b) for f in done["flows"] for a, b in f["gaps"] if b >= fault_at]
         crossing = sum(any(b >= fault_at for _a, b in f["gaps"]) for f in done["flows"])
         unanswered = sum(f["answered"] == 0 for f in done["flows"])
-        return {"forwarding_gap_ms": round(max(gaps, default=0.0), 1), "flows": len(done["flows"]),
+        widest = max(gaps, default=(0.0, 0.0, 0.0))
+        return {"forwarding_gap_ms": round(widest[0] * 1000, 1), "flows": len(done["flows"]),
                 "flows_crossing": crossing, "flows_never_answered": unanswered,
-                "interval_ms": done["interval_ms"]}  # fmt: skip
+                "interval_ms": done["interval_ms"],
+                "gap_window": [widest[1], widest[2]] if gaps else None}  # fmt: skip
 
 
 class LongLived:
@@ -265,7 +273,8 @@ class LongLived:
         return _wait(lambda: c.flowing_since(since + 1.0) or not c.running(), timeout_s, 0.1, since=t0)
 
     def _result(self, name: str, c: EchoClient, split: dict[str, Any], fault_at: float, bound: str,
-                measured: dict[str, float], notes: list[str]) -> Result:  # fmt: skip
+                measured: dict[str, float], notes: list[str], event: str) -> Result:  # fmt: skip
+        """The report of one scenario; ``event`` names the fault on its timeline."""
         recs = c.finish()
         conns = [r for r in recs if r.get("event") == "conn"]
         opened = [r for r in conns if r["opened"]]
@@ -302,11 +311,24 @@ class LongLived:
         measured = {"broken": float(len(broken)), "survived_pct": round(100 * survived, 2),
                     "max_gap_ms": float(summary["max_gap_ms"]), **measured}  # type: ignore[arg-type]  # fmt: skip
         r = Result(name, summary, measured, bound, fault_at=fault_at, notes=notes)
+        r.timeline = connections_timeline(recs, len(opened))
+        r.marks = mark(event, fault_at, "fault")
         if not summary["client_done"]:
             r.notes.append("the echo client did not report (killed?): counts are from what it wrote")
         if len(opened) < self.conns:
             r.notes.append(f"only {len(opened)} of {self.conns} connections opened")
         return r
+
+    @staticmethod
+    def _away_marks(
+        fault_at: float, moved: float | None, flowing: float | None, back: float | None, restore_at: float
+    ) -> list[Mark]:
+        return (
+            mark("router: node-b only", _at(fault_at, moved))
+            + mark("all flowing", _at(fault_at, flowing), "recovery")
+            + mark("restore node-a", restore_at)
+            + mark("both announced", _at(restore_at, back))
+        )
 
     def _both_announced(self) -> bool:
         return self.lab.router_next_hops() == {addr for _id, addr in NODES.values()}
@@ -316,21 +338,22 @@ class LongLived:
 
     def _away_and_back(
         self, c: EchoClient, name: str, fault_at: float, t0: float, move_timeout_s: float
-    ) -> tuple[float | None, float | None, float | None, float | None]:
+    ) -> tuple[float | None, float | None, float | None, float | None, float]:
         """node-a was just isolated or drained: the seconds until the router has only node-b and
         until every connection flows again (node-a's through node-b, or they have timed out); then
-        node-a restored: until both nodes are announced and the connections flow again."""
+        node-a restored: until both nodes are announced and the connections flow again; and when
+        (wall clock) it was restored."""
         self._isolated = True
         try:
             moved = _wait(self._only_b, move_timeout_s, since=t0)
             flowing = self._settle(c, fault_at, self.stall_timeout_s + 5)
         finally:
-            t1 = time.monotonic()
+            restore_at, t1 = time.time(), time.monotonic()
             self.lab.vgwctl("node", "restore", "node-a", "--reason", f"lab scenario {name} done")
             self._isolated = False
         back = _wait(self._both_announced, 30, since=t1)
         flowing_after_restore = self._settle(c, time.time(), self.stall_timeout_s + 5)
-        return moved, flowing, back, flowing_after_restore
+        return moved, flowing, back, flowing_after_restore, restore_at
 
     # -- the scenarios --------------------------------------------------------------------------
 
@@ -365,8 +388,14 @@ class LongLived:
                     "announced_after_s": _s(back), "flowing_after_s": _s(flowing),
                     "forwarding_gap_ms": gap["forwarding_gap_ms"]}  # fmt: skip
         bound = f"0 broken, forwarding gap <= {GAP_BOUND_MS:g} ms"
-        r = self._result(name, c, split, fault_at, bound, measured, [])
+        event = "SIGTERM node-a's vgw-fwd (new file)" if upgrade else "kill -9 node-a's vgw-fwd"
+        r = self._result(name, c, split, fault_at, bound, measured, [], event)
         r.summary["forwarding_gap"] = gap
+        r.marks += (mark("vgw-fwd ready", fault_at + ready_after) + mark("both announced", _at(fault_at, back))
+                    + mark("all flowing", _at(fault_at, flowing), "recovery"))  # fmt: skip
+        if gap.get("gap_window"):
+            start, end = gap["gap_window"]
+            r.windows = [Window(label=f"forwarding gap {gap['forwarding_gap_ms']:g} ms", start=start, end=end)]
         if gap["flows_crossing"] == 0:
             r.notes.append("no probe flow went through node-a: the forwarding gap was not measured")
         r.passed = (
@@ -389,12 +418,13 @@ class LongLived:
             r.summary["available"] = False
             r.notes.append("not available: vgwctl node drain " + (why[-1][:160] if why else f"exit {out.returncode}"))
             return r
-        moved, flowing, back, flowing_after_restore = self._away_and_back(c, name, fault_at, t0, 20)
+        moved, flowing, back, flowing_after_restore, restore_at = self._away_and_back(c, name, fault_at, t0, 20)
         measured = {"moved_to_b_after_s": _s(moved),
                     "flowing_after_s": _s(flowing),
                     "restored_after_s": _s(back),
                     "flowing_after_restore_s": _s(flowing_after_restore)}  # fmt: skip
-        r = self._result(name, c, split, fault_at, "0 broken", measured, [])
+        r = self._result(name, c, split, fault_at, "0 broken", measured, [], "drain node-a")
+        r.marks += self._away_marks(fault_at, moved, flowing, back, restore_at)
         r.summary["available"] = True
         r.passed = r.summary["broken"] == 0
         return r
@@ -423,7 +453,8 @@ class LongLived:
             flowing = self._settle(c, fault_at, self.stall_timeout_s + 5)
             r = self._result(name, c, split, fault_at, "0 broken", {
                 "new_backend_serving_after_s": _s(newcomer),
-                "flowing_after_s": _s(flowing)}, notes)  # fmt: skip
+                "flowing_after_s": _s(flowing)}, notes, f"vgwctl apply: + {spare}")  # fmt: skip
+            r.marks += mark("new backend serves", _at(fault_at, newcomer), "recovery")
         finally:
             self.lab.vgwctl("apply", "-f", str(EXAMPLE), "--reason", f"lab scenario {name}: back to the example")
         r.passed = out.returncode == 0 and r.summary["broken"] == 0
@@ -455,13 +486,14 @@ class LongLived:
         time.sleep(1.0)
         fault_at, t0 = time.time(), time.monotonic()
         out = self.lab.vgwctl("node", "isolate", "node-a", "--reason", "lab scenario ll-node-isolate")
-        moved, flowing, back, flowing_after_restore = self._away_and_back(c, name, fault_at, t0, 15)
+        moved, flowing, back, flowing_after_restore, restore_at = self._away_and_back(c, name, fault_at, t0, 15)
         measured = {"withdrawn_after_s": _s(moved),
                     "flowing_after_s": _s(flowing),
                     "restored_after_s": _s(back),
                     "flowing_after_restore_s": _s(flowing_after_restore)}  # fmt: skip
         notes = [] if out.returncode == 0 else [f"vgwctl node isolate: {out.stderr.strip()[:200]}"]
-        r = self._result(name, c, split, fault_at, "0 broken", measured, notes)
+        r = self._result(name, c, split, fault_at, "0 broken", measured, notes, "isolate node-a")
+        r.marks += self._away_marks(fault_at, moved, flowing, back, restore_at)
         r.passed = out.returncode == 0 and r.summary["broken"] == 0
         return r
 
@@ -487,7 +519,10 @@ class LongLived:
                 if sync_off
                 else f">= {100 * FAILURE_MIN_SURVIVED:g}% survive (connection sync on)"
             )
-            r = self._result(name, c, split, fault_at, bound, measured, notes)
+            r = self._result(name, c, split, fault_at, bound, measured, notes, "kill -9 node-a's vgw-fwd")
+            r.marks += mark("router: node-b only", _at(fault_at, moved)) + mark(
+                "all flowing", _at(fault_at, flowing), "recovery"
+            )
             r.summary["conn_sync"] = sync
             r.passed = float(r.summary["survived_pct"]) >= 100 * FAILURE_MIN_SURVIVED  # type: ignore[arg-type]
             if not split["by_banner"].get("node-a"):

@@ -18,6 +18,7 @@ from .flood import FLOOD_BIN, SERVICE, Flood, sample
 from .lab import EXAMPLE, Lab, LabError
 from .plan import FLOOD_SOURCES, NODES, SPARE_BACKEND, VIP
 from .servers import BACKEND
+from .timeline import Mark, MarkKind, Timeline, Window, mark, requests_timeline
 from .traffic import Traffic, now, phase, summarize
 
 # From docs/config-example.yaml's web-http check: interval 1 s, fall 2.
@@ -37,6 +38,13 @@ class Result:
     fault_at: float = 0.0
     # Measured and reported, with no bound to keep (e.g. a node failure without connection sync).
     informational: bool = False
+    # What the clients saw over time and when things happened (timeline.py), for the HTML report
+    # (htmlreport.py); None when the scenario ended before its clients ran.
+    timeline: Timeline | None = None
+    marks: list[Mark] = field(default_factory=list)
+    windows: list[Window] = field(default_factory=list)
+    # The bound as a time after the fault, where the bound is one (drawn on the timeline).
+    deadline_s: float | None = None
 
 
 def _wait(pred: Callable[[], bool], timeout: float, step: float = 0.05, since: float | None = None) -> float | None:
@@ -108,12 +116,18 @@ class Scenarios:
         fault = now()
         _kill(_pids(p.backend(1), "backend-1"))
         time.sleep(10)
+        restarted = now()
         self._start_backend(1)
-        s = summarize(t.wait(), fault)
+        recs = t.wait()
+        s = summarize(recs, fault)
         bound = HC_FALL * HC_INTERVAL_S + 1.0
-        r = Result("backend-failure", s, {"recovered_after_s": float(s["recovered_after_s"])},  # type: ignore[arg-type]
-                   f"recovery <= fall x interval + 1 s = {bound:.1f} s", fault_at=fault)  # fmt: skip
-        r.passed = float(s["recovered_after_s"]) <= bound and s["failed_before_fault"] == 0  # type: ignore[arg-type]
+        recovered = float(s["recovered_after_s"])  # type: ignore[arg-type]
+        r = Result("backend-failure", s, {"recovered_after_s": recovered},
+                   f"recovery <= fall x interval + 1 s = {bound:.1f} s", fault_at=fault, deadline_s=bound)  # fmt: skip
+        r.passed = recovered <= bound and s["failed_before_fault"] == 0
+        r.timeline = requests_timeline(recs)
+        r.marks = (mark("backend-1 killed", fault, "fault") + _recovery(s, fault)
+                   + mark("backend-1 restarted", restarted))  # fmt: skip
         r.notes.append("failures are connections sent to the dead backend before the health check declared it down")
         time.sleep(3)
         return r
@@ -126,16 +140,24 @@ class Scenarios:
         fault, t_kill = now(), time.monotonic()
         _kill(_pids(p.node("a"), "vgw-fwd"))
         moved = _wait(lambda: self.lab.router_next_hops() == {self.ext["b"]}, 20, since=t_kill)
-        s = summarize(t.wait(), fault)
+        recs = t.wait()
+        s = summarize(recs, fault)
+        recovered = float(s["recovered_after_s"])  # type: ignore[arg-type]
         r = Result("node-failure", s, {"router_moved_after_s": moved if moved is not None else -1.0,
-                                       "recovered_after_s": float(s["recovered_after_s"])},  # type: ignore[arg-type]
-                   "traffic on the other node within 5 s", fault_at=fault)  # fmt: skip
-        r.passed = moved is not None and moved <= 5.0 and float(s["recovered_after_s"]) <= 5.0  # type: ignore[arg-type]
+                                       "recovered_after_s": recovered},
+                   "traffic on the other node within 5 s", fault_at=fault, deadline_s=5.0)  # fmt: skip
+        r.passed = moved is not None and moved <= 5.0 and recovered <= 5.0
+        r.timeline = requests_timeline(recs)
+        r.marks = (mark("node-a's vgw-fwd killed", fault, "fault") + _last_failure(s, fault, "event")
+                   + mark("router: node-b only", None if moved is None else fault + moved, "recovery"))  # fmt: skip
         self.say("  restarting node-a's forwarder; the shim re-applies the full state")
-        t_restart = time.monotonic()
+        restart_at, t_restart = now(), time.monotonic()
         self.lab.start_forwarder("a")
         back = _wait(self._both_announced, 30, since=t_restart)
         r.measured["reannounced_after_restart_s"] = back if back is not None else -1.0
+        r.marks += mark("vgw-fwd restarted (traffic over)", restart_at) + mark(
+            "both announced", None if back is None else restart_at + back
+        )
         r.passed = r.passed and back is not None
         return r
 
@@ -149,14 +171,19 @@ class Scenarios:
             moved = _wait(lambda: self.lab.router_next_hops() == {self.ext["b"]}, 15, since=t_isolate)
             time.sleep(4)
         finally:
-            t_restore = time.monotonic()
+            restore_at, t_restore = now(), time.monotonic()
             self.lab.vgwctl("node", "restore", "node-a", "--reason", "lab scenario node-isolate done")
         back = _wait(self._both_announced, 20, since=t_restore)
-        s = summarize(t.wait(), fault)
+        recs = t.wait()
+        s = summarize(recs, fault)
         r = Result("node-isolate", s, {"withdrawn_after_s": moved if moved is not None else -1.0,
                                        "restored_after_s": back if back is not None else -1.0},
                    "zero failed requests", fault_at=fault)  # fmt: skip
         r.passed = out.returncode == 0 and moved is not None and back is not None and s["failed"] == 0
+        r.timeline = requests_timeline(recs)
+        r.marks = (mark("isolate node-a", fault, "fault") + mark("withdrawn", None if moved is None else fault + moved)
+                   + mark("restore node-a", restore_at)
+                   + mark("both announced", None if back is None else restore_at + back, "recovery"))  # fmt: skip
         if out.returncode != 0:
             r.notes.append(f"vgwctl node isolate: {out.stderr.strip()[:200]}")
         return r
@@ -176,7 +203,8 @@ class Scenarios:
         out = self.lab.vgwctl("apply", "-f", str(changed), "--reason", "lab scenario config-change: add a backend")
         try:
             time.sleep(8)
-            s = summarize(t.wait(), fault)
+            recs = t.wait()
+            s = summarize(recs, fault)
         finally:
             self.lab.vgwctl("apply", "-f", str(EXAMPLE), "--reason", "lab scenario config-change: back to the example")
         new_backend = f"backend-{SPARE_BACKEND[0]}"
@@ -184,6 +212,10 @@ class Scenarios:
         r = Result("config-change", s, {"requests_to_new_backend": float(served)}, "zero failed requests",
                    fault_at=fault)  # fmt: skip
         r.passed = out.returncode == 0 and s["failed"] == 0 and served > 0
+        first = next((float(str(x["t"])) for x in recs if x["ok"] and x.get("backend") == new_backend), None)
+        r.timeline = requests_timeline(recs)
+        r.marks = mark(f"vgwctl apply: + {SPARE_BACKEND[1]}", fault, "fault")
+        r.marks += mark(f"first request to {new_backend}", first, "recovery")
         if out.returncode != 0:
             r.notes.append(f"vgwctl apply: {out.stderr.strip()[:200]}")
         time.sleep(2)
@@ -222,7 +254,9 @@ class Scenarios:
             t_repair = time.monotonic()
             self._unblackhole()
         back = _wait(self._both_announced, 40, since=t_repair)
-        s = summarize(t.wait(), fault)
+        repair_at = fault + (t_repair - t_fault)
+        recs = t.wait()
+        s = summarize(recs, fault)
         r = Result("monitor-blackhole", s, {
             "withdrawn_after_s": moved if moved is not None else -1.0,
             "restored_after_repair_s": back if back is not None else -1.0,
@@ -230,6 +264,10 @@ class Scenarios:
         }, "the monitor names node-a, routectl withdraws it, clients recover; back after the hold-down",
             fault_at=fault)  # fmt: skip
         r.passed = moved is not None and back is not None
+        r.timeline = requests_timeline(recs)
+        r.marks = (mark("blackhole on node-a's link", fault, "fault") + _recovery(s, fault)
+                   + mark("node-a withdrawn", None if moved is None else fault + moved) + mark("repaired", repair_at)
+                   + mark("both announced", None if back is None else repair_at + back))  # fmt: skip
         return r
 
     def syn_flood(self) -> Result:
@@ -305,6 +343,9 @@ class Scenarios:
             fault_at=flood_at)  # fmt: skip
         ran = int(gen.get("sent", 0)) > 0 and int(during["sent"]) > 0  # type: ignore[call-overload]
         r.passed = ran and ok >= SYN_FLOOD_MIN_OK
+        r.timeline = requests_timeline(recs)
+        r.marks = mark("flood starts", flood_at, "fault") + mark("flood over", flood_end, "recovery")
+        r.windows = [Window(label="SYN flood", start=flood_at, end=flood_end)]
         if not ran:
             r.notes.append(f"the flood did not run: {gen.get('error', gen)}")
         r.notes.append(_flood_note(gen, fwd))
@@ -350,6 +391,18 @@ class Scenarios:
             "monitor-blackhole": self.monitor_blackhole,
             "syn-flood": self.syn_flood,
         }[name]()
+
+
+def _last_failure(s: dict[str, object], fault: float, kind: MarkKind) -> list[Mark]:
+    """The end of the last request that failed around the fault (summarize's recovery), if one did."""
+    if int(str(s["failed"])) - int(str(s["failed_before_fault"])) == 0:
+        return []
+    return mark("last failure ends", fault + float(str(s["recovered_after_s"])), kind)
+
+
+def _recovery(s: dict[str, object], fault: float) -> list[Mark]:
+    """The clients' recovery: the last failure's end, or the fault itself when none failed."""
+    return _last_failure(s, fault, "recovery") or mark("no request failed", fault, "recovery")
 
 
 def _syn_proxy_mode() -> str:

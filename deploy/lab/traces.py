@@ -18,10 +18,19 @@ class Span:
     start: datetime
     end: datetime
     attributes: dict[str, object]
+    instance: str = ""  # the process (service.instance.id: the lab names them, e.g. routectl-a)
 
     @property
     def ms(self) -> float:
         return (self.end - self.start).total_seconds() * 1000
+
+
+@dataclass(frozen=True)
+class FoundTrace:
+    """One scenario's trace for the reports: its spans by start time, or why there are none."""
+
+    spans: list[Span]
+    note: str = ""
 
 
 def _time(s: str) -> datetime:
@@ -34,9 +43,10 @@ def load(trace_dir: Path) -> list[Span]:
         for line in f.read_text(errors="replace").splitlines():
             try:
                 d = json.loads(line)
+                resource = d.get("resource", {}).get("attributes", {})
                 spans.append(
                     Span(
-                        service=str(d.get("resource", {}).get("attributes", {}).get("service.name", f.stem)),
+                        service=str(resource.get("service.name", f.stem)),
                         name=d["name"],
                         trace_id=d["context"]["trace_id"],
                         span_id=d["context"]["span_id"],
@@ -44,6 +54,7 @@ def load(trace_dir: Path) -> list[Span]:
                         start=_time(d["start_time"]),
                         end=_time(d["end_time"]),
                         attributes=d.get("attributes") or {},
+                        instance=str(resource.get("service.instance.id", "")),
                     )
                 )
             except (ValueError, KeyError, TypeError):

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+# docs/lab.md "A NATS cluster"; the sizes are deploy/lab/lab.py's NATS_CLUSTER_SIZES (not imported: root-only)
+NATS_CLUSTER_ARG: dict[str, Any] = {
+    "type": int, "choices": (1, 3, 5), "default": 1, "metavar": "N",
+    "help": "run NATS as a cluster of N servers (1, 3 or 5) with JetStream replicas min(N, 3) (default: 1)",
+}  # fmt: skip
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("lab", help="run VGW in network namespaces on this machine (root)")
@@ -13,6 +19,7 @@ def add_parser(sub: Any) -> None:
     insecure_help = "INSECURE: NATS and the config API without authentication (local experiments only)"
     up = lsub.add_parser("up", help="build the lab and wait until the VIP is served")
     up.add_argument("--insecure", action="store_true", help=insecure_help)
+    up.add_argument("--nats-cluster", **NATS_CLUSTER_ARG)
     up.set_defaults(func=run)
     lsub.add_parser("down", help="remove everything the lab created").set_defaults(func=run)
     s = lsub.add_parser("status", help="a live view: VIPs, announcements, backend health, traffic, events")
@@ -28,10 +35,13 @@ def add_parser(sub: Any) -> None:
         "requests, longlived, all (both)",
     )
     sc.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    sc.add_argument("--html", metavar="FILE", help="also write the report as one self-contained HTML page")
     sc.set_defaults(func=run)
     d = lsub.add_parser("demo", help="up, every scenario of both families, the report, down")
     d.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    d.add_argument("--html", metavar="FILE", help="also write the report as one self-contained HTML page")
     d.add_argument("--insecure", action="store_true", help=insecure_help)
+    d.add_argument("--nats-cluster", **NATS_CLUSTER_ARG)
     d.set_defaults(func=run)
 
 
