@@ -2,25 +2,42 @@
 
 The forwarder takes its ports, addresses, routes, workers, connection capacity and memory budget
 at start (they need a restart to change); the config model (``nodes[]``, with its ``forwarder``
-section) is their source of truth, so deployment renders them from it:
+section) is their source of truth, so every deployment renders them from it with ``vgw-fwd-config``
+(this module; ``python -m dataplane.shim.fwdargs`` is the same program):
 
-    python -m dataplane.shim.fwdargs --config docs/config-example.yaml --node node-a \\
-        --ext net_af_packet0 --int net_af_packet1 > /etc/vgw/fwd.conf
-    vgw-fwd <EAL options> -- --config /etc/vgw/fwd.conf
+    vgw-fwd-config --config docs/config-example.yaml --node node-a \\
+        --ext net_af_packet0 --int net_af_packet1 -o /run/vgw/fwd.conf     # from a file
+    VGW_NODE_ID=node-a vgw-fwd-config --from-nats -o /run/vgw/fwd.conf     # from the config store
+    vgw-fwd <EAL options> -- --config /run/vgw/fwd.conf
 
 Device names default to each port's ``device`` field; ``--ext``/``--int`` override them (the DPDK
-device name, e.g. a PCI address or ``net_af_packet0``). When the node's cluster syncs connections
+device name, e.g. a PCI address or ``net_af_packet0``), and a ``--devices`` map overrides those for
+the nodes it names (one Helm value for a whole fleet). When the node's cluster syncs connections
 (``clusters[].conn_sync``), the other nodes of the cluster become ``sync-peer`` lines and
-``--sync-key-file`` names the cluster's shared key (docs/forwarder.md, "Connection sync").
+``--sync-key-file`` names the cluster's shared key (docs/forwarder.md, "Connection sync"). The
+node's LIPs are listed as a comment: the shim programs them, with the rest of the node's state.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import os
 import sys
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
 
 from vgw.config import ConfigDocument, Node, PortConfig
+from vgw.settings import VgwSettings, describe_errors
 
+from . import fwdsource
+from .fwdsource import GaveUp, SourceError
+
+DEFAULT_WAIT_S = 300.0
 DEFAULT_SYNC_KEY_FILE = "/etc/vgw/conn-sync.key"
 
 
@@ -45,6 +62,7 @@ def render_settings(
     int_device: str | None = None,
     socket: str | None = None,
     sync: list[str] | None = None,
+    origin: str = "the config document",
 ) -> str:
     def dev(port: PortConfig, override: str | None, role: str) -> str:
         name = override or port.device
@@ -52,7 +70,7 @@ def render_settings(
             raise ValueError(f"node {node.id}: no DPDK device for the {role} port (set `device` or pass --{role})")
         return name
 
-    out = [f"# vgw-fwd settings for node {node.id} (rendered from the config document)"]
+    out = [f"# vgw-fwd settings for node {node.id}, rendered by vgw-fwd-config from {origin}"]
     out.append(f"mode {'single-arm' if node.mode == 'single_arm' else 'dual-arm'}")
     out.append(f"ext {dev(node.external, ext_device, 'ext')} {node.external.address.with_prefixlen}")
     if node.mode == "dual_arm" and node.internal is not None:
@@ -75,42 +93,126 @@ def render_settings(
         out.append(f"route {r.prefix.with_prefixlen} {r.via} {role}")
     if socket:
         out.append(f"socket {socket}")
+    lips = node.lips()
+    if lips:
+        out.append(f"# lips {' '.join(map(str, lips))} (programmed by the shim, not read from this file)")
     out.extend(sync or [])
     return "\n".join(out) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    from vgw.config.validate import ConfigInvalid, load_document
-
-    ap = argparse.ArgumentParser(prog="python -m dataplane.shim.fwdargs", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True, help="config document (YAML or JSON)")
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--ext", help="DPDK device of the external port")
-    ap.add_argument("--int", dest="int_", help="DPDK device of the internal port")
-    ap.add_argument("--socket", help="control socket path")
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="vgw-fwd-config",
+        description="Render one node's vgw-fwd settings file (ports, addresses, routes, sync peers) from the "
+        "config document: a file, or the config store over NATS (docs/forwarder.md, 'Settings from the config').",
+    )
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", metavar="FILE", help="the config document (YAML or JSON)")
+    src.add_argument(
+        "--from-nats",
+        action="store_true",
+        help="the current revision of the config store (KV vgw_config), with the VGW_NATS_* settings",
+    )
+    ap.add_argument(
+        "--nats-env",
+        metavar="FILE",
+        help="with --from-nats: VGW_* settings from FILE too (an identity's vgw.env); ignored with --config",
+    )
+    ap.add_argument("--node", help="the node's id (nodes[].id); default $VGW_NODE_ID")
+    ap.add_argument("--ext", metavar="DEV", help="DPDK device of the external port")
+    ap.add_argument("--int", dest="int_", metavar="DEV", help="DPDK device of the internal port")
+    ap.add_argument(
+        "--devices", metavar="FILE", help="per-node devices {node id: {ext: DEV, int: DEV}}; beats --ext/--int"
+    )
+    ap.add_argument("--socket", help="control socket path (a `socket` line)")
     ap.add_argument(
         "--sync-key-file",
         default=DEFAULT_SYNC_KEY_FILE,
         help=f"the cluster's connection-sync key, when its cluster syncs (default {DEFAULT_SYNC_KEY_FILE})",
     )
+    ap.add_argument(
+        "--wait",
+        type=float,
+        default=DEFAULT_WAIT_S,
+        metavar="SECONDS",
+        help=f"with --from-nats: how long to wait for NATS and the config (default {DEFAULT_WAIT_S:.0f}; 0: once)",
+    )
+    ap.add_argument("-o", "--output", metavar="FILE", help="write FILE atomically (default: stdout)")
+    return ap
+
+
+def _say(msg: str) -> None:
+    print(f"vgw-fwd-config: {msg}", file=sys.stderr, flush=True)
+
+
+def _nats_settings(env_file: str | None) -> VgwSettings:
+    if env_file is not None and not Path(env_file).is_file():
+        raise SourceError(f"--nats-env {env_file}: no such file")
+    try:
+        # the environment wins over the file (pydantic-settings), as systemd's Environment= would
+        return VgwSettings(_env_file=env_file)
+    except ValidationError as exc:
+        raise SourceError("; ".join(describe_errors(VgwSettings, exc))) from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
+    node_id = args.node or os.environ.get("VGW_NODE_ID", "")
+    if not node_id:
+        ap.error("no node: pass --node ID or set VGW_NODE_ID")
+    if args.wait < 0:
+        ap.error("--wait must be >= 0")
     try:
-        with open(args.config, "rb") as f:
-            doc: ConfigDocument = load_document(f.read())
-    except (OSError, ConfigInvalid) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if args.from_nats:
+            # the bus logs every failed connect; the progress lines already say what is awaited
+            logging.basicConfig(format="vgw-fwd-config: %(message)s", level=logging.ERROR)
+            settings = _nats_settings(args.nats_env)
+            loaded = asyncio.run(fwdsource.from_store(settings, node_id, args.wait, _say))
+        else:
+            loaded = fwdsource.from_file(args.config)
+        node = loaded.doc.node(node_id)
+        if node is None:
+            raise SourceError(f"no node {node_id!r} in {loaded.origin}")
+        ext, int_ = args.ext, args.int_
+        if args.devices:
+            per_node = fwdsource.load_devices(args.devices, node_id)
+            ext, int_ = per_node[0] or ext, per_node[1] or int_
+        sync = sync_settings(loaded.doc, node, args.sync_key_file)
+        text = render_settings(node, ext, int_, args.socket, sync, origin=loaded.origin)
+    except (SourceError, ValueError) as exc:
+        _say(f"error: {exc}")
         return 2
-    node = doc.node(args.node)
-    if node is None:
-        print(f"error: no node {args.node!r} in {args.config}", file=sys.stderr)
-        return 2
+    except GaveUp as exc:
+        _say(f"error: {exc}")
+        return 1
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
     try:
-        sync = sync_settings(doc, node, args.sync_key_file)
-        sys.stdout.write(render_settings(node, args.ext, args.int_, args.socket, sync))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        write_atomically(Path(args.output), text)
+    except OSError as exc:
+        _say(f"error: cannot write {args.output}: {exc}")
         return 2
+    _say(f"wrote {args.output} for node {node_id} from {loaded.origin}")
     return 0
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A temp file beside ``path``, flushed to disk, then renamed over it: a reader (or a crash) sees
+    the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 if __name__ == "__main__":

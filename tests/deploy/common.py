@@ -44,7 +44,8 @@ def healthcheck_argv(dockerfile: Path) -> list[str]:
 
 
 def load_compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
 
 
 # The least a user must give the chart (it refuses to render an unauthenticated form otherwise).
@@ -73,7 +74,7 @@ def security_init_dir() -> Any:
     import pytest
 
     try:
-        from vgw.security import init_dir  # type: ignore[attr-defined]
+        from vgw.security import init_dir
     except ImportError:
         pytest.skip("vgw.security.init_dir is not available")
     return init_dir

@@ -273,6 +273,7 @@ def test_forwarder_accepts_the_deployed_arguments(tmp_path: Path) -> None:
     import os
     import secrets
     import subprocess
+    import sys
 
     from tests.forwarder.topology import cleanup_dpdk_files
 
@@ -286,10 +287,23 @@ def test_forwarder_accepts_the_deployed_arguments(tmp_path: Path) -> None:
     compose_cmd = [defaults(a) for a in load_compose()["services"]["fwd"]["command"]]
     (ds,) = [d for d in render_chart() if d["kind"] == "DaemonSet"]
     helm_cmd = next(c["command"] for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "fwd")
-    settings_file = ["vgw-fwd", "--", "--config", str(REPO / "deploy/systemd/fwd.conf.example")]
+    # Helm and systemd read a settings file rendered by vgw-fwd-config (init container, ExecStartPre)
+    key = tmp_path / "conn-sync.key"
+    key.write_text(secrets.token_hex(16))
+    key.chmod(0o600)
+    rendered = tmp_path / "fwd.conf"
+    subprocess.run(
+        [sys.executable, "-m", "dataplane.shim.fwdargs", "--config", str(REPO / "docs/config-example.yaml"),
+         "--node", "node-a", "--ext", "net_af_packet0", "--int", "net_af_packet1", "--sync-key-file", str(key),
+         "-o", str(rendered)],
+        check=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    rendered_paths = {"/run/vgw/fwd.sock": str(tmp_path / "fwd.sock"), "/etc/vgw/fwd/fwd.conf": str(rendered),
+                      "/run/vgw/fwd.conf": str(rendered)}  # fmt: skip
+    settings_file = ["vgw-fwd", "--", "--config", str(rendered)]
     for name, cmd in (("compose", compose_cmd), ("helm", helm_cmd), ("systemd", settings_file)):
         args = cmd[cmd.index("--") + 1 :]
-        args = [str(tmp_path / "fwd.sock") if a == "/run/vgw/fwd.sock" else a for a in args]
+        args = [rendered_paths.get(a, a) for a in args]
         prefix = f"vgwdep{secrets.token_hex(4)}"
         eal = ["--no-huge", "-m", "128", "--file-prefix", prefix, "--lcores", "0@0,1@0", "--no-pci"]
         try:

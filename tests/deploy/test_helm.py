@@ -42,6 +42,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "extraEnv": {"VGW_NATS_CONNECT_TIMEOUT_S": "5"},
         "imagePullSecrets": [{"name": "regcred"}],
         "node": {
+            "devices": {"worker-1": {"ext": "0000:3b:00.0", "int": "0000:3b:00.1"}},
+            "forwarder": {"connSyncKeySecret": "vgw-conn-sync", "int": "net_af_packet1"},
             "tolerations": [{"operator": "Exists"}],
             "extraVolumes": [{"name": "vfio", "hostPath": {"path": "/dev/vfio"}}],
             "extraVolumeMounts": [{"name": "vfio", "mountPath": "/dev/vfio"}],
@@ -183,6 +185,10 @@ def test_values_schema_rejects_bad_values() -> None:
             {"image": {"pullPolicy": "Sometimes"}},
             {"security": {"insecure": "yes"}},
             {"security": {"existingSecret": "Not A Name"}},
+            {"node": {"devices": {"worker-1": {"ext": "x", "nic": "y"}}}},
+            {"node": {"devices": {"Worker 1": {"ext": "x"}}}},
+            {"node": {"forwarder": {"ext": "eth1; rm -rf /"}}},
+            {"node": {"forwarder": {"preStopWaitSeconds": 0}}},
         ):
             with pytest.raises(helm.HelmError):
                 chart.validate_schema(bad)
@@ -395,3 +401,95 @@ def test_the_secrets_script_gives_every_file_the_chart_mounts(tmp_path: Path) ->
     assert values["config"]["nats"]["tls"]["secretName"] == "vgw-nats-server"
     assert {"tls.crt", "tls.key", "ca.crt", "authorization.conf"} == set(nats)
     assert nats["authorization.conf"] == sec / "nats/authorization.conf" and nats["tls.key"] == sec / "nats/server.key"
+
+
+# --- node bootstrap, shutdown order, replicated NATS (issue #17) -------------------------------------
+
+
+def node_pod() -> dict[str, Any]:
+    return dict(by_kind(render_chart())[("DaemonSet", "vgw-node")]["spec"]["template"]["spec"])
+
+
+def test_an_init_container_renders_the_forwarder_settings_for_the_pods_node() -> None:
+    pod = node_pod()
+    (init,) = pod["initContainers"]
+    cmd = init["command"]
+    assert cmd[:2] == ["vgw-fwd-config", "--from-nats"]
+    out = cmd[cmd.index("--output") + 1]
+    fwd = containers({"spec": {"template": {"spec": pod}}})["fwd"]
+    fwd_args = fwd["command"][fwd["command"].index("--") + 1 :]
+    assert fwd_args[fwd_args.index("--config") + 1] == out  # the forwarder reads what the init wrote
+    mounts = {c["name"]: {m["name"]: m for m in c["volumeMounts"]} for c in (init, fwd)}
+    conf_dir = str(Path(out).parent)
+    assert mounts["fwd-config"]["fwd-conf"]["mountPath"] == conf_dir
+    assert mounts["fwd"]["fwd-conf"]["mountPath"] == conf_dir and mounts["fwd"]["fwd-conf"]["readOnly"] is True
+    assert {v["name"]: v for v in pod["volumes"]}["fwd-conf"]["emptyDir"]["medium"] == "Memory"
+    # the node is the Kubernetes node; the store is read as that node's shim identity
+    e = env_of(init)
+    assert init["env"][0] == {"name": "VGW_NODE_ID", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+    assert e["VGW_NATS_NKEY_SEED"] == f"{SEC}/shim-$(VGW_NODE_ID).nkey.seed"
+    assert e["VGW_NATS_INBOX_PREFIX"] == "_INBOX_shim-$(VGW_NODE_ID)"
+    assert init["securityContext"]["runAsNonRoot"] is True and init["securityContext"]["capabilities"] == {
+        "drop": ["ALL"]
+    }
+    # the forwarder's flags no longer carry a one-for-all address or port: only the settings file
+    assert not {"--ext", "--int", "--single-arm", "--route"} & set(fwd_args)
+
+
+def test_per_node_devices_reach_the_init_container() -> None:
+    devices = {"worker-1": {"ext": "0000:3b:00.0", "int": "0000:3b:00.1"}, "worker-2": {"ext": "0000:af:00.0"}}
+    docs = by_kind(render_chart({**SECURED_VALUES, "node": {"devices": devices}}))
+    cm = docs[("ConfigMap", "vgw-node-devices")]
+    assert yaml.safe_load(cm["data"]["devices.yaml"]) == devices
+    pod = docs[("DaemonSet", "vgw-node")]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    path = init["command"][init["command"].index("--devices") + 1]
+    mount = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}["devices"]
+    assert path == f"{mount}/devices.yaml"
+    assert {v["name"]: v for v in pod["volumes"]}["devices"]["configMap"]["name"] == "vgw-node-devices"
+
+
+def test_the_connection_sync_key_reaches_the_forwarder_owner_only() -> None:
+    values = {**SECURED_VALUES, "node": {"forwarder": {"connSyncKeySecret": "vgw-conn-sync"}}}
+    pod = by_kind(render_chart(values))[("DaemonSet", "vgw-node")]["spec"]["template"]["spec"]
+    inits = {c["name"]: c for c in pod["initContainers"]}
+    key = inits["fwd-config"]["command"][inits["fwd-config"]["command"].index("--sync-key-file") + 1]
+    cmd = inits["conn-sync-key"]["command"]
+    assert cmd[:3] == ["install", "-m", "0600"] and cmd[-1] == key
+    assert inits["conn-sync-key"]["securityContext"]["runAsUser"] == 0  # the forwarder's user owns it
+    vol = {v["name"]: v for v in pod["volumes"]}["conn-sync"]["secret"]
+    assert vol["secretName"] == "vgw-conn-sync" and vol["items"] == [{"key": "conn-sync.key", "path": "conn-sync.key"}]
+    assert "conn-sync-key" not in {c["name"] for c in node_pod()["initContainers"]}
+
+
+def test_the_forwarder_stops_only_after_route_control_has_withdrawn() -> None:
+    pod = node_pod()
+    c = containers({"spec": {"template": {"spec": pod}}})
+    hook = c["fwd"]["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook[:3] == ["python", "-m", "dataplane.shim.fwdprestop"]
+    # it watches route control's own endpoint on this node (host network)
+    port = {p["name"]: p["containerPort"] for p in c["routectl"]["ports"]}["metrics-rc"]
+    assert hook[hook.index("--url") + 1] == f"http://127.0.0.1:{port}/healthz"
+    assert float(hook[hook.index("--timeout") + 1]) < pod["terminationGracePeriodSeconds"]
+    assert "lifecycle" not in c["routectl"]  # route control gets SIGTERM at once, and withdraws
+    with pytest.raises(helm.HelmError, match="preStopWaitSeconds must be below"):
+        render_chart({**SECURED_VALUES, "node": {"terminationGracePeriodSeconds": 20}})
+
+
+def test_nats_runs_as_a_three_server_cluster_and_every_process_replicates_on_it() -> None:
+    nats = yaml.safe_load((CHART / "values.yaml").read_text())["nats"]
+    assert nats["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    assert nats["config"]["jetstream"]["enabled"] is True
+    docs = render_chart()
+    for name, (c, _pod) in vgw_containers(docs).items():
+        assert env_of(c)["VGW_JS_REPLICAS"] == "3", name
+    (init,) = node_pod()["initContainers"]
+    assert env_of(init)["VGW_JS_REPLICAS"] == "3"
+    # routes: only the NATS pods of the release may reach the route port
+    pol = by_kind(docs)[("NetworkPolicy", "vgw-nats-routes")]["spec"]
+    route_rule = next(r for r in pol["ingress"] if r.get("from"))
+    assert route_rule["ports"] == [{"port": 6222, "protocol": "TCP"}]
+    assert route_rule["from"][0]["podSelector"] == pol["podSelector"]
+    # a NATS that is not the chart's: the operator sets the replicas (extraEnv), nothing is guessed
+    for name, (c, _pod) in vgw_containers(render_chart(VALUE_SETS["external-nats"])).items():
+        assert "VGW_JS_REPLICAS" not in env_of(c), name

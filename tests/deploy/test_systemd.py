@@ -90,7 +90,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         [ANALYZE, "verify", "--man=no", *names], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     # The binaries are installed by the packaging, not on this machine: that is the only complaint allowed.
-    allowed = re.compile(r"Command (/opt/vgw/bin/vgw-[a-z]+|/usr/local/bin/vgw-fwd) is not executable")
+    allowed = re.compile(r"Command (/opt/vgw/bin/vgw-[a-z-]+|/usr/local/bin/vgw-fwd) is not executable")
     complaints = [line for line in (r.stdout + r.stderr).splitlines() if line.strip() and not allowed.search(line)]
     assert complaints == []
 
@@ -178,3 +178,85 @@ def test_generated_identity_env_files_carry_the_credentials(tmp_path: Path) -> N
     assert "include ./tls.conf" in conf and "include ./authorization.conf" in conf
     assert "store_dir" in conf and "/var/lib/vgw-nats" in conf
     assert re.search(r"verify:\s*true", (sec / "nats/tls.conf").read_text())
+
+
+# --- node bootstrap and shutdown order (issue #17) -------------------------------------------------
+
+
+def unit_section(path: Path, section: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    current = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            current = line
+        elif current == section and "=" in line and not line.startswith("#"):
+            k, _, v = line.partition("=")
+            out.setdefault(k, []).extend(v.split())
+    return out
+
+
+def node_units(node: str) -> dict[str, dict[str, list[str]]]:
+    """[Unit] of the three units of one node, instantiated for node (%i)."""
+    names = {"vgw-fwd.service": "vgw-fwd.service", f"vgw-shim@{node}.service": "vgw-shim@.service",
+             f"vgw-routectl@{node}.service": "vgw-routectl@.service"}  # fmt: skip
+    return {
+        name: {k: [v.replace("%i", node) for v in vs] for k, vs in unit_section(SYSTEMD / f, "[Unit]").items()}
+        for name, f in names.items()
+    }
+
+
+def starts_after(units: dict[str, dict[str, list[str]]], a: str, b: str) -> bool:
+    """Whether a is ordered (directly or through other units) after b: After= in a, or Before= in b.
+    systemd stops units in the reverse order, so then a stops, completely, before b begins to."""
+    seen, todo = set(), [a]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        deps = set(units[n].get("After", [])) | {m for m, u in units.items() if n in u.get("Before", [])}
+        if b in deps:
+            return True
+        todo.extend(d for d in deps if d in units)
+    return False
+
+
+def test_route_control_stops_and_withdraws_before_the_forwarder() -> None:
+    units = node_units("node-1")
+    fwd, shim, rc = "vgw-fwd.service", "vgw-shim@node-1.service", "vgw-routectl@node-1.service"
+    # stop order: route control (withdraws on SIGTERM), then the shim, then the forwarder
+    assert starts_after(units, rc, shim) and starts_after(units, shim, fwd) and starts_after(units, rc, fwd)
+    assert not starts_after(units, fwd, rc) and not starts_after(units, shim, rc)  # no cycle
+    # directly, not only through the shim: the order holds on a node whose shim unit is masked
+    without_shim = {n: u for n, u in units.items() if n != shim}
+    assert starts_after(without_shim, rc, fwd)
+    # restarting the forwarder alone is the hitless restart: it must not take route control (and the
+    # node's routes) with it
+    for key in ("StopPropagatedFrom", "PartOf", "BindsTo", "Requires"):
+        assert fwd not in units[rc].get(key, []), key
+    # the check notices a unit that lost its ordering
+    broken = {**units, rc: {**units[rc], "After": ["network-online.target"]}}
+    assert not starts_after(broken, rc, fwd)
+
+
+def test_the_forwarder_renders_its_settings_from_the_config_at_every_start() -> None:
+    s = unit(SYSTEMD / "vgw-fwd.service")
+    (pre,) = s["ExecStartPre"]
+    (start,) = s["ExecStart"]
+    argv = pre.split()
+    assert argv[0] == "/opt/vgw/bin/vgw-fwd-config"
+    out = argv[argv.index("--output") + 1]
+    assert out.startswith("/run/vgw/")  # a runtime file, never a stale hand-written one
+    fwd_args = start.split()
+    assert fwd_args[fwd_args.index("--config") + 1] == out
+    assert argv[argv.index("--node") + 1] == "${VGW_NODE_ID}"
+    # the node's shim identity reads the store; the source defaults to NATS and a file may replace it
+    assert "--nats-env" in argv and argv[argv.index("--nats-env") + 1].endswith("/shim-${VGW_NODE_ID}/vgw.env")
+    assert "VGW_FWD_CONFIG_SOURCE=--from-nats" in s["Environment"]
+    assert "/etc/vgw/fwd.env" in s["EnvironmentFile"]  # required: it names the node
+    example = env_file((SYSTEMD / "fwd.env.example").read_text())
+    assert example["VGW_NODE_ID"] and example["VGW_FWD_EAL"]
+    assert not (SYSTEMD / "fwd.conf.example").exists(), "the settings are rendered, not hand-written"
+    # the wait for the config (vgw-fwd-config --wait, 300 s by default) fits in the start timeout
+    assert float(s["TimeoutStartSec"][0].removesuffix("s")) > 300

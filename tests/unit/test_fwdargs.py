@@ -18,7 +18,7 @@ def test_example_node_with_default_forwarder_settings() -> None:
     node = doc.node("node-a")
     assert node is not None
     assert render_settings(node, socket="/run/vgw-fwd.sock") == (
-        "# vgw-fwd settings for node node-a (rendered from the config document)\n"
+        "# vgw-fwd settings for node node-a, rendered by vgw-fwd-config from the config document\n"
         "mode dual-arm\n"
         "ext veth-a-ext 192.0.2.11/24\n"
         "int veth-a-int 198.51.100.11/24\n"
@@ -28,6 +28,7 @@ def test_example_node_with_default_forwarder_settings() -> None:
         "memory-budget 536870912\n"
         "route 0.0.0.0/0 192.0.2.1 ext\n"
         "socket /run/vgw-fwd.sock\n"
+        "# lips 198.51.100.101 198.51.100.102 (programmed by the shim, not read from this file)\n"
     )
 
 
@@ -56,7 +57,7 @@ def test_a_document_over_budget_renders_nothing(tmp_path: Path, capsys: pytest.C
     assert main(["--config", str(cfg), "--node", "node-a"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert "nodes[0].forwarder.memory_budget: node node-a needs 100.9 MiB" in err
+    assert "nodes[0].forwarder.memory_budget: node node-a needs 101.4 MiB" in err
 
 
 def test_sync_cluster_renders_its_other_nodes_as_peers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,6 +57,12 @@ name $(VGW_NODE_ID), which Kubernetes expands from the container's earlier env. 
 {{- define "vgw.env" -}}
 - name: VGW_NATS_URL
   value: {{ include "vgw.natsUrl" .ctx | quote }}
+{{- $cluster := .ctx.Values.nats.config.cluster | default dict }}
+{{- if and .ctx.Values.nats.enabled $cluster.enabled }}
+# JetStream replicas of every KV bucket and the event stream: one per NATS server of the cluster
+- name: VGW_JS_REPLICAS
+  value: {{ $cluster.replicas | default 3 | quote }}
+{{- end }}
 {{- if .ctx.Values.security.insecure }}
 # INSECURE (security.insecure): the process accepts a NATS without authentication and says so loudly.
 - name: VGW_NATS_INSECURE
