@@ -5,7 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-python test-dataplane lint events-docs demo bench clean
+.PHONY: setup test test-python test-dataplane lint events-docs config-schema demo bench clean images deploy-tools test-deploy
 
 setup:
 	@scripts/setup.sh
@@ -30,6 +30,25 @@ lint: setup
 # checked-in files differ from what this writes.
 events-docs: setup
 	$(PY) -m vgw.events.docgen docs/events
+
+# Regenerate docs/config.schema.json (the config document's JSON Schema, for editors) from the
+# pydantic models. A test fails when the checked-in file differs from what this writes.
+config-schema: setup
+	$(PY) -m vgw.config.schemagen docs/config.schema.json
+
+# Every container image, with podman, from a debootstrap base (scripts/build-images.sh, docs/deploy.md).
+images: deploy-tools
+	@scripts/build-images.sh
+
+# What building and running the images needs (not part of `make setup`: only these targets use it).
+DEPLOY_APT := podman runc catatonit iptables debootstrap
+deploy-tools:
+	@missing=$$(for p in $(DEPLOY_APT); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing $$missing"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
+
+# The shipped forms run for real (minutes: image builds, containers): tests marked `deploy`.
+test-deploy: setup images
+	VGW_TEST_DEPLOY=1 $(PY) -m pytest -q -p no:cacheprovider -m deploy tests/deploy $(PYTEST_ARGS)
 
 # The lab (deploy/lab, docs/lab.md): up, every scenario under steady client traffic, the report, down.
 demo: setup

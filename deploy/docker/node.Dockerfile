@@ -37,8 +37,12 @@ RUN make -C dataplane fwd && test -x dataplane/build/vgw-fwd \
 FROM ${PYTHON_IMAGE} AS py-build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# pip's settings for builds behind a private index or TLS proxy, never stored in a layer:
+# --secret id=pip.conf,src=FILE (becomes /etc/pip.conf) and --secret id=pip-ca,src=CA.pem (FILE
+# says `cert = /run/secrets/pip-ca`); scripts/build-images.sh passes the host's. Both optional.
 WORKDIR /src
-RUN python -m venv /opt/vgw && /opt/vgw/bin/pip install --upgrade pip setuptools wheel \
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=pip-ca \
+    python -m venv /opt/vgw && /opt/vgw/bin/pip install --upgrade pip setuptools wheel \
     && python -m venv /opt/protoc && /opt/protoc/bin/pip install "grpcio-tools>=1.70,<2"
 COPY pyproject.toml README.md ./
 COPY proto/ proto/
@@ -46,7 +50,8 @@ COPY vgw/ vgw/
 COPY services/ services/
 COPY dataplane/__init__.py dataplane/
 COPY dataplane/shim/ dataplane/shim/
-RUN find proto -name '*.proto' -print0 | xargs -0 -r /opt/protoc/bin/python -m grpc_tools.protoc -Iproto \
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=pip-ca \
+    find proto -name '*.proto' -print0 | xargs -0 -r /opt/protoc/bin/python -m grpc_tools.protoc -Iproto \
         --python_out=. --pyi_out=. \
     && /opt/vgw/bin/pip install . \
     && /opt/vgw/bin/python -c "import vgw, dataplane.shim, services.routectl" \
