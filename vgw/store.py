@@ -26,9 +26,6 @@ from vgw.jsretry import is_transient, retrying
 
 log = logging.getLogger("vgw.store")
 
-EARLY_MARKER_WAIT_S = 5.0
-"""How long a snapshot waits for initial values the server sent before nats-py said they ended."""
-
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -277,11 +274,8 @@ class KvStore(Generic[M]):
     ) -> AsyncIterator[Change[M] | None]:
         """Changes from one watcher until a reconnect makes it stale. None marks the snapshot end."""
         initial = True
-        seen = 0  # the highest revision received
-        due = 0  # after an early end marker: the revision the initial values reach
         while not reconnect.done():
-            wait_s = (EARLY_MARKER_WAIT_S if due else snapshot_timeout_s) if initial else 3600.0
-            nxt = asyncio.ensure_future(watcher.updates(timeout=wait_s))
+            nxt = asyncio.ensure_future(watcher.updates(timeout=snapshot_timeout_s if initial else 3600.0))
             done, _ = await asyncio.wait({nxt, reconnect}, return_when=asyncio.FIRST_COMPLETED)
             if nxt not in done:
                 nxt.cancel()
@@ -289,11 +283,6 @@ class KvStore(Generic[M]):
             try:
                 e = nxt.result()
             except NatsTimeoutError:
-                if due:  # what the server said it sent did not come: end the snapshot there
-                    log.warning("watch %s: revisions up to %d did not arrive; snapshot at %d", self.bucket, due, seen)
-                    initial, due = False, 0
-                    yield None
-                    continue
                 if initial:  # the snapshot never completed: start over
                     log.warning("watch %s: no snapshot in %.0fs; rebuilding", self.bucket, snapshot_timeout_s)
                     return
@@ -302,39 +291,14 @@ class KvStore(Generic[M]):
                 log.warning("watch %s: %s; rebuilding", self.bucket, exc or type(exc).__name__)
                 return
             if e is None:
-                due = await _delivered_revision(watcher)
-                if due > seen:
-                    # nats-py ends the initial values when the consumer has nothing pending and the
-                    # client has handled nothing yet -- also when the server has sent them and they
-                    # are still in flight. Ended there, a snapshot misses them (seen under load:
-                    # empty snapshots of full buckets). Read on until they are in.
-                    continue
-                initial, due = False, 0
+                initial = False
                 yield None
                 continue
-            seen = max(seen, e.revision or 0)
-            yield self._change(e)
-            if due and seen >= due:
-                initial, due = False, 0
-                yield None
-
-    def _change(self, e: KeyValue.Entry) -> Change[M]:
-        if e.operation in (KV_DEL, KV_PURGE) or e.revision is None:
-            return Change(key=e.key, entry=None, revision=e.revision or 0)
-        return Change(key=e.key, entry=self._decode(e.key, e.value, e.revision), revision=e.revision)
-
-
-async def _delivered_revision(watcher: KeyValue.KeyWatcher) -> int:
-    """The last revision the server has sent this watcher (its consumer's delivered stream
-    sequence); 0 when it cannot say (then the end marker is taken as it is)."""
-    sub = watcher._sub  # nats-py keeps the subscription private
-    if sub is None:
-        return 0
-    try:
-        info = await sub.consumer_info()
-    except Exception:
-        return 0
-    return int(info.delivered.stream_seq or 0) if info.delivered is not None else 0
+            if e.operation in (KV_DEL, KV_PURGE) or e.revision is None:
+                yield Change(key=e.key, entry=None, revision=e.revision or 0)
+            else:
+                entry = self._decode(e.key, e.value, e.revision)
+                yield Change(key=e.key, entry=entry, revision=e.revision)
 
 
 async def create_bucket(bus: Bus, config: api.KeyValueConfig) -> KeyValue:
