@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -231,7 +231,7 @@ class KvStore(Generic[M]):
                 return {k: e.value for k, e in ev.entries.items()}
         return {}
 
-    async def watch(self, keys: str = ">", *, snapshot_timeout_s: float = 30.0) -> AsyncIterator[WatchEvent[M]]:
+    async def watch(self, keys: str = ">", *, snapshot_timeout_s: float = 30.0) -> AsyncGenerator[WatchEvent[M], None]:
         """A :class:`Snapshot` of ``keys`` (a KV key pattern), then each :class:`Change`; a fresh
         snapshot after every reconnect. Runs until the consumer stops iterating."""
         first = True
@@ -272,10 +272,11 @@ class KvStore(Generic[M]):
     async def _follow(
         self, watcher: KeyValue.KeyWatcher, reconnect: asyncio.Future[None], snapshot_timeout_s: float
     ) -> AsyncIterator[Change[M] | None]:
-        """Changes from one watcher until a reconnect makes it stale. None marks the snapshot end."""
-        initial = True
+        """Changes from one watcher until a reconnect makes it stale. None marks the snapshot end
+        (where :class:`InitialValues` puts it, not always where nats-py does)."""
+        initial = InitialValues()
         while not reconnect.done():
-            nxt = asyncio.ensure_future(watcher.updates(timeout=snapshot_timeout_s if initial else 3600.0))
+            nxt = asyncio.ensure_future(watcher.updates(timeout=3600.0 if initial.complete else snapshot_timeout_s))
             done, _ = await asyncio.wait({nxt, reconnect}, return_when=asyncio.FIRST_COMPLETED)
             if nxt not in done:
                 nxt.cancel()
@@ -283,7 +284,7 @@ class KvStore(Generic[M]):
             try:
                 e = nxt.result()
             except NatsTimeoutError:
-                if initial:  # the snapshot never completed: start over
+                if not initial.complete:  # the snapshot never completed: start over
                     log.warning("watch %s: no snapshot in %.0fs; rebuilding", self.bucket, snapshot_timeout_s)
                     return
                 continue  # an idle bucket, nothing more
@@ -291,14 +292,96 @@ class KvStore(Generic[M]):
                 log.warning("watch %s: %s; rebuilding", self.bucket, exc or type(exc).__name__)
                 return
             if e is None:
-                initial = False
-                yield None
+                if not initial.marker_may_be_early():
+                    ended = initial.on_marker()
+                else:
+                    try:
+                        delivered, pending = await _consumer_counts(watcher)
+                    except Exception as exc:  # without the counts the end is unknown: start over
+                        log.warning("watch %s: consumer info: %s; rebuilding", self.bucket, exc or type(exc).__name__)
+                        return
+                    log.debug("watch %s: early end marker; %d sent, %d pending", self.bucket, delivered, pending)
+                    ended = initial.on_counts(delivered, pending)
+                if ended:
+                    yield None
                 continue
-            if e.operation in (KV_DEL, KV_PURGE) or e.revision is None:
-                yield Change(key=e.key, entry=None, revision=e.revision or 0)
-            else:
-                entry = self._decode(e.key, e.value, e.revision)
-                yield Change(key=e.key, entry=entry, revision=e.revision)
+            yield self._change(e)
+            if initial.on_entry(e.delta):
+                yield None
+
+    def _change(self, e: KeyValue.Entry) -> Change[M]:
+        if e.operation in (KV_DEL, KV_PURGE) or e.revision is None:
+            return Change(key=e.key, entry=None, revision=e.revision or 0)
+        return Change(key=e.key, entry=self._decode(e.key, e.value, e.revision), revision=e.revision)
+
+
+class InitialValues:
+    """Where one watcher's initial values end, i.e. when its :class:`Snapshot` is complete.
+
+    nats-py (2.x, ``KeyValue.watch``) marks that end with None, normally right after the first
+    value the server sent with nothing pending behind it. But when, right after subscribing, the
+    consumer has nothing pending and the client has received nothing yet, it queues the marker at
+    once -- also when the server has already sent every value (sent counts as no longer pending)
+    and they are still on their way: the queue is then [None, v1, ..., vk] with no second marker,
+    and a snapshot taken at the marker would show a full bucket as empty.
+
+    So a marker before any value is checked against the consumer's own counts, read after
+    subscribing: its initial values are the first ``delivered + pending`` messages it sends
+    (delivered counts what it has sent, pending what it still has to: together at least every
+    value it started with). When that is 0 the pattern is truly empty and the marker is right.
+    Otherwise they end at the first value with nothing pending behind it (``delta`` 0: every
+    earlier one has been sent) or once that many values (deletes included) came, whichever is
+    first; the count bounds a busy bucket where ``delta`` may not drop to 0 for a while. Either
+    end is a state the pattern really had, so the snapshot is never partial. A later marker ends
+    nothing more.
+
+    Pure bookkeeping, no I/O, so the rule is tested without a server.
+    """
+
+    def __init__(self) -> None:
+        self.complete = False
+        self._received = 0
+        self._due: int | None = None  # set by an early marker: how many values the initial ones are
+
+    def marker_may_be_early(self) -> bool:
+        """True when nats-py's marker, arriving now, may be early: then :meth:`on_counts` decides."""
+        return not self.complete and self._due is None and self._received == 0
+
+    def on_marker(self) -> bool:
+        """A marker after at least one value (or after the end): True when it ends the initial values."""
+        if self.complete or self._due is not None:
+            return False
+        self.complete = True
+        return True
+
+    def on_counts(self, delivered: int, pending: int) -> bool:
+        """The consumer's counts after an early marker: True when the initial values end right here."""
+        self._due = delivered + pending
+        self.complete = self._due == 0
+        return self.complete
+
+    def on_entry(self, delta: int | None) -> bool:
+        """One value (or delete) arrived, ``delta`` messages pending behind it: True when it is the
+        last of the initial values."""
+        if self.complete:
+            return False
+        self._received += 1
+        if self._due is None:  # the end is nats-py's marker
+            return False
+        self.complete = delta == 0 or self._received >= self._due
+        return self.complete
+
+
+async def _consumer_counts(watcher: KeyValue.KeyWatcher) -> tuple[int, int]:
+    """How many messages the watcher's consumer has sent and still has pending, from the server."""
+    # nats-py keeps the watcher's subscription private; its consumer_info is the only place the
+    # server says how many initial values it has already sent (see InitialValues).
+    sub = watcher._sub
+    if sub is None:  # set by KeyValue.watch before it returns the watcher
+        raise RuntimeError("the watcher has no subscription")
+    info = await sub.consumer_info()
+    delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+    return int(delivered or 0), int(info.num_pending or 0)
 
 
 async def create_bucket(bus: Bus, config: api.KeyValueConfig) -> KeyValue:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import pytest
 from prometheus_client import REGISTRY
@@ -113,3 +115,44 @@ async def test_empty_bucket_snapshot(bus: Bus) -> None:
         await view.wait(lambda: "x" in view.state)
     finally:
         task.cancel()
+
+
+async def first_snapshot(store: KvStore[Doc], keys: str = ">") -> Snapshot[Doc]:
+    """The first event of a fresh watch, which must be its snapshot; the watch is stopped after."""
+    async with aclosing(store.watch(keys)) as events:
+        ev = await anext(events)
+    assert isinstance(ev, Snapshot), ev
+    return ev
+
+
+async def test_every_snapshot_of_a_full_bucket_holds_every_key(bus: Bus) -> None:
+    # nats-py can end a watch's initial values before the ones the server has already sent
+    # arrive (tests/unit/test_store_initial_values.py); a snapshot ended there is short. Many
+    # watches, a few at a time, give that race its chances against a real server.
+    store = await KvStore.open(bus, "t_snap_many", Doc)
+    want = {f"k{i:02d}" for i in range(50)}
+    for key in sorted(want):
+        await store.put(key, Doc(name=key))
+    short: list[int] = []
+    async with asyncio.timeout(120):
+        for _ in range(50):
+            snaps = await asyncio.gather(*(first_snapshot(store) for _ in range(4)))
+            short += [len(s.entries) for s in snaps if set(s.entries) != want]
+    assert short == [], f"{len(short)} of 200 snapshots were short (their sizes: {short})"
+
+
+async def test_a_one_key_watch_has_its_snapshot_promptly(bus: Bus) -> None:
+    # the key's last revision is in the middle of the bucket's stream, as for a config key
+    # among others written after it: its snapshot must not wait for the stream's later revisions
+    store = await KvStore.open(bus, "t_snap_one", Doc)
+    for i in range(50):
+        await store.put(f"k{i:02d}", Doc(name=f"k{i:02d}"))
+    await store.put("k07", Doc(name="k07", weight=7))
+    for i in range(50, 60):
+        await store.put(f"k{i:02d}", Doc(name=f"k{i:02d}"))
+    for _ in range(10):
+        start = time.monotonic()
+        snap = await first_snapshot(store, "k07")
+        took = time.monotonic() - start
+        assert set(snap.entries) == {"k07"} and snap.entries["k07"].value.weight == 7
+        assert took < 2.0, f"the one-key snapshot took {took:.1f}s"
