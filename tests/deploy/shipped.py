@@ -12,6 +12,7 @@ test); the test names every other replacement.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -19,7 +20,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,6 +166,29 @@ class ShippedLab(Lab):
     def wait_ready(self, name: str, timeout_s: float = 30) -> None:
         self.wait_for(lambda: "vgw-fwd ready" in self.log(name), timeout_s, f"{name} ready")
 
+    def run_forwarder(self, n: str, fwd: Proc) -> None:
+        """Node n's forwarder as the form starts it, until it is ready; the lab's shim and checks then
+        find it at the socket the form gives it."""
+        self.start_proc(fwd)
+        self.wait_ready(fwd.name)
+        assert self.state is not None
+        self.state.sockets[n] = fwd.argv[fwd.argv.index("--socket") + 1]
+
+
+@contextlib.contextmanager
+def shipped_lab(starter: NodeStarter) -> Iterator[ShippedLab]:
+    """The lab up with the form's node processes, its own check passed (the VIP at the router via both
+    nodes, a client served), else the failure with the node processes' logs; down at the end."""
+    s = ShippedLab(starter)
+    try:
+        try:
+            s.up(timeout_s=150)
+        except Exception as exc:
+            raise AssertionError(f"{exc}\n{s.tails()}") from exc
+        yield s
+    finally:
+        s.down()
+
 
 # --- the forms' own expansion rules ---------------------------------------------------------------
 
@@ -204,17 +228,18 @@ def systemd_exec(line: str, env: dict[str, str]) -> list[str]:
     return out
 
 
-def systemd_unit(path: Path, instance: str = "") -> dict[str, list[str]]:
-    """[Service] settings of a unit file, every value of a repeated key, %i as the instance."""
+def systemd_unit(path: Path, instance: str | None = None, section: str = "[Service]") -> dict[str, list[str]]:
+    """A section's settings of a unit file, every value of a repeated key (systemd allows them); %i
+    as the instance when one is given, else as written."""
     out: dict[str, list[str]] = {}
-    section = ""
+    current = ""
     for raw in path.read_text().splitlines():
         line = raw.strip()
         if line.startswith("["):
-            section = line
-        elif section == "[Service]" and "=" in line and not line.startswith(("#", ";")):
+            current = line
+        elif current == section and "=" in line and not line.startswith(("#", ";")):
             k, _, v = line.partition("=")
-            out.setdefault(k, []).append(v.replace("%i", instance))
+            out.setdefault(k, []).append(v if instance is None else v.replace("%i", instance))
     return out
 
 

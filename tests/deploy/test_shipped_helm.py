@@ -42,7 +42,7 @@ from dataplane.shim.fwdprestop import routectl_running
 from deploy.lab import procs
 from deploy.lab.plan import NODES
 from tests.deploy.common import CHART, render_chart
-from tests.deploy.shipped import BASE_PATH, PathMap, Proc, ShippedLab, kube_expand, prereqs
+from tests.deploy.shipped import BASE_PATH, PathMap, Proc, ShippedLab, kube_expand, prereqs, shipped_lab
 
 pytest.importorskip("helm_python", reason="helm-python-sdk is a dev dependency (make setup)")
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(prereqs() is not None, reason=str(prereqs()))]
@@ -160,23 +160,14 @@ class HelmNodes:
         if role == "fwd":
             for c in pod.spec["initContainers"]:  # in order, each to completion, as the kubelet
                 s.run_once(pod.proc(c["name"], ns=None))
-            fwd = pod.proc("fwd", ns=s.plan.node(n))
-            s.start_proc(fwd)
-            s.wait_ready(f"fwd-{n}")
-            assert s.state is not None
-            s.state.sockets[n] = fwd.argv[fwd.argv.index("--socket") + 1]
+            s.run_forwarder(n, pod.proc("fwd", ns=s.plan.node(n)))
         else:
             s.start_proc(pod.proc(role, ns=None))
 
 
 def test_the_daemonset_forwards_for_every_node_and_withdraws_before_the_forwarder_stops() -> None:
     nodes = HelmNodes()
-    s = ShippedLab(nodes)
-    try:
-        try:
-            s.up(timeout_s=150)  # the lab's check: the VIP at the router via both nodes, a client served
-        except Exception as exc:
-            raise AssertionError(f"{exc}\n{s.tails()}") from exc
+    with shipped_lab(nodes) as s:
         for n, pod in nodes.pods.items():
             assert [c["name"] for c in pod.spec["initContainers"]] == ["fwd-config", "conn-sync-key"]
             conf = (pod.volumes["fwd-conf"] / "fwd.conf").read_text().splitlines()
@@ -220,8 +211,6 @@ def test_the_daemonset_forwards_for_every_node_and_withdraws_before_the_forwarde
         fwd.send_signal(signal.SIGTERM)
         assert fwd.wait(timeout=30) == 0
         print(f"node a: the forwarder's preStop waited {waited:.1f}s for route control's withdrawal")
-    finally:
-        s.down()
 
 
 def cmdline(pid: int) -> bytes:

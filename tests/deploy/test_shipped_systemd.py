@@ -43,6 +43,7 @@ from tests.deploy.shipped import (
     Proc,
     ShippedLab,
     prereqs,
+    shipped_lab,
     systemd_environment,
     systemd_exec,
     systemd_unit,
@@ -108,23 +109,14 @@ class SystemdNodes:
     def __call__(self, s: ShippedLab, n: str, role: str) -> None:
         if role == "fwd":
             s.run_once(self.proc(s, n, "vgw-fwd.service", "ExecStartPre", ns=None))
-            fwd = self.proc(s, n, "vgw-fwd.service", "ExecStart", ns=s.plan.node(n))
-            s.start_proc(fwd)
-            s.wait_ready(f"fwd-{n}")
-            assert s.state is not None
-            s.state.sockets[n] = fwd.argv[fwd.argv.index("--socket") + 1]
+            s.run_forwarder(n, self.proc(s, n, "vgw-fwd.service", "ExecStart", ns=s.plan.node(n)))
         else:
             s.start_proc(self.proc(s, n, f"vgw-{role}@.service", "ExecStart", ns=None))
 
 
 def test_the_units_forward_for_every_node() -> None:
     nodes = SystemdNodes()
-    s = ShippedLab(nodes)
-    try:
-        try:
-            s.up(timeout_s=150)  # the lab's check: the VIP at the router via both nodes, a client served
-        except Exception as exc:
-            raise AssertionError(f"{exc}\n{s.tails()}") from exc
+    with shipped_lab(nodes) as s:
         for n, paths in nodes.paths.items():
             # ExecStartPre wrote the file ExecStart reads, with this node's own address and next hop
             conf = Path(paths("/run/vgw/fwd.conf")).read_text().splitlines()
@@ -141,8 +133,6 @@ def test_the_units_forward_for_every_node() -> None:
                 p = s.running.pop(f"{role}-{n}")
                 p.send_signal(signal.SIGTERM)
                 assert p.wait(timeout=30) == 0, (role, n, s.log(f"{role}-{n}")[-1500:])
-    finally:
-        s.down()
 
 
 def test_the_unit_refuses_to_start_without_the_node_file(tmp_path: Path) -> None:

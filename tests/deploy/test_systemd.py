@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.common import SYSTEMD, security_init_dir
+from tests.deploy.shipped import systemd_env_file, systemd_unit
 
 UNITS = sorted(SYSTEMD.glob("*.service"))
 # What each component may keep: the forwarder needs DPDK's three; nothing else needs any.
@@ -27,20 +28,6 @@ IDENTITIES = {
 ANALYZE = shutil.which("systemd-analyze")
 
 
-def unit(path: Path) -> dict[str, list[str]]:
-    """[Service] keys with every value (systemd allows repeated keys)."""
-    out: dict[str, list[str]] = {}
-    section = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[Service]" and "=" in line and not line.startswith("#"):
-            k, _, v = line.partition("=")
-            out.setdefault(k, []).append(v)
-    return out
-
-
 def test_units_exist_for_every_component() -> None:
     assert {p.stem for p in UNITS} == {
         "vgw-nats",
@@ -55,7 +42,7 @@ def test_units_exist_for_every_component() -> None:
 
 @pytest.mark.parametrize("path", UNITS, ids=lambda p: p.stem)
 def test_hardening_and_settings(path: Path) -> None:
-    s = unit(path)
+    s = systemd_unit(path)
     assert s["Restart"] == ["on-failure"]
     assert s["NoNewPrivileges"] == ["yes"]
     assert s["ProtectSystem"] == ["strict"]
@@ -110,19 +97,9 @@ def test_exposure_level(path: Path) -> None:
 # --- secure by default (issue #15) --------------------------------------------------------------------
 
 
-def env_file(text: str) -> dict[str, str]:
-    out = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            k, _, v = line.partition("=")
-            out[k] = v
-    return out
-
-
 @pytest.mark.parametrize("name", IDENTITIES)
 def test_every_nats_client_unit_requires_its_own_identity(name: str) -> None:
-    s = unit(SYSTEMD / f"{name}.service")
+    s = systemd_unit(SYSTEMD / f"{name}.service")
     files = s["EnvironmentFile"]
     ident = f"{SEC}/identities/{IDENTITIES[name]}/vgw.env"
     # no leading "-": a missing identity stops the unit instead of starting it without credentials
@@ -135,7 +112,7 @@ def test_every_nats_client_unit_requires_its_own_identity(name: str) -> None:
 
 
 def test_the_shared_env_example_carries_no_weakening_or_override() -> None:
-    example = env_file((SYSTEMD / "vgw.env.example").read_text())
+    example = systemd_env_file(SYSTEMD / "vgw.env.example")
     # set in vgw.env it would override every unit's identity or the per-node instance
     for key in example:
         assert not key.startswith(("VGW_NATS_", "VGW_CONFIG_", "VGW_NODE_ID")), key
@@ -143,7 +120,7 @@ def test_the_shared_env_example_carries_no_weakening_or_override() -> None:
 
 
 def test_nats_unit_runs_the_generated_configuration() -> None:
-    s = unit(SYSTEMD / "vgw-nats.service")
+    s = systemd_unit(SYSTEMD / "vgw-nats.service")
     assert s["ExecStart"] == [f"/usr/sbin/nats-server -c {SEC}/nats/nats-server.conf"]
     assert s["StateDirectory"] == ["vgw-nats"]
     assert "u vgw-nats " in (SYSTEMD / "vgw.sysusers.conf").read_text()
@@ -158,7 +135,7 @@ def test_generated_identity_env_files_carry_the_credentials(tmp_path: Path) -> N
     init_dir(sec, nodes=["node-1"], path_prefix=SEC, store_dir="/var/lib/vgw-nats")
     for name, template in IDENTITIES.items():
         ident = template.replace("%i", "node-1")
-        e = env_file((sec / "identities" / ident / "vgw.env").read_text())
+        e = systemd_env_file(sec / "identities" / ident / "vgw.env")
         assert all(u.startswith("tls://") for u in e["VGW_NATS_URL"].split(",")), name
         assert e["VGW_NATS_TLS_CA"] == f"{SEC}/ca/ca.crt"
         assert e["VGW_NATS_TLS_CERT"] == f"{SEC}/identities/{ident}/tls.crt"
@@ -166,10 +143,10 @@ def test_generated_identity_env_files_carry_the_credentials(tmp_path: Path) -> N
         assert e["VGW_NATS_NKEY_SEED"] == f"{SEC}/identities/{ident}/nkey.seed"
         assert e["VGW_NATS_INBOX_PREFIX"] == f"_INBOX_{ident}"
         assert not any("INSECURE" in k for k in e), name
-    config = unit(SYSTEMD / "vgw-config.service")
+    config = systemd_unit(SYSTEMD / "vgw-config.service")
     addr = next(v for v in config["Environment"] if v.startswith("VGW_CONFIG_ADDR="))
     if not addr.partition("=")[2].startswith(("127.0.0.1:", "[::1]:", "localhost:")):
-        e = env_file((sec / "identities/config/vgw.env").read_text())
+        e = systemd_env_file(sec / "identities/config/vgw.env")
         assert e["VGW_CONFIG_TLS_CERT"] == f"{SEC}/config-api/server.crt"
         assert e["VGW_CONFIG_TLS_KEY"] == f"{SEC}/config-api/server.key"
         assert e["VGW_CONFIG_TLS_CLIENT_CA"] == f"{SEC}/ca/ca.crt"
@@ -183,27 +160,16 @@ def test_generated_identity_env_files_carry_the_credentials(tmp_path: Path) -> N
 # --- node bootstrap and shutdown order (issue #17) -------------------------------------------------
 
 
-def unit_section(path: Path, section: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    current = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if line.startswith("["):
-            current = line
-        elif current == section and "=" in line and not line.startswith("#"):
-            k, _, v = line.partition("=")
-            out.setdefault(k, []).extend(v.split())
-    return out
-
-
 def node_units(node: str) -> dict[str, dict[str, list[str]]]:
     """[Unit] of the three units of one node, instantiated for node (%i)."""
     names = {"vgw-fwd.service": "vgw-fwd.service", f"vgw-shim@{node}.service": "vgw-shim@.service",
              f"vgw-routectl@{node}.service": "vgw-routectl@.service"}  # fmt: skip
-    return {
-        name: {k: [v.replace("%i", node) for v in vs] for k, vs in unit_section(SYSTEMD / f, "[Unit]").items()}
-        for name, f in names.items()
-    }
+    return {name: words(systemd_unit(SYSTEMD / f, node, "[Unit]")) for name, f in names.items()}
+
+
+def words(settings: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each key's values split into words: After=a b and After=a then After=b name the same units."""
+    return {k: [w for v in vs for w in v.split()] for k, vs in settings.items()}
 
 
 def starts_after(units: dict[str, dict[str, list[str]]], a: str, b: str) -> bool:
@@ -241,7 +207,7 @@ def test_route_control_stops_and_withdraws_before_the_forwarder() -> None:
 
 
 def test_the_forwarder_renders_its_settings_from_the_config_at_every_start() -> None:
-    s = unit(SYSTEMD / "vgw-fwd.service")
+    s = systemd_unit(SYSTEMD / "vgw-fwd.service")
     (pre,) = s["ExecStartPre"]
     (start,) = s["ExecStart"]
     argv = pre.split()
@@ -255,7 +221,7 @@ def test_the_forwarder_renders_its_settings_from_the_config_at_every_start() -> 
     assert "--nats-env" in argv and argv[argv.index("--nats-env") + 1].endswith("/shim-${VGW_NODE_ID}/vgw.env")
     assert "VGW_FWD_CONFIG_SOURCE=--from-nats" in s["Environment"]
     assert "/etc/vgw/fwd.env" in s["EnvironmentFile"]  # required: it names the node
-    example = env_file((SYSTEMD / "fwd.env.example").read_text())
+    example = systemd_env_file(SYSTEMD / "fwd.env.example")
     assert example["VGW_NODE_ID"] and example["VGW_FWD_EAL"]
     assert not (SYSTEMD / "fwd.conf.example").exists(), "the settings are rendered, not hand-written"
     # the wait for the config (vgw-fwd-config --wait, 300 s by default) fits in the start timeout

@@ -70,11 +70,17 @@ def vgw_fwd(
             time.sleep(0.05)
         yield FwdProcess(proc=proc, socket=sock, prefix=prefix, log=log)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_session(proc)
         cleanup_dpdk_files(prefix)
+
+
+def stop_session(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the session proc leads (started with ``start_new_session``), so its children go
+    too; SIGKILL when it has not exited within 15 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

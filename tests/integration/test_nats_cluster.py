@@ -10,6 +10,7 @@ than VGW_JS_REPLICAS wants is reported (log and metrics) and left as it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -243,12 +244,21 @@ def gauge(text: str, name: str, stream: str) -> float | None:
     return None
 
 
+@contextlib.contextmanager
+def config_service(cluster: NatsCluster, workdir: Path, env: dict[str, str]) -> Iterator[tuple[ConfigService, str]]:
+    """The real config service, given every server of the cluster, and its first /metrics page (with
+    its streams' replica gauges); killed at the end."""
+    svc = ConfigService(cluster.nodes[0], workdir, env, nats_url=",".join(cluster.urls)).start()
+    try:
+        yield svc, svc.metrics()
+    finally:
+        svc.stop(kill=True)
+
+
 async def test_real_config_service_applies_again_after_its_leader_dies(
     cluster: NatsCluster, buses: list[Bus], tmp_path: Path, child_env: dict[str, str]
 ) -> None:
-    svc = ConfigService(cluster.nodes[0], tmp_path / "config", child_env, nats_url=",".join(cluster.urls)).start()
-    try:
-        page = svc.metrics()
+    with config_service(cluster, tmp_path / "config", child_env) as (svc, page):
         assert gauge(page, "vgw_js_replicas", CONFIG_STREAM) == 3.0, page
         assert gauge(page, "vgw_js_replicas_mismatch", CONFIG_STREAM) == 0.0
         assert gauge(page, "vgw_js_replicas", EVENT_STREAM) == 3.0
@@ -266,8 +276,6 @@ async def test_real_config_service_applies_again_after_its_leader_dies(
         assert applied == [1, 2, 3, 4]
         assert [m.revision for m in history.revisions] == [4, 3, 2, 1]
         assert svc.readyz() == 200
-    finally:
-        svc.stop(kill=True)
 
 
 def _doc_bytes(weight: int) -> bytes:
@@ -283,17 +291,13 @@ async def test_bucket_with_fewer_replicas_is_reported_and_left_alone(
     await old.ensure_event_stream()
     assert (await old.js.stream_info(CONFIG_STREAM)).config.num_replicas == 1
 
-    svc = ConfigService(cluster.nodes[0], tmp_path / "config", child_env, nats_url=",".join(cluster.urls)).start()
-    try:
-        page = svc.metrics()
+    with config_service(cluster, tmp_path / "config", child_env) as (svc, page):
         assert gauge(page, "vgw_js_replicas", CONFIG_STREAM) == 1.0, page
         assert gauge(page, "vgw_js_replicas_mismatch", CONFIG_STREAM) == 1.0
         assert gauge(page, "vgw_js_replicas_mismatch", EVENT_STREAM) == 1.0
         assert "vgw_js_replicas_wanted 3.0" in page
         errors = [line for line in svc.log.read_text().splitlines() if "replica" in line and '"ERROR"' in line.upper()]
         assert any(CONFIG_STREAM in line and "wants 3" in line for line in errors), svc.log.read_text()[-3000:]
-    finally:
-        svc.stop(kill=True)
     # Reported, not repaired: the stream still has the replicas it was made with.
     assert (await old.js.stream_info(CONFIG_STREAM)).config.num_replicas == 1
 

@@ -1,8 +1,9 @@
 """The lab for the tests of this directory: one per test module (module scope), with a random id,
-and nothing of it left behind."""
+and nothing of it left behind; :func:`lab_up` makes one with other options."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -26,12 +27,15 @@ def _prereqs() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+@contextlib.contextmanager
+def lab_up(id_prefix: str, nats_cluster: int = 1) -> Iterator[Lab]:
+    """A lab up, with a random id after id_prefix; at the end down, and checked to have left
+    nothing behind (namespaces, processes, DPDK runtime files; its logs are removed)."""
     why = _prereqs()
     if why:
         pytest.fail(f"the lab cannot run here: {why}")
-    lab = Lab("t" + secrets.token_hex(2)[:3], progress=lambda _m: None)  # ids are 1-4 characters
+    lab_id = id_prefix + secrets.token_hex(2)[:3]  # ids are 1-4 characters
+    lab = Lab(lab_id, progress=lambda _m: None, nats_cluster=nats_cluster)
     try:
         lab.up()
         yield lab
@@ -42,3 +46,9 @@ def lab() -> Iterator[Lab]:
         assert procs.marked(plan.id) == [], "processes left behind"
         assert not list(Path("/var/run/dpdk").glob(f"{plan.file_prefix}-*")), "DPDK runtime files left behind"
         shutil.rmtree(f"/tmp/vgw-lab-{plan.id}", ignore_errors=True)  # logs of a lab we built; keep nothing
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with lab_up("t") as lab:
+        yield lab

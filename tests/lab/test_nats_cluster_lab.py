@@ -5,34 +5,20 @@ single-server)."""
 
 from __future__ import annotations
 
-import secrets
-import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from deploy.lab import net, procs
 from deploy.lab.lab import Lab
-from tests.lab.conftest import _prereqs
+from tests.lab.conftest import lab_up
 
 
 @pytest.fixture(scope="module")
 def cluster_lab() -> Iterator[Lab]:
-    why = _prereqs()
-    if why:
-        pytest.fail(f"the lab cannot run here: {why}")
-    lab = Lab("n" + secrets.token_hex(2)[:3], progress=lambda _m: None, nats_cluster=3)
-    try:
-        lab.up()
+    with lab_up("n", nats_cluster=3) as lab:  # its leftover checks include the NATS servers
         yield lab
-    finally:
-        lab.down()
-        plan = lab.plan
-        assert not set(plan.namespaces()) & net.existing_namespaces(), "namespaces left behind"
-        assert procs.marked(plan.id) == [], "processes left behind (NATS servers included)"
-        shutil.rmtree(f"/tmp/vgw-lab-{plan.id}", ignore_errors=True)
 
 
 def test_three_secured_servers_and_every_stream_at_three_replicas(cluster_lab: Lab) -> None:

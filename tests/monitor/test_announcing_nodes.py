@@ -6,12 +6,7 @@ ground truth it must match."""
 from __future__ import annotations
 
 import functools
-import os
 import re
-import signal
-import subprocess
-import sys
-import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from services.monitor.announcers import AnnouncerCount
+from tests.monitor.monitorproc import MonitorProcess
 from tests.routectl.conftest import BgpEnv, make_env
 from tests.routectl.harness import BACKENDS, VIP, make_doc, until
 from tests.routectl.lab import node_ip
-from tests.support.nats_server import NatsServer, free_port
+from tests.support.nats_server import NatsServer
 from vgw.bus import Bus
 from vgw.config import ConfigDocument
 from vgw.events import RouteReason, RouteState
@@ -30,42 +26,20 @@ from vgw.routes import RouteEntry
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 OTHER_VIP = "203.0.113.20"  # served by node 1 only
 
 
-class Monitor:
-    def __init__(self, nats_url: str, logdir: Path) -> None:
-        self.port = free_port()
-        self.log = logdir / "monitor.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VGW_", "OTEL_"))}
-        env |= {
-            "PYTHONPATH": str(REPO), "VGW_NATS_URL": nats_url, "VGW_INSTANCE_ID": "vp-count",
-            "VGW_METRICS_ADDR": f"127.0.0.1:{self.port}", "VGW_MONITOR_STEER": "false",
-            "VGW_MONITOR_JUDGE_INTERVAL_S": "0.2", "OTEL_TRACES_EXPORTER": "none",
-        }  # fmt: skip
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.monitor.main"], env=env, cwd=str(REPO), stdout=out,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
+def start_monitor(nats_url: str, logdir: Path) -> MonitorProcess:
+    return MonitorProcess(nats_url, "vp-count", logdir / "monitor.log", {"VGW_MONITOR_STEER": "false"})
 
-    def announcing(self) -> dict[str, float] | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return None
-        return {m[0]: float(m[1]) for m in re.findall(r'^vgw_vip_announcing_nodes\{vip="([^"]+)"\} (\S+)$', text, re.M)}
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def announcing(mon: MonitorProcess) -> dict[str, float] | None:
+    """The monitor's vgw_vip_announcing_nodes by VIP; None while its /metrics does not answer yet."""
+    try:
+        text = mon.metrics()
+    except OSError:
+        return None
+    return {m[0]: float(m[1]) for m in re.findall(r'^vgw_vip_announcing_nodes\{vip="([^"]+)"\} (\S+)$', text, re.M)}
 
 
 def doc() -> ConfigDocument:
@@ -83,7 +57,7 @@ async def env(tmp_path: Path, bus: Bus, nats_server: NatsServer) -> AsyncIterato
 
 
 async def test_the_count_follows_the_nodes_announcing(env: BgpEnv, tmp_path: Path) -> None:
-    mon = Monitor(env.nats.url, tmp_path)
+    mon = start_monitor(env.nats.url, tmp_path)
     try:
         await env.apply(doc())
         env.beats[1].vips = [VIP, OTHER_VIP]  # node 1's forwarder programs both (as its shim would say)
@@ -108,8 +82,8 @@ async def test_the_count_follows_the_nodes_announcing(env: BgpEnv, tmp_path: Pat
         mon.close()
 
 
-def _expect(mon: Monitor, want: dict[str, float]) -> functools.partial[bool]:
-    return functools.partial(lambda: mon.announcing() == want)
+def _expect(mon: MonitorProcess, want: dict[str, float]) -> functools.partial[bool]:
+    return functools.partial(lambda: announcing(mon) == want)
 
 
 def test_count_is_per_configured_vip_and_node() -> None:

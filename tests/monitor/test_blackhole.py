@@ -6,22 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_bus import Collector
+from tests.monitor.monitorproc import MonitorProcess
 from tests.routectl.conftest import BgpEnv, make_env
 from tests.routectl.harness import VIP, make_doc, until
 from tests.routectl.lab import node_ip
-from tests.support.nats_server import NatsServer, free_port
+from tests.support.nats_server import NatsServer
 from vgw.bus import Bus
 from vgw.config import ConfigDocument
 from vgw.events import MonitorVipStatus, NodeWithdrawRequest, RequestAction, VipHealth, VipWithdraw
@@ -30,7 +27,6 @@ from vgw.store import KvStore
 
 from .topology import MonitorLab
 
-REPO = Path(__file__).resolve().parents[2]
 HOLD_DOWN_S = 3.0
 
 
@@ -40,34 +36,14 @@ def doc_with_probe() -> ConfigDocument:
     return ConfigDocument.model_validate(raw)
 
 
-class MonitorProc:
-    def __init__(self, env: BgpEnv, mlab: MonitorLab, vantage: str, logdir: Path) -> None:
-        self.port = free_port()
-        self.log = logdir / f"monitor-{vantage}.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("VGW_", "OTEL_"))}
-        self.env.update({
-            "PYTHONPATH": str(REPO), "VGW_NATS_URL": env.nats.url, "VGW_INSTANCE_ID": vantage,
-            "VGW_METRICS_ADDR": f"127.0.0.1:{self.port}", "VGW_MONITOR_NETNS": mlab.vantage_ns,
-            "VGW_MONITOR_HOLD_DOWN_S": str(HOLD_DOWN_S), "VGW_MONITOR_FAIL_AFTER": "3",
-            "VGW_MONITOR_JUDGE_INTERVAL_S": "0.2", "OTEL_TRACES_EXPORTER": "none",
-        })  # fmt: skip
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.monitor.main"], env=self.env, cwd=str(REPO),
-            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        )  # fmt: skip
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-            return r.read().decode()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def start_monitor(env: BgpEnv, mlab: MonitorLab, vantage: str, logdir: Path) -> MonitorProcess:
+    """A monitor probing from mlab's vantage point; a restore waits HOLD_DOWN_S (not the default 10 s)."""
+    settings = {
+        "VGW_MONITOR_NETNS": mlab.vantage_ns,
+        "VGW_MONITOR_HOLD_DOWN_S": str(HOLD_DOWN_S),
+        "VGW_MONITOR_FAIL_AFTER": "3",
+    }
+    return MonitorProcess(env.nats.url, vantage, logdir / f"monitor-{vantage}.log", settings)
 
 
 def ecmp_both(env: BgpEnv) -> bool:
@@ -95,7 +71,7 @@ async def test_blackholing_node_is_withdrawn_and_restored(world: tuple[BgpEnv, M
     await env.bus.subscribe(requests, types=[NodeWithdrawRequest])
     await env.bus.subscribe(statuses, types=[MonitorVipStatus])
     await env.bus.subscribe(withdraws, types=[VipWithdraw])
-    mon = MonitorProc(env, mlab, "vp1", tmp_path)
+    mon = start_monitor(env, mlab, "vp1", tmp_path)
     try:
         [first] = await statuses.wait_for(1, timeout=30)
         assert first.event.status is VipHealth.OK, first.event  # type: ignore[attr-defined]
@@ -158,7 +134,7 @@ async def test_no_withdraw_for_a_lost_vantage_point_or_when_everything_fails(
     requests, statuses = Collector(), Collector()
     await env.bus.subscribe(requests, types=[NodeWithdrawRequest])
     await env.bus.subscribe(statuses, types=[MonitorVipStatus])
-    mon = MonitorProc(env, mlab, "vp1", tmp_path)
+    mon = start_monitor(env, mlab, "vp1", tmp_path)
     both = {node_ip(1), node_ip(2)}
     try:
         await statuses.wait_for(1, timeout=30)
