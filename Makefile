@@ -62,6 +62,7 @@ bench: setup
 	$(PY) tests/bench/bench_forwarder.py
 	$(PY) tests/bench/bench_fwd_control.py
 	$(PY) tests/bench/bench_fwd_restart.py
+	$(PY) tests/bench/bench_lab_restart.py
 	$(PY) tests/bench/bench_routectl.py
 
 clean:

@@ -44,6 +44,7 @@
 #include "protect.h"
 #include "sync.h"
 #include "telemetry.h"
+#include "tsccal.h"
 #include "vbuf.h"
 
 fwd_t g_fwd;
@@ -476,7 +477,9 @@ int main(int argc, char **argv)
     fwd_eal_runtime_dir(argc, argv, eal_dir, sizeof eal_dir);
     if (fwd_wait_predecessor(argc, argv, 5000) != 0)
         return 2;
+    tsccal_begin();
     int eal = rte_eal_init(argc, argv);
+    tsccal_end();
     if (eal < 0) {
         fprintf(stderr, "vgw-fwd: EAL init failed: %s\n", rte_strerror(rte_errno));
         return 2;

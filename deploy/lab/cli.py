@@ -14,7 +14,7 @@ from typing import Any
 
 from . import htmlreport
 from .lab import Lab, LabError
-from .longlived import GAP_BOUND_MS, LongLived
+from .longlived import GAP_BOUND_MS, GAP_GOAL_MS, LongLived
 from .plan import BACKENDS, NODES, VIP
 from .scenarios import Result, Scenarios
 from .traces import FoundTrace, backend_down_trace, load, render
@@ -191,7 +191,8 @@ def report_longlived(results: list[Result]) -> str:
     first = next((r for r in results if "conn_sync" in r.summary), None)
     sync = first.summary["conn_sync"] if first else "?"
     out = ["", f"VGW lab report: long-lived connections (a streaming echo per connection to {VIP}:9000, every byte "
-           f"checked; forwarding gap bound {GAP_BOUND_MS:g} ms; connection sync {sync}). A stall is TCP's: "
+           f"checked; forwarding gap bound {GAP_BOUND_MS:g} ms a run, goal {GAP_GOAL_MS:g} ms as the median of "
+           f"make bench; connection sync {sync}). A stall is TCP's: "
            "its retransmissions back off (200 ms, 600 ms, 1.4 s after the loss), so a connection stalls until the "
            "first one after the forwarding gap.", ""]  # fmt: skip
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]

@@ -4,8 +4,8 @@ open through one event each, and the report counts the connections that broke, a
 
 | scenario               | event                                                     | the design's promise            |
 | ---------------------- | --------------------------------------------------------- | ------------------------------- |
-| ll-forwarder-restart   | kill -9 node-a's vgw-fwd, start it again at once          | 0 broken, fwd gap <= 500 ms     |
-| ll-forwarder-upgrade   | a new vgw-fwd file (atomic rename), SIGTERM, start it     | 0 broken, fwd gap <= 500 ms     |
+| ll-forwarder-restart   | kill -9 node-a's vgw-fwd, start it again at once          | 0 broken, fwd gap <= 1000 ms    |
+| ll-forwarder-upgrade   | a new vgw-fwd file (atomic rename), SIGTERM, start it     | 0 broken, fwd gap <= 1000 ms    |
 | ll-node-drain          | vgwctl node drain node-a, then restore                    | 0 broken                        |
 | ll-config-change       | vgwctl apply adding a backend to echo-tcp (and www-http)  | 0 broken                        |
 | ll-node-isolate        | vgwctl node isolate node-a, then restore                  | 0 broken (with connection sync) |
@@ -16,7 +16,10 @@ is reported from the banners, which name the node's LIP, and from the forwarders
 until every connection flows again after the event (no echo outstanding for more than 0.5 s) or
 until the ones that will not have timed out (no echo for ``stall_timeout_s``), and stops.
 For the restarts, udpprobe.py measures the forwarding gap itself (UDP flows at 5 ms): a TCP
-connection's stall is that gap rounded up to its next retransmission.
+connection's stall is that gap rounded up to its next retransmission. The gap's goal, 500 ms, is a
+performance figure: `make bench` judges it by the median of several restarts
+(tests/bench/bench_lab_restart.py); one scenario run only holds it to twice that, a bound a loaded
+machine does not cross but a forwarder that waited for its shim, or lost its tables, would.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from .timeline import Mark, Window, connections_timeline, mark
 SERVICE = "echo-tcp"
 ECHO_PORT = 9000
 DNS_PORT = 53  # the www-dns service: udpprobe.py's flows
-GAP_BOUND_MS = 500.0  # forwarder restart and upgrade: the longest time node-a may not forward
+GAP_GOAL_MS = 500.0  # forwarder restart and upgrade: node-a's forwarding gap, the median over runs
+GAP_BOUND_MS = 2 * GAP_GOAL_MS  # the most one run may take (see above)
 FAILURE_MIN_SURVIVED = 0.99  # node failure with connection sync
 STALL_REPORT_S = 0.5  # the client's ticks count a connection stalled past this
 
@@ -387,7 +391,7 @@ class LongLived:
         measured = {"fwd_stopped_after_s": round(stopped, 2), "fwd_ready_after_s": round(ready_after, 2),
                     "announced_after_s": _s(back), "flowing_after_s": _s(flowing),
                     "forwarding_gap_ms": gap["forwarding_gap_ms"]}  # fmt: skip
-        bound = f"0 broken, forwarding gap <= {GAP_BOUND_MS:g} ms"
+        bound = f"0 broken, forwarding gap <= {GAP_BOUND_MS:g} ms (goal: median <= {GAP_GOAL_MS:g} ms)"
         event = "SIGTERM node-a's vgw-fwd (new file)" if upgrade else "kill -9 node-a's vgw-fwd"
         r = self._result(name, c, split, fault_at, bound, measured, [], event)
         r.summary["forwarding_gap"] = gap

@@ -79,7 +79,9 @@ def test_forwarder_restart_is_hitless(ll: LongLived, name: str) -> None:
     if gap["flows_crossing"] == 0:  # type: ignore[index]
         pytest.fail(f"{name}: no UDP probe flow went through node-a, the gap was not measured: {gap}")
     assert r.summary["broken"] == 0, r
-    # the forwarding gap, from UDP flows at 5 ms; TCP's own stall is rounded up to its backoff
+    # the forwarding gap, from UDP flows at 5 ms; TCP's own stall is rounded up to its backoff. One
+    # run is held to twice the 500 ms goal; the goal itself is the median of make bench's runs
+    # (tests/bench/bench_lab_restart.py): a single run's gap moves with the machine's load.
     assert 0 < gap["forwarding_gap_ms"] <= GAP_BOUND_MS, r  # type: ignore[index]
 
 
