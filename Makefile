@@ -14,7 +14,7 @@ setup:
 test: setup lint test-dataplane test-python
 
 test-python:
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 $(PYTEST_ARGS)
 
 test-dataplane:
 	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane test; fi
