@@ -52,7 +52,7 @@ test-deploy: setup images
 
 # The lab (deploy/lab, docs/lab.md): up, every scenario under steady client traffic, the report, down.
 demo: setup
-	$(VENV)/bin/vgwctl lab demo
+	$(VENV)/bin/vgwctl lab demo $(DEMO_ARGS)
 
 bench: setup
 	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane bench; fi
