@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,12 @@ from vgw.bus import Bus
 from vgw.telemetry.tracing import setup_tracing
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A suite started from a background job (nohup, `cmd &` in a script) inherits SIGINT ignored, and
+# every process it starts would too: a vgwctl --watch that a test stops with SIGINT, as a person's
+# Ctrl-C does, would never stop. Ignored is the only disposition exec keeps, so un-ignore it here.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
