@@ -26,7 +26,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dataplane.shim.fwdctl import FwdClient
+from tests.forwarder.fwdproc import stop_session
 from tests.forwarder.topology import (
     BACKEND_IPS,
     EXT_IP,
@@ -142,13 +142,7 @@ def mpps_case(workdir: Path, workers: int, windows: int) -> None:
             }
         )
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_session(proc)
         cleanup_dpdk_files(prefix)
 
 
