@@ -25,6 +25,7 @@ from typing import Generic, Protocol, TypeVar
 from vgw.bus import Bus
 from vgw.logs import setup_logging
 from vgw.settings import VgwSettings, load_settings
+from vgw.supervise import Supervisor
 from vgw.telemetry.endpoint import Health, MetricsEndpoint
 from vgw.telemetry.tracing import setup_tracing, shutdown_tracing
 
@@ -42,6 +43,8 @@ class Runtime(Generic[S]):
     bus: Bus
     health: Health
     stopping: asyncio.Event
+    supervisor: Supervisor
+    """Runs the service's long-running tasks (restarts them on failure, reports them to /readyz)."""
 
 
 class ServiceApp(Protocol[S]):
@@ -109,6 +112,7 @@ async def _serve(name: str, app_factory: Callable[[S], ServiceApp[S]], settings:
     health.add_check("nats", lambda: (bus.is_connected, "NATS not connected"))
 
     app: ServiceApp[S] | None = None
+    supervisor = Supervisor(name, health)
     try:
         if not await bus.connect_forever(stopping):
             return 0
@@ -116,7 +120,9 @@ async def _serve(name: str, app_factory: Callable[[S], ServiceApp[S]], settings:
         app = app_factory(settings)
         # A start may wait long (e.g. for a bucket its writer has not created yet): SIGTERM cuts it short.
         starting = asyncio.ensure_future(
-            app.start(Runtime(name=name, settings=settings, bus=bus, health=health, stopping=stopping))
+            app.start(
+                Runtime(name=name, settings=settings, bus=bus, health=health, stopping=stopping, supervisor=supervisor)
+            )
         )
         stop_wait = asyncio.ensure_future(stopping.wait())
         await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -125,20 +131,25 @@ async def _serve(name: str, app_factory: Callable[[S], ServiceApp[S]], settings:
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
-            return await _shutdown(health, app, bus, endpoint, settings.shutdown_timeout_s)
+            return await _shutdown(health, app, supervisor, bus, endpoint, settings.shutdown_timeout_s)
         starting.result()
         health.set_started()
         log.info("%s started", name)
         await stopping.wait()
     except Exception:
         log.exception("%s failed", name)
-        await _shutdown(health, app, bus, endpoint, settings.shutdown_timeout_s)
+        await _shutdown(health, app, supervisor, bus, endpoint, settings.shutdown_timeout_s)
         return 1
-    return await _shutdown(health, app, bus, endpoint, settings.shutdown_timeout_s)
+    return await _shutdown(health, app, supervisor, bus, endpoint, settings.shutdown_timeout_s)
 
 
 async def _shutdown(
-    health: Health, app: ServiceApp[S] | None, bus: Bus, endpoint: MetricsEndpoint, timeout_s: float
+    health: Health,
+    app: ServiceApp[S] | None,
+    supervisor: Supervisor,
+    bus: Bus,
+    endpoint: MetricsEndpoint,
+    timeout_s: float,
 ) -> int:
     health.set_stopping()
     code = 0
@@ -146,6 +157,7 @@ async def _shutdown(
         async with asyncio.timeout(timeout_s):
             if app is not None:
                 await app.stop()
+            await supervisor.stop()
             await bus.drain()
     except TimeoutError:
         log.error("shutdown took longer than %.1fs; closing anyway", timeout_s)

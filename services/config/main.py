@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import grpc
@@ -13,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 from vgw.config.client import MAX_MESSAGE_BYTES, SERVICE
 from vgw.config.store import ConfigStore
 from vgw.runtime import Runtime, run
+from vgw.supervise import Supervisor
 from vgw.telemetry.grpc import instrument_grpc_server
 
 from . import metrics
@@ -28,7 +28,7 @@ class ConfigApp:
         self.settings = settings
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
-        self.tasks: list[asyncio.Task[None]] = []
+        self.supervisor: Supervisor | None = None
         self.port = 0
 
     async def start(self, rt: Runtime[ConfigSettings]) -> None:
@@ -85,8 +85,9 @@ class ConfigApp:
             extra={"grpc_port": self.port, "revision": rev, "transport": transport},
         )
         rt.health.add_check("grpc", lambda: (self.server is not None, "gRPC server not started"))
-        self.tasks.append(asyncio.create_task(self._serving(rt)))
-        self.tasks.append(asyncio.create_task(self._gc(store)))
+        self.supervisor = rt.supervisor
+        rt.supervisor.spawn("grpc-health", lambda: self._serving(rt))
+        rt.supervisor.spawn("chunk-gc", lambda: self._gc(store))
 
     def _auth_summary(self, auth: Authenticator) -> str:
         s = self.settings
@@ -138,17 +139,16 @@ class ConfigApp:
         while True:
             await asyncio.sleep(self.settings.config_gc_interval_s)
             try:
-                metrics.GC_DELETED.inc(await store.gc())
-            except Exception as exc:
+                deleted = await store.gc()
+            except Exception as exc:  # NATS away, a leader election: the next round tries again
                 log.warning("chunk GC: %s", exc)
+                continue
+            metrics.GC_DELETED.inc(deleted)
 
     async def stop(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop("grpc-health", "chunk-gc")
         await self.health.enter_graceful_shutdown()
-        for t in self.tasks:
-            t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
         if self.server is not None:
             await self.server.stop(grace=2.0)
 
