@@ -133,7 +133,7 @@ async def _main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m dataplane.shim.fwdctl", description="talk to vgw-fwd")
+    parser = argparse.ArgumentParser(prog="python -m vgw.fwdctl", description="talk to vgw-fwd")
     parser.add_argument("--socket", default="/run/vgw-fwd.sock")
     parser.add_argument("command", choices=["hello", "stats", "config", "neigh", "apply", "delta"])
     parser.add_argument("file", nargs="?", help="document for apply/delta (- for stdin)")

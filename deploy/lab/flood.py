@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataplane.shim.fwdctl import FwdClient, FwdError, FwdUnavailableError
+from vgw.fwdctl import FwdClient, FwdError, FwdUnavailableError
 
 from . import net, procs
 from .plan import FLOOD_SOURCES, NODES, VIP, VIP_PORT, Plan

@@ -35,7 +35,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dataplane.shim.fwdctl import FwdClient
 from tests.forwarder.fwdproc import stop_session
 from tests.forwarder.topology import (
     BACKEND_IPS,
@@ -49,6 +48,7 @@ from tests.forwarder.topology import (
     have_prereqs,
     run,
 )
+from vgw.fwdctl import FwdClient
 
 RESULTS: list[dict[str, object]] = []
 

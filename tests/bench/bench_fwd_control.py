@@ -40,10 +40,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dataplane.shim.fwdctl import FwdClient
 from tests.bench.bench_forwarder import make_pcap
 from tests.forwarder.fwdproc import vgw_fwd
 from tests.forwarder.topology import FWD_BIN
+from vgw.fwdctl import FwdClient
 
 SERVICES = 4096
 BACKENDS_PER_SERVICE = 16

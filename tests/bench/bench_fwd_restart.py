@@ -40,8 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dataplane.shim.fwdctl import FwdClient
 from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
+from vgw.fwdctl import FwdClient
 
 VIP = "192.0.2.10"
 LIPS = [f"198.18.0.{100 + i}" for i in range(4)]

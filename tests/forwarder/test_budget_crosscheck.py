@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from dataplane.shim.desired import desired_state, render
-from dataplane.shim.fwdctl import FwdClient, FwdError
 from tests.forwarder.fwdproc import vgw_fwd
 from tests.forwarder.topology import FWD_BIN
 from vgw.config import ConfigDocument
 from vgw.config.budget import node_cost
 from vgw.config.validate import validate_document
+from vgw.fwdctl import FwdClient, FwdError
 
 WORKERS = 2
 CAPACITY = 5000

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from dataplane.shim.fwdctl import FwdClient, FwdError
 from tests.forwarder.conftest import needs_lab
 from tests.forwarder.topology import BACKEND_IPS, LIP, VIP, Topology, http_requests
+from vgw.fwdctl import FwdClient, FwdError
 
 pytestmark = needs_lab
 

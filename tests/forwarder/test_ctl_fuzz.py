@@ -13,8 +13,8 @@ import random
 import struct
 from pathlib import Path
 
-from dataplane.shim.fwdctl import APPLY, FwdClient, FwdError, frame
-from dataplane.shim.fwdctl import DELTA as DELTA_TYPE
+from vgw.fwdctl import APPLY, FwdClient, FwdError, frame
+from vgw.fwdctl import DELTA as DELTA_TYPE
 
 BASE = """vgw-config 1
 generation {gen}

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.shim.fwdctl import FwdClient
 from tests.forwarder.fwdproc import vgw_fwd
 from tests.forwarder.topology import FWD_BIN
+from vgw.fwdctl import FwdClient
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not FWD_BIN.exists() or not Path("/usr/bin/setpriv").exists(),

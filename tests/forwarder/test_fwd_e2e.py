@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from dataplane.shim.fwdctl import APPLY, DELTA, HELLO, STATS, FwdClient, FwdError, frame
 from tests.forwarder.conftest import config_doc, needs_lab
 from tests.forwarder.topology import BACKEND_IPS, CLIENT_IP, LIP, VIP, Topology, http_requests, run
+from vgw.fwdctl import APPLY, DELTA, HELLO, STATS, FwdClient, FwdError, frame
 
 pytestmark = [needs_lab, pytest.mark.integration]
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from dataplane.shim.fwdctl import FwdClient
 from tests.forwarder.fwdproc import until, vgw_fwd
 from tests.forwarder.topology import FWD_BIN
+from vgw.fwdctl import FwdClient
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not FWD_BIN.exists(), reason="needs root and vgw-fwd")
 

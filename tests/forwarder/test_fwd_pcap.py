@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.shim.fwdctl import FwdClient
 from tests.forwarder.fwdproc import until
 from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files
+from vgw.fwdctl import FwdClient
 
 VIP, LIP, BACKEND, CLIENT = "192.0.2.10", "198.18.0.100", "198.18.0.11", "203.0.113.7"
 BACKEND_MAC, CLIENT_MAC, GW_MAC = "02:00:00:00:01:00", "02:00:00:00:00:07", "02:00:00:00:00:fe"

@@ -32,7 +32,6 @@ from typing import Any
 
 import pytest
 
-from dataplane.shim.fwdctl import FwdClient
 from tests.forwarder.conftest import needs_lab
 from tests.forwarder.fwdproc import until
 from tests.forwarder.topology import (
@@ -46,6 +45,7 @@ from tests.forwarder.topology import (
     Topology,
     cleanup_dpdk_files,
 )
+from vgw.fwdctl import FwdClient
 
 pytestmark = [needs_lab, pytest.mark.integration]
 

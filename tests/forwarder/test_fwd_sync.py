@@ -29,10 +29,10 @@ from typing import Any
 
 import pytest
 
-from dataplane.shim.fwdctl import FwdClient
 from tests.forwarder.conftest import needs_lab
 from tests.forwarder.fwdproc import vgw_fwd
 from tests.forwarder.topology import FWD_BIN, cleanup_dpdk_files, run
+from vgw.fwdctl import FwdClient
 
 pytestmark = [needs_lab, pytest.mark.integration]
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from dataplane.shim.fwdctl import FwdClient
 from tests.forwarder.conftest import needs_lab
 from tests.forwarder.fwdproc import until
 from tests.forwarder.test_fwd_e2e import Capture, tcp_segments, toa_options
 from tests.forwarder.topology import BACKEND_IPS, CLIENT_IP, LIP, VIP, Topology, http_requests, run
+from vgw.fwdctl import FwdClient
 
 pytestmark = [needs_lab, pytest.mark.integration]
 

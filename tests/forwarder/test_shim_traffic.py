@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.shim.fwdctl import FwdClient
 from tests.forwarder.conftest import needs_lab
 from tests.forwarder.shimproc import seed, vgw_shim, wait_for
 from tests.forwarder.topology import BACKEND_IPS, VIP, Topology, http_requests
 from tests.support.nats_server import NatsServer
 from vgw.bus import Bus
+from vgw.fwdctl import FwdClient
 from vgw.store import KvStore
 from vgw.traffic import TRAFFIC_BUCKET, NodeTraffic
 

@@ -233,7 +233,7 @@ def render(v: dict[str, Any]) -> str:
 
 
 async def _read(socket: str, interval_s: float) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    from dataplane.shim.fwdctl import FwdClient  # the control socket's client; only this command needs it
+    from vgw.fwdctl import FwdClient  # the control socket's client; only this command needs it
 
     client = FwdClient(socket, timeout_s=10)
     try:
@@ -247,7 +247,7 @@ async def _read(socket: str, interval_s: float) -> tuple[dict[str, Any] | None, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataplane.shim.fwdctl import FwdError, FwdUnavailableError
+    from vgw.fwdctl import FwdError, FwdUnavailableError
 
     if args.interval < 0 or args.interval > 60:
         print("vgwctl: --interval must be between 0 and 60 seconds", file=sys.stderr)
