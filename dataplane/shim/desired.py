@@ -1,7 +1,9 @@
 """This node's desired forwarder state, from the config document and the health bucket.
 
 :func:`desired_state` is a pure function: (config document, health entries, node id) -> the
-services, LIPs and backends (with weight and state) vgw-fwd should have. :func:`render` writes it
+services, LIPs and backends (with weight and state) vgw-fwd should have. The shim computes it in two
+steps: :class:`NodePlan` once per config revision (what the document alone decides) and
+:meth:`NodePlan.evaluate` per burst of health changes. :func:`render` writes it
 as a ``vgw-config 1`` document (a full apply); :func:`delta` writes the ``vgw-delta 1`` document
 that turns one state into another, or returns None when only a full apply can (document-wide
 timeouts changed).
@@ -26,6 +28,7 @@ port).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 from collections.abc import Mapping
@@ -119,6 +122,13 @@ class FwdService:
     backends: tuple[FwdBackend, ...]
     protection: EffectiveProtection = FWD_DEFAULT_PROTECTION
 
+    def line(self) -> tuple[object, ...]:
+        """Everything but the backends (what :meth:`header` and the LIP lines are made of), cheap to compare."""
+        return (
+            self.name, self.protocol, self.vip, self.port, self.scheduler, self.table, self.toa, self.timeouts,
+            self.lips, self.protection,
+        )  # fmt: skip
+
     def header(self) -> str:
         """The ``service`` line's arguments after ``service``."""
         parts = [self.name, self.protocol, self.vip, str(self.port), self.scheduler]
@@ -164,43 +174,83 @@ def backend_health(entry: HealthEntry | None, initial: str) -> tuple[bool, str]:
 def desired_state(
     doc: ConfigDocument, health: Mapping[str, HealthEntry], node_id: str, config_revision: int
 ) -> DesiredState:
-    view: NodeView | None = node_view(doc, node_id)
-    if view is None:
-        return DesiredState(node=node_id, config_revision=config_revision)
-    # The selection (which services, LIPs and backends) is shared with the memory budget
-    # (vgw.config.budget), so validation counts exactly what is programmed here.
-    kept, dropped = forwarder_lips(view.lips)
-    if dropped:
-        log.warning(
-            "node %s has %d IPv4 LIPs; the forwarder takes %d", node_id, len(kept) + dropped, MAX_LIPS_PER_SERVICE
-        )
-    lips = [str(a) for a in kept]
-    services: list[FwdService] = []
-    skipped: list[str] = []
-    for ns in view.services:
-        svc = ns.service
-        why = forwarder_unsupported(ns.vip, svc)
-        if why is not None:
-            skipped.append(f"{svc.name}: {why}")
-            continue
-        if not lips:
-            skipped.append(f"{svc.name}: node {node_id} has no IPv4 LIP")
-            continue
-        backends: list[FwdBackend] = []
-        for b in forwarder_backends(svc):
-            if b.state == "disabled":
-                backends.append(FwdBackend(str(b.address), b.port, b.weight, "disabled", "config: disabled"))
+    """The node's desired state from scratch: a fresh plan, evaluated without a previous state (what
+    the shim's per-revision plan and per-burst evaluation must come to)."""
+    return NodePlan.build(doc, node_id, config_revision).evaluate(health)
+
+
+@dataclass(frozen=True, slots=True)
+class _BackendPlan:
+    """One backend as far as the config decides it: ``fixed`` is its forwarder backend whatever the
+    health (config disabled/draining, or unchecked); otherwise health ``key`` decides between
+    ``active`` and a drained copy."""
+
+    fixed: FwdBackend | None
+    active: FwdBackend
+    key: str | None
+    initial: str
+
+
+@dataclass(frozen=True, slots=True)
+class _ServicePlan:
+    service: FwdService  # with its backends as the config alone makes them (every checked one active)
+    backends: tuple[_BackendPlan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodePlan:
+    """What of a node's desired state depends on the config document alone, computed once per
+    revision: services, LIPs, protection, the backends' address strings and health keys. What is
+    left per health change (:meth:`evaluate`) is a dictionary look-up per checked backend: at
+    10,000 backends about a tenth of the from-scratch cost (formatting addresses and health keys is
+    most of that)."""
+
+    node: str
+    config_revision: int
+    timeouts: tuple[tuple[str, int], ...]
+    services: tuple[_ServicePlan, ...]
+    skipped: tuple[str, ...]
+
+    @classmethod
+    def build(cls, doc: ConfigDocument, node_id: str, config_revision: int) -> NodePlan:
+        view: NodeView | None = node_view(doc, node_id)
+        if view is None:
+            return cls(node_id, config_revision, (), (), ())
+        # The selection (which services, LIPs and backends) is shared with the memory budget
+        # (vgw.config.budget), so validation counts exactly what is programmed here.
+        kept, dropped = forwarder_lips(view.lips)
+        if dropped:
+            log.warning(
+                "node %s has %d IPv4 LIPs; the forwarder takes %d", node_id, len(kept) + dropped, MAX_LIPS_PER_SERVICE
+            )
+        lips = tuple(str(a) for a in kept)
+        services: list[_ServicePlan] = []
+        skipped: list[str] = []
+        for ns in view.services:
+            svc = ns.service
+            why = forwarder_unsupported(ns.vip, svc)
+            if why is not None:
+                skipped.append(f"{svc.name}: {why}")
                 continue
-            if b.state == "draining":
-                backends.append(FwdBackend(str(b.address), b.port, b.weight, "draining", "config: draining"))
+            if not lips:
+                skipped.append(f"{svc.name}: node {node_id} has no IPv4 LIP")
                 continue
-            key = ns.backend_health_key(b)
-            healthy, reason = True, ""
-            if key is not None and ns.health_check is not None:
-                healthy, reason = backend_health(health.get(key), ns.health_check.initial_state)
-            backends.append(FwdBackend(str(b.address), b.port, b.weight, "active" if healthy else "draining", reason))
-        services.append(
-            FwdService(
+            backends: list[_BackendPlan] = []
+            for b in forwarder_backends(svc):
+                addr = str(b.address)
+                active = FwdBackend(addr, b.port, b.weight, "active")
+                if b.state == "disabled":
+                    fixed: FwdBackend | None = FwdBackend(addr, b.port, b.weight, "disabled", "config: disabled")
+                elif b.state == "draining":
+                    fixed = FwdBackend(addr, b.port, b.weight, "draining", "config: draining")
+                else:
+                    key = ns.backend_health_key(b)
+                    if key is not None and ns.health_check is not None:
+                        backends.append(_BackendPlan(None, active, key, ns.health_check.initial_state))
+                        continue
+                    fixed = active  # no health check: always in service
+                backends.append(_BackendPlan(fixed, active, None, ""))
+            service = FwdService(
                 name=svc.name,
                 protocol=svc.protocol,
                 vip=str(ns.vip.address),
@@ -209,19 +259,47 @@ def desired_state(
                 table=svc.maglev_table_size,
                 toa=svc.toa_enabled and svc.protocol == "tcp",
                 timeouts=_timeouts(svc.timeouts),
-                lips=tuple(lips),
-                backends=tuple(backends),
+                lips=lips,
+                backends=tuple(bp.fixed or bp.active for bp in backends),
                 protection=service_protection(ns.vip, svc),
             )
+            services.append(_ServicePlan(service, tuple(backends)))
+        services.sort(key=lambda sp: sp.service.name)
+        return cls(node_id, config_revision, _timeouts(view.timeouts), tuple(services), tuple(skipped))
+
+    def evaluate(self, health: Mapping[str, HealthEntry], previous: DesiredState | None = None) -> DesiredState:
+        """The desired state for ``health``. A service whose backends come out as in ``previous``
+        is that very object, so comparing states and :func:`delta` skip it at once."""
+        prev = {s.name: s for s in previous.services} if previous is not None else {}
+        services: list[FwdService] = []
+        for sp in self.services:
+            out: list[FwdBackend] = []
+            for bp in sp.backends:
+                if bp.fixed is not None:
+                    out.append(bp.fixed)
+                    continue
+                entry = health.get(bp.key) if bp.key is not None else None
+                if entry is not None and entry.state != BackendState.DOWN:
+                    out.append(bp.active)  # the common case, without building anything
+                    continue
+                healthy, reason = backend_health(entry, bp.initial)
+                a = bp.active
+                out.append(a if healthy else FwdBackend(a.address, a.port, a.weight, "draining", reason))
+            backends = tuple(out)
+            old = prev.get(sp.service.name)
+            if old is not None and old.backends == backends and old.line() == sp.service.line():
+                services.append(old)
+            elif backends == sp.service.backends:
+                services.append(sp.service)
+            else:
+                services.append(dataclasses.replace(sp.service, backends=backends))
+        return DesiredState(
+            node=self.node,
+            config_revision=self.config_revision,
+            timeouts=self.timeouts,
+            services=tuple(services),
+            skipped=self.skipped,
         )
-    services.sort(key=lambda s: s.name)
-    return DesiredState(
-        node=node_id,
-        config_revision=config_revision,
-        timeouts=_timeouts(view.timeouts),
-        services=tuple(services),
-        skipped=tuple(skipped),
-    )
 
 
 def render(state: DesiredState, generation: int) -> str:
@@ -249,6 +327,8 @@ def delta(old: DesiredState, new: DesiredState, generation: int) -> tuple[str, i
     for name in sorted(news):
         n = news[name]
         o = olds.get(name)
+        if o is n:
+            continue  # the same object (NodePlan.evaluate reuses unchanged services): nothing to compare
         if o is not None and o.header() != n.header():
             ops.append(f"service remove {name}")
             o = None

@@ -1,8 +1,10 @@
 """vgw-shim: the forwarder's voice on the bus (docs/shim.md).
 
 It watches the config store and the ``vgw_health`` bucket (level-triggered: every reconnect starts
-from a snapshot), computes this node's desired forwarder state, and keeps vgw-fwd at it over the
-control socket: a full apply on start and whenever the forwarder (re)starts, deltas otherwise. It
+from a snapshot), computes this node's desired forwarder state once per burst of changes
+(:mod:`vgw.coalesce`), and keeps vgw-fwd at it over the control socket: a full apply on start and
+whenever the forwarder (re)starts, deltas otherwise. Its long-running tasks run under the runtime's
+supervisor (restarted on an unexpected exception, ``/readyz`` 503 meanwhile). It
 publishes ``dataplane.status`` every second and exports the forwarder's counters as Prometheus
 metrics, and writes the forwarder's per-service and per-backend totals to the ``vgw_traffic``
 bucket (``vgwctl top``). If NATS goes away nothing changes in the forwarder (fail static); a
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import nats.errors
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link
@@ -28,22 +31,26 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import Field, field_validator
 
-from dataplane.shim.desired import DesiredState, delta, desired_state, render
-from dataplane.shim.fwdctl import FwdClient, FwdError, FwdUnavailableError
+from dataplane.shim.desired import DesiredState, NodePlan, delta, render
 from dataplane.shim.fwdmetrics import GAUGE_COUNTERS, half_open_metric, protection_metrics
+from vgw.coalesce import settle
 from vgw.config import ConfigDocument
 from vgw.config.store import BUCKET as CONFIG_BUCKET
 from vgw.config.store import ConfigReader
 from vgw.events import DataplaneStatus, ForwarderState
+from vgw.fwdctl import FwdClient, FwdError, FwdUnavailableError
 from vgw.health import HEALTH_BUCKET, HealthEntry
 from vgw.naming import check_name
 from vgw.runtime import Runtime, run
 from vgw.settings import VgwSettings
-from vgw.store import Change, KvStore, Snapshot
+from vgw.store import Change, KvStore, Snapshot, WatchEvent
 from vgw.traffic import node_traffic, open_traffic
 
 log = logging.getLogger("vgw.shim")
 tracer = trace.get_tracer("vgw.shim")
+
+MAX_CAUSES = 32
+"""Health transitions an apply span links to at most (a burst of thousands would make a huge span)."""
 
 APPLIES = Counter("vgw_shim_applies_total", "State applies to the forwarder", ["mode", "result"])
 APPLY_SECONDS = Histogram(
@@ -53,6 +60,12 @@ APPLY_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
 )
 FWD_RESTARTS = Counter("vgw_shim_forwarder_restarts_total", "Forwarder (re)starts seen by the shim")
+RECOMPUTE_SECONDS = Histogram(
+    "vgw_shim_recompute_seconds",
+    "Time to compute the desired state once (per burst of input changes)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+INPUT_CHANGES = Counter("vgw_shim_input_changes_total", "Config revisions and health changes received", ["input"])
 APPLIED_REVISION = Gauge("vgw_shim_applied_config_revision", "Config revision the forwarder runs")
 DESIRED_REVISION = Gauge("vgw_shim_desired_config_revision", "Config revision the shim last read")
 
@@ -61,8 +74,27 @@ class ShimSettings(VgwSettings):
     node_id: str = Field(description="This node's id in the config (nodes[].id)")
     fwd_socket: str = Field(default="/run/vgw-fwd.sock", description="vgw-fwd's control socket")
     status_interval_s: float = Field(default=1.0, gt=0, le=60, description="dataplane.status period")
+    first_status_wait_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=120,
+        description="At start, the first dataplane.status waits (at most this long) until the shim has applied "
+        "its state or found the forwarder away",
+    )
     fwd_check_interval_s: float = Field(
         default=0.2, gt=0, le=10, description="How often the shim checks the forwarder is alive (restart detection)"
+    )
+    coalesce_quiet_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=5,
+        description="A burst of config/health changes is computed once it has been quiet this long...",
+    )
+    coalesce_max_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=10,
+        description="...or at the latest this long after its first change (the bound on the added delay)",
     )
     config_bucket: str = CONFIG_BUCKET
     health_bucket: str = HEALTH_BUCKET
@@ -185,13 +217,16 @@ class Shim:
         self.last_stats: dict[str, Any] | None = None
         self.last_stats_at: datetime | None = None
         self.stats_read = asyncio.Event()
+        self.known = asyncio.Event()
+        """Set once this shim knows what to report: the forwarder is away, or it applied (or failed to)."""
+        self.plan: NodePlan | None = None  # the config part of the desired state, per revision
         self.changed = asyncio.Event()
-        self._cause: Context | None = None
-        """Trace context of the health transition behind the next apply, if any."""
-        self.tasks: list[asyncio.Task[None]] = []
+        self.dirty = asyncio.Event()  # an input changed since the last recompute
+        self._causes: list[Context] = []
+        """Trace contexts of the health transitions behind the next apply (the first MAX_CAUSES)."""
+        self._cause_count = 0
         self.seq = 0
         self.collector = ForwarderCollector(self)
-        self._stopping = False
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self, rt: Runtime[ShimSettings]) -> None:
@@ -205,18 +240,22 @@ class Shim:
             rt.bus, self.settings.health_bucket, HealthEntry, writer="vgw-healthcheck"
         )
         self.traffic_kv = await open_traffic(rt.bus)
-        loops = (self._watch_config(), self._watch_health(), self._forwarder_loop(), self._status_loop())
-        for coro in (*loops, self._traffic_loop()):
-            self.tasks.append(asyncio.create_task(coro))
+        sup = rt.supervisor
+        sup.spawn("config", self._watch_config)
+        sup.spawn("health", self._watch_health)
+        sup.spawn("recompute", self._recompute_loop)
+        sup.spawn("forwarder", self._forwarder_loop)
+        sup.spawn("status", self._status_loop)
+        # vgwctl top's figures: worth a restart, not worth taking the node out of readiness
+        sup.spawn("traffic", self._traffic_loop, required=False)
         log.info("shim for node %s on %s", self.node, self.settings.fwd_socket)
 
     async def stop(self) -> None:
-        self._stopping = True
-        for t in self.tasks:
-            t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        rt = getattr(self, "rt", None)
+        if rt is not None:
+            # the tasks end before the last status and the socket close (the runtime's own
+            # supervisor.stop() after this one finds nothing left to do)
+            await rt.supervisor.stop()
         with contextlib.suppress(Exception):
             await self._publish_status()
         await self.client.close()
@@ -224,52 +263,70 @@ class Shim:
             REGISTRY.unregister(self.collector)
 
     # --- inputs (level-triggered) ---------------------------------------------------------------
+    # The watches only update the view and mark it dirty; the recompute task computes the desired
+    # state once per burst. A (re)started watch begins with a snapshot (KvStore and ConfigReader
+    # watches do), so a restart by the supervisor rebuilds the view.
     async def _watch_config(self) -> None:
-        while True:
-            try:
-                async for rev in self.reader.watch():
-                    self.doc, self.revision = rev.document, rev.revision
-                    DESIRED_REVISION.set(rev.revision)
-                    log.info("config revision %d", rev.revision)
-                    self._recompute()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("config watch failed; restarting")
-                await asyncio.sleep(0.5)
+        async for rev in self.reader.watch():
+            self.on_config(rev.document, rev.revision)
 
     async def _watch_health(self) -> None:
+        async for ev in self.health_kv.watch():
+            self.on_health(ev)
+
+    def on_config(self, doc: ConfigDocument, revision: int) -> None:
+        """A config revision arrived (the whole document)."""
+        INPUT_CHANGES.labels("config").inc()
+        self.doc, self.revision, self.plan = doc, revision, None
+        DESIRED_REVISION.set(revision)
+        log.info("config revision %d", revision)
+        self.dirty.set()
+
+    def on_health(self, ev: WatchEvent[HealthEntry]) -> None:
+        """A snapshot of, or a change in, the health bucket."""
+        if isinstance(ev, Snapshot):
+            self.health = {k: e.value for k, e in ev.entries.items()}
+        elif isinstance(ev, Change) and self.health is not None:
+            INPUT_CHANGES.labels("health").inc()
+            if ev.entry is None:
+                self.health.pop(ev.key, None)
+            else:
+                self.health[ev.key] = ev.entry.value
+                if ev.entry.value.traceparent:
+                    # The apply this change causes joins the health transition's trace.
+                    self._cause_count += 1
+                    if len(self._causes) < MAX_CAUSES:
+                        self._causes.append(propagate.extract({"traceparent": ev.entry.value.traceparent}))
+        self.dirty.set()
+
+    async def _recompute_loop(self) -> None:
+        # A (re)started loop computes at once: a burst marked before a failure is not lost.
+        self.dirty.set()
+        quiet, most = self.settings.coalesce_quiet_s, self.settings.coalesce_max_s
         while True:
-            try:
-                async for ev in self.health_kv.watch():
-                    if isinstance(ev, Snapshot):
-                        self.health = {k: e.value for k, e in ev.entries.items()}
-                    elif isinstance(ev, Change) and self.health is not None:
-                        if ev.entry is None:
-                            self.health.pop(ev.key, None)
-                        else:
-                            self.health[ev.key] = ev.entry.value
-                            if ev.entry.value.traceparent:
-                                # The apply this change causes joins the health transition's trace.
-                                self._cause = propagate.extract({"traceparent": ev.entry.value.traceparent})
-                    self._recompute()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("health watch failed; restarting")
-                await asyncio.sleep(0.5)
+            await self.dirty.wait()
+            await settle(self.dirty, quiet_s=quiet, max_s=most)
+            self._recompute()
 
     def _recompute(self) -> None:
         # Only once both views are complete: applying config without health would put every
         # backend in service for a moment.
         if self.doc is None or self.health is None:
             return
-        new = desired_state(self.doc, self.health, self.node, self.revision)
-        if new != self.desired:
-            for s in new.skipped:
+        t0 = time.perf_counter()
+        if self.plan is None or self.plan.config_revision != self.revision:
+            self.plan = NodePlan.build(self.doc, self.node, self.revision)
+            for s in self.plan.skipped:
                 log.warning("not programmed: %s", s)
+        new = self.plan.evaluate(self.health, self.desired)
+        RECOMPUTE_SECONDS.observe(time.perf_counter() - t0)
+        if new != self.desired:
             self.desired = new
             self.changed.set()
+        elif self.desired == self.applied:
+            # transitions that ended where they began (down and up within a burst) caused nothing:
+            # the next apply is not theirs
+            self._take_causes()
 
     # --- the forwarder ----------------------------------------------------------------------------
     async def _check_forwarder(self) -> None:
@@ -305,7 +362,12 @@ class Shim:
     async def _forwarder_loop(self) -> None:
         interval = self.settings.fwd_check_interval_s
         last_stats = 0.0
+        # A restart after a failure starts on a fresh connection: the old one may be mid-request.
+        await self.client.close()
         while True:
+            # Cleared before the state is compared, not after the apply: a burst computed while an
+            # apply is in flight wakes the loop again at once instead of a check interval later.
+            self.changed.clear()
             try:
                 await self._check_forwarder()
                 if self.desired is not None and self.desired not in (self.applied, self.failed):
@@ -319,13 +381,19 @@ class Shim:
             except FwdUnavailableError as exc:
                 self._forwarder_down(str(exc))
                 await self.client.close()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("forwarder loop error")
-            self.changed.clear()
+            if not self.fwd_up or self.applied is not None or self.failed is not None:
+                self.known.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), interval)
+
+    def _take_causes(self) -> tuple[Context | None, list[Link], int]:
+        """The apply's trace parent, its links and how many health transitions it carries. A burst's
+        apply is a child of its first transition and links to each (the first MAX_CAUSES;
+        ``vgw.apply.causes`` counts them all)."""
+        causes, ncauses = self._causes, self._cause_count
+        self._causes, self._cause_count = [], 0
+        links = [Link(trace.get_current_span(c).get_span_context()) for c in causes]
+        return (causes[0] if causes else None), links, ncauses
 
     async def _apply(self, want: DesiredState) -> None:
         gen = self.fwd_generation + 1
@@ -337,11 +405,11 @@ class Shim:
             if d is not None:
                 mode, (doc, nops) = "delta", d
                 if nops == 0:
+                    self._take_causes()  # nothing reaches the forwarder: no span, no causes kept
                     self.applied = want
                     APPLIED_REVISION.set(want.config_revision)
                     return
-        cause, self._cause = self._cause, None
-        links = [Link(trace.get_current_span(cause).get_span_context())] if cause is not None else []
+        cause, links, ncauses = self._take_causes()
         with tracer.start_as_current_span(
             "apply forwarder state",
             context=cause,
@@ -353,6 +421,7 @@ class Shim:
                 "vgw.apply.operations": nops,
                 "vgw.config.revision": want.config_revision,
                 "vgw.apply.services": len(want.services),
+                "vgw.apply.causes": ncauses,
             },
         ) as span:
             t0 = time.perf_counter()
@@ -451,14 +520,16 @@ class Shim:
 
     async def _status_loop(self) -> None:
         interval = self.settings.status_interval_s
+        # A restarted shim's first heartbeat would say "starting, nothing programmed" about a forwarder
+        # its predecessor programmed, and route control would withdraw the node for that. Until it
+        # knows (its first apply, or the forwarder away), it says nothing: route control's own look
+        # at the forwarder carries the last heartbeat meanwhile (docs/routectl.md, "Local truth").
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.known.wait(), self.settings.first_status_wait_s)
         next_at = time.monotonic()
         while True:
-            try:
-                await self._publish_status()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("publishing dataplane.status failed")
+            # NATS away is not an error here (a live publish is then not sent, vgw/bus.py)
+            await self._publish_status()
             next_at = max(next_at + interval, time.monotonic())
             await asyncio.sleep(next_at - time.monotonic())
 
@@ -473,9 +544,7 @@ class Shim:
                 continue
             try:
                 await self.traffic_kv.put(self.node, node_traffic(self.node, st, at))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
                 # NATS away: the next STATS read writes a fresh snapshot; an old one is worth nothing
                 log.warning("writing the traffic snapshot failed: %s", exc)
 

@@ -26,10 +26,10 @@ from dataplane.shim.desired import (
     desired_state,
     render,
 )
-from dataplane.shim.fwdctl import FwdClient
 from vgw.config import EffectiveProtection
 from vgw.config.validate import load_document
 from vgw.events import BackendState, ProbeResult
+from vgw.fwdctl import FwdClient
 from vgw.health import HealthEntry, health_key
 
 DOC = """
@@ -72,7 +72,7 @@ vips:
 
 def entry(ip: str, port: int, check: str, state: BackendState) -> HealthEntry:
     return HealthEntry(
-        address=ip,  # type: ignore[arg-type]
+        address=ip,
         port=port,
         check=check,
         kind="tcp",

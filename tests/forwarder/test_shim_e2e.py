@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.shim.fwdctl import FwdClient, FwdUnavailableError
 from tests.forwarder.conftest import needs_lab
 from tests.forwarder.shimproc import CHECK, health, seed, vgw_shim, wait_for
 from tests.forwarder.topology import BACKEND_IPS, VIP, Topology, http_requests
 from tests.support.nats_server import NatsServer, free_port
 from vgw.bus import Bus, Received
 from vgw.events import BackendState, DataplaneStatus, ForwarderState
+from vgw.fwdctl import FwdClient, FwdUnavailableError
 from vgw.health import health_key
 
 pytestmark = [needs_lab, pytest.mark.integration]
