@@ -9,8 +9,10 @@
 * ``view.<vip>_<port>`` -- :class:`VipView`: the judged status of a VIP probe, per node, with the
   evidence and the requests in force. Written by the leading monitor instance; ``vgwctl status``
   reads it.
-* ``req.<kind>.<target>.<vip>`` -- :class:`ActiveRequest`: withdraw requests the monitor has in
-  force, so a restarted monitor keeps refreshing or restores them.
+
+The withdraw requests the monitor has in force are in ``vgw_requests`` (:mod:`vgw.withdraw_requests`,
+with expiry); :class:`ActiveRequest` is the judge's own record of one. ``req.*`` entries that older
+releases wrote here are no longer read.
 """
 
 from __future__ import annotations

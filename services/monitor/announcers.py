@@ -13,7 +13,6 @@ counts 0, not "absent". Entries of nodes the config no longer assigns to the VIP
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from prometheus_client import Gauge
@@ -69,21 +68,17 @@ class AnnouncerCount:
 
     async def follow(self, bus: Bus) -> None:
         """Mirror ``vgw_routes`` (created by routectl; waited for), rebuilt from a snapshot after any
-        reconnect."""
+        reconnect (and after a restart by the supervisor)."""
         store = await KvStore.attach(bus, ROUTES_BUCKET, RouteEntry, writer="vgw-routectl")
-        while True:
-            try:
-                async for ev in store.watch(">"):
-                    if isinstance(ev, Snapshot):
-                        self.entries = {k: e.value for k, e in ev.entries.items()}
-                        self.loaded = True
-                    elif isinstance(ev, Change):
-                        if ev.entry is None:
-                            self.entries.pop(ev.key, None)
-                        else:
-                            self.entries[ev.key] = ev.entry.value
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("watching %s failed; restarting", ROUTES_BUCKET)
-                await asyncio.sleep(1.0)
+        async for ev in store.watch(">"):
+            self.apply(ev)
+
+    def apply(self, ev: Snapshot[RouteEntry] | Change[RouteEntry]) -> None:
+        if isinstance(ev, Snapshot):
+            self.entries = {k: e.value for k, e in ev.entries.items()}
+            self.loaded = True
+        elif isinstance(ev, Change):
+            if ev.entry is None:
+                self.entries.pop(ev.key, None)
+            else:
+                self.entries[ev.key] = ev.entry.value

@@ -64,7 +64,7 @@ class Judgement:
     """Request keys to write (or delete, when None)."""
 
 
-def _verdict(o: PathObservation | None, fail_after: int) -> NodeVerdict:
+def verdict_of(o: PathObservation | None, fail_after: int) -> NodeVerdict:
     if o is None:
         return "unknown"
     if o.consecutive_failures >= fail_after:
@@ -89,7 +89,7 @@ class _Scene:
             self.by.setdefault(o.path, {})[o.vantage] = o
         self.nodes = [*topo.primary, *topo.standby]
         self.verdict = {
-            (path, v): _verdict(self.by.get(path, {}).get(v), p.fail_after)
+            (path, v): verdict_of(self.by.get(path, {}).get(v), p.fail_after)
             for path in [ROUTED, *self.nodes]
             for v in self.vantages
         }
@@ -115,10 +115,12 @@ class _Scene:
         ]
 
     def _other_works(self, node: str, v: str) -> bool:
-        """Whether, from vantage point v, another node worked while this one kept failing: it was
-        seen working a full interval after this node began failing, and this node failed again after
-        that other node's current run of successes began. A node that merely recovers first (a link
-        coming back) is no evidence against one that has not been probed since."""
+        """Whether, from vantage point v, another node worked while this one kept failing: a probe
+        through it that was *sent after* this node's first failure was seen succeeded, and this node
+        failed again after that other node's current run of successes began. A success sent earlier
+        (the paths are probed one by one) says nothing about a break that came in between; a node
+        that merely recovers first (a link coming back) is no evidence against one that has not been
+        probed since. Both times come from the same vantage point's clock."""
         failing = self.by[node][v]
         since, last_fail = failing.failing_since, failing.updated_at
         for m in self.nodes:
@@ -127,10 +129,7 @@ class _Scene:
             other = self.by[m][v]
             if since is None or other.last_ok_at is None or other.succeeding_since is None:
                 return True  # observations without timing (older monitors): judge by verdicts alone
-            if (
-                other.last_ok_at >= since + timedelta(seconds=failing.interval_s)
-                and last_fail >= other.succeeding_since
-            ):
+            if other.last_ok_at > since and last_fail >= other.succeeding_since:
                 return True
         return False
 
@@ -158,11 +157,21 @@ class Judge:
         self.active: dict[str, ActiveRequest] = {}
         self._ok_since: dict[str, datetime] = {}
         self._status: dict[tuple[str, int], VipHealth] = {}
-        self._withdrawals: list[datetime] = []
+        self._withdrawals: dict[str, datetime] = {}
+        """This judge's own new withdrawals of the last minute, by request id."""
+        self.recorded_withdrawals: set[str] | None = set()
+        """Request ids of every new withdrawal of the last minute as the store has them (whoever
+        led then), so the rate limit continues across a change of leader; None while unknown
+        (then nothing new is withdrawn)."""
         self._blind_until: dict[str, datetime] = {}
 
-    def load(self, active: dict[str, ActiveRequest]) -> None:
-        """Requests in force from the store (after a restart or a change of leader)."""
+    def load(self, active: dict[str, ActiveRequest], now: datetime | None = None) -> None:
+        """Requests in force from the store (after a restart or a change of leader). With ``now``,
+        each is due for a refresh at once: its times come from the clock of whoever wrote it, which
+        this judge's clock must not be compared with."""
+        if now is not None:
+            due = now - timedelta(seconds=self.p.request_ttl_s)
+            active = {k: a.model_copy(update={"refreshed_at": due}) for k, a in active.items()}
         self.active = dict(active)
 
     def _fresh(self, obs: list[PathObservation], now: datetime) -> list[PathObservation]:
@@ -170,8 +179,15 @@ class Judge:
         return [o for o in obs if (now - o.updated_at).total_seconds() <= limit * o.interval_s + 1.0]
 
     def _may_withdraw(self, now: datetime) -> bool:
-        self._withdrawals = [t for t in self._withdrawals if now - t < timedelta(minutes=1)]
-        return len(self._withdrawals) < self.p.max_withdrawals_per_min
+        self._withdrawals = {r: t for r, t in self._withdrawals.items() if now - t < timedelta(minutes=1)}
+        if self.recorded_withdrawals is None:
+            return False
+        return len(self._withdrawals.keys() | self.recorded_withdrawals) < self.p.max_withdrawals_per_min
+
+    @property
+    def new_withdrawals(self) -> dict[str, datetime]:
+        """This judge's own new withdrawals of the last minute (request id -> when)."""
+        return dict(self._withdrawals)
 
     def _track_ok(self, key: str, ok: bool, now: datetime) -> None:
         if ok:
@@ -238,7 +254,7 @@ class Judge:
                 req = self._request("node", n, topo, reason, now)
                 store[key] = req
                 publish.append(self._event(req, RequestAction.WITHDRAW, s.evidence))
-                self._withdrawals.append(now)
+                self._withdrawals[req.request_id] = now
                 withdrawn.add(n)
             elif key in self.active:
                 self._keep_or_restore(key, s, now, publish, store)
@@ -261,7 +277,7 @@ class Judge:
             req = self._request("cluster", topo.cluster, topo, reason, now)
             store[key] = req
             publish.append(self._event(req, RequestAction.WITHDRAW, s.evidence))
-            self._withdrawals.append(now)
+            self._withdrawals[req.request_id] = now
 
     @staticmethod
     def _cluster_dead(s: _Scene) -> bool:

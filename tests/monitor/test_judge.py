@@ -204,3 +204,29 @@ def test_a_vantage_point_is_blind_once_every_path_failed_fail_after_minus_one_ti
     t = T0 + timedelta(seconds=7)
     [req] = j.judge(TOPO, scene(t, vp1=N1_DOWN), t).publish
     assert req.node == "n1"  # type: ignore[union-attr]
+
+
+def test_the_rate_limit_counts_the_stored_withdrawals_of_an_earlier_leader() -> None:
+    """A new leader continues the minute's count from the store (vgw_withdrawals), and withdraws
+    nothing while that count is unknown."""
+    j = Judge("vp2", JudgeParams(max_withdrawals_per_min=2))
+    j.recorded_withdrawals = None
+    assert j.judge(TOPO, scene(T0, vp1=N1_DOWN), T0).publish == []
+    j.recorded_withdrawals = {"earlier-1", "earlier-2"}
+    assert j.judge(TOPO, scene(T0, vp1=N1_DOWN), T0).publish == []
+    j.recorded_withdrawals = {"earlier-1"}
+    [req] = j.judge(TOPO, scene(T0, vp1=N1_DOWN), T0).publish
+    # once stored, our own withdrawal is not counted twice
+    j.recorded_withdrawals = {"earlier-1", req.request_id}
+    assert len(j.new_withdrawals.keys() | j.recorded_withdrawals) == 2
+
+
+def test_a_success_sent_after_the_failure_was_seen_is_evidence_and_one_sent_before_is_not() -> None:
+    j = Judge("vp1")
+    n1 = obs("vp1", "n1", False)
+    assert n1.failing_since is not None
+    before = obs("vp1", "n2", True).model_copy(update={"last_ok_at": n1.failing_since - timedelta(milliseconds=1)})
+    assert j.judge(TOPO, [n1, before, obs("vp1", ROUTED, False)], T0).publish == []
+    after = before.model_copy(update={"last_ok_at": n1.failing_since + timedelta(milliseconds=1)})
+    [req] = j.judge(TOPO, [n1, after, obs("vp1", ROUTED, False)], T0).publish
+    assert req.node == "n1"  # type: ignore[union-attr]

@@ -16,7 +16,7 @@ import asyncio
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -54,12 +54,22 @@ from vgw.events import (
     VipHealth,
 )
 from vgw.health import HEALTH_BUCKET, HealthEntry, health_key
-from vgw.monitoring import MONITOR_BUCKET, OBS_BUCKET
+from vgw.lease import MONITOR_LEASE_BUCKET, Lease, LeaseRecord
+from vgw.monitoring import MONITOR_BUCKET, OBS_BUCKET, ActiveRequest
 from vgw.routes import ROUTES_BUCKET, RouteEntry, route_key
 from vgw.security import init_dir
 from vgw.security.identities import HC_MEMBERS_BUCKET
 from vgw.store import KvStore
 from vgw.traffic import TRAFFIC_BUCKET, NodeTraffic, open_traffic
+from vgw.withdraw_requests import (
+    REQUESTS_BUCKET,
+    WITHDRAWALS_BUCKET,
+    RequestInForce,
+    Withdrawal,
+    entry_key,
+    node_keys,
+    read_in_force,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -570,3 +580,48 @@ async def test_monitor_reads_every_nodes_routes(connect: Conn) -> None:
     mon = await KvStore.open(await connect("monitor"), ROUTES_BUCKET, RouteEntry, create=False)
     assert route_key("node-a", VIP) in await mon.snapshot()  # the module's server keeps other tests' too
     await refused(mon.put(route_key("node-a", VIP), route("node-a", RouteState.WITHDRAWN)))
+
+
+# --- the monitor's lease, requests in force and withdrawals (vgw/lease.py, vgw/withdraw_requests.py) ---
+
+
+async def test_monitor_owns_its_lease_and_requests_in_force_that_routectl_and_subscribers_read(
+    connect: Conn,
+) -> None:
+    await setup_buckets(connect)
+    mon = await connect("monitor")
+    lease = await Lease(mon, MONITOR_LEASE_BUCKET, "vp-1", lease_s=5.0).open()
+    assert await lease.step() and lease.token is not None
+    held = await lease.current()
+    assert held is not None and held.holder == "vp-1"
+    store = await MonitorStore.open(mon)
+    at = now()
+    req = ActiveRequest(
+        kind="node", target="node-a", vip=VIP, request_id=uuid.uuid4().hex, reason="test", issued_at=at,
+        expires_at=at + timedelta(seconds=30), refreshed_at=at,
+    )  # fmt: skip
+    await store.put_request(req, "monitor/vp-1", lease.token)
+    await store.record_withdrawal(req.request_id, entry_key("node", "node-a", VIP), lease.token)
+    key = entry_key("node", "node-a", VIP)
+    for reader in ("routectl-node-a", "routectl-node-b", "subscriber", "operator"):
+        got = await read_in_force(await connect(reader), node_keys("node-a"))
+        assert got is not None and got[key].request_id == req.request_id, reader
+    forged = RequestInForce(
+        kind="node", target="node-a", vip=VIP, request_id="forged", requester="monitor/forged", issued_at=at,
+        expires_at=at + timedelta(seconds=30), refreshed_at=at,
+    )  # fmt: skip
+    for other in ("routectl-node-a", "subscriber", "operator"):
+        bus = await connect(other)
+        await refused(KvStore(bus, REQUESTS_BUCKET, RequestInForce).put(key, forged))
+        stolen = LeaseRecord(holder="x", renewed_at=at)
+        await refused(KvStore(bus, MONITOR_LEASE_BUCKET, LeaseRecord).put("holder", stolen))
+        uncounted = Withdrawal(request_id="f", key=key)
+        await refused(KvStore(bus, WITHDRAWALS_BUCKET, Withdrawal).put("w.forged", uncounted))
+    # only the monitor reads its lease and the rate limit's withdrawals
+    await refused(KvStore.open(await connect("routectl-node-a"), MONITOR_LEASE_BUCKET, LeaseRecord, create=False))
+    await refused(KvStore.open(await connect("subscriber"), WITHDRAWALS_BUCKET, Withdrawal, create=False))
+    after = await read_in_force(mon, node_keys("node-a"))
+    assert after is not None and after[key].request_id == req.request_id and after[key].requester == "monitor/vp-1"
+    current = await lease.current()  # the forged puts did not land (it may have expired by now: 5 s)
+    assert current is None or current.holder == "vp-1"
+    await lease.release()

@@ -35,10 +35,12 @@ from vgw.events import (
 )
 from vgw.events.base import SUBJECT_ROOT
 from vgw.health import HEALTH_BUCKET
+from vgw.lease import MONITOR_LEASE_BUCKET
 from vgw.monitoring import MONITOR_BUCKET, OBS_BUCKET
 from vgw.naming import check_name
 from vgw.routes import ROUTES_BUCKET
 from vgw.traffic import TRAFFIC_BUCKET
+from vgw.withdraw_requests import REQUESTS_BUCKET, WITHDRAWALS_BUCKET
 
 # services/healthcheck/main.py's default (a test checks they agree); vgw/ must not import services/.
 HC_MEMBERS_BUCKET = "vgw_hc_members"
@@ -101,6 +103,11 @@ class Identity:
         return self.api_role in API_ROLES
 
 
+# The monitor's single-writer state: its leader's lease, the requests in force, the withdrawals
+# of the last minute (the rate limit's count).
+_MONITOR_OWN = (MONITOR_LEASE_BUCKET, REQUESTS_BUCKET, WITHDRAWALS_BUCKET)
+
+
 def kv_stream(bucket: str) -> str:
     return f"KV_{bucket}"
 
@@ -122,7 +129,7 @@ def identities(nodes: Iterable[str], *, check: bool = True) -> list[Identity]:
     """
     node_list = sorted({check_name(n) if check else n for n in nodes})
     ops = Grants(
-        reads=(ROUTES_BUCKET, MONITOR_BUCKET, HEALTH_BUCKET, TRAFFIC_BUCKET, BGP_BUCKET),
+        reads=(ROUTES_BUCKET, MONITOR_BUCKET, HEALTH_BUCKET, TRAFFIC_BUCKET, BGP_BUCKET, REQUESTS_BUCKET),
         events=True,
         core_events=True,
         publishes=_requests(KIND_OPERATOR),
@@ -158,10 +165,11 @@ def identities(nodes: Iterable[str], *, check: bool = True) -> list[Identity]:
             API_SERVICE,
             "The end-to-end monitor: probes VIPs, may ask for a withdraw (kind monitor).",
             Grants(
-                # routes: the per-VIP count of announcing nodes (vgw_vip_announcing_nodes)
-                reads=(CONFIG_BUCKET, MONITOR_BUCKET, OBS_BUCKET, ROUTES_BUCKET),
-                writes=((MONITOR_BUCKET, ">"), (OBS_BUCKET, ">")),
-                creates=_service(kv_stream(MONITOR_BUCKET), kv_stream(OBS_BUCKET)),
+                # routes: the per-VIP count of announcing nodes (vgw_vip_announcing_nodes); the
+                # leader's lease, its requests in force and the rate limit's withdrawals are its own.
+                reads=(CONFIG_BUCKET, MONITOR_BUCKET, OBS_BUCKET, ROUTES_BUCKET, *_MONITOR_OWN),
+                writes=((MONITOR_BUCKET, ">"), (OBS_BUCKET, ">"), *((b, ">") for b in _MONITOR_OWN)),
+                creates=_service(kv_stream(MONITOR_BUCKET), kv_stream(OBS_BUCKET), *map(kv_stream, _MONITOR_OWN)),
                 publishes=(MonitorVipStatus.subject_filter(), *_requests(KIND_MONITOR)),
             ),
         ),
@@ -175,7 +183,8 @@ def identities(nodes: Iterable[str], *, check: bool = True) -> list[Identity]:
                 f"Route control of node {node}: announces and withdraws only this node's VIPs.",
                 Grants(
                     # All nodes' routes: the last-announcer guard looks at the others' decisions.
-                    reads=(CONFIG_BUCKET, HEALTH_BUCKET, ROUTES_BUCKET, BGP_BUCKET),
+                    # Requests in force: read at start (vgw/withdraw_requests.py).
+                    reads=(CONFIG_BUCKET, HEALTH_BUCKET, ROUTES_BUCKET, BGP_BUCKET, REQUESTS_BUCKET),
                     writes=((ROUTES_BUCKET, f"{node}.>"), (BGP_BUCKET, node)),
                     creates=_service(kv_stream(ROUTES_BUCKET), kv_stream(BGP_BUCKET)),
                     events=True,
@@ -214,7 +223,7 @@ def identities(nodes: Iterable[str], *, check: bool = True) -> list[Identity]:
             "subscriber",
             API_READER,
             "A read-only consumer of events (dashboards, audit, other systems).",
-            Grants(events=True, core_events=True),
+            Grants(reads=(REQUESTS_BUCKET,), events=True, core_events=True),
         ),
     ]
     return out
