@@ -6,8 +6,9 @@ Inputs (state is level, events are edges):
 * health -- the ``vgw_health`` KV bucket (snapshot, then changes); ``backend.up``/``backend.down``
   events only name the cause of a decision;
 * the local forwarder -- ``dataplane.status.<node>`` heartbeats (freshness is measured on arrival);
-* withdraw requests -- ``request.node.withdraw.<node>.*`` and ``request.cluster.withdraw.*``,
-  replayed from the event stream on start so requests in force survive a restart;
+* withdraw requests -- the monitor's in force from ``vgw_requests`` (:mod:`vgw.withdraw_requests`) on
+  start, then ``request.node.withdraw.<node>.*`` and ``request.cluster.withdraw.*`` events (an
+  operator's replayed from the event stream on start: they exist only as events);
 * its own previous decisions -- the ``vgw_routes`` KV bucket (hysteresis and damping state).
 
 Nothing is announced before config, health, the requests and the previous decisions are loaded.
@@ -23,13 +24,14 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan
 
-from vgw.bus import EVENT_STREAM, Bus, Received, Subscription
+from vgw.bus import Bus, Received, Subscription
+from vgw.coalesce import settle
 from vgw.config import ConfigDocument, NodeView, node_view
 from vgw.config.store import ConfigReader, ConfigRevision
 from vgw.events import (
@@ -40,6 +42,7 @@ from vgw.events import (
     ConfigChanged,
     DataplaneStatus,
     DrainEndReason,
+    ForwarderState,
     NodeDrainCompleted,
     NodeDrainStarted,
     NodeWithdrawRequest,
@@ -53,14 +56,20 @@ from vgw.naming import IP
 from vgw.routes import ROUTES_BUCKET, RouteEntry, route_key, route_key_prefix
 from vgw.runtime import Runtime
 from vgw.store import Change, KvStore, Snapshot
+from vgw.supervise import Supervisor
+from vgw.withdraw_requests import CLUSTER_KEYS, node_keys, read_in_force
 
 from . import metrics
 from .decide import Announcers, Cause, DampingPolicy, Decider, Decision, DrainEdge, ForwarderObs, Requests
+from .localfwd import LocalForwarder, Verdict
 from .sessions import publish_sessions
 from .settings import RoutectlSettings
 from .speaker import Speaker, SpeakerConfig
 
 log = logging.getLogger("routectl")
+
+REQUEST_REPLAY_MARGIN = timedelta(seconds=10)
+"""At start, request events from this long before the requests bucket is read are replayed too."""
 _tracer = trace.get_tracer("vgw.routectl")
 
 
@@ -84,9 +93,20 @@ class Routectl:
             self.node_id, damping, settings.dataplane_stale_s, restart_grace_s=settings.forwarder_restart_grace_s
         )
         self.requests = Requests()
+        self.local = (
+            LocalForwarder(
+                settings.fwd_socket,
+                interval_s=settings.fwd_probe_interval_s,
+                timeout_s=settings.fwd_probe_timeout_s,
+                grace_s=settings.fwd_gone_after_s,
+            )
+            if settings.fwd_socket
+            else None
+        )
         self.speaker = Speaker(settings, on_peer_change=self._mark_dirty)
         self._dirty = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sup: Supervisor | None = None
+        self._task_names: list[str] = []
         self._subs: list[Subscription] = []
         self._bus: Bus | None = None
         self._routes: KvStore[RouteEntry] | None = None
@@ -100,7 +120,6 @@ class Routectl:
         self._fwd: ForwarderObs | None = None
         self._health_causes: dict[str, Cause] = {}
         self._config_cause: Cause | None = None
-        self._requests_seen = 0
         self._others: dict[str, RouteEntry] = {}
         self._others_loaded = False
         # outputs
@@ -118,6 +137,7 @@ class Routectl:
 
     async def start(self, rt: Runtime[RoutectlSettings]) -> None:
         bus = self._bus = rt.bus
+        self._sup = rt.supervisor
         self._routes = await KvStore.open(bus, ROUTES_BUCKET, RouteEntry, history=5)
         health_store = await KvStore.attach(bus, self.settings.health_bucket, HealthEntry, writer="vgw-healthcheck")
         reader = await ConfigReader(bus, recheck=self.settings.config_recheck).open()
@@ -133,20 +153,16 @@ class Routectl:
             break
         log.info("restored %d previous decision(s)", len(self._previous))
 
-        # 2. withdraw requests in force: replay what the stream holds
-        stored = await self._stored_requests(bus)
-        self._subs.append(
-            await bus.subscribe(
-                self._on_request,
-                subject=f"{NodeWithdrawRequest.subject_base()}.{self.node_id}.>",
-                since=datetime(1970, 1, 1, tzinfo=UTC),
-            )
-        )
-        self._subs.append(
-            await bus.subscribe(
-                self._on_request, types=[ClusterWithdrawRequest], since=datetime(1970, 1, 1, tzinfo=UTC)
-            )
-        )
+        # 2. withdraw requests in force. The monitor's: its bucket (state, with expiry), then its
+        # events replayed from just before the read, so one that lands meanwhile is not missed.
+        # Operators' (other systems publish only events): replayed from the stream, as they keep them.
+        since = datetime.now(UTC) - REQUEST_REPLAY_MARGIN
+        in_force = await self._requests_in_force(bus)
+        log.info("%d withdraw request(s) of the monitor in force", in_force)
+        node_base, cluster_base = NodeWithdrawRequest.subject_base(), ClusterWithdrawRequest.subject_base()
+        for kind, replay_from in (("monitor", since), ("operator", datetime(1970, 1, 1, tzinfo=UTC))):
+            for subject in (f"{node_base}.{self.node_id}.*.{kind}", f"{cluster_base}.*.*.{kind}"):
+                self._subs.append(await bus.subscribe(self._on_request, subject=subject, since=replay_from))
         # 3. live inputs. The forwarder's heartbeat over core NATS: while a NATS cluster elects the
         # event stream's leader the stream delivers nothing, and a heartbeat held back that long would
         # withdraw every node at once (the shim publishes it live, too).
@@ -156,21 +172,21 @@ class Routectl:
         self._subs.append(await bus.subscribe(self._on_backend, types=[BackendUp, BackendDown]))
         self._subs.append(await bus.subscribe(self._on_config_event, types=[ConfigChanged]))
         config_loaded = asyncio.Event()
-        self._spawn(self._watch_config(reader, config_loaded), "config")
-        self._spawn(self._watch_others(self._routes), "routes")
-        self._spawn(self._watch_health(health_store), "health")
+        routes = self._routes
+        self._spawn("config", lambda: self._watch_config(reader, config_loaded))
+        self._spawn("routes", lambda: self._watch_others(routes))
+        self._spawn("health", lambda: self._watch_health(health_store))
+        if self.local is not None:
+            local = self.local
+            self._spawn("local-forwarder", lambda: local.run(self._mark_dirty))
         await self.speaker.start()
-        self._spawn(publish_sessions(bus, self.node_id, self.speaker), "bgp sessions")
+        self._spawn("bgp-sessions", lambda: publish_sessions(bus, self.node_id, self.speaker))
 
-        deadline = time.monotonic() + self.settings.startup_wait_s
-        while time.monotonic() < deadline and (self._requests_seen < stored or not config_loaded.is_set()):
-            await asyncio.sleep(0.02)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(config_loaded.wait(), 30.0)
         while not (self._health_loaded and self._others_loaded):
             await asyncio.sleep(0.02)
-        if self._requests_seen < stored:
-            log.warning("only %d of %d stored withdraw requests replayed in time", self._requests_seen, stored)
+        await self._first_heartbeat()
         self.ready = True
         log.info(
             "view rebuilt: config revision %d, %d health entries, %d withdraw request(s)",
@@ -178,16 +194,24 @@ class Routectl:
             len(self._health),
             len(self.requests),
         )
-        self._spawn(self._loop(), "decide")
+        self._spawn("decide", self._loop)
+
+    async def _first_heartbeat(self) -> None:
+        """Wait (at most the staleness bound) for the forwarder's first heartbeat: deciding without
+        one would withdraw every VIP of a healthy node for the second until it arrives -- after a
+        restart of routectl, with the routes still at the routers (graceful restart), a spurious
+        withdraw. A forwarder that does not answer locally is not waited for."""
+        deadline = time.monotonic() + self.settings.dataplane_stale_s
+        while self._fwd is None and time.monotonic() < deadline:
+            if self.local is not None and self.local.verdict(None, time.monotonic()) == Verdict.GONE:
+                break
+            await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
         self._stopped = True
-        for t in self._tasks:
-            t.cancel()
-        # Bounded: on Python 3.11 a cancel racing with a completing wait_for can be swallowed; the
-        # loops also check _stopped.
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=2.0)
+        # The speaker stays up: it carries the withdrawals below. The loops also check _stopped.
+        if self._sup is not None:
+            await self._sup.stop(*self._task_names, timeout_s=2.0)
         for s in self._subs:
             with contextlib.suppress(Exception):
                 await s.unsubscribe()
@@ -220,34 +244,30 @@ class Routectl:
                 await self._publish(withdrawn, d, now_wall)
                 await self._write(withdrawn, now_wall, now_wall)
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("routectl task %s failed", name)
-                raise
+    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """A supervised task: restarted (with backoff) if it fails; /readyz is 503 while it is down.
+        Each watch starts again from its bucket's snapshot, so a restart rebuilds that input."""
+        assert self._sup is not None
+        self._sup.spawn(name, factory)
+        self._task_names.append(name)
 
-        self._tasks.append(asyncio.ensure_future(guarded()))
-
-    async def _stored_requests(self, bus: Bus) -> int:
-        total = 0
-        for subject in (f"{NodeWithdrawRequest.subject_base()}.>", f"{ClusterWithdrawRequest.subject_base()}.>"):
+    async def _requests_in_force(self, bus: Bus) -> int:
+        """Apply the requests in force for this node and for every cluster from ``vgw_requests``
+        (:mod:`vgw.withdraw_requests`; the server expires what its requester stopped refreshing).
+        Returns how many; none while no requester has created the bucket."""
+        n = 0
+        for keys in (node_keys(self.node_id), CLUSTER_KEYS):
             try:
-                info = await bus.js.stream_info(EVENT_STREAM, subjects_filter=subject)
-            except Exception as exc:
-                log.warning("counting stored requests: %s", exc)
+                found = await asyncio.wait_for(read_in_force(bus, keys), self.settings.startup_wait_s)
+            except Exception as exc:  # an unreadable bucket must not keep routectl from starting
+                log.warning("reading the withdraw requests in force (%s): %s", keys, exc)
                 continue
-            subjects = info.state.subjects or {}
-            for s, n in subjects.items():
-                if s.startswith(f"{NodeWithdrawRequest.subject_base()}.") and not s.startswith(
-                    f"{NodeWithdrawRequest.subject_base()}.{self.node_id}."
-                ):
-                    continue
-                total += int(n)
-        return total
+            for entry in (found or {}).values():
+                ev = entry.event()
+                self.requests.apply(ev, Cause(event_id=entry.request_id, span=None, at=time.monotonic()))
+                n += 1
+        metrics.REQUESTS.set(len(self.requests))
+        return n
 
     # -- inputs --
 
@@ -277,17 +297,19 @@ class Routectl:
     async def _watch_others(self, store: KvStore[RouteEntry]) -> None:
         """Other nodes' decisions: who else announces each VIP (the last-announcer guard)."""
         async for ev in store.watch():
-            if isinstance(ev, Snapshot):
-                self._others = {k: e.value for k, e in ev.entries.items() if e.value.node != self.node_id}
-                self._others_loaded = True
-            elif isinstance(ev, Change):
-                if ev.entry is None:
-                    self._others.pop(ev.key, None)
-                elif ev.entry.value.node != self.node_id:
-                    self._others[ev.key] = ev.entry.value
-                else:
-                    continue
-            self._dirty.set()
+            self._on_route_change(ev)
+
+    def _on_route_change(self, ev: Snapshot[RouteEntry] | Change[RouteEntry]) -> None:
+        if isinstance(ev, Snapshot):
+            self._others = {k: e.value for k, e in ev.entries.items() if e.value.node != self.node_id}
+            self._others_loaded = True
+        elif ev.entry is None:
+            self._others.pop(ev.key, None)
+        elif ev.entry.value.node != self.node_id:
+            self._others[ev.key] = ev.entry.value
+        else:
+            return
+        self._dirty.set()
 
     def _announcers(self) -> dict[IP, Announcers]:
         doc = self._doc
@@ -303,15 +325,17 @@ class Routectl:
 
     async def _watch_health(self, store: KvStore[HealthEntry]) -> None:
         async for ev in store.watch():
-            if isinstance(ev, Snapshot):
-                self._health = {k: e.value for k, e in ev.entries.items()}
-                self._health_loaded = True
-            elif isinstance(ev, Change):
-                if ev.entry is None:
-                    self._health.pop(ev.key, None)
-                else:
-                    self._health[ev.key] = ev.entry.value
-            self._dirty.set()
+            self._on_health_change(ev)
+
+    def _on_health_change(self, ev: Snapshot[HealthEntry] | Change[HealthEntry]) -> None:
+        if isinstance(ev, Snapshot):
+            self._health = {k: e.value for k, e in ev.entries.items()}
+            self._health_loaded = True
+        elif ev.entry is None:
+            self._health.pop(ev.key, None)
+        else:
+            self._health[ev.key] = ev.entry.value
+        self._dirty.set()
 
     async def _on_status(self, r: Received) -> None:
         ev = r.event
@@ -345,7 +369,6 @@ class Routectl:
         ev = r.event
         if not isinstance(ev, NodeWithdrawRequest | ClusterWithdrawRequest):
             return
-        self._requests_seen += 1
         if isinstance(ev, NodeWithdrawRequest) and ev.node != self.node_id:
             return
         self.requests.apply(ev, _cause_here(r))
@@ -363,17 +386,18 @@ class Routectl:
     # -- the loop --
 
     async def _loop(self) -> None:
+        """Level-triggered: a change only marks the view dirty; one evaluation per burst, from the
+        latest inputs (a rack of backends going down is one evaluation, not one per backend)."""
         while not self._stopped:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self.settings.tick_s)
-            self._dirty.clear()
             try:
-                await self._evaluate()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("evaluation failed")
-                await asyncio.sleep(0.5)
+                await asyncio.wait_for(self._dirty.wait(), self.settings.tick_s)
+            except TimeoutError:
+                pass  # the tick: timers and staleness
+            else:
+                await settle(self._dirty, quiet_s=self.settings.coalesce_quiet_s, max_s=self.settings.coalesce_max_s)
+            self._dirty.clear()
+            metrics.EVALUATIONS.inc()
+            await self._evaluate()
 
     def _fail_static(self, now: float) -> bool:
         """True while NATS is unreachable: decisions are frozen (fail static). A silent forwarder is
@@ -393,17 +417,37 @@ class Routectl:
                 self._fwd = dataclasses.replace(self._fwd, received_at=max(self._fwd.received_at, now))
         return False
 
+    def _forwarder_obs(self, now: float) -> tuple[ForwarderObs | None, Verdict]:
+        """The heartbeat, corrected by what the forwarder itself answers (see :mod:`.localfwd`)."""
+        fwd = self._fwd
+        if self.local is None:
+            return fwd, Verdict.UNKNOWN
+        verdict = self.local.verdict(fwd.status if fwd is not None else None, now)
+        if verdict == Verdict.VOUCHES and fwd is not None:
+            # Kept: once the forwarder's generation moves on (the restarted shim applies), staleness
+            # counts from here, leaving the shim its usual time to report the new state.
+            self._fwd = fwd = dataclasses.replace(fwd, received_at=max(fwd.received_at, now))
+        elif verdict == Verdict.GONE and fwd is not None:
+            # Not stored: the forwarder's restart grace counts from its first "down" observation.
+            down = fwd.status.model_copy(update={"forwarder": ForwarderState.DOWN})
+            fwd = ForwarderObs(status=down, received_at=now, cause=fwd.cause)
+        return fwd, verdict
+
     async def _evaluate(self) -> None:
         now, now_wall = time.monotonic(), datetime.now(UTC)
-        if self._fail_static(now):
+        frozen = self._fail_static(now)
+        fwd, verdict = self._forwarder_obs(now)
+        if frozen and verdict != Verdict.GONE:
             return
-        if self._fwd is not None:
-            metrics.FORWARDER_AGE.set(now - self._fwd.received_at)
+        if verdict != Verdict.UNKNOWN:
+            metrics.LOCAL_VERDICTS.labels(verdict.value).inc()
+        if fwd is not None:
+            metrics.FORWARDER_AGE.set(now - fwd.received_at)
         decisions = self.decider.decide(
             self._view,
             self._vip_revs,
             self._health,
-            self._fwd,
+            fwd,
             self.requests,
             self._health_causes,
             self._config_cause,
@@ -426,6 +470,7 @@ class Routectl:
                 self._applied.pop(d.vip, None)
             else:
                 self._applied[d.vip] = d
+        self.speaker.mark_decided()
         if not changed:
             await self._drain_edges(self.decider.drain_events)
             return

@@ -286,25 +286,46 @@ def combine_attributes(vip: Vip, role: Role, worse: bool, next_hop: IP | None) -
     )
 
 
-def count_healthy(services: list[NodeService], health: Mapping[str, HealthEntry]) -> list[tuple[int, int]]:
+@dataclass(frozen=True, slots=True)
+class ServiceKeys:
+    """A service's usable backends as what counting their health needs: the key of each checked
+    one (computed once per config revision: formatting 10,000 keys per evaluation cost ~60 ms),
+    the number of unchecked ones, and the initial state of backends without an entry."""
+
+    keys: tuple[str, ...]
+    unchecked: int
+    initial_up: bool
+
+
+def service_keys(ns: NodeService) -> ServiceKeys:
+    keys: list[str] = []
+    unchecked = 0
+    for b in ns.service.backends:
+        if b.state == "disabled":
+            continue
+        key = ns.backend_health_key(b)
+        if key is None or ns.health_check is None:
+            unchecked += 1
+        else:
+            keys.append(key)
+    initial_up = ns.health_check is not None and ns.health_check.initial_state == BackendState.UP.value
+    return ServiceKeys(tuple(keys), unchecked, initial_up)
+
+
+def count_healthy(
+    services: list[NodeService], health: Mapping[str, HealthEntry], keys: list[ServiceKeys] | None = None
+) -> list[tuple[int, int]]:
     """(healthy, usable) backends per service: disabled backends are not usable; unchecked services'
     backends are healthy; a backend without a health entry takes its check's ``initial_state``."""
     out = []
-    for ns in services:
-        healthy = total = 0
-        for b in ns.service.backends:
-            if b.state == "disabled":
-                continue
-            total += 1
-            key = ns.backend_health_key(b)
-            if key is None or ns.health_check is None:
-                healthy += 1
-                continue
+    up = BackendState.UP
+    for sk in keys if keys is not None else [service_keys(ns) for ns in services]:
+        healthy = sk.unchecked
+        for key in sk.keys:
             e = health.get(key)
-            state = e.state.value if e is not None else ns.health_check.initial_state
-            if state == BackendState.UP.value:
+            if (e.state == up) if e is not None else sk.initial_up:
                 healthy += 1
-        out.append((healthy, total))
+        out.append((healthy, sk.unchecked + len(sk.keys)))
     return out
 
 
@@ -320,6 +341,8 @@ class Decider:
         self.restart_grace_s = restart_grace_s
         self._fwd_down_since: float | None = None  # first status not "up" after an "up" one
         self.mem: dict[IP, VipMemory] = {}
+        self._keys_view: NodeView | None = None  # the view self._keys was computed for
+        self._keys: dict[int, ServiceKeys] = {}
         self._withdrawals: deque[float] = deque()
         self.drain: DrainStatus | None = None
         """The node's drain at the last evaluation (None: not draining)."""
@@ -497,6 +520,8 @@ class Decider:
         if view is not None:
             for ns in view.services:
                 services_of.setdefault(ns.vip.address, []).append(ns)
+            if self._keys_view is not view:
+                self._keys_view, self._keys = view, {id(ns): service_keys(ns) for ns in view.services}
         for vip, role in view.vips if view is not None else []:
             seen.add(vip.address)
             assert view is not None
@@ -566,7 +591,7 @@ class Decider:
         announced = m.state != RouteState.WITHDRAWN
 
         # health, with hysteresis
-        counts = count_healthy(services, health)
+        counts = count_healthy(services, health, [self._keys[id(ns)] for ns in services])
         healthy = sum(h for h, _ in counts)
         total = sum(t for _, t in counts)
         lows = [vip.bgp.thresholds(t) for _, t in counts]

@@ -44,3 +44,17 @@ DRAIN_CONNECTIONS = Gauge(
     "While draining: the connections the drain counts (half-open ones left out; -1 = unknown)",
 )
 DRAIN_SECONDS_LEFT = Gauge("vgw_routectl_drain_seconds_left", "While draining: seconds until the drain's timeout")
+EVALUATIONS = Counter(
+    "vgw_routectl_evaluations_total",
+    "Evaluations of every VIP's decision (one per burst of changes, plus the periodic tick)",
+)
+LOCAL_FORWARDER_UP = Gauge(
+    "vgw_routectl_local_forwarder_up",
+    "1 while the node's forwarder answers on its control socket (VGW_FWD_SOCKET; 0 when not set or not answering)",
+)
+LOCAL_VERDICTS = Counter(
+    "vgw_routectl_local_verdicts_total",
+    "Evaluations in which the forwarder's own answer overrode the heartbeat: it is gone (withdraw), or it vouches "
+    "for the last heartbeat (the shim or NATS is away)",
+    ["verdict"],
+)

@@ -18,6 +18,16 @@ class RoutectlSettings(VgwSettings):
         default=3.0, gt=0, le=300, description="dataplane.status older than this counts as a dead forwarder"
     )
     tick_s: float = Field(default=0.2, gt=0, le=5, description="Re-evaluation period (timers, staleness)")
+    coalesce_quiet_s: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="After a change, decide once the inputs were quiet this long (a burst of health changes "
+        "gives one evaluation)",
+    )
+    coalesce_max_s: float = Field(
+        default=0.05, ge=0, le=2, description="...but never later than this after the first change of a burst"
+    )
     forwarder_restart_grace_s: float = Field(
         default=0.0,
         ge=0,
@@ -25,6 +35,21 @@ class RoutectlSettings(VgwSettings):
         description="A forwarder that keeps its connection tables across a restart (dataplane.status "
         "conn_state_kept) and reports down stays announced this long: a restart or an upgrade takes it "
         "out for under a second, and a withdrawal would move its flows; 0 (default) = withdraw at once",
+    )
+
+    # local truth
+    fwd_socket: str | None = Field(
+        default=None,
+        description="The node's forwarder control socket (the shim's VGW_FWD_SOCKET). Set, route control also "
+        "asks the forwarder directly: a forwarder that stops answering is withdrawn even while NATS is down, "
+        "and one that still runs the state its shim last reported stays announced while the shim restarts",
+    )
+    fwd_probe_interval_s: float = Field(default=0.2, gt=0, le=10, description="HELLO to the forwarder every ...")
+    fwd_probe_timeout_s: float = Field(
+        default=1.0, gt=0, le=30, description="A HELLO not answered in this is a failure"
+    )
+    fwd_gone_after_s: float = Field(
+        default=0.5, ge=0, le=60, description="The forwarder counts as dead after failing probes for this long"
     )
 
     health_bucket: str = Field(
@@ -67,7 +92,7 @@ class RoutectlSettings(VgwSettings):
         "routes as stale until routectl is back or the time runs out)",
     )
     startup_wait_s: float = Field(
-        default=2.0, ge=0, le=60, description="Longest wait for replayed withdraw requests before deciding"
+        default=2.0, gt=0, le=60, description="Longest wait for the withdraw requests in force (vgw_requests) at start"
     )
 
     # the speaker

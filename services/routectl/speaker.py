@@ -123,6 +123,9 @@ def exabgp_config(cfg: SpeakerConfig, bridge_cmd: str) -> str:
         v6 = ":" in p.address
         lines += ["    family {", "        ipv6 unicast;" if v6 else "        ipv4 unicast;", "    }"]
         if cfg.graceful_restart_s > 0:
+            # End-of-RIB only once routectl has decided (Speaker.mark_decided): the router keeps a
+            # restarted speaker's stale routes until then, instead of flushing them at an early EoR.
+            lines.append("    manual-eor true;")
             lines += ["    capability {", f"        graceful-restart {cfg.graceful_restart_s};", "    }"]
         lines += ["    api {", "        processes [ routectl ];", "        neighbor-changes;", "    }", "}", ""]
     return "\n".join(lines)
@@ -200,6 +203,8 @@ class Speaker:
         self.socket_path = self.run_dir / "api.sock"
         self._server: asyncio.AbstractServer | None = None
         self.peers: dict[str, str] = {}
+        self._decided = False
+        self._eor_due: set[str] = set()  # peers whose session came up and have had no End-of-RIB yet
         self.peer_since: dict[str, datetime] = {}
         """When each peer's session entered its current state (``vgwctl bgp``)."""
         self.connected = False
@@ -216,6 +221,21 @@ class Speaker:
         self._server = await asyncio.start_unix_server(self._on_connect, path=str(self.socket_path))
         os.chmod(self.socket_path, 0o600)
         self._task = asyncio.create_task(self._supervise(), name="routectl-speaker")
+
+    def mark_decided(self) -> None:
+        """routectl has made its first decisions (set_route for each VIP): with graceful restart,
+        End-of-RIB may now follow the routes."""
+        if not self._decided:
+            self._decided = True
+            self._wake.set()
+
+    async def _send_eor(self, cfg: SpeakerConfig) -> None:
+        if cfg.graceful_restart_s <= 0 or not self._decided:
+            return
+        for peer in [p for p in cfg.peers if p.address in self._eor_due and self.peers.get(p.address) == "up"]:
+            family = "ipv6 unicast" if ":" in peer.address else "ipv4 unicast"
+            await self._command(f"neighbor {peer.address} announce eor {family}")
+            self._eor_due.discard(peer.address)
 
     def configure(self, cfg: SpeakerConfig | None) -> None:
         if cfg != self._cfg:
@@ -456,6 +476,9 @@ class Speaker:
         if old != state:
             self.peer_since[peer] = datetime.now(UTC)
         metrics.PEER_UP.labels(peer).set(1 if state == "up" else 0)
+        if state == "up" and old != state:
+            self._eor_due.add(peer)
+            self._wake.set()
         if old != state:
             if old is not None:
                 log.info("BGP peer %s %s", peer, state, extra={"peer": peer, "peer_state": state})
@@ -542,6 +565,7 @@ class Speaker:
                         if cmd is not None:
                             await self._command(cmd)
                     self._sent.pop(vip, None)
+            await self._send_eor(cfg)
             if self._desired == self._sent:
                 self.synced.set()
                 await self._wake.wait()

@@ -38,6 +38,7 @@ from vgw.events import (
 )
 from vgw.routes import ROUTES_BUCKET, RouteEntry, route_key
 from vgw.store import KvStore
+from vgw.withdraw_requests import RequestInForce, entry_key, open_requests
 
 pytestmark = pytest.mark.integration
 
@@ -296,6 +297,47 @@ async def test_withdraw_requests_survive_restart_and_expire(bgp2: BgpEnv) -> Non
     )
     await until(lambda: env.lab.rib_next_hops(PREFIX) == {N2}, 5.0, what="n1 withdrawn on the monitor's request")
     await ecmp_up(env, 10.0)
+
+
+async def test_monitor_requests_in_force_are_read_from_kv_at_start(bgp2: BgpEnv) -> None:
+    """The monitor's requests in force are state in ``vgw_requests`` (not a replay of the event
+    stream): a routectl that starts finds one there -- no event of it anywhere -- and honours it
+    before its first announcement; one that has lapsed is not honoured."""
+    env = bgp2
+    env.routectl(2)
+    await until(lambda: env.lab.rib_next_hops(PREFIX) == {N2}, 30.0, what=f"n2 announces\n{env.logs()}")
+    requests = await open_requests(env.bus, ttl_s=300)
+    routes = await KvStore.open(env.bus, ROUTES_BUCKET, RouteEntry, history=5)
+    now = datetime.now(UTC)
+    entry = RequestInForce(
+        kind="node", target="n1", vip=None, request_id="mon-kv-1", requester="monitor/vp-1", reason="blackhole",
+        issued_at=now, expires_at=now + timedelta(minutes=5), refreshed_at=now, token=1,
+    )  # fmt: skip
+    await requests.put(entry_key("node", "n1", None), entry)
+
+    async def decided(reason: RouteReason, after: datetime) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            e = await routes.get(route_key("n1", VIP))
+            if e is not None and e.value.decided_at >= after and e.value.reason == reason:
+                return
+            assert time.monotonic() < deadline, f"n1 not decided {reason.value}: {e}\n{env.logs()}"
+            await asyncio.sleep(0.05)
+
+    started = datetime.now(UTC)
+    env.routectl(1)
+    await decided(RouteReason.NODE_WITHDRAW_REQUEST, started)
+    await until(lambda: env.lab.protocols().get("n1") == "Established", 20.0, what="n1 session up")
+    assert env.lab.rib_next_hops(PREFIX) == {N2}, "announced despite a request in force"
+    # lapsed (the server keeps it until its TTL, but it says it has expired): announced
+    await requests.put(
+        entry_key("node", "n1", None), entry.model_copy(update={"expires_at": datetime.now(UTC) - timedelta(seconds=1)})
+    )
+    env.procs[1].kill9()
+    started = datetime.now(UTC)
+    env.routectl(1)
+    await decided(RouteReason.GATES_OK, started)
+    await ecmp_up(env)
 
 
 async def test_tcp_md5_session(bgp1_md5: BgpEnv) -> None:
