@@ -5,7 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-python test-dataplane lint events-docs config-schema demo bench clean images deploy-tools test-deploy
+.PHONY: setup test test-python test-dataplane lint events-docs config-schema demo chaos bench clean images deploy-tools test-deploy
 
 setup:
 	@scripts/setup.sh
@@ -54,6 +54,11 @@ test-deploy: setup images
 demo: setup
 	$(VENV)/bin/vgwctl lab demo $(DEMO_ARGS)
 
+# The chaos suite (deploy/lab/chaos.py, docs/lab.md "Chaos"): a lab of its own, every fault in turn
+# under client traffic, the report table; fails when a fault broke its bound. make test runs a short form.
+chaos: setup
+	$(VENV)/bin/vgwctl lab --id chs chaos $(CHAOS_ARGS)
+
 bench: setup
 	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane bench; fi
 	$(PY) tests/bench/bench_bus.py
@@ -64,6 +69,7 @@ bench: setup
 	$(PY) tests/bench/bench_fwd_restart.py
 	$(PY) tests/bench/bench_lab_restart.py
 	$(PY) tests/bench/bench_routectl.py
+	$(PY) tests/bench/bench_mass_transition.py
 
 clean:
 	@if [ -f dataplane/Makefile ]; then $(MAKE) -s -C dataplane clean; fi

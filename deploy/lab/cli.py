@@ -1,4 +1,4 @@
-"""``vgwctl lab ...`` behind the CLI: up, down, status, scenario, demo."""
+"""``vgwctl lab ...`` behind the CLI: up, down, status, scenario, chaos, demo."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import htmlreport
+from . import chaos, htmlreport
 from .lab import Lab, LabError
 from .longlived import GAP_BOUND_MS, GAP_GOAL_MS, LongLived
 from .plan import BACKENDS, NODES, VIP
@@ -58,6 +58,8 @@ def main(args: argparse.Namespace) -> int:
             return 0
         if cmd == "demo":
             return demo(lab, args.keep, html)
+        if cmd == "chaos":
+            return chaos_cmd(lab, args)
         if lab.state is None:
             print(f"vgwctl: lab {args.id!r} is not up (vgwctl lab up)", file=sys.stderr)
             return 1
@@ -259,6 +261,32 @@ def demo(lab: Lab, keep: bool, html: Path | None = None) -> int:
     what = "every scenario within its bound" if code == 0 else "SOME SCENARIOS FAILED"
     say(f"demo finished in {time.monotonic() - t0:.0f}s: {what}")
     return code
+
+
+def chaos_cmd(lab: Lab, args: argparse.Namespace) -> int:
+    try:
+        faults = chaos.faults_named(args.fault or list(chaos.SHORT)) if args.fault or args.short else chaos.all_faults()
+    except ValueError as exc:
+        print(f"vgwctl: {exc}", file=sys.stderr)
+        return 2
+    progress = say_err if args.output == "json" else say
+    own = lab.state is None
+    t0 = time.monotonic()
+    try:
+        if own:
+            lab.up()
+        results = chaos.Chaos(lab, progress).run(faults)
+    finally:
+        if own:
+            progress(down_text(lab.down()))
+    if args.output == "json":
+        print(chaos.json_lines(results))
+    else:
+        say("\n" + chaos.table(results))
+    failed = [r for r in results if not r.passed]
+    verdict = f"{len(failed)} FAULT(S) BROKE THEIR BOUND" if failed else "every fault within its bound"
+    progress(f"chaos finished in {time.monotonic() - t0:.0f}s: {verdict}")
+    return 0 if not failed else 1
 
 
 # -- status -------------------------------------------------------------------------------------------

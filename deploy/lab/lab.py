@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import natscluster, net, procs
+from . import mgmtlink, natscluster, net, procs
 from .plan import BACKENDS, CLIENT, NODES, SPARE_BACKEND, VIP, VIP_PORT, Plan
 from .servers import BACKEND, bird_config
 
@@ -47,6 +47,11 @@ AFP_RING = ",framecnt=8192"
 # where vgw-fwd keeps connection state per EAL file prefix by default (--conn-state auto)
 CONN_STATE_BASES = ("/dev/shm/vgw-fwd", "/dev/hugepages/vgw-fwd")
 
+
+# Route control advertises BGP graceful restart: a crashed routectl (kill -9) restarts within this
+# time and the router keeps the node's routes (stale) meanwhile, instead of withdrawing a node whose
+# forwarder never stopped (docs/lab.md, "Chaos"; docs/routectl.md, "Graceful-restart option").
+GRACEFUL_RESTART_S = 10
 
 NATS_CLUSTER_SIZES = (1, 3, 5)
 """``--nats-cluster``: one server, or an odd number (a JetStream cluster needs a majority)."""
@@ -74,6 +79,10 @@ class LabState:
     # NATS servers (1, or a cluster: nats_url lists every one) and the JetStream replicas services use
     nats_servers: int = 1
     js_replicas: int = 1
+    # each service's console script and extra environment, so one can be started again (chaos)
+    services: dict[str, list[Any]] = field(default_factory=dict)
+    # each node's NATS URL(s) through its management link relay (mgmtlink.py)
+    mgmt_urls: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -198,13 +207,7 @@ class Lab:
             self._service("monitor", "vgw-monitor", {"VGW_MONITOR_NETNS": p.monitor, "VGW_MONITOR_FAIL_AFTER": "2",
                                                       "VGW_MONITOR_HOLD_DOWN_S": "10"})  # fmt: skip
             self.say("[6/7] nodes: vgw-fwd (DPDK, af_packet, dual-arm), shim, routectl + ExaBGP")
-            for n, (node_id, _addr) in NODES.items():
-                self.start_forwarder(n)
-                self._service(f"shim-{n}", "vgw-shim", {"VGW_NODE_ID": node_id, "VGW_FWD_SOCKET": st.sockets[n]})
-                self._service(f"routectl-{n}", "vgw-routectl", {
-                    "VGW_NODE_ID": node_id, "VGW_EXABGP_NETNS": p.node(n), "VGW_RUN_DIR": str(workdir / f"exabgp-{n}"),
-                    "VGW_HOLD_DOWN_S": "2",
-                })  # fmt: skip
+            self._start_nodes(st, workdir)
             self.say("[7/7] waiting for the VIP to be announced by both nodes and to serve clients")
             left = max(30.0, timeout_s - (time.monotonic() - t0))
             self._wait(lambda: len(self.router_next_hops()) == len(NODES), left, "both nodes to announce the VIP")
@@ -216,23 +219,43 @@ class Lab:
         self.say(f"lab up in {time.monotonic() - t0:.1f}s: VIP {VIP}:{VIP_PORT} served by both nodes")
         return st
 
+    def _start_nodes(self, st: LabState, workdir: Path) -> None:
+        """Each node: its management link, vgw-fwd, the shim and route control (through the link)."""
+        p = self.plan
+        for n in NODES:
+            st.mgmt_urls[n] = mgmtlink.start(self, n, _free_port)
+        self._wait(lambda: all(_tcp_open(int(u.rsplit(":", 1)[1])) for n in NODES
+                               for u in st.mgmt_urls[n].split(",")), 20, "the nodes' management links")  # fmt: skip
+        for n, (node_id, _addr) in NODES.items():
+            self.start_forwarder(n)
+            self._service(f"shim-{n}", "vgw-shim", {"VGW_NODE_ID": node_id, "VGW_FWD_SOCKET": st.sockets[n],
+                                                    "VGW_NATS_URL": st.mgmt_urls[n]})  # fmt: skip
+            self._service(f"routectl-{n}", "vgw-routectl", {
+                "VGW_NODE_ID": node_id, "VGW_EXABGP_NETNS": p.node(n), "VGW_RUN_DIR": str(workdir / f"exabgp-{n}"),
+                "VGW_HOLD_DOWN_S": "2", "VGW_FWD_SOCKET": st.sockets[n], "VGW_NATS_URL": st.mgmt_urls[n],
+                "VGW_GRACEFUL_RESTART_S": str(GRACEFUL_RESTART_S),
+            })  # fmt: skip
+
     def _start_nats(self, ports: list[int], workdir: Path) -> None:
         assert self.state is not None
         if len(ports) > 1:
             self._start_nats_cluster(ports, workdir)
             return
-        port = ports[0]
         if self.state.security is None:
             self.say("[3/7] NATS with JetStream")
             self.say("      *** INSECURE lab (--insecure): NATS and the config API accept ANY local client "
                      "without authentication ***")  # fmt: skip
-            self._start("nats", ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
-                                 str(workdir / "jetstream"), "-n", f"vgw-lab-{self.plan.id}"])  # fmt: skip
-            return
-        self.say("[3/7] NATS with JetStream, TLS and the permission matrix (vgwctl security init)")
-        security = Path(self.state.security)
-        self._init_security(security, workdir)
-        self._start("nats", ["nats-server", "-c", str(security / "nats" / "nats-server.conf")])
+        else:
+            self.say("[3/7] NATS with JetStream, TLS and the permission matrix (vgwctl security init)")
+            self._init_security(Path(self.state.security), workdir)
+        self._start("nats", self._nats_command(ports[0], workdir))
+
+    def _nats_command(self, port: int, workdir: Path) -> list[str]:
+        assert self.state is not None
+        if self.state.security is None:
+            return ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(workdir / "jetstream"),
+                    "-n", f"vgw-lab-{self.plan.id}"]  # fmt: skip
+        return ["nats-server", "-c", str(Path(self.state.security) / "nats" / "nats-server.conf")]
 
     def _start_nats_cluster(self, ports: list[int], workdir: Path) -> None:
         """Servers in one JetStream cluster on loopback (deploy/lab/natscluster.py); services get
@@ -295,7 +318,8 @@ class Lab:
 
     def _service(self, name: str, script: str, extra: dict[str, str]) -> None:
         assert self.state is not None
-        port = _free_port()
+        self.state.services[name] = [script, extra]
+        port = self.state.metrics.get(name) or _free_port()  # a restart keeps its metrics port
         self.state.metrics[name] = port
         env = self._env()
         # shim-a -> shim-node-a: the identity of a node's process is its role and the node id
@@ -309,6 +333,31 @@ class Lab:
             env["VGW_TRACE_FILE"] = str(Path(self.state.trace_dir) / f"{name}.jsonl")
         self._start(name, [str(BIN / script)], env=env)
         self.state.save()
+
+    def restart_nats(self) -> None:
+        """Start the lab's NATS server again (after a kill), on its port and JetStream directory."""
+        assert self.state is not None
+        if self.state.nats_servers != 1:
+            raise LabError("restart_nats: only a one-server lab (a cluster's servers restart one by one)")
+        port = int(self.state.nats_url.rsplit(":", 1)[1])
+        self._start("nats", self._nats_command(port, Path(self.state.workdir)))
+        self._wait(lambda: _tcp_open(port), 20, "NATS")
+
+    def restart_service(self, name: str) -> None:
+        """Start service ``name`` (e.g. ``shim-a``) again as ``up`` started it (after a kill)."""
+        assert self.state is not None
+        script, extra = self.state.services[name]
+        self._service(name, script, extra)
+
+    def pids(self, name: str) -> list[int]:
+        """Live processes of one lab part: a service (``routectl-a``), ``fwd-a``, ``nats`` (every server)."""
+        assert self.state is not None
+        if name.startswith("fwd-"):
+            needle = f"--file-prefix\0{self.plan.file_prefix}-{name[4:]}\0".encode()
+            return [pid for pid in procs.marked(self.plan.id) if needle in procs.cmdline(pid) and procs.is_exe(pid)]
+        if name == "nats":
+            return [pid for pid in procs.marked(self.plan.id) if procs.cmdline(pid).startswith(b"nats-server\0")]
+        return procs.with_env(self.plan.id, "VGW_INSTANCE_ID", name)
 
     @staticmethod
     def _sync_key(wd: Path) -> Path:

@@ -42,6 +42,43 @@ def marked(plan_id: str) -> list[int]:
     return pids
 
 
+def cmdline(pid: int) -> bytes:
+    """The NUL-separated command line (with a final NUL), or b"" for a process gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def is_exe(pid: int) -> bool:
+    """False for the ``ip netns exec`` wrapper (it replaces itself, but briefly it is the process)."""
+    return not cmdline(pid).startswith(b"ip\0")
+
+
+def with_env(plan_id: str, key: str, value: str) -> list[int]:
+    """This lab's live processes whose environment has ``key=value``, without their children (which
+    inherit it: routectl's ExaBGP)."""
+    needle = f"{key}={value}".encode()
+    out = []
+    for pid in marked(plan_id):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle in f.read().split(b"\0") and _state(pid) != "Z":
+                    out.append(pid)
+        except OSError:
+            continue
+    return [pid for pid in out if _ppid(pid) not in out]
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def in_namespaces(namespaces: list[str]) -> list[int]:
     pids: list[int] = []
     for ns in namespaces:

@@ -85,6 +85,9 @@ def _kill(pids: list[int]) -> None:
 # forwarder's own capacity under a flood is `vgw-synflood-bench`'s job (docs/benchmarks.md).
 LAB_FLOOD_PPS = 150_000.0
 
+BLACKHOLE_BOUND_S = 5.0
+"""monitor-blackhole: from the fault to the router no longer using node-a (issue #18)."""
+
 
 class Scenarios:
     def __init__(
@@ -261,9 +264,10 @@ class Scenarios:
             "withdrawn_after_s": moved if moved is not None else -1.0,
             "restored_after_repair_s": back if back is not None else -1.0,
             "recovered_after_s": float(s["recovered_after_s"]),  # type: ignore[arg-type]
-        }, "the monitor names node-a, routectl withdraws it, clients recover; back after the hold-down",
-            fault_at=fault)  # fmt: skip
-        r.passed = moved is not None and back is not None
+        }, f"the monitor names node-a, routectl withdraws it within {BLACKHOLE_BOUND_S:g} s, clients recover; "
+           "back after the hold-down", fault_at=fault)  # fmt: skip
+        r.passed = moved is not None and moved <= BLACKHOLE_BOUND_S and back is not None
+        r.deadline_s = BLACKHOLE_BOUND_S
         r.timeline = requests_timeline(recs)
         r.marks = (mark("blackhole on node-a's link", fault, "fault") + _recovery(s, fault)
                    + mark("node-a withdrawn", None if moved is None else fault + moved) + mark("repaired", repair_at)
