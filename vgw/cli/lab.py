@@ -37,6 +37,18 @@ def add_parser(sub: Any) -> None:
     sc.add_argument("-o", "--output", choices=["table", "json"], default="table")
     sc.add_argument("--html", metavar="FILE", help="also write the report as one self-contained HTML page")
     sc.set_defaults(func=run)
+    c = lsub.add_parser(
+        "chaos",
+        help="kill, pause or cut one process or link at a time under client traffic; report what each did",
+        description='The chaos suite (docs/lab.md, "Chaos"): each fault in turn under steady client traffic, '
+        "then the report table; exits 1 when a fault broke its bound. Runs on the lab when it is up; "
+        "otherwise brings one up and takes it down afterwards.",
+    )
+    fault_help = "a fault by its name in the report, e.g. 'kill -9 shim-a' (repeatable; default: all)"
+    c.add_argument("--fault", action="append", default=[], metavar="NAME", help=fault_help)
+    c.add_argument("--short", action="store_true", help="the short set make test runs")
+    c.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    c.set_defaults(func=run)
     d = lsub.add_parser("demo", help="up, every scenario of both families, the report, down")
     d.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     d.add_argument("--html", metavar="FILE", help="also write the report as one self-contained HTML page")
