@@ -44,6 +44,7 @@ class HealthcheckApp:
             heartbeat_s=self.settings.hc_heartbeat_s,
             members_bucket=self.settings.hc_members_bucket,
             netns=self.settings.hc_netns,
+            supervisor=rt.supervisor,
         )
         await self.checker.start()
         checker = self.checker

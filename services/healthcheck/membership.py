@@ -4,7 +4,8 @@ Each instance puts its key every heartbeat. Everyone watches the bucket and take
 when its heartbeat has not been seen for ``dead_after`` heartbeats (2.5 by default), so a killed
 instance's checks move within 3 heartbeat periods. The bucket's TTL only cleans up dead keys; it is
 not what detects death (nats-server 2.9 sends no delete marker when a key expires). A stopping
-instance deletes its key, so its checks move at once.
+instance deletes its key, so its checks move at once. The heartbeat and the watch are supervised
+tasks: one that fails is restarted, and a restarted watch starts again from a snapshot.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import nats.errors
 from pydantic import BaseModel
 
 from vgw.bus import Bus
 from vgw.store import Change, KvStore, Snapshot
+from vgw.supervise import Supervisor
 
 log = logging.getLogger("vgw.healthcheck.membership")
 
@@ -38,7 +41,10 @@ class Membership:
         heartbeat_s: float,
         on_change: Callable[[frozenset[str]], None],
         dead_after: float = 2.5,
+        *,
+        supervisor: Supervisor,
     ) -> None:
+        self._supervisor = supervisor
         self._bus = bus
         self.instance = instance
         self._bucket = bucket
@@ -48,13 +54,15 @@ class Membership:
         self._seen: dict[str, float] = {}
         self._store: KvStore[Member] | None = None
         self._started = datetime.now(UTC)
-        self._tasks: list[asyncio.Task[None]] = []
         self.live: frozenset[str] = frozenset({instance})
+        self._running = False
 
     async def start(self) -> None:
         self._store = await KvStore.open(self._bus, self._bucket, Member, ttl_s=max(3 * self._hb, 1.0))
         await self._beat()
-        self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._watch())]
+        self._supervisor.spawn("membership-heartbeat", self._heartbeat)
+        self._supervisor.spawn("membership-watch", self._watch)
+        self._running = True
 
     async def _beat(self) -> None:
         assert self._store is not None
@@ -70,7 +78,7 @@ class Membership:
             if tick % 4 == 0:
                 try:
                     await self._beat()
-                except Exception as exc:  # NATS away: keep checking what we own (fail static)
+                except (nats.errors.Error, TimeoutError, OSError) as exc:  # NATS away: keep checking (fail static)
                     log.warning("membership heartbeat failed: %s", exc)
             self._evaluate()
 
@@ -99,10 +107,10 @@ class Membership:
             self._on_change(live)
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
+        if self._running:
+            await self._supervisor.stop("membership-heartbeat", "membership-watch")
         if self._store is not None:
             try:
                 await self._store.delete(self.instance)
-            except Exception as exc:
+            except Exception as exc:  # leaving is a courtesy: the others time us out anyway
                 log.warning("could not leave membership: %s", exc)

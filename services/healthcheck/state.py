@@ -23,7 +23,6 @@ class CheckState:
     state: BackendState = BackendState.UNKNOWN
     successes: int = 0
     failures: int = 0
-    last: Outcome | None = None
 
     def observe(self, outcome: Outcome) -> Transition | None:
         """Record one outcome; return the transition it causes, if any.
@@ -33,7 +32,6 @@ class CheckState:
         """
         if outcome.local:
             return None  # not about the backend: neither a success nor a failure
-        self.last = outcome
         if outcome.ok:
             self.successes += 1
             self.failures = 0

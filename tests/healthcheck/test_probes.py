@@ -46,6 +46,60 @@ async def test_tcp_connect() -> None:
     assert (await probe(b.port, TcpSpec(T)))[0] is ProbeResult.REFUSED
 
 
+class ClosingServer:
+    """Accepts and records how each client went away: "reset" (RST) or "fin" (a graceful close,
+    which would leave the prober a TIME_WAIT socket)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.ends: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            try:
+                self.ends.append("fin" if conn.recv(1) == b"" else "data")
+            except ConnectionResetError:
+                self.ends.append("reset")
+            except TimeoutError:
+                self.ends.append("open")
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+async def test_tcp_connects_reuse_sockets_and_reset_every_connection() -> None:
+    a, b = ClosingServer(), ClosingServer()
+    try:
+        for _ in range(5):
+            for server in (a, b):
+                assert (await probe(server.port, TcpSpec(T)))[0] is ProbeResult.OK
+        # a reused socket reports a refusal like a fresh one
+        assert (await probe(free_port(), TcpSpec(T)))[0] is ProbeResult.REFUSED
+        assert (await probe(a.port, TcpSpec(T)))[0] is ProbeResult.OK
+    finally:
+        a.close()
+        b.close()
+    assert a.ends == ["reset"] * 6 and b.ends == ["reset"] * 5, (a.ends, b.ends)
+    idle = [r._idle[socket.AF_INET] for r in vgw.probes._reactors.values()]
+    assert any(idle), "connected sockets are kept for the next connect"
+
+
 @pytest.mark.parametrize(
     ("mode", "result"),
     [
