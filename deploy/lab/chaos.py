@@ -43,6 +43,9 @@ from .traffic import Traffic
 
 Action = Literal["kill", "pause", "cut"]
 
+PAST_HEARTBEAT_S = 4.5
+"""How long a management link cut lasts: past route control's heartbeat bound (3 s), with margin."""
+
 FORWARDER_MOVE_BOUND_S = 3.0
 """A forwarder kill: the last failed request ends within this many seconds of the kill."""
 
@@ -51,7 +54,7 @@ FORWARDER_MOVE_BOUND_S = 3.0
 class Fault:
     target: str  # a lab part: nats, config, healthcheck, monitor, shim-a, routectl-a, fwd-a, node-a (cut)
     action: Action
-    hold_s: float = 4.0
+    hold_s: float = 3.0
     during: str | None = None  # killed first and kept down through the fault (e.g. nats)
 
     @property
@@ -70,10 +73,10 @@ def all_faults() -> list[Fault]:
     kills = ["nats", "config", "healthcheck", "monitor"]
     kills += [f"{role}-{n}" for role in ("shim", "routectl") for n in nodes]
     out = [Fault(t, "kill") for t in kills]
-    # longer than the heartbeat bound route control applies (dataplane_stale_s, 3 s) or the
-    # membership/lease time of the others
+    # longer than the heartbeat bound route control applies (dataplane_stale_s, 3 s) and the
+    # monitor's lease (5 s)
     out += [Fault(t, "pause", hold_s=6.0) for t in ("shim-a", "routectl-a", "healthcheck", "monitor")]
-    out += [Fault(f"node-{n}", "cut", hold_s=6.0) for n in nodes[:1]]
+    out += [Fault(f"node-{n}", "cut", hold_s=PAST_HEARTBEAT_S) for n in nodes[:1]]
     out += [Fault(f"fwd-{n}", "kill") for n in nodes]
     # route control's local truth: a forwarder that dies while the bus is down is withdrawn all the same
     out.append(Fault(f"fwd-{nodes[0]}", "kill", during="nats"))
@@ -83,7 +86,6 @@ def all_faults() -> list[Fault]:
 SHORT = (
     "kill -9 shim-a",
     "kill -9 routectl-a",
-    "SIGSTOP shim-a",
     "cut the management link of node-a",
     "kill -9 fwd-a while nats is down",
 )
@@ -267,7 +269,7 @@ class Chaos:
         if self._settle(60) is None:
             raise LabError(f"the lab is not healthy before {f.name}: {self._unhealthy()}")
         before = self._config()
-        lead_s = 2.0
+        lead_s = 1.5
         traffic = Traffic(self.lab.plan.client, self.workdir / f"chaos-{_slug(f.name)}.jsonl",
                           rate=self.rate, duration_s=lead_s + f.hold_s + 60)  # fmt: skip
         traffic.start(self.lab._env())

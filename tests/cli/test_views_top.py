@@ -60,23 +60,26 @@ def stats(node: str, at: datetime, pid: int) -> dict[str, Any]:
 async def shims(bus: Bus) -> AsyncIterator[None]:
     """Every node writes a snapshot every 0.2 s until the test ends."""
     store = await open_traffic(bus)
+    stop = asyncio.Event()
 
     async def write() -> None:
         pid = 100
-        while True:
+        while not stop.is_set():
             at = datetime.now(UTC)
             pid += 1
             for node in ("n1", "n2", RESTARTING):
                 await store.put(node, node_traffic(node, stats(node, at, pid if node == RESTARTING else 7), at))
-            await asyncio.sleep(0.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
 
     task = asyncio.create_task(write())
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # A flag, not a cancel: on Python 3.11 a cancel that races a completing wait_for inside a
+        # NATS request can be swallowed, and the loop then never ended (a 300 s teardown hang).
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 def env_for(nats: NatsServer, child_env: dict[str, str]) -> dict[str, str]:

@@ -4,10 +4,11 @@ The data comes from the lab's own clients, run for real on loopback: traffic.py'
 against an HTTP server that is stopped and started again (the backend failure, in small), and
 echoclient.py's long-lived connections to an echo server that stalls some and resets others; the
 trace is written by VGW's span-file exporter from one provider per service, with the W3C context
-carried from one to the next as NATS headers carry it, and read back by traces.py. The last test
-runs the real backend-failure scenario on a lab. Each page is loaded in a real headless Chromium
-(Debian's ``chromium``, driven by Playwright): no console or page error, no request leaves the
-page, every chart drawn with its bars and marks, the waterfall a bar per span, and a screenshot.
+carried from one to the next as NATS headers carry it, and read back by traces.py (the real
+backend-failure scenario's page is checked by tests/lab/test_lab_e2e.py, on its lab). Each page is
+loaded in a real headless Chromium (Debian's ``chromium``, driven by Playwright): no console or page
+error, no request leaves the page, every chart drawn with its bars and marks, the waterfall a bar
+per span, and a screenshot.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ from __future__ import annotations
 import http.server
 import json
 import secrets
-import shutil
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +31,16 @@ from opentelemetry import propagate
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
 from deploy.lab import htmlreport, traffic
-from deploy.lab.cli import find_trace, html_on_the_way_out
+from deploy.lab.cli import html_on_the_way_out
 from deploy.lab.lab import REPO, Lab, LabError
 from deploy.lab.longlived import NAMES as LONGLIVED
 from deploy.lab.plan import BACKENDS, VIP
-from deploy.lab.scenarios import Result, Scenarios, _recovery
+from deploy.lab.scenarios import Result, _recovery
 from deploy.lab.timeline import Window, connections_timeline, mark, requests_timeline
 from deploy.lab.traces import FoundTrace, backend_down_trace, load
+from tests.lab.browser import Loaded, drawn, screenshot_ok
 from vgw.telemetry.tracing import JsonLinesFileExporter
 
 
@@ -60,73 +59,6 @@ def free_port() -> int:
 
 
 # -- the browser ------------------------------------------------------------------------------------
-
-
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    exe = _chromium()
-    if exe is None:
-        pytest.skip("no Chromium on this machine: `apt-get install chromium` (scripts/apt-packages.txt) installs it")
-    with sync_playwright() as p:
-        # Playwright's own browser download cannot be reached: Debian's build, headless, as root
-        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@dataclass
-class Loaded:
-    page: Page
-    errors: list[str] = field(default_factory=list)
-    requests: list[str] = field(default_factory=list)
-    dialogs: list[str] = field(default_factory=list)
-
-
-@pytest.fixture
-def open_page(browser: Browser) -> Iterator[Callable[[Path], Loaded]]:
-    contexts = []
-
-    def load_it(path: Path) -> Loaded:
-        ctx = browser.new_context(viewport={"width": 1100, "height": 900})
-        contexts.append(ctx)
-        page = ctx.new_page()
-        got = Loaded(page)
-        page.on("console", lambda m: got.errors.append(f"console: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: got.errors.append(f"page error: {e}"))
-        page.on("request", lambda r: got.requests.append(r.url) if r.url != path.as_uri() else None)
-
-        def on_dialog(d: Dialog) -> None:
-            got.dialogs.append(d.message)
-            d.dismiss()
-
-        page.on("dialog", on_dialog)
-        page.goto(path.as_uri(), wait_until="load")
-        return got
-
-    yield load_it
-    for ctx in contexts:
-        ctx.close()
-
-
-def screenshot_ok(page: Page, out: Path) -> None:
-    page.screenshot(path=str(out), full_page=True)
-    data = out.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    width, height = struct.unpack(">II", data[16:24])  # IHDR
-    assert width >= 1000 and height >= 600, (width, height)
-    assert len(data) > 30_000, f"a {len(data)}-byte screenshot of a page of charts: blank?"
-
-
-def drawn(page: Page, selector: str) -> int:
-    """How many elements match and have a non-empty box on the page."""
-    boxes = [el.bounding_box() for el in page.query_selector_all(selector)]
-    return sum(1 for b in boxes if b is not None and b["width"] > 0 and b["height"] > 0)
 
 
 # -- data, made by the lab's own clients -------------------------------------------------------------
@@ -475,23 +407,3 @@ def test_bad_html_target_is_refused_before_anything_runs(tmp_path: Path, bad: st
     finally:
         if Path(f"/run/vgw-lab/{lab_id}.json").exists():  # it ran after all: leave nothing behind
             subprocess.run([vgwctl, "lab", "--id", lab_id, "down"], capture_output=True, timeout=300, check=False)
-
-
-def test_a_real_backend_failure_makes_its_page(lab: Lab, tmp_path: Path, open_page: Callable[[Path], Loaded]) -> None:
-    """The real scenario on a lab, its trace from the lab's span files, the page as the CLI writes it."""
-    r = Scenarios(lab, lambda _m: None).run("backend-failure")
-    trace = find_trace(lab, [r])
-    assert trace is not None and trace.spans, trace
-    assert r.timeline is not None and r.timeline["kind"] == "requests" and sum(r.timeline["ok"]) > 300, r.timeline
-    out = tmp_path / "lab.html"
-    htmlreport.write(out, htmlreport.render([r], trace, htmlreport.Page(lab.plan.id, VIP), longlived=LONGLIVED))
-    got = open_page(out)
-    page = got.page
-    assert got.errors == [] and got.requests == [], got
-    sec = 'section.scenario[data-name="backend-failure"]'
-    assert drawn(page, f"{sec} rect.bar.ok") >= 100
-    assert drawn(page, f"{sec} .mark.fault line") == 1 and drawn(page, f"{sec} .mark.recovery line") == 1
-    assert drawn(page, "svg.waterfall rect.span") == len(trace.spans)
-    services = {s.service for s in trace.spans}
-    assert "healthcheck" in services and len(services) >= 2, services  # the transition, and who acted on it
-    screenshot_ok(page, tmp_path / "lab.png")
