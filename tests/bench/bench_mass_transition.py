@@ -46,7 +46,6 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.config.gen import generate
 from tests.forwarder.fwdproc import FwdProcess, stop_session, vgw_fwd
 from tests.forwarder.shimproc import vgw_shim
+from tests.support.health import health_entry
 from tests.support.nats_server import NatsServer, free_port
 from vgw.bus import Bus
 from vgw.config import ConfigDocument
@@ -95,19 +95,10 @@ def backends_of(raw: dict[str, Any]) -> list[Backend]:
 
 
 def entry(b: Backend, state: BackendState) -> HealthEntry:
-    return HealthEntry(
-        address=b.address,
-        port=b.bport,
-        check=b.check,
-        kind=CheckKind.TCP,
-        state=state,
-        reason=ProbeResult.OK if state == BackendState.UP else ProbeResult.TIMEOUT,
-        detail="" if state == BackendState.UP else "bench: rack down",
-        consecutive=3,
-        since=datetime.now(UTC),
-        checker="bench",
-        traceparent=f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01",
-    )
+    return health_entry(
+        b.address, b.bport, b.check, state, checker="bench", failure=ProbeResult.TIMEOUT, detail="bench: rack down",
+        consecutive=3, traceparent=f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01",
+    )  # fmt: skip
 
 
 def event(b: Backend, state: BackendState) -> BackendUp | BackendDown:

@@ -11,17 +11,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import REPO
 from tests.forwarder.fwdproc import stop_session
 from tests.forwarder.topology import BACKEND_IPS, EXT_IP, INT_IP, LIP, VIP
+from tests.support.health import health_entry
 from vgw.bus import Bus
 from vgw.config.store import ConfigStore
 from vgw.config.validate import load_document
-from vgw.events import BackendState, ProbeResult
+from vgw.events import BackendState
 from vgw.health import HEALTH_BUCKET, HealthEntry, health_key
 from vgw.store import KvStore
 
@@ -55,18 +55,7 @@ vips:
 
 
 def health(ip: str, state: BackendState) -> HealthEntry:
-    return HealthEntry(
-        address=ip,
-        port=80,
-        check=CHECK,
-        kind="tcp",
-        state=state,
-        reason=ProbeResult.OK if state == BackendState.UP else ProbeResult.REFUSED,
-        detail="" if state == BackendState.UP else "test says so",
-        consecutive=1,
-        since=datetime.now(UTC),
-        checker="test",
-    )
+    return health_entry(ip, 80, CHECK, state)
 
 
 async def seed(bus: Bus, node: str, reason: str) -> tuple[int, KvStore[HealthEntry]]:

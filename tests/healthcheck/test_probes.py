@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,14 @@ class ClosingServer:
             finally:
                 conn.close()
 
+    def wait_ends(self, n: int, timeout_s: float = 10.0) -> list[str]:
+        """The first ``n`` ends, once the server thread has taken that many connections off its
+        queue (it serves one at a time: on a busy machine it lags behind the prober)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.ends) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.ends[:n] if len(self.ends) >= n else list(self.ends)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
@@ -92,10 +102,11 @@ async def test_tcp_connects_reuse_sockets_and_reset_every_connection() -> None:
         # a reused socket reports a refusal like a fresh one
         assert (await probe(free_port(), TcpSpec(T)))[0] is ProbeResult.REFUSED
         assert (await probe(a.port, TcpSpec(T)))[0] is ProbeResult.OK
+        ends = await asyncio.to_thread(a.wait_ends, 6), await asyncio.to_thread(b.wait_ends, 5)
     finally:
         a.close()
         b.close()
-    assert a.ends == ["reset"] * 6 and b.ends == ["reset"] * 5, (a.ends, b.ends)
+    assert ends == (["reset"] * 6, ["reset"] * 5), ends
     idle = [r._idle[socket.AF_INET] for r in vgw.probes._reactors.values()]
     assert any(idle), "connected sockets are kept for the next connect"
 

@@ -4,6 +4,7 @@ be a real picture; how many elements of a kind were drawn. The fixtures are in c
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import struct
 from collections.abc import Callable, Iterator
@@ -18,18 +19,25 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's chromium, headless, as root (Playwright's own browser download cannot be reached).
+    While it is open, Playwright runs an event loop in this thread: asyncio.run() fails here."""
     exe = _chromium()
     if exe is None:
         pytest.skip("no Chromium on this machine: `apt-get install chromium` (scripts/apt-packages.txt) installs it")
     with sync_playwright() as p:
-        # Playwright's own browser download cannot be reached: Debian's build, headless, as root
         b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
         try:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as b:
+        yield b
 
 
 @dataclass
@@ -40,8 +48,7 @@ class Loaded:
     dialogs: list[str] = field(default_factory=list)
 
 
-@pytest.fixture
-def open_page(browser: Browser) -> Iterator[Callable[[Path], Loaded]]:
+def _loader(browser: Browser) -> Iterator[Callable[[Path], Loaded]]:
     contexts = []
 
     def load_it(path: Path) -> Loaded:
@@ -64,6 +71,19 @@ def open_page(browser: Browser) -> Iterator[Callable[[Path], Loaded]]:
     yield load_it
     for ctx in contexts:
         ctx.close()
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[Callable[[Path], Loaded]]:
+    yield from _loader(browser)
+
+
+@pytest.fixture
+def open_page_once() -> Iterator[Callable[[Path], Loaded]]:
+    """Like ``open_page``, with a browser of the test's own, closed when the test ends: for a module
+    whose later tests run asyncio (the module-scoped browser keeps Playwright's loop in the thread)."""
+    with chromium() as b:
+        yield from _loader(b)
 
 
 def screenshot_ok(page: Page, out: Path) -> None:

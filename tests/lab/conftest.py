@@ -14,7 +14,7 @@ import pytest
 
 from deploy.lab import net, procs
 from deploy.lab.lab import FWD, Lab
-from tests.lab.browser import browser, open_page  # noqa: F401 - fixtures for the report pages
+from tests.lab.browser import browser, open_page, open_page_once  # noqa: F401 - fixtures for the report pages
 
 
 def _prereqs() -> str | None:

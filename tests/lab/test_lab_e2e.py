@@ -73,7 +73,7 @@ def test_the_bus_refuses_what_issue_15_found_open(lab: Lab) -> None:
     assert len(lab.router_next_hops()) == 2  # routectl never saw a request: both nodes announce
 
 
-def test_backend_failure(lab: Lab, tmp_path: Path, open_page: Callable[[Path], Loaded]) -> None:
+def test_backend_failure(lab: Lab, tmp_path: Path, open_page_once: Callable[[Path], Loaded]) -> None:
     r = Scenarios(lab, lambda _m: None).run("backend-failure")
     assert r.summary["failed_before_fault"] == 0
     # fall x interval + 1 s is the bound; allow for a busy 2-core machine
@@ -86,7 +86,7 @@ def test_backend_failure(lab: Lab, tmp_path: Path, open_page: Callable[[Path], L
     assert r.timeline is not None and r.timeline["kind"] == "requests" and sum(r.timeline["ok"]) > 300, r.timeline
     out = tmp_path / "lab.html"
     htmlreport.write(out, htmlreport.render([r], trace, htmlreport.Page(lab.plan.id, VIP), longlived=LONGLIVED))
-    got = open_page(out)
+    got = open_page_once(out)
     page = got.page
     assert got.errors == [] and got.requests == [], got
     sec = 'section.scenario[data-name="backend-failure"]'

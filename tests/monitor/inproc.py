@@ -102,17 +102,21 @@ class FakeVantage:
                 await store.put(obs_key(o.vip, o.port, o.path, o.vantage), o)
         self.writes += 1
 
-    async def _run(self) -> None:
+    async def _run(self, stop: asyncio.Event) -> None:
         store = await KvStore.attach(self.bus, OBS_BUCKET, PathObservation, writer="vgw-monitor")
-        while True:
+        while not stop.is_set():
             await self.write_once(store)
-            await asyncio.sleep(0.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[FakeVantage]:
-        self._task = asyncio.create_task(self._run())
+        # Stopped by a flag, not a cancel: on Python 3.11 a cancel that races a completing wait_for
+        # inside a NATS request can be swallowed, and the writer then never ended (a CI run hung here).
+        stop = asyncio.Event()
+        self._task = asyncio.create_task(self._run(stop))
         try:
             yield self
         finally:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            stop.set()
+            await asyncio.wait_for(self._task, 10)

@@ -8,17 +8,23 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.routectl.harness import Health, Heartbeat, RoutectlProc, commit, make_doc
+from services.routectl.app import Routectl
+from services.routectl.settings import RoutectlSettings
+from tests.routectl.harness import Health, Heartbeat, RoutectlProc, commit, make_doc, until
 from tests.routectl.lab import Lab, kill_tree_leftovers
+from tests.support.inprocess import running
 from tests.support.nats_server import NatsServer
 from vgw.bus import Bus
 from vgw.config import ConfigDocument
 from vgw.config.store import ConfigStore
+from vgw.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +97,21 @@ async def make_env(
         shutil.rmtree(rundir, ignore_errors=True)
         failed = bool(leftovers)
         assert not failed, f"processes left behind: {leftovers}"
+
+
+@asynccontextmanager
+async def inprocess_routectl(env: BgpEnv, **settings: Any) -> AsyncIterator[tuple[Routectl, Runtime[RoutectlSettings]]]:
+    """routectl for n1 in the test's own process (real NATS, BIRD lab and ExaBGP), ready."""
+    values: dict[str, Any] = {
+        "node_id": "n1", "nats_url": env.nats.url, "instance_id": "routectl-n1-inprocess",
+        "exabgp_netns": env.lab.node_ns(1), "run_dir": env.rundir / "n1-inprocess", "health_bucket": "vgw_health_n1",
+        "hold_down_s": 0, "tick_s": 0.1, "startup_wait_s": 1, **settings,
+    }  # fmt: skip
+    cfg = RoutectlSettings(**values)
+    app = Routectl(cfg)
+    async with running("routectl", app, cfg) as rt:
+        await until(lambda: app.ready, 30, what="routectl ready")
+        yield app, rt
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ import pytest
 from services.routectl import sessions
 from services.routectl.app import Routectl
 from services.routectl.settings import RoutectlSettings
-from tests.routectl.conftest import BgpEnv
+from tests.routectl.conftest import BgpEnv, inprocess_routectl
 from tests.routectl.harness import VIP, make_doc, until
-from tests.support.inprocess import Fault, fails_then_recovers, running, task_restarts
+from tests.support.inprocess import Fault, fails_then_recovers, task_restarts
 from vgw.bgp import open_bgp
 from vgw.events import RouteReason, RouteState
 from vgw.routes import ROUTES_BUCKET, RouteEntry, route_key
@@ -31,20 +31,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def routectl(bgp1: BgpEnv) -> AsyncIterator[tuple[Routectl, Runtime[RoutectlSettings]]]:
-    settings = RoutectlSettings(
-        node_id="n1",
-        nats_url=bgp1.nats.url,
-        instance_id="routectl-n1-inprocess",
-        exabgp_netns=bgp1.lab.node_ns(1),
-        run_dir=bgp1.rundir / "n1-inprocess",
-        health_bucket="vgw_health_n1",
-        hold_down_s=0,
-        tick_s=0.1,
-        startup_wait_s=1,
-    )
-    app = Routectl(settings)
-    async with running("routectl", app, settings) as rt:
-        await until(lambda: app.ready, 30, what="routectl ready")
+    async with inprocess_routectl(bgp1) as (app, rt):
         yield app, rt
 
 
