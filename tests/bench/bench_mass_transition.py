@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.config.gen import generate
 from tests.forwarder.fwdproc import FwdProcess, stop_session, vgw_fwd
-from tests.forwarder.shimproc import vgw_shim
+from tests.forwarder.shimproc import vgw_shim, wait_for
 from tests.support.health import health_entry
 from tests.support.nats_server import NatsServer, free_port
 from vgw.bus import Bus
@@ -184,19 +184,6 @@ def routectl(nats_url: str, work: Path, metrics_port: int) -> Iterator[subproces
         stop_session(proc)
 
 
-async def until(pred: Any, timeout: float, what: str, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if asyncio.iscoroutine(v):
-            v = await v
-        if v:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {timeout} s")
-        await asyncio.sleep(step)
-
-
 async def write_burst(
     hkv: KvStore[HealthEntry], bus: Bus, flip: list[Backend], state: BackendState, with_events: bool
 ) -> float:
@@ -258,7 +245,7 @@ async def burst(
         # the last write is in and every forwarder runs the burst's outcome
         return all([await n.draining() == want for n in nodes])
 
-    await until(settled, 30, "the burst applied", step=0.2)
+    await wait_for(settled, 30, "the burst applied", step=0.2)
     # what the burst still costs after the last apply (routectl's decisions); later generations
     # would show here too
     await asyncio.sleep(1.0)
@@ -301,14 +288,14 @@ async def bench(args: argparse.Namespace, nats: NatsServer, nodes: list[Node], r
     try:
         hkv = await KvStore.attach(bus, HEALTH_BUCKET, HealthEntry)
         for n in nodes:
-            await until(lambda n=n: ready(n.metrics_port), 60, f"shim {n.node} ready")
+            await wait_for(lambda n=n: ready(n.metrics_port), 60, f"shim {n.node} ready")
 
         async def programmed(n: Node) -> bool:
             text = await n.client.config()
             return text.count("\nbackend ") == SERVICES * PER_SERVICE
 
         for n in nodes:
-            await until(lambda n=n: programmed(n), 60, f"forwarder {n.node} programmed")
+            await wait_for(lambda n=n: programmed(n), 60, f"forwarder {n.node} programmed")
         results: list[dict[str, Any]] = []
         for r in range(args.runs):
             flip = all_b[r % FLIP_EVERY :: FLIP_EVERY]
