@@ -312,14 +312,12 @@ def service_keys(ns: NodeService) -> ServiceKeys:
     return ServiceKeys(tuple(keys), unchecked, initial_up)
 
 
-def count_healthy(
-    services: list[NodeService], health: Mapping[str, HealthEntry], keys: list[ServiceKeys] | None = None
-) -> list[tuple[int, int]]:
+def count_healthy(keys: list[ServiceKeys], health: Mapping[str, HealthEntry]) -> list[tuple[int, int]]:
     """(healthy, usable) backends per service: disabled backends are not usable; unchecked services'
     backends are healthy; a backend without a health entry takes its check's ``initial_state``."""
     out = []
     up = BackendState.UP
-    for sk in keys if keys is not None else [service_keys(ns) for ns in services]:
+    for sk in keys:
         healthy = sk.unchecked
         for key in sk.keys:
             e = health.get(key)
@@ -591,7 +589,7 @@ class Decider:
         announced = m.state != RouteState.WITHDRAWN
 
         # health, with hysteresis
-        counts = count_healthy(services, health, [self._keys[id(ns)] for ns in services])
+        counts = count_healthy([self._keys[id(ns)] for ns in services], health)
         healthy = sum(h for h, _ in counts)
         total = sum(t for _, t in counts)
         lows = [vip.bgp.thresholds(t) for _, t in counts]
