@@ -89,9 +89,31 @@ BLACKHOLE_BOUND_S = 5.0
 """monitor-blackhole: from the fault to the router no longer using node-a (issue #18)."""
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How long a scenario watches the clients around its steps. Bounds and timeouts are not in it:
+    the demo's pace draws readable graphs, the tests' is as short as what they assert allows."""
+
+    lead_s: float  # steady traffic before the fault: the baseline
+    outage_s: float  # backend-failure: how long the backend stays dead (above the recovery bound)
+    watch_s: float  # after the lab reacted (moved, withdrawn, new backend serving): steady again
+    tail_s: float  # after the last step, before the traffic ends
+
+
+DEMO = Pace(lead_s=5.0, outage_s=10.0, watch_s=4.0, tail_s=4.0)
+BRISK = Pace(lead_s=2.0, outage_s=6.0, watch_s=1.5, tail_s=1.0)
+# The longest any scenario's traffic may run; each ends it itself (Traffic.finish) when done.
+TRAFFIC_CAP_S = 120.0
+
+
 class Scenarios:
     def __init__(
-        self, lab: Lab, say: Callable[[str], None] = print, flood_s: float = 12.0, flood_pps: float = LAB_FLOOD_PPS
+        self,
+        lab: Lab,
+        say: Callable[[str], None] = print,
+        flood_s: float = 12.0,
+        flood_pps: float = LAB_FLOOD_PPS,
+        pace: Pace = DEMO,
     ) -> None:
         self.lab = lab
         self.say = say
@@ -102,8 +124,9 @@ class Scenarios:
         self._flood: Flood | None = None
         self.flood_s = flood_s  # syn-flood: how long the flood lasts
         self.flood_pps = flood_pps  # syn-flood: rate cap, 0 = the highest rate the machine can send
+        self.pace = pace
 
-    def _traffic(self, name: str, duration_s: float) -> Traffic:
+    def _traffic(self, name: str, duration_s: float = TRAFFIC_CAP_S) -> Traffic:
         t = Traffic(self.lab.plan.client, self.workdir / f"traffic-{name}.jsonl", duration_s=duration_s)
         self._current = t.start(self.lab._env())
         return self._current
@@ -114,14 +137,15 @@ class Scenarios:
     def backend_failure(self) -> Result:
         self.say("scenario backend-failure: kill backend-1 (198.51.100.21) under steady traffic")
         p = self.lab.plan
-        t = self._traffic("backend-failure", 22)
-        time.sleep(5)
+        t = self._traffic("backend-failure")
+        time.sleep(self.pace.lead_s)
         fault = now()
         _kill(_pids(p.backend(1), "backend-1"))
-        time.sleep(10)
+        time.sleep(self.pace.outage_s)
         restarted = now()
         self._start_backend(1)
-        recs = t.wait()
+        time.sleep(self.pace.tail_s)
+        recs = t.finish()
         s = summarize(recs, fault)
         bound = HC_FALL * HC_INTERVAL_S + 1.0
         recovered = float(s["recovered_after_s"])  # type: ignore[arg-type]
@@ -132,18 +156,18 @@ class Scenarios:
         r.marks = (mark("backend-1 killed", fault, "fault") + _recovery(s, fault)
                    + mark("backend-1 restarted", restarted))  # fmt: skip
         r.notes.append("failures are connections sent to the dead backend before the health check declared it down")
-        time.sleep(3)
         return r
 
     def node_failure(self) -> Result:
         self.say("scenario node-failure: kill -9 node-a's forwarder under steady traffic")
         p = self.lab.plan
-        t = self._traffic("node-failure", 20)
-        time.sleep(5)
+        t = self._traffic("node-failure")
+        time.sleep(self.pace.lead_s)
         fault, t_kill = now(), time.monotonic()
         _kill(_pids(p.node("a"), "vgw-fwd"))
         moved = _wait(lambda: self.lab.router_next_hops() == {self.ext["b"]}, 20, since=t_kill)
-        recs = t.wait()
+        time.sleep(self.pace.watch_s)
+        recs = t.finish()
         s = summarize(recs, fault)
         recovered = float(s["recovered_after_s"])  # type: ignore[arg-type]
         r = Result("node-failure", s, {"router_moved_after_s": moved if moved is not None else -1.0,
@@ -166,18 +190,19 @@ class Scenarios:
 
     def node_isolate(self) -> Result:
         self.say("scenario node-isolate: vgwctl node isolate node-a, then restore, under steady traffic")
-        t = self._traffic("node-isolate", 16)
-        time.sleep(4)
+        t = self._traffic("node-isolate")
+        time.sleep(self.pace.lead_s)
         fault, t_isolate = now(), time.monotonic()
         out = self.lab.vgwctl("node", "isolate", "node-a", "--reason", "lab scenario node-isolate")
         try:
             moved = _wait(lambda: self.lab.router_next_hops() == {self.ext["b"]}, 15, since=t_isolate)
-            time.sleep(4)
+            time.sleep(self.pace.watch_s)
         finally:
             restore_at, t_restore = now(), time.monotonic()
             self.lab.vgwctl("node", "restore", "node-a", "--reason", "lab scenario node-isolate done")
         back = _wait(self._both_announced, 20, since=t_restore)
-        recs = t.wait()
+        time.sleep(self.pace.tail_s)
+        recs = t.finish()
         s = summarize(recs, fault)
         r = Result("node-isolate", s, {"withdrawn_after_s": moved if moved is not None else -1.0,
                                        "restored_after_s": back if back is not None else -1.0},
@@ -200,17 +225,19 @@ class Scenarios:
                     svc["backends"].append({"address": SPARE_BACKEND[1], "port": 8080, "weight": 100})
         changed = self.workdir / "config-added-backend.yaml"
         changed.write_text(yaml.safe_dump(doc, sort_keys=False))
-        t = self._traffic("config-change", 16)
-        time.sleep(4)
+        new_backend = f"backend-{SPARE_BACKEND[0]}"
+        t = self._traffic("config-change")
+        time.sleep(self.pace.lead_s)
         fault = now()
         out = self.lab.vgwctl("apply", "-f", str(changed), "--reason", "lab scenario config-change: add a backend")
         try:
-            time.sleep(8)
-            recs = t.wait()
+            # the new backend rises (its health check) and takes requests: watch it serve a while
+            _wait(lambda: any(x.get("backend") == new_backend for x in t.results()), 15, 0.2)
+            time.sleep(self.pace.watch_s)
+            recs = t.finish()
             s = summarize(recs, fault)
         finally:
             self.lab.vgwctl("apply", "-f", str(EXAMPLE), "--reason", "lab scenario config-change: back to the example")
-        new_backend = f"backend-{SPARE_BACKEND[0]}"
         served = int(s["spread"].get(new_backend, 0))  # type: ignore[attr-defined]
         r = Result("config-change", s, {"requests_to_new_backend": float(served)}, "zero failed requests",
                    fault_at=fault)  # fmt: skip
@@ -221,15 +248,14 @@ class Scenarios:
         r.marks += mark(f"first request to {new_backend}", first, "recovery")
         if out.returncode != 0:
             r.notes.append(f"vgwctl apply: {out.stderr.strip()[:200]}")
-        time.sleep(2)
         return r
 
     def monitor_blackhole(self) -> Result:
         self.say("scenario monitor-blackhole: node-a's link silently drops the VIP's traffic (nftables at its port)")
         p = self.lab.plan
         port = p.node_ext("a") + "p"
-        t = self._traffic("monitor-blackhole", 30)
-        time.sleep(4)
+        t = self._traffic("monitor-blackhole")
+        time.sleep(self.pace.lead_s)
         fault, t_fault = now(), time.monotonic()
         # Frames for the VIP towards node-a's port are dropped, whether the router sends them (routed
         # clients) or the bridge forwards them (the monitor's probes steered through node-a); BGP and
@@ -252,13 +278,14 @@ class Scenarios:
             raise net.NetError(f"nft: {nft.stderr.strip()}")
         try:
             moved = _wait(lambda: self.lab.router_next_hops() == {self.ext["b"]}, 25, since=t_fault)
-            time.sleep(3)
+            time.sleep(self.pace.watch_s)
         finally:
             t_repair = time.monotonic()
             self._unblackhole()
         back = _wait(self._both_announced, 40, since=t_repair)
         repair_at = fault + (t_repair - t_fault)
-        recs = t.wait()
+        time.sleep(self.pace.tail_s)
+        recs = t.finish()
         s = summarize(recs, fault)
         r = Result("monitor-blackhole", s, {
             "withdrawn_after_s": moved if moved is not None else -1.0,
@@ -284,7 +311,7 @@ class Scenarios:
         self.say(f"  {SERVICE}'s syn_proxy: {mode}")
         if not FLOOD_BIN.exists():
             raise LabError(f"{FLOOD_BIN} missing (make setup builds it)")
-        before_s, after_s = 6.0, 8.0
+        before_s, after_s = self.pace.lead_s + 1.0, 2 * self.pace.watch_s
         t = self._traffic("syn-flood", before_s + self.flood_s + after_s)
         base = sample(st.sockets)
         time.sleep(before_s)

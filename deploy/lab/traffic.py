@@ -1,5 +1,6 @@
 """Steady client traffic through the router: short HTTP requests (one connection each) at a fixed
-rate from the client namespace, each result a JSON line with its start time, for a bounded time."""
+rate from the client namespace, each result a JSON line with its start time, for a bounded time or
+until finished (SIGTERM: no new requests; those in flight are still recorded)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from pathlib import Path
 from .plan import VIP, VIP_PORT
 
 SCRIPT = r"""
-import json, sys, threading, time, urllib.request
+import json, signal, sys, threading, time, urllib.request
 url, rate, duration, timeout = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 lock = threading.Lock()
+finished = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: finished.set())
 def one(t0):
     start = time.time()
     try:
@@ -30,11 +33,11 @@ def one(t0):
 end = time.monotonic() + duration
 nxt = time.monotonic()
 threads = []
-while time.monotonic() < end:
+while time.monotonic() < end and not finished.is_set():
     th = threading.Thread(target=one, args=(nxt,), daemon=True)
     th.start(); threads.append(th)
     nxt += 1.0 / rate
-    time.sleep(max(0.0, nxt - time.monotonic()))
+    finished.wait(max(0.0, nxt - time.monotonic()))
 for th in threads:
     th.join(timeout + 1)
 """
@@ -62,6 +65,14 @@ class Traffic:
     def wait(self) -> list[dict[str, object]]:
         assert self.proc is not None
         self.proc.wait(self.duration_s + self.timeout_s + 30)
+        return self.results()
+
+    def finish(self) -> list[dict[str, object]]:
+        """End the traffic now, with the requests in flight, and return every result."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(self.timeout_s + 30)
         return self.results()
 
     def results(self) -> list[dict[str, object]]:

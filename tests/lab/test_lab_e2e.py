@@ -13,7 +13,7 @@ from deploy.lab.cli import find_trace
 from deploy.lab.lab import Lab
 from deploy.lab.longlived import NAMES as LONGLIVED
 from deploy.lab.plan import VIP
-from deploy.lab.scenarios import BLACKHOLE_BOUND_S, Scenarios
+from deploy.lab.scenarios import BLACKHOLE_BOUND_S, BRISK, Scenarios
 from tests.lab.browser import Loaded, drawn, screenshot_ok
 
 
@@ -74,7 +74,7 @@ def test_the_bus_refuses_what_issue_15_found_open(lab: Lab) -> None:
 
 
 def test_backend_failure(lab: Lab, tmp_path: Path, open_page_once: Callable[[Path], Loaded]) -> None:
-    r = Scenarios(lab, lambda _m: None).run("backend-failure")
+    r = Scenarios(lab, lambda _m: None, pace=BRISK).run("backend-failure")
     assert r.summary["failed_before_fault"] == 0
     # fall x interval + 1 s is the bound; allow for a busy 2-core machine
     assert float(r.summary["recovered_after_s"]) <= 3.0 + 2.0, r  # type: ignore[arg-type]
@@ -83,14 +83,14 @@ def test_backend_failure(lab: Lab, tmp_path: Path, open_page_once: Callable[[Pat
     # the lab's span files, the page as the CLI writes it, in a real browser
     trace = find_trace(lab, [r])
     assert trace is not None and trace.spans, trace
-    assert r.timeline is not None and r.timeline["kind"] == "requests" and sum(r.timeline["ok"]) > 300, r.timeline
+    assert r.timeline is not None and r.timeline["kind"] == "requests" and sum(r.timeline["ok"]) > 100, r.timeline
     out = tmp_path / "lab.html"
     htmlreport.write(out, htmlreport.render([r], trace, htmlreport.Page(lab.plan.id, VIP), longlived=LONGLIVED))
     got = open_page_once(out)
     page = got.page
     assert got.errors == [] and got.requests == [], got
     sec = 'section.scenario[data-name="backend-failure"]'
-    assert drawn(page, f"{sec} rect.bar.ok") >= 100
+    assert drawn(page, f"{sec} rect.bar.ok") == sum(1 for n in r.timeline["ok"] if n) >= 50
     assert drawn(page, f"{sec} .mark.fault line") == 1 and drawn(page, f"{sec} .mark.recovery line") == 1
     assert drawn(page, "svg.waterfall rect.span") == len(trace.spans)
     services = {s.service for s in trace.spans}
@@ -99,26 +99,26 @@ def test_backend_failure(lab: Lab, tmp_path: Path, open_page_once: Callable[[Pat
 
 
 def test_node_failure(lab: Lab) -> None:
-    r = Scenarios(lab, lambda _m: None).run("node-failure")
+    r = Scenarios(lab, lambda _m: None, pace=BRISK).run("node-failure")
     assert 0 <= r.measured["router_moved_after_s"] <= 5.0 + 2.0, r
     assert float(r.summary["recovered_after_s"]) <= 5.0 + 2.0, r  # type: ignore[arg-type]
     assert r.measured["reannounced_after_restart_s"] >= 0, r
 
 
 def test_node_isolate_loses_nothing(lab: Lab) -> None:
-    r = Scenarios(lab, lambda _m: None).run("node-isolate")
+    r = Scenarios(lab, lambda _m: None, pace=BRISK).run("node-isolate")
     assert r.measured["withdrawn_after_s"] >= 0 and r.measured["restored_after_s"] >= 0, r
     assert r.summary["failed"] == 0, r
 
 
 def test_config_change_loses_nothing(lab: Lab) -> None:
-    r = Scenarios(lab, lambda _m: None).run("config-change")
+    r = Scenarios(lab, lambda _m: None, pace=BRISK).run("config-change")
     assert r.summary["failed"] == 0, r
     assert r.measured["requests_to_new_backend"] > 0, r
 
 
 def test_monitor_blackhole(lab: Lab) -> None:
-    r = Scenarios(lab, lambda _m: None).run("monitor-blackhole")
+    r = Scenarios(lab, lambda _m: None, pace=BRISK).run("monitor-blackhole")
     assert 0 <= r.measured["withdrawn_after_s"] <= BLACKHOLE_BOUND_S, r  # issue #18: within 5 s
     assert r.measured["restored_after_repair_s"] >= 0, r
     assert lab.router_next_hops() and VIP
@@ -140,8 +140,8 @@ def test_short_chaos(lab: Lab) -> None:
 
 
 def test_syn_flood_spares_legitimate_clients(lab: Lab) -> None:
-    # a shorter flood than the demo's (8 s instead of 12): the suite's time, same acceptance
-    r = Scenarios(lab, lambda _m: None, flood_s=8.0).run("syn-flood")
+    # a shorter flood than the demo's (8 s instead of 12) at the tests' pace: the suite's time, same acceptance
+    r = Scenarios(lab, lambda _m: None, flood_s=8.0, pace=BRISK).run("syn-flood")
     phases, fwd = r.summary["phases"], r.summary["forwarders"]
     assert r.summary["flood"]["sent"] > 0 and r.measured["flood_pps"] > 0, r  # type: ignore[index]
     assert phases["before"]["ok_ratio"] == 1.0, r  # type: ignore[index]
