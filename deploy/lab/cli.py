@@ -108,10 +108,12 @@ def verdict(r: Result) -> str:
 
 
 def down_text(res: dict[str, Any]) -> str:
-    return (
+    text = (
         f"lab down: stopped {res['processes']} processes, removed {len(res['namespaces'])} namespaces (with their "
         f"links), {len(res['dpdk_runtime_dirs'])} DPDK runtime dirs, {len(res['hugepage_files'])} hugepage files"
     )
+    killed = res.get("killed_after_grace") or []
+    return text + "".join(f"\n  killed, still running after SIGTERM's grace: {c}" for c in killed)
 
 
 def run_scenarios(

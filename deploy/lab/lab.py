@@ -490,9 +490,20 @@ class Lab:
 
     # -- down --------------------------------------------------------------------------------------
 
+    def _stop_order(self) -> list[list[int]]:
+        """What ``down`` stops after everything else, in turn: the shims, then the forwarders (as
+        the systemd units stop), and the network last: NATS and the management-link relays, through
+        which the services leave (e.g. a health checker's member key)."""
+        if self.state is None:
+            return []
+        shims = [pid for n in NODES for pid in self.pids(f"shim-{n}")]
+        fwds = [pid for n in NODES for pid in self.pids(f"fwd-{n}")]
+        network = self.pids("nats") + [pid for n in NODES for pid in self.pids(f"mgmt-{n}")]
+        return [shims, fwds, network]
+
     def down(self) -> dict[str, Any]:
         p = self.plan
-        stopped = procs.stop_all(p.id, p.namespaces())
+        stopped, killed = procs.stop_all(p.id, p.namespaces(), after=self._stop_order())
         removed = net.destroy(p)
         dpdk = (
             [d for d in Path("/var/run/dpdk").glob(f"{p.file_prefix}-*") if d.is_dir()]
@@ -513,8 +524,8 @@ class Lab:
             shutil.rmtree(d, ignore_errors=True)
         state_path(p.id).unlink(missing_ok=True)
         self.state = None
-        return {"processes": stopped, "namespaces": removed, "dpdk_runtime_dirs": [str(d) for d in dpdk],
-                "hugepage_files": [str(f) for f in hugepages],
+        return {"processes": stopped, "killed_after_grace": killed, "namespaces": removed,
+                "dpdk_runtime_dirs": [str(d) for d in dpdk], "hugepage_files": [str(f) for f in hugepages],
                 "conn_state_dirs": [str(d) for d in conn_state]}  # fmt: skip
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 MARKER = "VGW_LAB"
@@ -87,28 +88,42 @@ def in_namespaces(namespaces: list[str]) -> list[int]:
     return pids
 
 
-def stop_all(plan_id: str, namespaces: list[str], grace_s: float = 8.0) -> int:
+def stop_all(
+    plan_id: str, namespaces: list[str], grace_s: float = 8.0, after: Sequence[Collection[int]] = ()
+) -> tuple[int, list[str]]:
     """SIGTERM every lab process (services stop gracefully: routectl withdraws, forwarders drain),
-    then SIGKILL what is left. Returns how many processes were found."""
+    the groups in ``after`` last, one group after the other (as systemd orders the units: route
+    control, then the shim, then the forwarder, NATS at the end), then SIGKILL what is left.
+    Returns how many processes were found, and the command lines of those still there after
+    ``grace_s`` (killed)."""
     me = os.getpid()
     pids = {p for p in marked(plan_id) + in_namespaces(namespaces) if p != me}
+    later = [pids & set(group) for group in after]
+    first = pids.difference(*later)
+    stubborn: list[str] = []
+    for group in (first, *later):
+        stubborn += [cmdline(p).replace(b"\0", b" ").decode(errors="replace")[:200] for p in _terminate(group, grace_s)]
+    for pid in set(marked(plan_id) + in_namespaces(namespaces)) - {me}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids), stubborn
+
+
+def _terminate(pids: set[int], grace_s: float) -> set[int]:
+    """SIGTERM ``pids``; those still alive after ``grace_s``."""
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
+    while True:
         alive = {p for p in pids if os.path.exists(f"/proc/{p}") and _state(p) != "Z"}
-        if not alive:
-            break
+        if not alive or time.monotonic() >= deadline:
+            return alive
         time.sleep(0.1)
-    for pid in set(marked(plan_id) + in_namespaces(namespaces)) - {me}:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return len(pids)
 
 
 def _state(pid: int) -> str:

@@ -25,6 +25,10 @@ from vgw.supervise import Supervisor
 
 log = logging.getLogger("vgw.healthcheck.membership")
 
+# How long a stopping instance tries to remove its member key (the others then take its share at
+# once, instead of after its heartbeat times out).
+LEAVE_TIMEOUT_S = 2.0
+
 
 class Member(BaseModel):
     instance: str
@@ -111,6 +115,8 @@ class Membership:
             await self._supervisor.stop("membership-heartbeat", "membership-watch")
         if self._store is not None:
             try:
-                await self._store.delete(self.instance)
+                # bounded: with NATS away the store would retry until the shutdown timeout
+                async with asyncio.timeout(LEAVE_TIMEOUT_S):
+                    await self._store.delete(self.instance)
             except Exception as exc:  # leaving is a courtesy: the others time us out anyway
-                log.warning("could not leave membership: %s", exc)
+                log.warning("could not leave membership: %s", exc or type(exc).__name__)
