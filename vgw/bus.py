@@ -44,6 +44,10 @@ log = logging.getLogger("vgw.bus")
 EVENT_STREAM = "VGW_EVENTS"
 EVENT_SUBJECTS = f"{SUBJECT_ROOT}.>"
 DUPLICATE_WINDOW_S = 120.0
+# A replaying subscription's consumer lives on one server; the client re-creates it after two
+# missed idle heartbeats. nats-py's default (5 s) left subscribers deaf for 10-20 s after that
+# server died; 2 s costs one small message per idle consumer every 2 s.
+REPLAY_IDLE_HEARTBEAT_S = 2.0
 """A publish retried with the same Nats-Msg-Id within this window is stored once."""
 _LOG_EVERY_S = 5.0  # at most one log line per rejection reason this often; the counter counts all
 
@@ -152,7 +156,12 @@ class Subscription:
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last + 1, filter_subject=subject
         )
         self._subs[subject] = await self._bus.js.subscribe(
-            subject, stream=EVENT_STREAM, cb=on_msg, ordered_consumer=True, config=config
+            subject,
+            stream=EVENT_STREAM,
+            cb=on_msg,
+            ordered_consumer=True,
+            idle_heartbeat=REPLAY_IDLE_HEARTBEAT_S,
+            config=config,
         )
 
     async def _on_msg(self, subject_filter: str, msg: Msg) -> None:
