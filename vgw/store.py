@@ -80,6 +80,8 @@ class KvStore(Generic[M]):
         self.model = model
         self._kv: KeyValue | None = None
         self._kv_generation = -1
+        # Set when this store created the bucket or may (its writer): how to create it again
+        self._owned: api.KeyValueConfig | None = None
 
     @classmethod
     async def open(
@@ -96,14 +98,16 @@ class KvStore(Generic[M]):
         """Bind to a bucket, creating it when missing and ``create`` is true (with the bus's
         ``js_replicas``); either way its replica count is checked against the wanted one."""
         store = cls(bus, bucket, model)
+        if create:
+            store._owned = api.KeyValueConfig(
+                bucket=bucket, history=history, ttl=ttl_s, storage=storage, replicas=bus.js_replicas
+            )
         try:
             store._kv = await retrying("kv_bind", lambda: bus.js.key_value(bucket), what=bucket)
         except (BucketNotFoundError, NotFoundError):
-            if not create:
+            if store._owned is None:
                 raise
-            replicas = bus.js_replicas
-            config = api.KeyValueConfig(bucket=bucket, history=history, ttl=ttl_s, storage=storage, replicas=replicas)
-            store._kv = await create_bucket(bus, config)
+            store._kv = await create_bucket(bus, store._owned)
         store._kv_generation = bus.generation
         await jsreplicas.check(bus.js, f"KV_{bucket}", bus.js_replicas, f"KV bucket {bucket}")
         return store
@@ -130,7 +134,17 @@ class KvStore(Generic[M]):
 
     async def _handle(self) -> KeyValue:
         if self._kv is None or self._kv_generation != self._bus.generation:
-            self._kv = await retrying("kv_bind", lambda: self._bus.js.key_value(self.bucket), what=self.bucket)
+            try:
+                self._kv = await retrying("kv_bind", lambda: self._bus.js.key_value(self.bucket), what=self.bucket)
+            except (BucketNotFoundError, NotFoundError):
+                if self._owned is None:
+                    raise
+                # A restart of a one-server NATS loses memory buckets (traffic, BGP sessions): their
+                # writer creates them again instead of failing every write until it restarts.
+                log.warning(
+                    "KV bucket %s is gone (memory storage on a restarted NATS?); creating it again", self.bucket
+                )
+                self._kv = await create_bucket(self._bus, self._owned)
             self._kv_generation = self._bus.generation
         return self._kv
 

@@ -8,9 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import pytest
+from nats.js import api
+from nats.js.errors import BucketNotFoundError
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
+from tests.support.nats_server import NatsServer
 from vgw.bus import Bus
 from vgw.store import Change, KvStore, RevisionMismatch, Snapshot, WatchEvent
 
@@ -156,3 +159,25 @@ async def test_a_one_key_watch_has_its_snapshot_promptly(bus: Bus) -> None:
         took = time.monotonic() - start
         assert set(snap.entries) == {"k07"} and snap.entries["k07"].value.weight == 7
         assert took < 2.0, f"the one-key snapshot took {took:.1f}s"
+
+
+async def test_a_memory_bucket_lost_with_a_nats_restart_is_created_again_by_its_writer(
+    bus: Bus, nats_server: NatsServer
+) -> None:
+    """A one-server NATS restart loses memory buckets (the traffic and BGP-session views). Their
+    writer creates them again at its next write; a store that only reads does not."""
+    writer = await KvStore.open(bus, "mem_test", Doc, storage=api.StorageType.MEMORY)
+    reader = await KvStore.open(bus, "mem_test", Doc, create=False)
+    await writer.put("a", Doc(name="before"))
+    generation = bus.generation
+    nats_server.restart(kill=True)  # same port: the bus reconnects
+    async with asyncio.timeout(20):
+        while bus.generation == generation or not bus.is_connected:
+            await asyncio.sleep(0.05)
+    with pytest.raises(BucketNotFoundError):
+        await reader.get("a")  # gone with the restart, and a reader does not create it
+    await writer.put("a", Doc(name="after"))
+    got = await reader.get("a")
+    assert got is not None and got.value.name == "after"
+    info = await bus.js.stream_info("KV_mem_test")
+    assert info.config.storage == api.StorageType.MEMORY  # the same settings as at its first creation
