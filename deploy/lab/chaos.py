@@ -49,6 +49,13 @@ PAST_HEARTBEAT_S = 4.5
 FORWARDER_MOVE_BOUND_S = 3.0
 """A forwarder kill: the last failed request ends within this many seconds of the kill."""
 
+VIEWS_BOUND_S = 15.0
+"""After the lab settled: both nodes are fresh again in the live views (``vgwctl top`` and ``bgp``
+read memory buckets, which a NATS restart loses and their writers create again)."""
+
+TRAFFIC_FRESH_S = 5.0
+"""A node's traffic entry older than this is stale (its shim writes one every second or so)."""
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -115,6 +122,7 @@ class FaultResult:
     backend_events: int = 0
     config_intact: bool = True
     recovered_s: float | None = None  # after the restore: everything back (announced, ready)
+    views: str = ""  # what the live views lacked VIEWS_BOUND_S after the lab settled ("": nothing)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -129,6 +137,8 @@ class FaultResult:
             p.append(f"{self.backend_events} backend.up/down event(s): every backend was healthy")
         if self.recovered_s is None:
             p.append("did not recover (both nodes announced, every service ready) within the bound")
+        if self.views:
+            p.append(f"live views not fresh {VIEWS_BOUND_S:g}s after recovery: {self.views}")
         if self.kind == "control":
             if self.failed:
                 p.append(f"{self.failed} failed request(s)")
@@ -283,6 +293,8 @@ class Chaos:
             self._restore(f)
             settled = self._settle(60)
             r.recovered_s = round(time.monotonic() - t_restore, 2) if settled is not None else None
+            if settled is not None:
+                r.views = self._views_fresh(VIEWS_BOUND_S)
             time.sleep(1.0)  # requests started just before "settled" finish (the client timeout is 2 s)
             t_end = time.time()
         finally:
@@ -379,6 +391,31 @@ class Chaos:
             except Exception as exc:
                 return f"{name} not ready ({exc})"
         return ""
+
+    def _views_fresh(self, timeout_s: float) -> str:
+        """'' once both nodes have fresh entries in the traffic and BGP views; else what was missing
+        at the end of ``timeout_s``."""
+        want = {node_id for node_id, _addr in NODES.values()}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            missing = []
+            for view, args in (("top", ("top", "--no-backends")), ("bgp", ("bgp",))):
+                out = self.lab.vgwctl("-o", "json", *args)
+                try:
+                    nodes = json.loads(out.stdout)["nodes"] if out.returncode == 0 else []
+                except (ValueError, KeyError):
+                    nodes = []
+                # the BGP view says itself when an entry is stale (routectl writes every 5 s)
+                fresh = {
+                    n.get("node")
+                    for n in nodes
+                    if (not n.get("stale", True) if view == "bgp" else float(n.get("age_s", 1e9)) <= TRAFFIC_FRESH_S)
+                }
+                if want - fresh:
+                    missing.append(f"{view}: {sorted(want - fresh)}")
+            if not missing or time.monotonic() >= deadline:
+                return "; ".join(missing)
+            time.sleep(1.0)
 
     def _config(self) -> tuple[str, str]:
         """The committed config as the config service serves it: (status, whole document)."""
