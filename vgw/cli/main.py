@@ -24,7 +24,7 @@ from . import (
     forwarder,
     globalopts,
     health_view,
-    lab,
+    plugins,
     security,
     top,
     validate,
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     health_view.add_parser(sub)  # `get health`: after config_cmds, whose `get` it extends
     events.add_parser(sub)
     forwarder.add_parser(sub)
-    lab.add_parser(sub)
+    plugins.add_parsers(sub)  # vgwctl lab (deploy/lab/command.py)
     security.add_parser(sub)
     top.add_parser(sub)
     bgp_view.add_parser(sub)

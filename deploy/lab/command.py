@@ -1,4 +1,5 @@
-"""``vgwctl lab``: the one-machine lab (deploy/lab, docs/lab.md)."""
+"""``vgwctl lab``: the one-machine lab (docs/lab.md). The lab adds this command to vgwctl through the
+``vgwctl.commands`` entry point (pyproject.toml, vgw/cli/plugins.py): vgw/ imports nothing above it."""
 
 from __future__ import annotations
 
