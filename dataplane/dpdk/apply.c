@@ -44,6 +44,22 @@ static int check_budget(const fwd_t *f, const vgw_cfg_t *cfg, vgw_cost_t *cost, 
     return -1;
 }
 
+/* The core takes IPv6 services; this forwarder cannot serve them yet: it resolves next hops with
+ * ARP only (neigh.c), and its service counter map (svcmap.c) and gratuitous announcements key on
+ * IPv4 addresses. Checked first, before anything reads a VIP, so such a configuration changes
+ * nothing. A service's LIPs and backends have its VIP's family (the core checks that). */
+static int refuse_ipv6(const vgw_cfg_t *cfg, char *err, size_t errlen)
+{
+    for (uint32_t i = 0; i < cfg->nservices; i++)
+        if (cfg->services[i]->af != VGW_AF_INET) {
+            snprintf(err, errlen,
+                     "service %s: IPv6 services need neighbour discovery, which this vgw-fwd does not have yet",
+                     cfg->services[i]->name);
+            return -1;
+        }
+    return 0;
+}
+
 static int ready(fwd_t *f, char *err, size_t errlen)
 {
     if (svcmap_ready(f) == 0)
@@ -80,7 +96,8 @@ int fwd_apply_document(fwd_t *f, const char *text, size_t len, char *err, size_t
     vgw_cost_t cost;
     if (vgw_cfg_parse(text, len, &cfg, err, errlen) != 0)
         return -1;
-    if (check_budget(f, cfg, &cost, err, errlen) || ready(f, err, errlen) || dp_apply(f, cfg, err, errlen) != 0) {
+    if (refuse_ipv6(cfg, err, errlen) || check_budget(f, cfg, &cost, err, errlen) || ready(f, err, errlen) ||
+        dp_apply(f, cfg, err, errlen) != 0) {
         vgw_cfg_free(cfg);
         return -1;
     }
@@ -97,7 +114,7 @@ int fwd_apply_delta(fwd_t *f, const char *text, size_t len, char *err, size_t er
     vgw_cost_t cost;
     if (vgw_cfg_delta_begin(f->cfg, text, len, &txn, err, errlen) != 0)
         return -1;
-    if (check_budget(f, f->cfg, &cost, err, errlen) || ready(f, err, errlen)) {
+    if (refuse_ipv6(f->cfg, err, errlen) || check_budget(f, f->cfg, &cost, err, errlen) || ready(f, err, errlen)) {
         vgw_cfg_txn_rollback(txn);
         return -1;
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror
@@ -109,8 +110,9 @@ def assert_checksums(pkt: Packet) -> None:
         assert pkt[IPerror].chksum == fixed[IPerror].chksum, "quoted IPv4 header checksum"
 
 
-def toa_of(pkt: Packet) -> tuple[int, str] | None:
-    """(port, address) of the TOA option, parsed by hand from the raw TCP header."""
+def toa_of(pkt: Packet, length: int = 8) -> tuple[int, str] | None:
+    """(port, address) of the TOA option, parsed by hand from the raw TCP header: length 8 for an
+    IPv4 client (2-byte port, 4-byte address), 20 for an IPv6 one (16-byte address)."""
     raw = bytes(pkt[TCP])
     hdr_len = (raw[12] >> 4) * 4
     i = 20
@@ -121,14 +123,12 @@ def toa_of(pkt: Packet) -> tuple[int, str] | None:
         if kind == 1:
             i += 1
             continue
-        length = raw[i + 1]
         if kind == 254:
-            assert length == 8, "TOA length must be 8"
+            assert raw[i + 1] == length, f"TOA length must be {length}"
             assert i == 20, "TOA sits right after the fixed TCP header"
             port = int.from_bytes(raw[i + 2 : i + 4], "big")
-            addr = ".".join(str(b) for b in raw[i + 4 : i + 8])
-            return port, addr
-        i += length
+            return port, str(ipaddress.ip_address(raw[i + 4 : i + length]))
+        i += raw[i + 1]
     return None
 
 

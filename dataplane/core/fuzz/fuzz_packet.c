@@ -2,10 +2,12 @@
  * libFuzzer harness over the packet path.
  *
  * Input: a burst of frames, each prefixed by a 2-byte big-endian length. Each input runs on a
- * fresh worker holding one known connection (client 203.0.113.5:40000 -> 192.0.2.10:80), so
- * replies, ICMP errors and TOA paths are reachable and runs are reproducible.
+ * fresh worker holding two known connections (client 203.0.113.5:40000 -> 192.0.2.10:80 and
+ * [2001:db8:c::5]:40000 -> [2001:db8::10]:80), so replies, ICMP errors and TOA paths of both
+ * families are reachable and runs are reproducible.
  * Oracle beyond the sanitizers: every forwarded frame stays inside its buffer and carries valid
- * IPv4 and L4 checksums (inputs with bad checksums must have been dropped, not forwarded).
+ * IP and L4 checksums and lengths (inputs with bad checksums must have been dropped, not
+ * forwarded).
  *
  * The SYN proxy only goes deep with valid cookies, which a fuzzer cannot guess: every forwarded
  * TCP frame is therefore answered by its peer in two more rounds (a cookie SYN-ACK by the
@@ -41,9 +43,36 @@ static const char cfg_text[] = "vgw-config 1\n"
                                "service spa tcp 192.0.2.13 80 wlc syn_proxy=auto syn_proxy_halfopen=2\n"
                                "lip spa 198.18.0.3\n"
                                "backend spa 198.18.1.6 80 1 active\n"
+                               "service web6 tcp 2001:db8::10 80 maglev toa=on table=251\n"
+                               "lip web6 2001:db8:ff::1\n"
+                               "backend web6 2001:db8:1::1 8080 1 active\n"
+                               "backend web6 2001:db8:1::2 8080 2 active\n"
+                               "service dns6 udp 2001:db8::10 53 wlc conn_rate=1000 conn_rate_src24=100\n"
+                               "lip dns6 2001:db8:ff::1\n"
+                               "backend dns6 2001:db8:1::1 5353 1 active\n"
                                "end\n";
 
+static const uint8_t client6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
+static const uint8_t vip6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10};
+
 static vgw_dp_t *dp;
+
+static void check_forwarded6(const vgw_pkt_t *p, const uint8_t *l3, uint32_t off)
+{
+    uint32_t tot = 40u + n2h16(ld16(l3 + 4)), pos = 40, nh = l3[6];
+    if (off + tot != p->len)
+        abort();
+    while (nh == 0 || nh == 43 || nh == 60) { /* what the engine lets through */
+        nh = l3[pos];
+        pos += ((uint32_t)l3[pos + 1] + 1) * 8;
+        if (pos > tot)
+            abort();
+    }
+    if (nh != VGW_PROTO_TCP && nh != VGW_PROTO_UDP && nh != 58)
+        abort();
+    if (vgw_l4_csum_v6(l3 + 8, l3 + 24, (uint8_t)nh, l3 + pos, tot - pos) != 0)
+        abort();
+}
 
 static void check_forwarded(const vgw_pkt_t *p, const uint8_t *buf)
 {
@@ -56,6 +85,10 @@ static void check_forwarded(const vgw_pkt_t *p, const uint8_t *buf)
         off += 4;
     }
     const uint8_t *l3 = p->data + off;
+    if (et == 0x86dd) {
+        check_forwarded6(p, l3, off);
+        return;
+    }
     uint32_t ihl = (uint32_t)(l3[0] & 15) * 4, tot = n2h16(ld16(l3 + 2));
     if (off + tot != p->len)
         abort();
@@ -99,6 +132,28 @@ static void seed_conn(vgw_worker_t *w, uint8_t *buf)
     vgw_worker_process(w, &p, &v, 1, 1000);
     if (v.action != VGW_ACT_FORWARD)
         abort();
+
+    /* The same over IPv6. */
+    memset(buf, 0, BUFSZ);
+    l3 = d + 14, l4 = l3 + 40;
+    d[12] = 0x86, d[13] = 0xdd;
+    l3[0] = 0x60;
+    st16(l3 + 4, h2n16(20));
+    l3[6] = 6;
+    l3[7] = 64;
+    memcpy(l3 + 8, client6, 16);
+    memcpy(l3 + 24, vip6, 16);
+    st16(l4, h2n16(40000));
+    st16(l4 + 2, h2n16(80));
+    st32(l4 + 4, h2n32(1000));
+    l4[12] = 0x50;
+    l4[13] = 0x02;
+    st16(l4 + 14, 0xffff);
+    st16(l4 + 16, vgw_l4_csum_v6(client6, vip6, 6, l4, 20));
+    p = (vgw_pkt_t){.data = d, .len = 74, .headroom = HEADROOM};
+    vgw_worker_process(w, &p, &v, 1, 1000);
+    if (v.action != VGW_ACT_FORWARD)
+        abort();
 }
 
 /* The peer's answer to a forwarded TCP frame: addresses and ports swapped, sequence numbers
@@ -106,14 +161,16 @@ static void seed_conn(vgw_worker_t *w, uint8_t *buf)
 static uint32_t reflect(const vgw_pkt_t *p, uint8_t *out, const uint8_t *tail, size_t tlen)
 {
     uint32_t off = 14;
-    if (n2h16(ld16(p->data + 12)) != 0x0800)
+    uint16_t et = n2h16(ld16(p->data + 12));
+    bool v6 = et == 0x86dd;
+    if (et != 0x0800 && !v6)
         return 0;
     const uint8_t *l3 = p->data + off;
-    uint32_t ihl = (uint32_t)(l3[0] & 15) * 4;
-    if (l3[9] != VGW_PROTO_TCP)
+    uint32_t ihl = v6 ? 40u : (uint32_t)(l3[0] & 15) * 4;
+    if (l3[v6 ? 6 : 9] != VGW_PROTO_TCP)
         return 0;
     const uint8_t *l4 = l3 + ihl;
-    uint32_t tot = n2h16(ld16(l3 + 2)), doff = (uint32_t)(l4[12] >> 4) * 4;
+    uint32_t tot = v6 ? 40u + n2h16(ld16(l3 + 4)) : n2h16(ld16(l3 + 2)), doff = (uint32_t)(l4[12] >> 4) * 4;
     uint8_t fl = l4[13];
     uint8_t knob = tlen > 0 ? tail[0] : 0;
     uint32_t optlen = tlen > 1 ? (uint32_t)(tail[1] % 6) * 4 : 0;
@@ -135,16 +192,28 @@ static uint32_t reflect(const vgw_pkt_t *p, uint8_t *out, const uint8_t *tail, s
     if ((nfl & 0x04) || (nfl & 0x02))
         paylen = 0;
     memset(out, 0, 14);
-    out[12] = 0x08;
-    uint8_t *o3 = out + 14, *o4 = o3 + 20;
+    uint32_t ohl = v6 ? 40u : 20u;
+    uint8_t *o3 = out + 14, *o4 = o3 + ohl;
     uint32_t seglen = tot - ihl - doff + ((fl & 0x03) ? 1u : 0u);
-    o3[0] = 0x45;
-    st16(o3 + 2, h2n16((uint16_t)(40 + optlen + paylen)));
-    o3[8] = 64;
-    o3[9] = 6;
-    st32(o3 + 12, ld32(l3 + 16));
-    st32(o3 + 16, ld32(l3 + 12));
-    st16(o3 + 10, (uint16_t)~vgw_csum_fold(vgw_csum_partial(o3, 20, 0)));
+    if (v6) {
+        out[12] = 0x86, out[13] = 0xdd;
+        memset(o3, 0, 40);
+        o3[0] = 0x60;
+        st16(o3 + 4, h2n16((uint16_t)(20 + optlen + paylen)));
+        o3[6] = 6;
+        o3[7] = 64;
+        memcpy(o3 + 8, l3 + 24, 16);
+        memcpy(o3 + 24, l3 + 8, 16);
+    } else {
+        out[12] = 0x08;
+        o3[0] = 0x45;
+        st16(o3 + 2, h2n16((uint16_t)(40 + optlen + paylen)));
+        o3[8] = 64;
+        o3[9] = 6;
+        st32(o3 + 12, ld32(l3 + 16));
+        st32(o3 + 16, ld32(l3 + 12));
+        st16(o3 + 10, (uint16_t)~vgw_csum_fold(vgw_csum_partial(o3, 20, 0)));
+    }
     st16(o4, ld16(l4 + 2));
     st16(o4 + 2, ld16(l4));
     st32(o4 + 4, (fl & 0x10) ? ld32(l4 + 8) : h2n32(0x5000u + knob));
@@ -156,8 +225,10 @@ static uint32_t reflect(const vgw_pkt_t *p, uint8_t *out, const uint8_t *tail, s
         memcpy(o4 + 20, opt, optlen);
     if (paylen)
         memcpy(o4 + 20 + optlen, opt + optlen, paylen);
-    st16(o4 + 16, vgw_l4_csum_v4(ld32(o3 + 12), ld32(o3 + 16), 6, o4, (uint16_t)(20 + optlen + paylen)));
-    return 14 + 40 + optlen + paylen;
+    uint16_t csum = v6 ? vgw_l4_csum_v6(o3 + 8, o3 + 24, 6, o4, 20 + optlen + paylen)
+                       : vgw_l4_csum_v4(ld32(o3 + 12), ld32(o3 + 16), 6, o4, (uint16_t)(20 + optlen + paylen));
+    st16(o4 + 16, csum);
+    return 14 + ohl + 20 + optlen + paylen;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -10,11 +10,22 @@ import struct
 from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6EchoRequest,
+    ICMPv6PacketTooBig,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+)
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 HERE = Path(__file__).resolve().parent
 CLIENT, VIP, LIP = "203.0.113.5", "192.0.2.10", "198.18.0.1"
+CLIENT6, VIP6, LIP6, RS6 = "2001:db8:c::5", "2001:db8::10", "2001:db8:ff::1", "2001:db8:1::1"
 
 
 def eth(p):
@@ -60,6 +71,40 @@ def packets() -> dict[str, bytes]:
         "wrr": burst(rr, rr, rr),
         "arp": burst(bytes.fromhex("ffffffffffff020000000001080600010800060400010200000000010a000001000000000000")),
         "runt": burst(b"\x00" * 10),
+        **packets6(),
+    }
+
+
+def packets6() -> dict[str, bytes]:
+    """The IPv6 seeds: the fuzz harness holds [2001:db8:c::5]:40000 -> [2001:db8::10]:80."""
+    syn = eth(IPv6(src=CLIENT6, dst=VIP6) / TCP(sport=40000, dport=80, flags="S", options=[("MSS", 1440)]))
+    ack = eth(IPv6(src=CLIENT6, dst=VIP6) / TCP(sport=40000, dport=80, flags="A", seq=1001, ack=5001))
+    data = eth(IPv6(src=CLIENT6, dst=VIP6) / TCP(sport=40000, dport=80, flags="PA", seq=1001, ack=5001) / Raw(b"GET /"))
+    replies = [eth(IPv6(src=RS6, dst=LIP6) / TCP(sport=8080, dport=p, flags="SA")) for p in (1024, 30000, 65534)]
+    udp = eth(IPv6(src=CLIENT6, dst=VIP6) / UDP(sport=5000, dport=53) / Raw(b"\x12\x34query"))
+    udp_reply = eth(IPv6(src=RS6, dst=LIP6) / UDP(sport=5353, dport=2048) / Raw(b"answer"))
+    quoted = IPv6(src=LIP6, dst=RS6) / TCP(sport=1024, dport=8080, flags="S")
+    ptb = eth(IPv6(src="2001:db8:1::fe", dst=LIP6) / ICMPv6PacketTooBig(mtu=1400) / Raw(bytes(quoted)))
+    unreach = eth(
+        IPv6(src="2001:db8:c::fe", dst=VIP6)
+        / ICMPv6DestUnreach()
+        / Raw(bytes(IPv6(src=VIP6, dst=CLIENT6) / TCP(sport=80, dport=40000)))
+    )
+    echo = eth(IPv6(src=CLIENT6, dst=VIP6) / ICMPv6EchoRequest())
+    exts = eth(
+        IPv6(src=CLIENT6, dst=VIP6)
+        / IPv6ExtHdrHopByHop()
+        / IPv6ExtHdrRouting(type=4, segleft=0, addresses=["2001:db8:9::1"])
+        / IPv6ExtHdrDestOpt()
+        / TCP(sport=40001, dport=80, flags="S")
+    )
+    frag = eth(IPv6(src=CLIENT6, dst=VIP6) / IPv6ExtHdrFragment(m=1) / TCP(sport=40002, dport=80, flags="S"))
+    return {
+        "v6_handshake": burst(syn, replies[0], ack, data),
+        "v6_replies": burst(*replies),
+        "v6_udp": burst(udp, udp_reply),
+        "v6_icmp": burst(ptb, unreach, echo),
+        "v6_ext_headers": burst(exts, frag),
     }
 
 
@@ -102,7 +147,36 @@ lip dns 198.18.0.1
 backend dns 198.18.1.1 5353 1 active
 end
 """
+    # IPv6 services beside IPv4 ones: RFC 5952 and non-canonical addresses, the protection options
+    # an IPv6 service takes, and the family rules' refusals.
+    ipv6 = """vgw-config 1
+generation 9
+service web tcp 192.0.2.10 80 maglev table=251
+lip web 198.18.0.1
+backend web 198.18.1.1 8080 100 active
+service web6 tcp 2001:db8::10 80 maglev table=251 toa=on conn_rate=300 conn_rate_src24=40 syn_proxy=off
+lip web6 2001:db8:1::1
+lip web6 2001:DB8:1:0:0:0:0:2
+backend web6 2001:db8:2::1 8080 100 active
+backend web6 2001:0db8:0002:0000:0000:0000:0000:0002 8080 50 draining
+backend web6 2001:db8:2::3 8080 0 disabled
+service dns6 udp 2001:db8::10 53 wrr rst_unknown=off
+lip dns6 2001:db8:1::1
+backend dns6 2001:db8:2::1 5353 3 active
+backend dns6 2001:db8:2::2 5353 1 active
+service lc6 tcp 2001:db8::11 443 wlc timeout.tcp_established=60
+lip lc6 2001:db8:1::3
+backend lc6 2001:db8:2::192.0.2.4 443 1 active
+end
+"""
     return {
+        "ipv6.txt": ipv6.encode(),
+        "ipv6_nat64.txt": ipv6.replace("backend web6 2001:db8:2::3 8080", "backend web6 198.18.1.3 8080").encode(),
+        "ipv6_lip_family.txt": ipv6.replace("lip web6 2001:db8:1::1", "lip web6 198.18.0.1").encode(),
+        "ipv6_syn_proxy.txt": ipv6.replace("syn_proxy=off", "syn_proxy=auto").encode(),
+        "ipv6_bad_addresses.txt": ipv6.replace("2001:db8:2::1 8080", "fe80::1%eth0 8080")
+        .replace("2001:db8::11", "ff02::1")
+        .encode(),
         "full.txt": full.encode(),
         "small.txt": small.encode(),
         "empty_services.txt": b"vgw-config 1\ngeneration 2\nend\n",
@@ -127,7 +201,33 @@ def deltas() -> dict[str, bytes]:
         "service add dns udp 192.0.2.10 53 wrr conn_rate=1000 syn_proxy=on\n"
         "lip add dns 198.18.0.100\nend\n"
     )
-    return {"protect.txt": change.encode(), "protect_udp.txt": udp.encode()}
+    # IPv6: edits of an IPv6 service (on a base that has one) and the family rules.
+    base6 = (
+        "vgw-config 1\ngeneration 1\nservice web6 tcp 2001:db8::10 80 maglev table=13\n"
+        "lip web6 2001:db8:1::1\nlip web6 2001:db8:1::2\nbackend web6 2001:db8:2::1 80 5 active\n"
+        "backend web6 2001:db8:2::2 80 5 active\nend\n"
+    )
+    edit6 = (
+        "vgw-delta 1\ngeneration 6\nlip add web6 2001:db8:1::3\nlip remove web6 2001:DB8:1::1\n"
+        "backend add web6 2001:db8:2::3 80 1 draining\nbackend weight web6 2001:db8:2::1 80 9\n"
+        "backend state web6 2001:db8:2::2 80 disabled\nbackend remove web6 2001:db8:2::3 80\n"
+        "service add dns6 udp 2001:db8::10 53 wlc conn_rate_src24=5\nlip add dns6 2001:db8:1::2\n"
+        "backend add dns6 2001:db8:2::53 53 1 active\nend\n"
+    )
+    mixed = (
+        "vgw-delta 1\ngeneration 6\nservice add web6 tcp 2001:db8::10 80 wrr\nlip add web6 2001:db8:1::1\n"
+        "backend add web6 198.18.1.1 80 1 active\nlip add web 2001:db8:1::2\nend\n"
+    )
+    return {
+        "protect.txt": change.encode(),
+        "protect_udp.txt": udp.encode(),
+        "ipv6_edit.txt": (base6 + "\n%%\n" + edit6).encode(),
+        "ipv6_family.txt": mixed.encode(),
+        "ipv6_add.txt": mixed.replace(
+            "backend add web6 198.18.1.1 80 1 active\nlip add web 2001:db8:1::2\n",
+            "backend add web6 2001:db8:2::1 80 1 active\n",
+        ).encode(),
+    }
 
 
 def sync_msgs() -> dict[str, bytes]:

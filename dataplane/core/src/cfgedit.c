@@ -344,9 +344,24 @@ static void be_unremove_at(vgw_cfg_t *cfg, vgw_cfg_service_t *s, uint32_t i, con
 
 /* ---- primitives ------------------------------------------------------------------------------ */
 
+/* A service's LIPs and backends have its VIP's family: the engine translates within one family
+ * (FULLNAT v4 -> v4, v6 -> v6), and a service's LIPs are stored without a family of their own. */
+static int be_family_fail(const vgw_cfg_service_t *s, const vgw_cfg_backend_t *b, char *reason, size_t rlen)
+{
+    char a[VGW_ENDPOINT_STR_MAX];
+    vgw_endpoint_str(b->af, &b->addr, b->port, a, sizeof a);
+    if (s->af == VGW_AF_INET6)
+        return FAIL("service %s: backend %s is IPv4 but the VIP is IPv6 (IPv6 VIP with IPv4 backends (NAT64) is not "
+                    "supported yet)",
+                    s->name, a);
+    return FAIL("service %s: backend %s is IPv6 but the VIP is IPv4 (IPv4 VIP with IPv6 backends (NAT46) is not "
+                "supported)",
+                s->name, a);
+}
+
 int vgw_cfg_svc_add(vgw_cfg_t *cfg, vgw_cfg_service_t *s, vgw_undo_t *u, char *reason, size_t rlen)
 {
-    char a[48];
+    char a[VGW_ENDPOINT_STR_MAX];
     const vgw_cfg_service_t *o;
     if (vgw_cfg_lookup(cfg, s->name))
         return FAIL("service %s: duplicate (a service of that name exists)", s->name);
@@ -356,6 +371,9 @@ int vgw_cfg_svc_add(vgw_cfg_t *cfg, vgw_cfg_service_t *s, vgw_undo_t *u, char *r
         return FAIL("too many services (max %u)", VGW_MAX_SERVICES);
     if (vgw_amap_get(&cfg->index->lips, s->af, &s->vip))
         return FAIL("service %s: VIP %s is also a LIP", s->name, vgw_addr_str(s->af, &s->vip, a, sizeof a));
+    for (uint32_t i = 0; i < s->nbackends; i++)
+        if (s->backends[i].af != s->af)
+            return be_family_fail(s, &s->backends[i], reason, rlen);
     for (uint32_t i = 0; i < s->nlips; i++)
         if (vgw_amap_get(&cfg->index->vips, s->af, &s->lips[i]))
             return FAIL("service %s: lip %s is also the VIP of a service", s->name,
@@ -390,7 +408,10 @@ int vgw_cfg_svc_remove(vgw_cfg_t *cfg, vgw_cfg_service_t *s, vgw_undo_t *u, char
 int vgw_cfg_lip_add(vgw_cfg_t *cfg, vgw_cfg_service_t *s, uint8_t af, const vgw_addr_t *a, vgw_undo_t *u,
                     char *reason, size_t rlen)
 {
-    char b[48];
+    char b[VGW_ADDR_STR_MAX];
+    if (af != s->af)
+        return FAIL("lip %s: family differs from the VIP of service %s (an %s VIP takes %s LIPs)",
+                    vgw_addr_str(af, a, b, sizeof b), s->name, vgw_af_name(s->af), vgw_af_name(s->af));
     for (uint32_t i = 0; i < s->nlips; i++)
         if (memcmp(&s->lips[i], a, sizeof *a) == 0)
             return FAIL("lip %s: duplicate in service %s", vgw_addr_str(af, a, b, sizeof b), s->name);
@@ -411,8 +432,8 @@ int vgw_cfg_lip_add(vgw_cfg_t *cfg, vgw_cfg_service_t *s, uint8_t af, const vgw_
 int vgw_cfg_lip_remove(vgw_cfg_t *cfg, vgw_cfg_service_t *s, uint8_t af, const vgw_addr_t *a, vgw_undo_t *u,
                        char *reason, size_t rlen)
 {
-    char b[48];
-    uint32_t i = 0;
+    char b[VGW_ADDR_STR_MAX];
+    uint32_t i = af == s->af ? 0 : s->nlips; /* a LIP has its service's family */
     while (i < s->nlips && memcmp(&s->lips[i], a, sizeof *a) != 0)
         i++;
     if (i == s->nlips)
@@ -432,9 +453,11 @@ int vgw_cfg_lip_remove(vgw_cfg_t *cfg, vgw_cfg_service_t *s, uint8_t af, const v
 int vgw_cfg_be_add(vgw_cfg_t *cfg, vgw_cfg_service_t *s, const vgw_cfg_backend_t *b, vgw_undo_t *u, char *reason,
                    size_t rlen)
 {
-    char a[48];
+    char a[VGW_ENDPOINT_STR_MAX];
+    if (b->af != s->af)
+        return be_family_fail(s, b, reason, rlen);
     if (vgw_cfg_be_find(s, b->af, &b->addr, b->port))
-        return FAIL("backend %s:%u: duplicate in service %s", vgw_addr_str(b->af, &b->addr, a, sizeof a), b->port,
+        return FAIL("backend %s: duplicate in service %s", vgw_endpoint_str(b->af, &b->addr, b->port, a, sizeof a),
                     s->name);
     if (s->nbackends >= VGW_MAX_BACKENDS_PER_SVC)
         return FAIL("too many backends in %s (max %u)", s->name, VGW_MAX_BACKENDS_PER_SVC);
@@ -457,11 +480,11 @@ int vgw_cfg_be_add(vgw_cfg_t *cfg, vgw_cfg_service_t *s, const vgw_cfg_backend_t
 
 static vgw_cfg_backend_t *be_lookup(vgw_cfg_service_t *s, const vgw_cfg_backend_t *key, char *reason, size_t rlen)
 {
-    char a[48];
+    char a[VGW_ENDPOINT_STR_MAX];
     vgw_cfg_backend_t *be = vgw_cfg_be_find(s, key->af, &key->addr, key->port);
     if (!be)
-        snprintf(reason, rlen, "no backend %s:%u in service %s", vgw_addr_str(key->af, &key->addr, a, sizeof a),
-                 key->port, s->name);
+        snprintf(reason, rlen, "no backend %s in service %s",
+                 vgw_endpoint_str(key->af, &key->addr, key->port, a, sizeof a), s->name);
     return be;
 }
 
@@ -490,15 +513,16 @@ int vgw_cfg_be_set(vgw_cfg_t *cfg, vgw_cfg_service_t *s, const vgw_cfg_backend_t
                    vgw_undo_t *u, char *reason, size_t rlen)
 {
     (void)cfg;
-    char a[48];
+    char a[VGW_ENDPOINT_STR_MAX];
     vgw_cfg_backend_t *be = be_lookup(s, key, reason, rlen);
     if (!be)
         return -1;
     uint8_t what = (uint8_t)((weight >= 0 ? EDITED_WEIGHT : 0) | (state >= 0 ? EDITED_STATE : 0));
     /* Setting the same thing twice in one delta is a producer's bug, not an intent. */
     if (u && (be->edited & what))
-        return FAIL("backend %s:%u in %s: %s set twice in one delta", vgw_addr_str(be->af, &be->addr, a, sizeof a),
-                    be->port, s->name, (be->edited & what & EDITED_WEIGHT) ? "weight" : "state");
+        return FAIL("backend %s in %s: %s set twice in one delta",
+                    vgw_endpoint_str(be->af, &be->addr, be->port, a, sizeof a), s->name,
+                    (be->edited & what & EDITED_WEIGHT) ? "weight" : "state");
     RESERVE(r);
     if (u) {
         r->pos = (uint32_t)(be - s->backends);

@@ -34,9 +34,10 @@ void vgw_cfg_svc_free(vgw_cfg_service_t *s);
  *   <name> <tcp|udp> <vip> <port> <maglev|wrr|wlc> [table=P] [toa=on|off] [syn_proxy=off|on|auto]
  *   [syn_proxy_halfopen=N] [syn_proxy_syn_rate=N] [conn_rate=N] [conn_rate_src24=N]
  *   [rst_unknown=on|off] [timeout.<state>=S]...
- * t[0] is the name. Returns 0, or -1 with reason set. */
+ * t[0] is the name; the VIP is IPv4 or IPv6 (s->af), and an IPv6 service takes neither
+ * syn_proxy=on|auto nor rst_unknown=on. Returns 0, or -1 with reason set. */
 int vgw_cfg_parse_service(char **t, int n, vgw_cfg_service_t *s, char *reason, size_t rlen);
-/* "<addr> <port>" of a backend (unicast IPv4, port 1..65535). */
+/* "<addr> <port>" of a backend (a unicast IPv4 or IPv6 address, port 1..65535). */
 int vgw_cfg_parse_be_addr(const char *addr, const char *port, vgw_cfg_backend_t *b, char *reason, size_t rlen);
 
 vgw_cfg_service_t *vgw_cfg_lookup(vgw_cfg_t *cfg, const char *name);
@@ -70,6 +71,14 @@ int vgw_undo_check_lips(vgw_cfg_t *cfg, const vgw_undo_t *u, char *reason, size_
 /* VGW_CFG_CHANGED_* bits of the recorded edits. */
 unsigned vgw_undo_changes(const vgw_undo_t *u);
 
+/* Room for any address's text (INET6_ADDRSTRLEN) and for an endpoint's ("[v6]:65535"). */
+#define VGW_ADDR_STR_MAX 48u
+#define VGW_ENDPOINT_STR_MAX 56u
+/* "192.0.2.1", "2001:db8::1" (RFC 5952: what vgw_parse_addr reads back to the same bytes). */
 const char *vgw_addr_str(uint8_t af, const vgw_addr_t *a, char *buf, size_t len);
+/* "192.0.2.1:80", "[2001:db8::1]:80". */
+const char *vgw_endpoint_str(uint8_t af, const vgw_addr_t *a, uint16_t port, char *buf, size_t len);
+/* "IPv4" or "IPv6". */
+const char *vgw_af_name(uint8_t af);
 
 #endif

@@ -3,6 +3,7 @@
  * "vgw-config 1" document parser and the canonical serialiser. The delta grammar is in delta.c
  * and uses the same primitives, so a rule is checked in exactly one place whichever way the
  * change arrives. */
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,10 +59,29 @@ int vgw_is_prime(uint32_t n)
 
 const char *vgw_addr_str(uint8_t af, const vgw_addr_t *a, char *buf, size_t len)
 {
-    (void)af; /* IPv4 only for now */
+    if (af == VGW_AF_INET6) {
+        /* RFC 5952 form (lower case, longest run of two or more zero groups as "::"), which
+         * vgw_parse_addr reads back to the same bytes. */
+        char t[INET6_ADDRSTRLEN];
+        snprintf(buf, len, "%s", inet_ntop(AF_INET6, a->v6, t, sizeof t) ? t : "?");
+        return buf;
+    }
     const uint8_t *b = (const uint8_t *)&a->v4;
     snprintf(buf, len, "%u.%u.%u.%u", b[0], b[1], b[2], b[3]);
     return buf;
+}
+
+const char *vgw_endpoint_str(uint8_t af, const vgw_addr_t *a, uint16_t port, char *buf, size_t len)
+{
+    char t[VGW_ADDR_STR_MAX];
+    vgw_addr_str(af, a, t, sizeof t);
+    snprintf(buf, len, af == VGW_AF_INET6 ? "[%s]:%u" : "%s:%u", t, port);
+    return buf;
+}
+
+const char *vgw_af_name(uint8_t af)
+{
+    return af == VGW_AF_INET6 ? "IPv6" : "IPv4";
 }
 
 #define FAIL(...) (snprintf(reason, rlen, __VA_ARGS__), -1)
@@ -177,15 +197,13 @@ int vgw_cfg_parse_service(char **t, int n, vgw_cfg_service_t *s, char *reason, s
     if (!vgw_valid_name(t[0]))
         return FAIL("service: bad name '%.64s' (1-%u of A-Z a-z 0-9 _ - . : /)", t[0], VGW_CFG_MAX_NAME);
     snprintf(s->name, sizeof s->name, "%s", t[0]);
-    s->af = VGW_AF_INET;
     if (strcmp(t[1], "tcp") == 0)
         s->proto = VGW_PROTO_TCP;
     else if (strcmp(t[1], "udp") == 0)
         s->proto = VGW_PROTO_UDP;
     else
         return FAIL("service %s: protocol must be tcp or udp", s->name);
-    memset(&s->vip, 0, sizeof s->vip);
-    if (vgw_parse_ipv4(t[2], &s->vip.v4) || !vgw_ipv4_unicast(s->vip.v4))
+    if (vgw_parse_addr(t[2], &s->af, &s->vip) || !vgw_addr_unicast(s->af, &s->vip))
         return FAIL("service %s: bad VIP '%.64s'", s->name, t[2]);
     uint64_t v;
     if (vgw_parse_u64(t[3], 65535, &v) || v == 0)
@@ -245,14 +263,19 @@ int vgw_cfg_parse_service(char **t, int n, vgw_cfg_service_t *s, char *reason, s
                     (thresholds_given & PROTECT_GAVE_HALFOPEN) ? "syn_proxy_halfopen" : "syn_proxy_syn_rate");
     if (s->proto == VGW_PROTO_UDP && s->protect.rst_unknown)
         return FAIL("service %s: rst_unknown is TCP only (a udp service takes rst_unknown=off)", s->name);
+    /* The SYN proxy's cookies and the RSTs it and rst_unknown build are IPv4 packets for now.
+     * conn_rate and conn_rate_src24 apply (the latter per client /64). */
+    if (s->af == VGW_AF_INET6 && s->protect.syn_proxy != VGW_SYNPROXY_OFF)
+        return FAIL("service %s: syn_proxy is IPv4 only for now (an IPv6 service takes syn_proxy=off)", s->name);
+    if (s->af == VGW_AF_INET6 && s->protect.rst_unknown)
+        return FAIL("service %s: rst_unknown is IPv4 only for now (an IPv6 service takes rst_unknown=off)", s->name);
     return 0;
 }
 
 int vgw_cfg_parse_be_addr(const char *addr, const char *port, vgw_cfg_backend_t *b, char *reason, size_t rlen)
 {
     memset(b, 0, sizeof *b);
-    b->af = VGW_AF_INET;
-    if (vgw_parse_ipv4(addr, &b->addr.v4) || !vgw_ipv4_unicast(b->addr.v4))
+    if (vgw_parse_addr(addr, &b->af, &b->addr) || !vgw_addr_unicast(b->af, &b->addr))
         return FAIL("backend: bad address '%.64s'", addr);
     uint64_t v;
     if (vgw_parse_u64(port, 65535, &v) || v == 0)
@@ -311,10 +334,10 @@ static int doc_lip(vgw_cfg_t *cfg, char **t, int n, char *reason, size_t rlen)
     if (!s)
         return -1;
     vgw_addr_t a;
-    memset(&a, 0, sizeof a);
-    if (vgw_parse_ipv4(t[2], &a.v4) || !vgw_ipv4_unicast(a.v4))
+    uint8_t af;
+    if (vgw_parse_addr(t[2], &af, &a) || !vgw_addr_unicast(af, &a))
         return FAIL("lip: bad address '%.64s'", t[2]);
-    return vgw_cfg_lip_add(cfg, s, VGW_AF_INET, &a, NULL, reason, rlen);
+    return vgw_cfg_lip_add(cfg, s, af, &a, NULL, reason, rlen);
 }
 
 int vgw_cfg_parse(const char *text, size_t len, vgw_cfg_t **out, char *err, size_t errlen)
@@ -437,7 +460,7 @@ __attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const cha
 
 char *vgw_cfg_serialize(const vgw_cfg_t *c, size_t *len)
 {
-    char a[48];
+    char a[VGW_ADDR_STR_MAX];
     sbuf_t b = {0};
     sb_printf(&b, "vgw-config 1\ngeneration %llu\n", (unsigned long long)c->generation);
     for (unsigned s = 0; s < VGW_STATE_MAX; s++)

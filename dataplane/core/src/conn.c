@@ -101,11 +101,24 @@ int vgw_ctab_init_ext(vgw_ctab_t *t, uint32_t capacity, uint64_t seed, vgw_conn_
     return 0;
 }
 
+int vgw_ctab_enable_v6(vgw_ctab_t *t)
+{
+    if (t->a6)
+        return 0;
+    /* Private memory even for a persisted table: a v6 record found in a file at attach has lost
+     * its addresses, and is dropped (persist.c). */
+    t->a6 = alloc_aligned((size_t)t->capacity * sizeof(vgw_conn6_t));
+    if (!t->a6)
+        return -1;
+    t->bytes += (uint64_t)t->capacity * sizeof(vgw_conn6_t);
+    return 0;
+}
+
 void vgw_ctab_fini(vgw_ctab_t *t)
 {
     if (!t->ext)
         free(t->buckets), free(t->conns);
-    free(t->free_stack), free(t->ring);
+    free(t->free_stack), free(t->ring), free(t->a6);
     memset(t, 0, sizeof *t);
 }
 
@@ -118,24 +131,58 @@ void vgw_ctab_rebuild_index(vgw_ctab_t *t)
             vgw_ctab_insert(t, i);
 }
 
-uint32_t vgw_ctab_lookup(const vgw_ctab_t *t, const vgw_key4_t *k, uint64_t h)
+/* The ref whose record matches key k (of either family: match knows which), walking the buckets
+ * from h's home while entries that overflowed it may lie further on. Inlined into each family's
+ * lookup, so the match is a direct call. */
+static inline __attribute__((always_inline)) uint32_t
+ctab_walk(const vgw_ctab_t *t, const void *k, uint64_t h,
+          bool (*match)(const vgw_ctab_t *t, uint32_t ref, const void *k))
 {
     uint16_t tag = vgw_tag(h);
     uint32_t bi = (uint32_t)h & t->bmask;
     for (uint32_t probes = 0; probes <= t->bmask; probes++) {
         const vgw_bucket_t *b = &t->buckets[bi];
-        for (uint32_t s = 0; s < VGW_BUCKET_SLOTS; s++) {
-            if (b->tag[s] == tag) {
-                uint32_t ref = b->ref[s];
-                if (vgw_conn_match(&t->conns[ref >> 1], ref & 1, k))
-                    return ref;
-            }
-        }
+        for (uint32_t s = 0; s < VGW_BUCKET_SLOTS; s++)
+            if (b->tag[s] == tag && match(t, b->ref[s], k))
+                return b->ref[s];
         if (VGW_LIKELY(b->ovf == 0))
             return UINT32_MAX;
         bi = (bi + 1) & t->bmask;
     }
     return UINT32_MAX;
+}
+
+static inline bool match4(const vgw_ctab_t *t, uint32_t ref, const void *k)
+{
+    return vgw_conn_match(&t->conns[ref >> 1], ref & 1, k);
+}
+
+static inline bool match6(const vgw_ctab_t *t, uint32_t ref, const void *k)
+{
+    return vgw_conn_match6(t, ref >> 1, ref & 1, k);
+}
+
+uint32_t vgw_ctab_lookup(const vgw_ctab_t *t, const vgw_key4_t *k, uint64_t h)
+{
+    return ctab_walk(t, k, h, match4);
+}
+
+uint32_t vgw_ctab_lookup6(const vgw_ctab_t *t, const vgw_key6_t *k, uint64_t h)
+{
+    return ctab_walk(t, k, h, match6);
+}
+
+/* The index hash of direction dir of record idx, for either family. */
+static uint64_t ref_hash(const vgw_ctab_t *t, uint32_t idx, uint32_t dir)
+{
+    if (t->conns[idx].af == VGW_AF_INET6) {
+        vgw_key6_t k6;
+        vgw_conn_key6(t, idx, dir, &k6);
+        return vgw_ctab_hash6(t, &k6);
+    }
+    vgw_key4_t k;
+    vgw_conn_key(&t->conns[idx], dir, &k);
+    return vgw_ctab_hash(t, &k);
 }
 
 static void insert_ref(vgw_ctab_t *t, uint32_t ref, uint64_t h)
@@ -179,23 +226,16 @@ static void remove_ref(vgw_ctab_t *t, uint32_t ref, uint64_t h)
 
 void vgw_ctab_insert(vgw_ctab_t *t, uint32_t idx)
 {
-    vgw_key4_t k;
-    const vgw_conn_t *c = &t->conns[idx];
-    for (uint32_t dir = 0; dir < 2; dir++) {
-        vgw_conn_key(c, dir, &k);
-        insert_ref(t, idx << 1 | dir, vgw_ctab_hash(t, &k));
-    }
+    for (uint32_t dir = 0; dir < 2; dir++)
+        insert_ref(t, idx << 1 | dir, ref_hash(t, idx, dir));
     t->count++;
 }
 
 void vgw_ctab_remove(vgw_ctab_t *t, uint32_t idx)
 {
-    vgw_key4_t k;
     vgw_conn_t *c = &t->conns[idx];
-    for (uint32_t dir = 0; dir < 2; dir++) {
-        vgw_conn_key(c, dir, &k);
-        remove_ref(t, idx << 1 | dir, vgw_ctab_hash(t, &k));
-    }
+    for (uint32_t dir = 0; dir < 2; dir++)
+        remove_ref(t, idx << 1 | dir, ref_hash(t, idx, dir));
     c->flags = 0;
     t->free_stack[t->free_top++] = idx;
     t->count--;

@@ -28,11 +28,15 @@ static uint64_t round4k(uint64_t x)
     return (x + 4095) & ~4095ull;
 }
 
+#define COST_CONN_RECORD 64ull  /* a connection record, one cache line */
+#define COST_CONN_V6 64ull      /* its IPv6 addresses in the side array: four 16-byte addresses */
+
 /* Records, index buckets, free stack and half-open eviction ring of the core's table, and the
- * forwarder's shadow set. */
-static uint64_t conn_tables(uint64_t c)
+ * forwarder's shadow set; with an IPv6 service, the records' IPv6 side array. */
+static uint64_t conn_tables(uint64_t c, bool v6)
 {
-    return 64 * c + 64 * pow2ceil((4 * c + 9) / 10) + 4 * c + 8 * c + 16 * pow2ceil(c * 2 > 1024 ? c * 2 : 1024);
+    return COST_CONN_RECORD * c + (v6 ? COST_CONN_V6 * c : 0) + 64 * pow2ceil((4 * c + 9) / 10) + 4 * c + 8 * c +
+           16 * pow2ceil(c * 2 > 1024 ? c * 2 : 1024);
 }
 
 /* The scheduler table: an upper bound for WRR, whose cycle depends on which backends are
@@ -61,7 +65,10 @@ void vgw_cfg_cost(const vgw_cfg_t *cfg, const vgw_cost_params_t *p, vgw_cost_t *
 {
     memset(out, 0, sizeof *out);
     out->base = COST_BASE;
-    out->conn_tables = (uint64_t)p->workers * (conn_tables(p->conn_capacity) + COST_WORKER_FIXED);
+    bool v6 = false;
+    for (uint32_t i = 0; cfg && i < cfg->nservices && !v6; i++)
+        v6 = cfg->services[i]->af == VGW_AF_INET6;
+    out->conn_tables = (uint64_t)p->workers * (conn_tables(p->conn_capacity, v6) + COST_WORKER_FIXED);
     for (uint32_t i = 0; cfg && i < cfg->nservices; i++) {
         const vgw_cfg_service_t *s = cfg->services[i];
         uint64_t t = table_bytes(s);

@@ -88,11 +88,10 @@ static int op_lip(vgw_cfg_t *cfg, vgw_undo_t *u, char **t, int n, char *reason, 
     if (!s)
         return -1;
     vgw_addr_t a;
-    memset(&a, 0, sizeof a);
-    if (vgw_parse_ipv4(t[3], &a.v4) || !vgw_ipv4_unicast(a.v4))
+    uint8_t af;
+    if (vgw_parse_addr(t[3], &af, &a) || !vgw_addr_unicast(af, &a))
         return FAIL("lip: bad address '%.64s'", t[3]);
-    return add ? vgw_cfg_lip_add(cfg, s, VGW_AF_INET, &a, u, reason, rlen)
-               : vgw_cfg_lip_remove(cfg, s, VGW_AF_INET, &a, u, reason, rlen);
+    return add ? vgw_cfg_lip_add(cfg, s, af, &a, u, reason, rlen) : vgw_cfg_lip_remove(cfg, s, af, &a, u, reason, rlen);
 }
 
 static int op_service(vgw_cfg_t *cfg, vgw_undo_t *u, char **t, int n, char *reason, size_t rlen)

@@ -14,6 +14,7 @@
 
 #define ETH_HLEN 14u
 #define ETHERTYPE_IPV4 0x0800u
+#define ETHERTYPE_IPV6 0x86ddu
 #define ETHERTYPE_VLAN 0x8100u
 #define ETHERTYPE_QINQ 0x88a8u
 
@@ -22,6 +23,19 @@
 #define ICMP_TIME_EXCEEDED 11u
 #define ICMP_PARAMETERPROB 12u
 #define ICMP_FRAG_NEEDED 4u
+
+#define IP6_HLEN 40u
+#define IP6_MAX_EXT 8u /* extension headers walked before a packet is refused */
+#define IP6_MIN_MTU 1280u
+#define NH_HOPOPTS 0u
+#define NH_ROUTING 43u
+#define NH_FRAGMENT 44u
+#define NH_ICMPV6 58u
+#define NH_DSTOPTS 60u
+#define ICMP6_DEST_UNREACH 1u
+#define ICMP6_PACKET_TOO_BIG 2u
+#define ICMP6_TIME_EXCEEDED 3u
+#define ICMP6_PARAMPROB 4u
 
 /* Lowest LIP port handed out; below are well-known ports a real server might treat specially. */
 #define LPORT_MIN 1024u
@@ -103,6 +117,18 @@ uint32_t vgw_flow_hash_v4(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16
     return (uint32_t)(vgw_mix64(a ^ 0x2545f4914f6cdd1dULL) ^ vgw_mix64(b + 0x9e3779b97f4a7c15ULL));
 }
 
+uint32_t vgw_flow_hash_v6(const uint8_t *saddr, const uint8_t *daddr, uint16_t sport, uint16_t dport, uint8_t proto)
+{
+    /* Fixed constants, like the IPv4 hash: every node must agree. */
+    uint64_t x[4];
+    memcpy(x, saddr, 16);
+    memcpy(x + 2, daddr, 16);
+    uint64_t a = vgw_mix64(x[0] ^ 0x2545f4914f6cdd1dULL) + vgw_mix64(x[1] ^ 0x4f1bbcdcbfa53e0bULL);
+    a ^= vgw_mix64(x[2] + 0x61c8864680b583ebULL) + vgw_mix64(x[3] ^ 0x94d049bb133111ebULL);
+    uint64_t b = ((uint64_t)sport << 32) | ((uint64_t)dport << 16) | proto;
+    return (uint32_t)(vgw_mix64(a) ^ vgw_mix64(b + 0x9e3779b97f4a7c15ULL));
+}
+
 uint32_t vgw_client_owner(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16_t dport, uint8_t proto,
                           uint32_t nworkers)
 {
@@ -137,7 +163,8 @@ vgw_worker_t *vgw_worker_create(vgw_dp_t *dp, const vgw_worker_params_t *p)
     /* A persisted table is opened after protect_init: re-attaching rebuilds the half-open ring
      * and count, and re-derives uids from the state applied now (persist.c). */
     if (!w->rr_pos || !w->lip_pos || !w->be_conns || !w->be_new || vgw_protect_init(w, p->hash_seed) ||
-        (p->persist ? vgw_persist_open(w, p, seed) : vgw_ctab_init(&w->ct, p->conn_capacity, seed))) {
+        (p->persist ? vgw_persist_open(w, p, seed) : vgw_ctab_init(&w->ct, p->conn_capacity, seed)) ||
+        (dp->v6 && vgw_ctab_enable_v6(&w->ct))) {
         if (p->report && p->persist && p->report->status == VGW_PERSIST_NONE)
             p->report->status = VGW_PERSIST_ERROR;
         vgw_worker_destroy(w);
@@ -224,6 +251,12 @@ uint32_t vgw_worker_housekeep(vgw_worker_t *w, uint64_t now_ms, uint32_t budget)
 /* ---- per-packet metadata ------------------------------------------------------------------- */
 
 
+/* TTL (IPv4) or hop limit (IPv6) of the parsed packet. */
+static inline uint8_t hops_left(const pm_t *m)
+{
+    return m->af == VGW_AF_INET6 ? m->l3[7] : m->l3[8];
+}
+
 static inline void set_local(vgw_worker_t *w, vgw_verdict_t *v)
 {
     v->action = VGW_ACT_LOCAL;
@@ -264,6 +297,9 @@ static int ip_options_check(const uint8_t *opt, uint32_t len)
     return 0;
 }
 
+static inline int parse_l4(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, vgw_verdict_t *v);
+static int parse6(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, vgw_verdict_t *v, uint32_t off);
+
 /* Parses and validates one packet. Returns the next stage; on PM_DONE the verdict is set. */
 static int parse(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, vgw_verdict_t *v)
 {
@@ -279,8 +315,10 @@ static int parse(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, 
         et = n2h16(ld16(d + off + 2));
         off += 4;
     }
+    if (et == ETHERTYPE_IPV6 && st)
+        return parse6(w, st, p, m, v, off);
     if (et != ETHERTYPE_IPV4 || !st)
-        return set_local(w, v), PM_DONE; /* ARP, IPv6 (for now), LLDP, ... and no config yet */
+        return set_local(w, v), PM_DONE; /* ARP, LLDP, ... and no config yet */
 
     uint8_t *l3 = d + off;
     uint32_t avail = len - off;
@@ -320,13 +358,87 @@ static int parse(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, 
     if (VGW_UNLIKELY(ld16(l3 + 6) & h2n16(0x3fff)))
         return set_drop(w, v, VGW_DROP_IP_FRAG), PM_DONE;
 
-    uint8_t *l4 = l3 + ihl;
-    uint32_t l4len = totlen - ihl;
-    uint8_t proto = l3[9];
-    m->l3 = l3, m->l4 = l4;
-    m->l2len = (uint16_t)off, m->ihl = (uint16_t)ihl, m->totlen = (uint16_t)totlen, m->l4len = (uint16_t)l4len;
-    m->proto = proto;
+    m->l3 = l3, m->l4 = l3 + ihl;
+    m->l2len = (uint16_t)off, m->ihl = (uint16_t)ihl, m->totlen = (uint16_t)totlen, m->l4len = (uint16_t)(totlen - ihl);
+    m->proto = l3[9];
     m->kind = (uint8_t)kind;
+    m->af = VGW_AF_INET;
+    m->toa_len = VGW_TOA_LEN;
+    return parse_l4(w, p, m, v);
+}
+
+static int martian_src6(const uint8_t *a)
+{
+    /* multicast, link-local (never routed to us), ::/96 (unspecified, loopback, v4-compatible),
+     * ::ffff:0:0/96 (v4-mapped: an IPv4 packet in disguise) */
+    if (a[0] == 0xff || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80))
+        return 1;
+    uint32_t w2 = ld32(a + 8);
+    return ld32(a) == 0 && ld32(a + 4) == 0 && (w2 == 0 || w2 == h2n32(0xffffu));
+}
+
+/* IPv6: the fixed header and the extension headers before TCP/UDP/ICMPv6. Hop-by-hop and
+ * destination options are skipped (their contents are for the end host), a routing header only
+ * when no segments are left (else the packet asks to be steered on: never honoured, as IPv4
+ * source routing), fragments are dropped like IPv4 fragments, anything else (ESP, AH, no next
+ * header, mobility) is not ours to balance. */
+static int parse6(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, vgw_verdict_t *v, uint32_t off)
+{
+    uint8_t *l3 = p->data + off;
+    uint32_t avail = p->len - off;
+    if (VGW_UNLIKELY(avail < IP6_HLEN))
+        return set_drop(w, v, VGW_DROP_IP_TRUNC), PM_DONE;
+    if (VGW_UNLIKELY((l3[0] >> 4) != 6))
+        return set_drop(w, v, VGW_DROP_IP_VERSION), PM_DONE;
+    uint32_t totlen = IP6_HLEN + n2h16(ld16(l3 + 4));
+    if (VGW_UNLIKELY(totlen > avail))
+        return set_drop(w, v, VGW_DROP_IP_BAD_LEN), PM_DONE;
+    uint32_t kind = vgw_state_addr_kind6(st, l3 + 24);
+    if (kind == 0)
+        return set_local(w, v), PM_DONE; /* neighbour discovery, node traffic */
+    if (VGW_UNLIKELY(martian_src6(l3 + 8)))
+        return set_drop(w, v, VGW_DROP_IP_BAD_SRC), PM_DONE;
+    uint32_t nh = l3[6], pos = IP6_HLEN;
+    for (uint32_t n = 0; nh != VGW_PROTO_TCP && nh != VGW_PROTO_UDP && nh != NH_ICMPV6; n++) {
+        if (nh == NH_FRAGMENT)
+            return set_drop(w, v, VGW_DROP_IP_FRAG), PM_DONE;
+        if (nh != NH_HOPOPTS && nh != NH_ROUTING && nh != NH_DSTOPTS)
+            return set_drop(w, v, VGW_DROP_PROTO_UNSUPPORTED), PM_DONE;
+        if (VGW_UNLIKELY(n == IP6_MAX_EXT || pos + 8 > totlen || (nh == NH_HOPOPTS && pos != IP6_HLEN)))
+            return set_drop(w, v, VGW_DROP_IP6_BAD_EXT), PM_DONE;
+        uint32_t hlen = ((uint32_t)l3[pos + 1] + 1) * 8;
+        if (VGW_UNLIKELY(pos + hlen > totlen))
+            return set_drop(w, v, VGW_DROP_IP6_BAD_EXT), PM_DONE;
+        if (nh == NH_ROUTING && l3[pos + 3] != 0)
+            return set_drop(w, v, VGW_DROP_IP_SRC_ROUTE), PM_DONE;
+        nh = l3[pos];
+        pos += hlen;
+    }
+    m->l3 = l3, m->l4 = l3 + pos;
+    m->l2len = (uint16_t)off, m->ihl = (uint16_t)pos, m->totlen = (uint16_t)totlen, m->l4len = (uint16_t)(totlen - pos);
+    m->proto = (uint8_t)nh;
+    m->kind = (uint8_t)kind;
+    m->af = VGW_AF_INET6;
+    m->toa_len = VGW_TOA6_LEN;
+    return parse_l4(w, p, m, v);
+}
+
+static inline uint16_t l4_csum(const pm_t *m)
+{
+    if (m->af == VGW_AF_INET6)
+        return vgw_l4_csum_v6(m->l3 + 8, m->l3 + 24, m->proto, m->l4, m->l4len);
+    return vgw_l4_csum_v4(ld32(m->l3 + 12), ld32(m->l3 + 16), m->proto, m->l4, m->l4len);
+}
+
+/* Both families from the L4 header on (m->l3, l4, lengths, proto, kind and af set). Inlined into
+ * each family's parser, where the family is a constant: the IPv4 path keeps no IPv6 branch. */
+static inline __attribute__((always_inline)) int parse_l4(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m,
+                                                          vgw_verdict_t *v)
+{
+    uint8_t *l4 = m->l4;
+    uint32_t l4len = m->l4len;
+    uint8_t proto = m->proto;
+    bool v6 = m->af == VGW_AF_INET6;
     int verify = !(p->flags & VGW_PKT_F_L4_CSUM_GOOD) && !(w->flags & VGW_WF_NO_SW_L4_CSUM);
 
     if (proto == VGW_PROTO_TCP) {
@@ -345,17 +457,21 @@ static int parse(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, 
             return set_drop(w, v, VGW_DROP_UDP_TRUNC), PM_DONE;
         if (VGW_UNLIKELY(n2h16(ld16(l4 + 4)) != l4len))
             return set_drop(w, v, VGW_DROP_UDP_BAD_LEN), PM_DONE;
-        if (ld16(l4 + 6) == 0)
+        if (ld16(l4 + 6) == 0) {
+            if (v6) /* RFC 8200 8.1: mandatory over IPv6 */
+                return set_drop(w, v, VGW_DROP_L4_BAD_CSUM), PM_DONE;
             verify = 0; /* IPv4 UDP without checksum */
-    } else if (proto == VGW_PROTO_ICMP) {
+        }
+    } else if (proto == (v6 ? NH_ICMPV6 : VGW_PROTO_ICMP)) {
         if (VGW_UNLIKELY(l4len < 8))
             return set_drop(w, v, VGW_DROP_ICMP_TRUNC), PM_DONE;
-        if (vgw_csum_fold(vgw_csum_partial(l4, l4len, 0)) != 0xffff)
+        if (v6 ? l4_csum(m) != 0 : vgw_csum_fold(vgw_csum_partial(l4, l4len, 0)) != 0xffff)
             return set_drop(w, v, VGW_DROP_ICMP_BAD_CSUM), PM_DONE;
         uint8_t type = l4[0];
-        if (type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAMETERPROB)
+        if (v6 ? (type >= ICMP6_DEST_UNREACH && type <= ICMP6_PARAMPROB)
+               : (type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAMETERPROB))
             return PM_ICMP_ERR;
-        /* Echo and friends addressed to a VIP/LIP are answered by the local stack. */
+        /* Echo, neighbour discovery and friends addressed to a VIP/LIP are the local stack's. */
         return set_local(w, v), PM_DONE;
     } else {
         return set_drop(w, v, VGW_DROP_PROTO_UNSUPPORTED), PM_DONE;
@@ -364,21 +480,30 @@ static int parse(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, 
     uint16_t sport = ld16(l4), dport = ld16(l4 + 2);
     if (VGW_UNLIKELY(sport == 0 || dport == 0))
         return set_drop(w, v, VGW_DROP_L4_BAD_PORT), PM_DONE;
-    if (verify && VGW_UNLIKELY(vgw_l4_csum_v4(src, dst, proto, l4, (uint16_t)l4len) != 0))
+    if (verify && VGW_UNLIKELY(l4_csum(m) != 0))
         return set_drop(w, v, VGW_DROP_L4_BAD_CSUM), PM_DONE;
+    const uint8_t *l3 = m->l3;
     /* Replies reach whichever worker the NIC chose; the LIP port names the real owner. */
-    if ((kind & VGW_ADDR_LIP) && w->nworkers > 1) {
+    if ((m->kind & VGW_ADDR_LIP) && w->nworkers > 1) {
         uint32_t owner = vgw_owner_of_port(n2h16(dport), w->nworkers);
         if (owner != w->id)
             return set_handoff(w, v, owner), PM_DONE;
     } else if ((w->flags & VGW_WF_STEER_CLIENTS) && w->nworkers > 1) {
-        uint32_t owner = vgw_client_owner(src, dst, sport, dport, proto, w->nworkers);
+        uint32_t owner = v6 ? vgw_flow_hash_v6(l3 + 8, l3 + 24, sport, dport, proto) % w->nworkers
+                            : vgw_client_owner(ld32(l3 + 12), ld32(l3 + 16), sport, dport, proto, w->nworkers);
         if (owner != w->id)
             return set_handoff(w, v, owner), PM_DONE;
     }
-    m->key.src = src, m->key.dst = dst, m->key.sport = sport, m->key.dport = dport, m->key.proto = proto;
+    if (v6) {
+        vgw_key6_t *k = &m->key6;
+        memcpy(k->src, l3 + 8, 16), memcpy(k->dst, l3 + 24, 16);
+        k->sport = sport, k->dport = dport, k->proto = proto;
+    } else {
+        m->key.src = ld32(l3 + 12), m->key.dst = ld32(l3 + 16);
+        m->key.sport = sport, m->key.dport = dport, m->key.proto = proto;
+    }
     /* Trailing Ethernet padding is not part of the packet we forward. */
-    p->len = (uint16_t)(off + totlen);
+    p->len = (uint16_t)(m->l2len + m->totlen);
     return PM_LOOKUP;
 }
 
@@ -427,62 +552,89 @@ static inline void xlate(uint8_t *l3, uint8_t *l4, uint8_t proto, const vgw_conn
     }
 }
 
+static inline void xlate6(uint8_t *l3, uint8_t *l4, uint8_t proto, const vgw_conn_t *c, const vgw_conn6_t *a,
+                          uint32_t dir, uint32_t l4_extra)
+{
+    const uint8_t *nsrc, *ndst;
+    uint16_t nsport, ndport;
+    if (dir == 0)
+        nsrc = a->lip, ndst = a->rip, nsport = c->lport, ndport = c->rport;
+    else
+        nsrc = a->vip, ndst = a->cip, nsport = c->vport, ndport = c->cport;
+    l3[7]--; /* hop limit: no header checksum in IPv6 */
+    memcpy(l3 + 8, nsrc, 16);
+    memcpy(l3 + 24, ndst, 16);
+    st16(l4, nsport);
+    st16(l4 + 2, ndport);
+    if (proto == VGW_PROTO_TCP) {
+        st16(l4 + 16, csum_apply(ld16(l4 + 16), c->l4_delta[dir] + l4_extra));
+    } else {
+        uint16_t cs = csum_apply(ld16(l4 + 6), c->l4_delta[dir]);
+        st16(l4 + 6, cs ? cs : 0xffff);
+    }
+}
+
 /* Inserts TOA right after the fixed TCP header, where DPVS puts it and where the toa module
  * parses it. Headers (not payload) move back into headroom, so a data segment costs a short
  * memmove. Returns 1 when inserted. */
 static int toa_insert(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, const vgw_conn_t *c)
 {
     uint8_t *l4 = m->l4;
-    uint32_t doff = (uint32_t)(l4[12] >> 4) * 4;
-    if (doff + VGW_TOA_LEN > 60 || p->headroom < VGW_TOA_LEN || (uint32_t)m->totlen + VGW_TOA_LEN > w->mtu) {
+    uint32_t doff = (uint32_t)(l4[12] >> 4) * 4, len = m->toa_len;
+    if (doff + len > 60 || p->headroom < len || (uint32_t)m->totlen + len > w->mtu) {
         w->cnt[VGW_CNT_TOA_NO_ROOM]++;
         return 0;
     }
     size_t hdr = (size_t)(l4 - p->data) + 20;
-    memmove(p->data - VGW_TOA_LEN, p->data, hdr);
-    p->data -= VGW_TOA_LEN;
-    p->headroom = (uint16_t)(p->headroom - VGW_TOA_LEN);
-    p->len = (uint16_t)(p->len + VGW_TOA_LEN);
-    m->l3 -= VGW_TOA_LEN;
-    m->l4 -= VGW_TOA_LEN;
+    memmove(p->data - len, p->data, hdr);
+    p->data -= len;
+    p->headroom = (uint16_t)(p->headroom - len);
+    p->len = (uint16_t)(p->len + len);
+    m->l3 -= len;
+    m->l4 -= len;
     l4 = m->l4;
     uint8_t *l3 = m->l3;
     uint8_t *opt = l4 + 20;
     opt[0] = TCPOPT_TOA;
-    opt[1] = VGW_TOA_LEN;
+    opt[1] = (uint8_t)len;
     st16(opt + 2, c->cport);
-    st32(opt + 4, c->cip);
     uint16_t off_old = ld16(l4 + 12);
-    l4[12] = (uint8_t)(l4[12] + ((VGW_TOA_LEN / 4) << 4));
+    l4[12] = (uint8_t)(l4[12] + ((len / 4) << 4));
     uint16_t off_new = ld16(l4 + 12);
-    uint16_t tot_old = ld16(l3 + 2);
-    uint16_t tot_new = h2n16((uint16_t)(m->totlen + VGW_TOA_LEN));
-    st16(l3 + 2, tot_new);
-    st16(l3 + 10, csum_apply(ld16(l3 + 10), csum_delta16(tot_old, tot_new)));
+    if (m->af == VGW_AF_INET6) {
+        /* The client's address, before the rewrite: l3 still holds the client's source. */
+        memcpy(opt + 4, l3 + 8, 16);
+        st16(l3 + 4, h2n16((uint16_t)(m->totlen + len - IP6_HLEN)));
+    } else {
+        st32(opt + 4, c->cip);
+        uint16_t tot_old = ld16(l3 + 2);
+        uint16_t tot_new = h2n16((uint16_t)(m->totlen + len));
+        st16(l3 + 2, tot_new);
+        st16(l3 + 10, csum_apply(ld16(l3 + 10), csum_delta16(tot_old, tot_new)));
+    }
     /* TCP checksum: new option words are added data; the pseudo header length and the data
      * offset word change. */
     uint32_t d = csum_delta16(off_old, off_new) +
-                 csum_delta16(h2n16(m->l4len), h2n16((uint16_t)(m->l4len + VGW_TOA_LEN))) +
-                 vgw_csum_partial(opt, VGW_TOA_LEN, 0);
+                 csum_delta16(h2n16(m->l4len), h2n16((uint16_t)(m->l4len + len))) + vgw_csum_partial(opt, len, 0);
     st16(l4 + 16, csum_apply(ld16(l4 + 16), d));
-    m->totlen = (uint16_t)(m->totlen + VGW_TOA_LEN);
-    m->l4len = (uint16_t)(m->l4len + VGW_TOA_LEN);
+    m->totlen = (uint16_t)(m->totlen + len);
+    m->l4len = (uint16_t)(m->l4len + len);
     w->cnt[VGW_CNT_TOA_ADDED]++;
     return 1;
 }
 
 /* The client's segments will carry TOA, so the MSS the server announces shrinks by its size
  * (DPVS tcp_out_adjust_mss). Malformed options are left alone: they came from our own server. */
-static void mss_clamp(vgw_worker_t *w, uint8_t *l4)
+static void mss_clamp(vgw_worker_t *w, uint8_t *l4, uint32_t toa_len)
 {
     uint32_t pos = 20, i;
     while ((i = tcpopt_next(l4, &pos)) != 0) {
         if (l4[i] == TCPOPT_MSS && l4[i + 1] == 4) {
             uint16_t old = ld16(l4 + i + 2);
             uint16_t mss = n2h16(old);
-            if (mss <= 536 + VGW_TOA_LEN)
+            if (mss <= 536 + toa_len)
                 return;
-            uint16_t nw = h2n16((uint16_t)(mss - VGW_TOA_LEN));
+            uint16_t nw = h2n16((uint16_t)(mss - toa_len));
             st16(l4 + i + 2, nw);
             /* A field at an odd offset straddles two checksum words: swap to realign. */
             uint32_t d = ((i + 2) & 1) ? csum_delta16(bswap16(old), bswap16(nw)) : csum_delta16(old, nw);
@@ -503,13 +655,42 @@ void vgw_conn_deltas(vgw_conn_t *c)
     c->l4_delta[1] = vgw_csum_fold(d + csum_delta16(c->rport, c->vport) + csum_delta16(c->lport, c->cport));
 }
 
+static void conn_deltas6(vgw_conn_t *c, const vgw_conn6_t *a)
+{
+    uint32_t d = csum_delta128(a->cip, a->lip) + csum_delta128(a->vip, a->rip);
+    c->ip_delta[0] = 0; /* no IPv6 header checksum */
+    c->l4_delta[0] = vgw_csum_fold(d + csum_delta16(c->cport, c->lport) + csum_delta16(c->vport, c->rport));
+    d = csum_delta128(a->rip, a->vip) + csum_delta128(a->lip, a->cip);
+    c->ip_delta[1] = 0;
+    c->l4_delta[1] = vgw_csum_fold(d + csum_delta16(c->rport, c->vport) + csum_delta16(c->lport, c->cport));
+}
+
+/* Is the reply tuple (backend -> LIP j, port) free in this worker's table? */
+static inline bool reply_tuple_free(const vgw_ctab_t *t, const vgw_svc_t *svc, const vgw_be_t *be, uint32_t bi,
+                                    uint32_t lip_idx, uint16_t lport, uint8_t proto)
+{
+    if (svc->af == VGW_AF_INET6) {
+        vgw_key6_t rk;
+        memset(&rk, 0, sizeof rk);
+        memcpy(rk.src, svc->be6[bi], 16), memcpy(rk.dst, svc->lips6[lip_idx], 16);
+        rk.sport = be->port, rk.dport = lport, rk.proto = proto;
+        return vgw_ctab_lookup6(t, &rk, vgw_ctab_hash6(t, &rk)) == UINT32_MAX;
+    }
+    vgw_key4_t rk = {.src = be->addr, .dst = svc->lips[lip_idx], .sport = be->port, .dport = lport, .proto = proto};
+    return vgw_ctab_lookup(t, &rk, vgw_ctab_hash(t, &rk)) == UINT32_MAX;
+}
+
 /* New connection from a client: schedule, pick LIP + port, insert. Returns the conn index or
  * sets a drop verdict and returns UINT32_MAX. */
 uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, uint32_t now, vgw_verdict_t *v,
                          uint8_t xflags)
 {
     const vgw_key4_t *k = &m->key;
-    uint32_t fh = vgw_flow_hash_v4(k->src, k->dst, k->sport, k->dport, k->proto);
+    const vgw_key6_t *k6 = &m->key6;
+    bool v6 = m->af == VGW_AF_INET6;
+    uint8_t proto = m->proto;
+    uint32_t fh = v6 ? vgw_flow_hash_v6(k6->src, k6->dst, k6->sport, k6->dport, proto)
+                     : vgw_flow_hash_v4(k->src, k->dst, k->sport, k->dport, proto);
     int32_t bi = vgw_sched_pick(w, svc, fh);
     if (VGW_UNLIKELY(bi < 0))
         return set_drop(w, v, VGW_DROP_NO_BACKEND), UINT32_MAX;
@@ -531,21 +712,20 @@ uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, u
     uint32_t nw = w->nworkers;
     uint32_t nslots = (65535u - LPORT_MIN - w->id) / nw + 1;
     uint32_t lp = w->lip_pos[svc->uid]++;
-    uint32_t lip = 0;
+    uint32_t li = 0;
     uint16_t lport = 0;
     int found = 0;
     for (uint32_t tries = 0; tries < LPORT_TRIES && !found; tries++) {
-        lip = svc->lips[(lp + tries / 8) % svc->nlips];
-        uint32_t port = LPORT_MIN + (w->port_cursor++ % nslots) * nw + w->id;
-        vgw_key4_t rk = {.src = be->addr, .dst = lip, .sport = be->port, .dport = h2n16((uint16_t)port),
-                         .proto = k->proto};
-        if (vgw_ctab_lookup(t, &rk, vgw_ctab_hash(t, &rk)) == UINT32_MAX) {
-            lport = rk.dport;
+        li = (lp + tries / 8) % svc->nlips;
+        uint16_t port = h2n16((uint16_t)(LPORT_MIN + (w->port_cursor++ % nslots) * nw + w->id));
+        if (reply_tuple_free(t, svc, be, (uint32_t)bi, li, port, proto)) {
+            lport = port;
             found = 1;
         }
     }
     if (VGW_UNLIKELY(!found)) {
-        for (uint32_t j = 0; j < LPORT_TRIES / 8 && j < svc->nlips; j++)
+        /* per-LIP counts are kept for IPv4 LIPs (vgw_lip_count_t holds 32 bits) */
+        for (uint32_t j = 0; !v6 && j < LPORT_TRIES / 8 && j < svc->nlips; j++)
             vgw_lip_exhausted(w, svc->lips[(lp + j) % svc->nlips]);
         w->cnt[VGW_CNT_LPORT_EXHAUSTED]++;
         svc_cnt(w, svc->uid)[VGW_SCNT_LPORT_EXHAUSTED]++;
@@ -557,18 +737,29 @@ uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, u
     uint8_t gen = (uint8_t)(c->gen + 1);
     memset(c, 0, sizeof *c);
     c->gen = gen;
-    c->cip = k->src, c->vip = k->dst, c->cport = k->sport, c->vport = k->dport;
-    c->lip = lip, c->lport = lport, c->rip = be->addr, c->rport = be->port;
-    c->proto = k->proto;
-    c->af = VGW_AF_INET;
-    c->state = k->proto == VGW_PROTO_TCP ? VGW_TCP_NONE : VGW_UDP_NORMAL;
+    c->lport = lport, c->rip = be->addr, c->rport = be->port, c->lip = svc->lips[li];
+    c->proto = proto;
+    if (v6) {
+        vgw_conn6_t *a = &t->a6[idx];
+        memcpy(a->cip, k6->src, 16), memcpy(a->vip, k6->dst, 16);
+        memcpy(a->lip, svc->lips6[li], 16), memcpy(a->rip, svc->be6[bi], 16);
+        c->cip = vgw_fold6(k6->src), c->vip = vgw_fold6(k6->dst), c->cport = k6->sport, c->vport = k6->dport;
+        c->af = VGW_AF_INET6;
+    } else {
+        c->cip = k->src, c->vip = k->dst, c->cport = k->sport, c->vport = k->dport;
+        c->af = VGW_AF_INET;
+    }
+    c->state = proto == VGW_PROTO_TCP ? VGW_TCP_NONE : VGW_UDP_NORMAL;
     c->flags = VGW_CF_USED | xflags | ((svc->flags & VGW_SVC_F_TOA) ? VGW_CF_TOA : 0);
     c->expire = now;
     c->be_uid = (uint16_t)be->uid;
     c->svc_uid = svc->uid;
-    vgw_conn_deltas(c);
+    if (v6)
+        conn_deltas6(c, &t->a6[idx]);
+    else
+        vgw_conn_deltas(c);
     vgw_ctab_insert(t, idx);
-    if (k->proto == VGW_PROTO_TCP && !(xflags & VGW_CF_PROXY)) {
+    if (proto == VGW_PROTO_TCP && !(xflags & VGW_CF_PROXY)) {
         w->pr.halfopen++;
         vgw_ring_push(w, idx);
     }
@@ -578,7 +769,7 @@ uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, u
     /* Not synced yet: UDP at its next datagram (either way: the refresh in vgw_conn_forward finds it
      * due), so a flood of one-datagram flows sends the peers nothing; TCP at its first state change,
      * which follows at once. */
-    c->sync_t = (uint16_t)((now >> 10) - (k->proto == VGW_PROTO_TCP ? 0u : 0x8000u));
+    c->sync_t = (uint16_t)((now >> 10) - (proto == VGW_PROTO_TCP ? 0u : 0x8000u));
     return idx;
 }
 
@@ -587,7 +778,7 @@ void vgw_conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t
                       uint32_t now, vgw_verdict_t *v)
 {
     vgw_conn_t *c = &w->ct.conns[idx];
-    if (VGW_UNLIKELY(m->l3[8] <= 1))
+    if (VGW_UNLIKELY(hops_left(m) <= 1))
         return set_drop(w, v, VGW_DROP_TTL_EXCEEDED);
     uint32_t spd = 0;
     if (m->proto == VGW_PROTO_TCP) {
@@ -612,7 +803,7 @@ void vgw_conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t
             c->rs_isn1 = h2n32(n2h32(ld32(l4 + 4)) + 1);
             c->flags |= VGW_CF_RS_ISN;
             if (c->flags & VGW_CF_TOA)
-                mss_clamp(w, l4);
+                mss_clamp(w, l4, m->toa_len);
         }
     }
     uint32_t timeout = conn_timeout(w, st, c);
@@ -624,20 +815,20 @@ void vgw_conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t
     if (VGW_UNLIKELY(w->flags & VGW_WF_SYNC) && (uint16_t)((now >> 10) - c->sync_t) > (timeout >> 11) &&
         (m->proto == VGW_PROTO_TCP || !first))
         vgw_sync_note(w, c, now);
-    xlate(m->l3, m->l4, m->proto, c, dir, spd);
-    if (dir == 0) {
-        set_forward(v, VGW_PORT_INT, c->rip);
-        w->cnt[VGW_CNT_FWD_IN]++;
+    if (VGW_UNLIKELY(c->af == VGW_AF_INET6)) {
+        const vgw_conn6_t *a = &w->ct.a6[idx];
+        xlate6(m->l3, m->l4, m->proto, c, a, dir, spd);
+        set_forward6(v, dir == 0 ? VGW_PORT_INT : VGW_PORT_EXT, dir == 0 ? a->rip : a->cip);
     } else {
-        set_forward(v, VGW_PORT_EXT, c->cip);
-        w->cnt[VGW_CNT_FWD_OUT]++;
+        xlate(m->l3, m->l4, m->proto, c, dir, spd);
+        set_forward(v, dir == 0 ? VGW_PORT_INT : VGW_PORT_EXT, dir == 0 ? c->rip : c->cip);
     }
+    w->cnt[dir == 0 ? VGW_CNT_FWD_IN : VGW_CNT_FWD_OUT]++;
 }
 
-/* Looks up key and returns a live ref, removing an expired hit on the way. */
-static uint32_t lookup_live(vgw_worker_t *w, const vgw_key4_t *k, uint64_t h, uint32_t now)
+/* ref if its connection is live, else UINT32_MAX (an expired hit is removed on the way). */
+static uint32_t live_ref(vgw_worker_t *w, uint32_t ref, uint32_t now)
 {
-    uint32_t ref = vgw_ctab_lookup(&w->ct, k, h);
     if (ref != UINT32_MAX && VGW_UNLIKELY(vgw_expired(w->ct.conns[ref >> 1].expire, now))) {
         vgw_conn_release(w, ref >> 1);
         w->cnt[VGW_CNT_CONN_EXPIRED]++;
@@ -646,10 +837,23 @@ static uint32_t lookup_live(vgw_worker_t *w, const vgw_key4_t *k, uint64_t h, ui
     return ref;
 }
 
+static uint32_t lookup_live(vgw_worker_t *w, const vgw_key4_t *k, uint64_t h, uint32_t now)
+{
+    return live_ref(w, vgw_ctab_lookup(&w->ct, k, h), now);
+}
+
+/* The packet's own tuple (parsed into m->key or m->key6, hashed into m->hash). */
+static uint32_t lookup_pkt(vgw_worker_t *w, const pm_t *m, uint32_t now)
+{
+    if (m->af == VGW_AF_INET6)
+        return live_ref(w, vgw_ctab_lookup6(&w->ct, &m->key6, m->hash), now);
+    return lookup_live(w, &m->key, m->hash, now);
+}
+
 static void handle_lookup(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, uint32_t now,
                           vgw_verdict_t *v)
 {
-    uint32_t ref = lookup_live(w, &m->key, m->hash, now);
+    uint32_t ref = lookup_pkt(w, m, now);
     if (ref != UINT32_MAX) {
         vgw_conn_t *c = &w->ct.conns[ref >> 1];
         /* A new SYN on a closing tuple starts a new connection (LVS conn_reuse_mode). */
@@ -665,12 +869,20 @@ static void handle_lookup(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, 
     }
     if (!(m->kind & VGW_ADDR_VIP))
         return set_drop(w, v, VGW_DROP_LIP_NO_CONN);
-    const vgw_svc_t *svc = vgw_state_find_svc(st, m->key.dst, m->key.dport, m->key.proto);
+    bool v6 = m->af == VGW_AF_INET6;
+    const vgw_svc_t *svc = v6 ? vgw_state_find_svc6(st, m->key6.dst, m->key6.dport, m->proto)
+                              : vgw_state_find_svc(st, m->key.dst, m->key.dport, m->key.proto);
     if (!svc)
         return set_drop(w, v, VGW_DROP_NO_SERVICE);
-    if (VGW_UNLIKELY(m->l3[8] <= 1))
+    if (VGW_UNLIKELY(hops_left(m) <= 1))
         return set_drop(w, v, VGW_DROP_TTL_EXCEEDED);
-    if (m->proto == VGW_PROTO_TCP) {
+    /* The SYN proxy and RST answers build IPv4 packets: the configuration refuses them for IPv6
+     * services, and a v6 packet never reaches them. */
+    if (m->proto == VGW_PROTO_TCP && v6 && (m->tcpflags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN) {
+        svc_cnt(w, svc->uid)[VGW_SCNT_NO_CONN]++;
+        return set_drop(w, v, VGW_DROP_TCP_NO_CONN);
+    }
+    if (m->proto == VGW_PROTO_TCP && !v6) {
         if ((m->tcpflags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN) {
             /* Mid-flow segment without state: an ACK flood, a connection lost in a restart, or
              * the ACK that completes a cookie handshake. */
@@ -685,7 +897,7 @@ static void handle_lookup(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, 
         if (svc->synproxy != VGW_SYNPROXY_OFF && vgw_synproxy_engaged(w, svc, now))
             return vgw_sp_syn(w, svc, p, m, now, v);
     }
-    unsigned lim = vgw_limit_check(w, svc, m->key.src, now);
+    unsigned lim = vgw_limit_check(w, svc, v6 ? vgw_src_net6(m->key6.src) : vgw_src_net4(m->key.src), now);
     if (VGW_UNLIKELY(lim))
         return set_drop(w, v, lim);
     uint32_t idx = vgw_conn_create(w, svc, m, now, v, 0);
@@ -695,6 +907,18 @@ static void handle_lookup(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, 
 }
 
 /* ---- ICMP errors ----------------------------------------------------------------------------- */
+
+/* The quoted TCP/UDP checksum after the quoted header's edits (checksum delta l4d), when the quote
+ * holds it: TCP needs 18 quoted bytes; a UDP checksum of 0 (none) stays 0. */
+static inline void quoted_l4_fix(uint8_t *in4, uint8_t iproto, uint32_t quoted, uint32_t l4d)
+{
+    if (iproto == VGW_PROTO_TCP && quoted >= 18) {
+        st16(in4 + 16, csum_apply(ld16(in4 + 16), l4d));
+    } else if (iproto == VGW_PROTO_UDP && ld16(in4 + 6) != 0) {
+        uint16_t cs = csum_apply(ld16(in4 + 6), l4d);
+        st16(in4 + 6, cs ? cs : 0xffff);
+    }
+}
 
 /* An ICMP error quotes a packet we sent. Translate it so the other side sees an error about the
  * packet it sent: outer and inner addresses, inner ports, inner checksums. */
@@ -772,12 +996,7 @@ static void handle_icmp_error(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, uint32_t n
         st32(in4 + 4, nseq);
         l4d += csum_delta32(oseq, nseq);
     }
-    if (iproto == VGW_PROTO_TCP && quoted >= 18)
-        st16(in4 + 16, csum_apply(ld16(in4 + 16), l4d));
-    else if (iproto == VGW_PROTO_UDP && ld16(in4 + 6) != 0) {
-        uint16_t cs = csum_apply(ld16(in4 + 6), l4d);
-        st16(in4 + 6, cs ? cs : 0xffff);
-    }
+    quoted_l4_fix(in4, iproto, quoted, l4d);
     /* Errors are rare and small: recompute the ICMP checksum rather than track every edit. */
     st16(icmp + 2, 0);
     st16(icmp + 2, (uint16_t)~vgw_csum_fold(vgw_csum_partial(icmp, m->l4len, 0)));
@@ -803,6 +1022,81 @@ static void handle_icmp_error(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, uint32_t n
     }
 }
 
+/* ICMPv6 errors (destination unreachable, packet too big, time exceeded, parameter problem): as
+ * handle_icmp_error. The quoted packet must start with TCP or UDP right after its fixed header
+ * (what we send carries the client's extension headers only rarely; such quotes are dropped). */
+static void handle_icmp6_error(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, uint32_t now, vgw_verdict_t *v)
+{
+    uint8_t *icmp = m->l4;
+    uint32_t avail = m->l4len - 8u;
+    uint8_t *in3 = icmp + 8;
+    if (avail < IP6_HLEN + 8 || (in3[0] >> 4) != 6)
+        return set_drop(w, v, VGW_DROP_ICMP_INNER_BAD);
+    uint8_t iproto = in3[6];
+    if (iproto != VGW_PROTO_TCP && iproto != VGW_PROTO_UDP)
+        return set_drop(w, v, VGW_DROP_ICMP_NO_CONN);
+    uint8_t *in4 = in3 + IP6_HLEN;
+    uint8_t isrc[16], idst[16];
+    memcpy(isrc, in3 + 8, 16), memcpy(idst, in3 + 24, 16);
+    uint16_t isport = ld16(in4), idport = ld16(in4 + 2);
+    vgw_key6_t k;
+    memset(&k, 0, sizeof k);
+    memcpy(k.src, idst, 16), memcpy(k.dst, isrc, 16);
+    k.sport = idport, k.dport = isport, k.proto = iproto;
+    uint32_t want_dir;
+    if (m->kind & VGW_ADDR_LIP) {
+        if (memcmp(isrc, m->l3 + 24, 16) != 0)
+            return set_drop(w, v, VGW_DROP_ICMP_INNER_BAD);
+        uint32_t owner = vgw_owner_of_port(n2h16(isport), w->nworkers);
+        if (owner != w->id)
+            return set_handoff(w, v, owner);
+        want_dir = 1;
+    } else {
+        want_dir = 0;
+        if ((w->flags & VGW_WF_STEER_CLIENTS) && w->nworkers > 1) {
+            uint32_t owner = vgw_flow_hash_v6(idst, isrc, idport, isport, iproto) % w->nworkers;
+            if (owner != w->id)
+                return set_handoff(w, v, owner);
+        }
+    }
+    uint32_t ref = live_ref(w, vgw_ctab_lookup6(&w->ct, &k, vgw_ctab_hash6(&w->ct, &k)), now);
+    if (ref == UINT32_MAX || (ref & 1) != want_dir)
+        return set_drop(w, v, VGW_DROP_ICMP_NO_CONN);
+    if (m->l3[7] <= 1)
+        return set_drop(w, v, VGW_DROP_TTL_EXCEEDED);
+    const vgw_conn_t *c = &w->ct.conns[ref >> 1];
+    const vgw_conn6_t *a = &w->ct.a6[ref >> 1];
+    const uint8_t *osrc, *odst, *nisrc, *nidst;
+    uint16_t nisport, nidport;
+    if (want_dir == 1) {
+        osrc = a->vip, odst = a->cip;
+        nisrc = a->cip, nidst = a->vip, nisport = c->cport, nidport = c->vport;
+        if ((c->flags & VGW_CF_TOA) && icmp[0] == ICMP6_PACKET_TOO_BIG) {
+            /* Client segments may grow by TOA on the way: announce a path that much smaller. */
+            uint32_t mtu = n2h32(ld32(icmp + 4));
+            if (mtu >= IP6_MIN_MTU + VGW_TOA6_LEN)
+                st32(icmp + 4, h2n32(mtu - VGW_TOA6_LEN));
+        }
+    } else {
+        osrc = a->lip, odst = a->rip;
+        nisrc = a->rip, nidst = a->lip, nisport = c->rport, nidport = c->lport;
+    }
+    uint32_t l4d = csum_delta128(isrc, nisrc) + csum_delta128(idst, nidst) + csum_delta16(isport, nisport) +
+                   csum_delta16(idport, nidport);
+    memcpy(in3 + 8, nisrc, 16), memcpy(in3 + 24, nidst, 16);
+    st16(in4, nisport), st16(in4 + 2, nidport);
+    quoted_l4_fix(in4, iproto, avail - IP6_HLEN, l4d);
+    uint8_t *l3 = m->l3;
+    l3[7]--;
+    memcpy(l3 + 8, osrc, 16), memcpy(l3 + 24, odst, 16);
+    /* The ICMPv6 checksum covers a pseudo header: recomputed over the new addresses. */
+    st16(icmp + 2, 0);
+    st16(icmp + 2, vgw_l4_csum_v6(osrc, odst, NH_ICMPV6, icmp, m->l4len));
+    p->len = (uint16_t)(m->l2len + m->totlen);
+    set_forward6(v, want_dir == 1 ? VGW_PORT_EXT : VGW_PORT_INT, odst);
+    w->cnt[want_dir == 1 ? VGW_CNT_ICMP_XLATE_OUT : VGW_CNT_ICMP_XLATE_IN]++;
+}
+
 /* ---- burst ----------------------------------------------------------------------------------- */
 
 void vgw_worker_process(vgw_worker_t *w, vgw_pkt_t *pkts, vgw_verdict_t *out, uint32_t n, uint64_t now_ms)
@@ -822,7 +1116,7 @@ void vgw_worker_process(vgw_worker_t *w, vgw_pkt_t *pkts, vgw_verdict_t *out, ui
         memset(&out[i], 0, sizeof out[i]);
         pm[i].stage = (uint8_t)parse(w, st, &pkts[i], &pm[i], &out[i]);
         if (pm[i].stage == PM_LOOKUP) {
-            pm[i].hash = vgw_ctab_hash(&w->ct, &pm[i].key);
+            pm[i].hash = pm[i].af == VGW_AF_INET6 ? vgw_ctab_hash6(&w->ct, &pm[i].key6) : vgw_ctab_hash(&w->ct, &pm[i].key);
             pm[i].bucket = vgw_ctab_home(&w->ct, pm[i].hash);
             vgw_prefetch(pm[i].bucket);
         }
@@ -834,6 +1128,8 @@ void vgw_worker_process(vgw_worker_t *w, vgw_pkt_t *pkts, vgw_verdict_t *out, ui
         uint16_t tag = vgw_tag(pm[i].hash);
         for (uint32_t s = 0; s < VGW_BUCKET_SLOTS; s++) {
             if (b->tag[s] == tag) {
+                if (pm[i].af == VGW_AF_INET6)
+                    vgw_prefetch_w(&w->ct.a6[b->ref[s] >> 1]);
                 vgw_prefetch_w(&w->ct.conns[b->ref[s] >> 1]);
                 break;
             }
@@ -842,6 +1138,8 @@ void vgw_worker_process(vgw_worker_t *w, vgw_pkt_t *pkts, vgw_verdict_t *out, ui
     for (uint32_t i = 0; i < n; i++) {
         if (pm[i].stage == PM_LOOKUP)
             handle_lookup(w, st, &pkts[i], &pm[i], now, &out[i]);
+        else if (pm[i].stage == PM_ICMP_ERR && pm[i].af == VGW_AF_INET6)
+            handle_icmp6_error(w, &pkts[i], &pm[i], now, &out[i]);
         else if (pm[i].stage == PM_ICMP_ERR)
             handle_icmp_error(w, &pkts[i], &pm[i], now, &out[i]);
     }
@@ -850,8 +1148,24 @@ void vgw_worker_process(vgw_worker_t *w, vgw_pkt_t *pkts, vgw_verdict_t *out, ui
 int vgw_worker_conn_find(vgw_worker_t *w, uint8_t proto, uint32_t cip, uint16_t cport, uint32_t vip,
                          uint16_t vport, uint64_t now_ms, vgw_conn_info_t *out)
 {
-    vgw_key4_t k = {.src = cip, .dst = vip, .sport = h2n16(cport), .dport = h2n16(vport), .proto = proto};
-    uint32_t ref = vgw_ctab_lookup(&w->ct, &k, vgw_ctab_hash(&w->ct, &k));
+    vgw_addr_t c = {.v4 = cip}, v = {.v4 = vip};
+    return vgw_worker_conn_find_af(w, VGW_AF_INET, proto, &c, cport, &v, vport, now_ms, out);
+}
+
+int vgw_worker_conn_find_af(vgw_worker_t *w, uint8_t af, uint8_t proto, const vgw_addr_t *cip, uint16_t cport,
+                            const vgw_addr_t *vip, uint16_t vport, uint64_t now_ms, vgw_conn_info_t *out)
+{
+    uint32_t ref;
+    if (af == VGW_AF_INET6) {
+        vgw_key6_t k;
+        memset(&k, 0, sizeof k);
+        memcpy(k.src, cip->v6, 16), memcpy(k.dst, vip->v6, 16);
+        k.sport = h2n16(cport), k.dport = h2n16(vport), k.proto = proto;
+        ref = vgw_ctab_lookup6(&w->ct, &k, vgw_ctab_hash6(&w->ct, &k));
+    } else {
+        vgw_key4_t k = {.src = cip->v4, .dst = vip->v4, .sport = h2n16(cport), .dport = h2n16(vport), .proto = proto};
+        ref = vgw_ctab_lookup(&w->ct, &k, vgw_ctab_hash(&w->ct, &k));
+    }
     if (ref == UINT32_MAX || (ref & 1))
         return -1;
     const vgw_conn_t *c = &w->ct.conns[ref >> 1];
@@ -860,7 +1174,13 @@ int vgw_worker_conn_find(vgw_worker_t *w, uint8_t proto, uint32_t cip, uint16_t 
         return -1;
     memset(out, 0, sizeof *out);
     out->af = c->af, out->proto = c->proto, out->state = c->state, out->flags = c->flags;
-    out->cip.v4 = c->cip, out->vip.v4 = c->vip, out->lip.v4 = c->lip, out->rip.v4 = c->rip;
+    if (c->af == VGW_AF_INET6) {
+        const vgw_conn6_t *a = &w->ct.a6[ref >> 1];
+        memcpy(out->cip.v6, a->cip, 16), memcpy(out->vip.v6, a->vip, 16);
+        memcpy(out->lip.v6, a->lip, 16), memcpy(out->rip.v6, a->rip, 16);
+    } else {
+        out->cip.v4 = c->cip, out->vip.v4 = c->vip, out->lip.v4 = c->lip, out->rip.v4 = c->rip;
+    }
     out->cport = n2h16(c->cport), out->vport = n2h16(c->vport);
     out->lport = n2h16(c->lport), out->rport = n2h16(c->rport);
     out->expires_in_ms = c->expire - now;

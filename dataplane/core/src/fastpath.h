@@ -27,9 +27,12 @@ typedef struct pm {
     uint8_t *l3, *l4;
     uint16_t l2len, ihl, totlen, l4len;
     uint8_t proto, stage, kind, tcpflags;
+    uint8_t af;      /* VGW_AF_INET: key; VGW_AF_INET6: key6 */
+    uint8_t toa_len; /* TOA bytes for this family */
     vgw_key4_t key;
     uint64_t hash;
     const vgw_bucket_t *bucket;
+    vgw_key6_t key6; /* last: an IPv4 packet's fields stay in the first cache line */
 } pm_t;
 
 static inline void set_drop(vgw_worker_t *w, vgw_verdict_t *v, unsigned reason)
@@ -47,6 +50,14 @@ static inline void set_forward(vgw_verdict_t *v, unsigned port, uint32_t nexthop
     v->af = VGW_AF_INET;
     memset(&v->nexthop, 0, sizeof v->nexthop);
     v->nexthop.v4 = nexthop;
+}
+
+static inline void set_forward6(vgw_verdict_t *v, unsigned port, const uint8_t *nexthop)
+{
+    v->action = VGW_ACT_FORWARD;
+    v->port = (uint8_t)port;
+    v->af = VGW_AF_INET6;
+    memcpy(v->nexthop.v6, nexthop, 16);
 }
 
 static inline uint64_t *svc_cnt(vgw_worker_t *w, uint32_t svc_uid)
@@ -120,8 +131,11 @@ int vgw_protect_init(vgw_worker_t *w, uint64_t seed);
 void vgw_protect_fini(vgw_worker_t *w);
 void vgw_protect_burst(vgw_worker_t *w, uint32_t now);
 bool vgw_tb_take(vgw_tb_t *tb, uint32_t rate_per_s, uint32_t now);
-/* 0 = allowed, else the drop reason (limits counted). */
-unsigned vgw_limit_check(vgw_worker_t *w, const vgw_svc_t *svc, uint32_t saddr, uint32_t now);
+/* 0 = allowed, else the drop reason (limits counted). src_net: the client's network the per-source
+ * limit applies to (conn_rate_src24): its /24 for IPv4, its /64 for IPv6. */
+unsigned vgw_limit_check(vgw_worker_t *w, const vgw_svc_t *svc, uint32_t src_net, uint32_t now);
+uint32_t vgw_src_net4(uint32_t saddr);
+uint32_t vgw_src_net6(const uint8_t *saddr);
 /* Is the SYN proxy answering SYNs for svc now? Counts the SYN for auto mode. */
 bool vgw_synproxy_engaged(vgw_worker_t *w, const vgw_svc_t *svc, uint32_t now);
 /* Frees a slot for a new connection under pressure: evicts the oldest half-open one. */

@@ -157,6 +157,27 @@ static inline uint16_t vgw_l4_csum_v4(uint32_t saddr, uint32_t daddr, uint8_t pr
     return (uint16_t)~vgw_csum_fold(vgw_csum_partial(l4, l4len, s));
 }
 
+/* Checksum over an IPv6 pseudo header (RFC 8200 8.1) + L4 bytes, as a raw value ready to compare/store. */
+static inline uint16_t vgw_l4_csum_v6(const uint8_t *saddr, const uint8_t *daddr, uint8_t proto, const void *l4,
+                                      uint32_t l4len)
+{
+    /* The pseudo header's eight address words summed in 64 bits, folded once. */
+    uint64_t acc = (uint64_t)ld32(saddr) + ld32(saddr + 4) + ld32(saddr + 8) + ld32(saddr + 12) + ld32(daddr) +
+                   ld32(daddr + 4) + ld32(daddr + 8) + ld32(daddr + 12);
+    acc += (uint32_t)h2n16((uint16_t)(l4len >> 16)) + h2n16((uint16_t)l4len) + h2n16(proto);
+    acc = (acc & 0xffffffffu) + (acc >> 32);
+    return (uint16_t)~vgw_csum_fold(vgw_csum_partial(l4, l4len, vgw_csum_fold((uint32_t)acc + (uint32_t)(acc >> 32))));
+}
+
+/* Delta for replacing a 128-bit address (raw bytes). */
+static inline uint32_t csum_delta128(const uint8_t *old, const uint8_t *new_)
+{
+    uint32_t d = 0;
+    for (uint32_t i = 0; i < 16; i += 4)
+        d += csum_delta32(ld32(old + i), ld32(new_ + i));
+    return d;
+}
+
 /* ---- config state ------------------------------------------------------------------------ */
 
 /* A scheduler table (Maglev slots or the WRR cycle), shared by consecutive versions of a service
@@ -199,6 +220,11 @@ typedef struct vgw_svc {
     uint32_t wrr_len;
     uint16_t *wrr; /* = tab->idx for WRR: precomputed smooth WRR order */
     vgw_table_t *tab;
+    /* IPv6 services (af == VGW_AF_INET6): the full addresses; vip, lips[] and backends[].addr then
+     * hold vgw_fold6() of them (never looked up: the v6 tables below are) */
+    uint8_t vip6[16];
+    uint8_t (*lips6)[16];
+    uint8_t (*be6)[16]; /* [nbackends], parallel to backends */
     /* flood protection (vgw_cfg_protect_t), rates and counts already divided among workers */
     uint8_t synproxy, rst_unknown;
     uint32_t auto_halfopen_w, auto_syn_rate_w;
@@ -225,6 +251,19 @@ typedef struct vgw_svc_slot {
     uint32_t uid;
 } vgw_svc_slot_t;
 
+typedef struct vgw_addr6_slot {
+    uint8_t addr[16];
+    uint32_t kind; /* 0 = empty */
+} vgw_addr6_slot_t;
+
+typedef struct vgw_svc6_slot {
+    uint8_t vip[16];
+    uint16_t port;
+    uint8_t proto;
+    uint8_t used;
+    uint32_t uid;
+} vgw_svc6_slot_t;
+
 /* The (VIP, port, proto) -> service and address -> kind tables. They depend only on which
  * services exist and on their LIPs, so generations that change neither share them. */
 typedef struct vgw_lookup {
@@ -233,6 +272,10 @@ typedef struct vgw_lookup {
     vgw_svc_slot_t *svc_slots;
     uint32_t addr_mask;
     vgw_addr_slot_t *addr_slots;
+    uint32_t svc6_mask;
+    vgw_svc6_slot_t *svc6_slots;
+    uint32_t addr6_mask;
+    vgw_addr6_slot_t *addr6_slots;
 } vgw_lookup_t;
 
 struct vgw_state {
@@ -242,6 +285,10 @@ struct vgw_state {
     const vgw_svc_slot_t *svc_slots;
     uint32_t addr_mask;
     const vgw_addr_slot_t *addr_slots;
+    uint32_t svc6_mask;
+    const vgw_svc6_slot_t *svc6_slots;
+    uint32_t addr6_mask;
+    const vgw_addr6_slot_t *addr6_slots;
     uint32_t default_timeout_ms[VGW_STATE_MAX];
     vgw_svc_t *svc_by_uid[VGW_MAX_SERVICES]; /* NULL = not in this generation */
     /* control thread */
@@ -253,6 +300,8 @@ struct vgw_state {
 
 const vgw_svc_t *vgw_state_find_svc(const vgw_state_t *st, uint32_t vip, uint16_t port, uint8_t proto);
 uint32_t vgw_state_addr_kind(const vgw_state_t *st, uint32_t addr);
+const vgw_svc_t *vgw_state_find_svc6(const vgw_state_t *st, const uint8_t *vip, uint16_t port, uint8_t proto);
+uint32_t vgw_state_addr_kind6(const vgw_state_t *st, const uint8_t *addr);
 
 /* Registry: stable small ids for services and backends across generations, reused oldest-freed
  * first so per-worker state of a departed id (WLC counts) ages out. Control thread only. */
@@ -287,7 +336,9 @@ void vgw_reg_release(vgw_registry_t *r, uint64_t key);
 #define VGW_CF_USED 0x80u
 
 /* One cache line per connection. Both directions' keys live here, so a hit in either direction
- * needs exactly this line; IPv6 will add a side array of full addresses indexed like this one. */
+ * needs exactly this line. An IPv6 connection (af == VGW_AF_INET6) keeps its four full addresses
+ * in the table's side array (vgw_conn6_t, same index), a second line, and vgw_fold6() of each here
+ * (for the per-LIP and per-source bookkeeping that keys on 32 bits). */
 typedef struct vgw_conn {
     uint32_t cip, vip, lip, rip;         /* network order */
     uint16_t cport, vport, lport, rport; /* network order */
@@ -311,6 +362,20 @@ typedef struct vgw_conn {
 
 _Static_assert(sizeof(vgw_conn_t) == 64, "connection record must stay one cache line");
 
+/* The full addresses of IPv6 connection idx: one cache line beside its record. */
+typedef struct vgw_conn6 {
+    uint8_t cip[16], vip[16], lip[16], rip[16];
+} __attribute__((aligned(64))) vgw_conn6_t;
+
+_Static_assert(sizeof(vgw_conn6_t) == 64, "IPv6 addresses of a connection must stay one cache line");
+
+static inline uint32_t vgw_fold6(const uint8_t *a)
+{
+    uint32_t x[4];
+    memcpy(x, a, 16);
+    return x[0] ^ x[1] ^ x[2] ^ x[3];
+}
+
 #define VGW_BUCKET_SLOTS 10u
 /* 10 (tag, ref) pairs per 64-byte bucket; tag 0 = empty. ovf counts entries whose home bucket is
  * earlier and that probed past this bucket because it was full: a lookup only continues to the
@@ -331,6 +396,7 @@ typedef struct vgw_ctab {
     uint32_t count;
     uint32_t free_top;
     vgw_conn_t *conns;
+    vgw_conn6_t *a6; /* [capacity]: IPv6 addresses; NULL until the node has an IPv6 service */
     uint32_t *free_stack;
     uint32_t sweep_pos;
     uint64_t seed;
@@ -350,6 +416,12 @@ typedef struct vgw_key4 {
     uint8_t proto;
 } vgw_key4_t;
 
+typedef struct vgw_key6 {
+    uint8_t src[16], dst[16];
+    uint16_t sport, dport;
+    uint8_t proto;
+} vgw_key6_t;
+
 int vgw_ctab_init(vgw_ctab_t *t, uint32_t capacity, uint64_t seed);
 void vgw_ctab_fini(vgw_ctab_t *t);
 /* Buckets of a table of this capacity (a power of two). */
@@ -358,6 +430,8 @@ uint64_t vgw_ctab_nbuckets(uint32_t capacity);
  * stack, else the caller rebuilds the derived state from the records. */
 int vgw_ctab_init_ext(vgw_ctab_t *t, uint32_t capacity, uint64_t seed, vgw_conn_t *conns, vgw_bucket_t *buckets,
                       bool fresh);
+/* Allocates the IPv6 side array (once; 0 or -1). */
+int vgw_ctab_enable_v6(vgw_ctab_t *t);
 /* Empties the index and inserts every record in use again (count follows). */
 void vgw_ctab_rebuild_index(vgw_ctab_t *t);
 
@@ -385,6 +459,20 @@ static inline uint64_t vgw_ctab_hash(const vgw_ctab_t *t, const vgw_key4_t *k)
     uint64_t b = ((uint64_t)k->sport << 32) | ((uint64_t)k->dport << 16) | k->proto;
     return vgw_mix64(a ^ t->seed) ^ vgw_mix64(b + (t->seed >> 7) + 0x9e3779b97f4a7c15ULL);
 }
+/* The source is the peer's (a client's, chosen by whoever sends): each of its halves goes
+ * through the seeded mix, so colliding sources cannot be computed without the seed. The
+ * destination is ours (a VIP or a LIP) and is folded in with the ports. Three independent mixes:
+ * one mix deep, like the IPv4 hash. */
+static inline uint64_t vgw_ctab_hash6(const vgw_ctab_t *t, const vgw_key6_t *k)
+{
+    uint64_t s[4];
+    memcpy(s, k->src, 16);
+    memcpy(s + 2, k->dst, 16);
+    uint64_t b = ((uint64_t)k->sport << 32) | ((uint64_t)k->dport << 16) | k->proto | (1ULL << 48);
+    uint64_t d = s[2] ^ ((s[3] << 29) | (s[3] >> 35));
+    return (vgw_mix64(s[0] ^ t->seed) + vgw_mix64(s[1] ^ (t->seed >> 3) ^ 0x3c6ef372fe94f82bULL)) ^
+           vgw_mix64(d + b + (t->seed >> 7) + 0x9e3779b97f4a7c15ULL);
+}
 static inline uint16_t vgw_tag(uint64_t h)
 {
     uint16_t tag = (uint16_t)(h >> 48);
@@ -398,11 +486,35 @@ static inline vgw_bucket_t *vgw_ctab_home(const vgw_ctab_t *t, uint64_t h)
 /* Key of direction d of c. */
 static inline bool vgw_conn_match(const vgw_conn_t *c, uint32_t dir, const vgw_key4_t *k)
 {
-    if (c->proto != k->proto)
+    if (c->proto != k->proto || c->af != VGW_AF_INET)
         return false;
     if (dir == 0)
         return c->cip == k->src && c->vip == k->dst && c->cport == k->sport && c->vport == k->dport;
     return c->rip == k->src && c->lip == k->dst && c->rport == k->sport && c->lport == k->dport;
+}
+static inline bool vgw_conn_match6(const vgw_ctab_t *t, uint32_t idx, uint32_t dir, const vgw_key6_t *k)
+{
+    const vgw_conn_t *c = &t->conns[idx];
+    if (c->proto != k->proto || c->af != VGW_AF_INET6)
+        return false;
+    const vgw_conn6_t *a = &t->a6[idx];
+    if (dir == 0)
+        return c->cport == k->sport && c->vport == k->dport && memcmp(a->cip, k->src, 16) == 0 &&
+               memcmp(a->vip, k->dst, 16) == 0;
+    return c->rport == k->sport && c->lport == k->dport && memcmp(a->rip, k->src, 16) == 0 &&
+           memcmp(a->lip, k->dst, 16) == 0;
+}
+static inline void vgw_conn_key6(const vgw_ctab_t *t, uint32_t idx, uint32_t dir, vgw_key6_t *k)
+{
+    const vgw_conn_t *c = &t->conns[idx];
+    const vgw_conn6_t *a = &t->a6[idx];
+    memset(k, 0, sizeof(*k));
+    k->proto = c->proto;
+    if (dir == 0) {
+        memcpy(k->src, a->cip, 16), memcpy(k->dst, a->vip, 16), k->sport = c->cport, k->dport = c->vport;
+    } else {
+        memcpy(k->src, a->rip, 16), memcpy(k->dst, a->lip, 16), k->sport = c->rport, k->dport = c->lport;
+    }
 }
 static inline void vgw_conn_key(const vgw_conn_t *c, uint32_t dir, vgw_key4_t *k)
 {
@@ -417,6 +529,7 @@ static inline void vgw_conn_key(const vgw_conn_t *c, uint32_t dir, vgw_key4_t *k
 
 /* Returns the ref (idx << 1 | dir) or UINT32_MAX. Does not look at expiry. */
 uint32_t vgw_ctab_lookup(const vgw_ctab_t *t, const vgw_key4_t *k, uint64_t h);
+uint32_t vgw_ctab_lookup6(const vgw_ctab_t *t, const vgw_key6_t *k, uint64_t h);
 /* Inserts both directions of an initialised record c (from vgw_ctab_alloc). */
 void vgw_ctab_insert(vgw_ctab_t *t, uint32_t idx);
 /* Removes both directions and frees the slot. */
@@ -449,6 +562,10 @@ struct vgw_dp {
     /* Connection sync takeover (sync.c): LIPs of failed peers this node answers for. Open
      * addressing over atomic slots (0 = empty, VGW_FOREIGN_GONE = removed), written by the control
      * thread, read by workers only for packets to an address that is not the node's own. */
+    /* An IPv6 service was applied: every worker has its IPv6 side array (conn.c), allocated by
+     * the apply that brought the first one (or at the worker's creation after it), so a node
+     * that serves IPv4 only never pays for it. */
+    bool v6;
     _Atomic uint32_t foreign_n;
     _Atomic uint32_t foreign[VGW_FOREIGN_SLOTS];
     /* Build marks: which uids the generation being built keeps (stamp == build_seq). */
@@ -550,6 +667,8 @@ static inline bool vgw_foreign_lip(const vgw_dp_t *dp, uint32_t addr)
 /* sync.c: note connection c (changed, created or due for a refresh) for the peers. */
 static inline void vgw_sync_note(vgw_worker_t *w, vgw_conn_t *c, uint32_t now)
 {
+    if (c->af != VGW_AF_INET)
+        return; /* the sync records carry IPv4 addresses (vgw/sync.h) */
     c->sync_t = (uint16_t)(now >> 10);
     if (VGW_UNLIKELY(w->sync_len == VGW_SYNC_OUTBOX)) {
         w->sync_overflow++;

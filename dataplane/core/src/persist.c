@@ -374,7 +374,12 @@ static uint32_t restore(vgw_worker_t *w, uint32_t shift, uint32_t now, vgw_persi
         if (c->flags & VGW_CF_USED) {
             c->expire += shift;
             c->sync_t = (uint16_t)(c->sync_t + (shift >> 10));
-            if (!record_sane(c) || (int32_t)(c->expire - now) > (int32_t)MAX_EXPIRE_MS) {
+            if (c->af == VGW_AF_INET6) {
+                /* Its full addresses were in the side array of the old process (conn.c): the
+                 * record alone cannot be continued. The index check then fails: rebuilt. */
+                rep->v6_lost++;
+                c->flags = 0;
+            } else if (!record_sane(c) || (int32_t)(c->expire - now) > (int32_t)MAX_EXPIRE_MS) {
                 rep->invalid++;
                 c->flags = 0; /* its index entries, if any, make the index check fail: rebuilt */
             } else {

@@ -82,9 +82,22 @@ bool vgw_tb_take(vgw_tb_t *tb, uint32_t rate, uint32_t now)
     return true;
 }
 
-static vgw_tb_t *src24_bucket(vgw_worker_t *w, uint16_t svc_uid, uint32_t saddr, uint32_t now, uint32_t rate)
+uint32_t vgw_src_net4(uint32_t saddr)
 {
-    uint32_t net = (saddr & h2n32(0xffffff00u)) | h2n32(1u);
+    return (saddr & h2n32(0xffffff00u)) | h2n32(1u);
+}
+
+uint32_t vgw_src_net6(const uint8_t *saddr)
+{
+    /* A client /64 as 32 bits, for slots that compare 32 bits: its last byte is even and non-zero
+     * where an IPv4 net's is 1, so the two never meet (and never look like an empty slot). */
+    uint64_t net;
+    memcpy(&net, saddr, 8);
+    return ((uint32_t)vgw_mix64(net) & ~h2n32(1u)) | h2n32(2u);
+}
+
+static vgw_tb_t *src24_bucket(vgw_worker_t *w, uint16_t svc_uid, uint32_t net, uint32_t now, uint32_t rate)
+{
     uint64_t h = vgw_mix64(((uint64_t)net << 16 | svc_uid) ^ w->pr.src24_seed);
     vgw_src24_slot_t *sl = &w->pr.src24[h & (VGW_SRC24_SLOTS - 1)];
     if (sl->net != net || sl->svc_uid != svc_uid) {
@@ -98,13 +111,13 @@ static vgw_tb_t *src24_bucket(vgw_worker_t *w, uint16_t svc_uid, uint32_t saddr,
     return &sl->tb;
 }
 
-unsigned vgw_limit_check(vgw_worker_t *w, const vgw_svc_t *svc, uint32_t saddr, uint32_t now)
+unsigned vgw_limit_check(vgw_worker_t *w, const vgw_svc_t *svc, uint32_t src_net, uint32_t now)
 {
     if (VGW_LIKELY(!svc->conn_rate_w && !svc->conn_rate_src24_w))
         return 0;
     uint64_t *sc = svc_cnt(w, svc->uid);
     if (svc->conn_rate_src24_w &&
-        !vgw_tb_take(src24_bucket(w, svc->uid, saddr, now, svc->conn_rate_src24_w), svc->conn_rate_src24_w, now)) {
+        !vgw_tb_take(src24_bucket(w, svc->uid, src_net, now, svc->conn_rate_src24_w), svc->conn_rate_src24_w, now)) {
         sc[VGW_SCNT_LIMIT_SRC24]++;
         return VGW_DROP_LIMIT_SRC24;
     }
@@ -212,6 +225,15 @@ uint32_t vgw_dp_svc_uid(const vgw_dp_t *dp, uint8_t proto, uint32_t vip, uint16_
     if (!st)
         return UINT32_MAX;
     const vgw_svc_t *s = vgw_state_find_svc(st, vip, h2n16(port_host_order), proto);
+    return s ? s->uid : UINT32_MAX;
+}
+
+uint32_t vgw_dp_svc_uid6(const vgw_dp_t *dp, uint8_t proto, const uint8_t *vip, uint16_t port_host_order)
+{
+    const vgw_state_t *st = atomic_load(&dp->state);
+    if (!st)
+        return UINT32_MAX;
+    const vgw_svc_t *s = vgw_state_find_svc6(st, vip, h2n16(port_host_order), proto);
     return s ? s->uid : UINT32_MAX;
 }
 

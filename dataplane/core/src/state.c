@@ -34,7 +34,7 @@ static void svc_put(vgw_svc_t *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
-    free(s->backends), free(s->cand), free(s->lips);
+    free(s->backends), free(s->cand), free(s->lips), free(s->lips6), free(s->be6);
     vgw_table_put(s->tab);
     free(s);
 }
@@ -43,7 +43,7 @@ static void lookup_put(vgw_lookup_t *lk)
 {
     if (!lk || atomic_fetch_sub_explicit(&lk->refs, 1, memory_order_acq_rel) != 1)
         return;
-    free(lk->svc_slots), free(lk->addr_slots);
+    free(lk->svc_slots), free(lk->addr_slots), free(lk->svc6_slots), free(lk->addr6_slots);
     free(lk);
 }
 
@@ -87,21 +87,69 @@ uint32_t vgw_state_addr_kind(const vgw_state_t *st, uint32_t addr)
     }
 }
 
+static inline uint32_t hash6(const uint8_t *a, uint64_t extra)
+{
+    uint64_t x[2];
+    memcpy(x, a, 16);
+    return (uint32_t)vgw_mix64((x[0] ^ extra) + x[1] * 0x9e3779b97f4a7c15ULL);
+}
+
+const vgw_svc_t *vgw_state_find_svc6(const vgw_state_t *st, const uint8_t *vip, uint16_t port, uint8_t proto)
+{
+    for (uint32_t i = hash6(vip, (uint64_t)port << 8 | proto) & st->svc6_mask;; i = (i + 1) & st->svc6_mask) {
+        const vgw_svc6_slot_t *s = &st->svc6_slots[i];
+        if (!s->used)
+            return NULL;
+        if (s->port == port && s->proto == proto && memcmp(s->vip, vip, 16) == 0)
+            return st->svc_by_uid[s->uid];
+    }
+}
+
+uint32_t vgw_state_addr_kind6(const vgw_state_t *st, const uint8_t *addr)
+{
+    for (uint32_t i = hash6(addr, 0) & st->addr6_mask;; i = (i + 1) & st->addr6_mask) {
+        const vgw_addr6_slot_t *s = &st->addr6_slots[i];
+        if (s->kind == 0)
+            return 0;
+        if (memcmp(s->addr, addr, 16) == 0)
+            return s->kind;
+    }
+}
+
 /* ---- registry keys ---------------------------------------------------------------------------- */
+
+/* IPv4 keys spell their fields out and leave bit 62 clear (protocols and service uids are small);
+ * IPv6 keys set it and carry a 62-bit hash of the same fields: two IPv6 services (or backends of
+ * one service) share a uid only if their hashes collide, about 2^-30 for a node's worth. */
+#define KEY6_BIT (1ULL << 62)
+static uint64_t key6(const uint8_t *a, uint64_t fields)
+{
+    uint64_t x[2];
+    memcpy(x, a, 16);
+    uint64_t h = vgw_mix64(vgw_mix64(x[0] ^ 0x243f6a8885a308d3ULL) ^ x[1] ^ vgw_mix64(fields + 0x13198a2e03707344ULL));
+    return (1ULL << 63) | KEY6_BIT | (h & (KEY6_BIT - 1));
+}
 
 static uint64_t svc_key(const vgw_cfg_service_t *s)
 {
+    if (s->af == VGW_AF_INET6)
+        return key6(s->vip.v6, (uint64_t)s->proto << 16 | s->port);
     return (1ULL << 63) | ((uint64_t)s->proto << 48) | ((uint64_t)s->port << 32) | s->vip.v4;
 }
 
 static uint64_t svc_key_of(const vgw_svc_t *s)
 {
+    if (s->af == VGW_AF_INET6)
+        return key6(s->vip6, (uint64_t)s->proto << 16 | n2h16(s->port));
     return (1ULL << 63) | ((uint64_t)s->proto << 48) | ((uint64_t)n2h16(s->port) << 32) | s->vip;
 }
 
-static uint64_t be_key(uint32_t svc_uid, uint32_t addr, uint16_t port_net)
+static uint64_t be_key(const vgw_svc_t *s, uint32_t j)
 {
-    return (1ULL << 63) | ((uint64_t)(svc_uid & 0x7fff) << 48) | ((uint64_t)n2h16(port_net) << 32) | addr;
+    const vgw_be_t *b = &s->backends[j];
+    if (s->af == VGW_AF_INET6)
+        return key6(s->be6[j], (uint64_t)s->uid << 16 | n2h16(b->port));
+    return (1ULL << 63) | ((uint64_t)(s->uid & 0x7fff) << 48) | ((uint64_t)n2h16(b->port) << 32) | b->addr;
 }
 
 /* ---- building a service ---------------------------------------------------------------------- */
@@ -129,12 +177,13 @@ static bool svc_matches(const vgw_svc_t *p, const vgw_cfg_t *cfg, const vgw_cfg_
     for (uint32_t j = 0; j < cs->nbackends; j++) {
         const vgw_cfg_backend_t *b = &cs->backends[j];
         const vgw_be_t *o = &p->backends[j];
-        if (o->addr != b->addr.v4 || o->port != h2n16(b->port) || o->weight != b->weight || o->state != b->state ||
-            o->af != b->af)
+        if (o->port != h2n16(b->port) || o->weight != b->weight || o->state != b->state || o->af != b->af)
+            return false;
+        if (p->af == VGW_AF_INET6 ? memcmp(p->be6[j], b->addr.v6, 16) != 0 : o->addr != b->addr.v4)
             return false;
     }
     for (uint32_t j = 0; j < cs->nlips; j++)
-        if (p->lips[j] != cs->lips[j].v4)
+        if (p->af == VGW_AF_INET6 ? memcmp(p->lips6[j], cs->lips[j].v6, 16) != 0 : p->lips[j] != cs->lips[j].v4)
             return false;
     return true;
 }
@@ -150,6 +199,8 @@ static bool table_reusable(const vgw_svc_t *p, const vgw_svc_t *s)
         const vgw_be_t *a = &p->backends[j], *b = &s->backends[j];
         bool ca = a->state == VGW_BE_ACTIVE && a->weight > 0, cb = b->state == VGW_BE_ACTIVE && b->weight > 0;
         if (a->addr != b->addr || a->port != b->port || a->af != b->af || ca != cb || (cb && a->weight != b->weight))
+            return false;
+        if (s->af == VGW_AF_INET6 && memcmp(p->be6[j], s->be6[j], 16) != 0)
             return false;
     }
     return true;
@@ -203,7 +254,10 @@ static vgw_svc_t *build_service(const vgw_cfg_t *cfg, const vgw_cfg_service_t *c
         return NULL;
     atomic_init(&s->refs, 1);
     s->cfg_rev = cs->rev;
-    s->vip = cs->vip.v4;
+    bool v6 = cs->af == VGW_AF_INET6;
+    s->vip = v6 ? vgw_fold6(cs->vip.v6) : cs->vip.v4;
+    if (v6)
+        memcpy(s->vip6, cs->vip.v6, 16);
     s->port = h2n16(cs->port);
     s->proto = cs->proto;
     s->af = cs->af;
@@ -222,12 +276,18 @@ static vgw_svc_t *build_service(const vgw_cfg_t *cfg, const vgw_cfg_service_t *c
     s->backends = calloc(cs->nbackends ? cs->nbackends : 1, sizeof(vgw_be_t));
     s->cand = calloc(cs->nbackends ? cs->nbackends : 1, sizeof(uint16_t));
     s->lips = calloc(cs->nlips ? cs->nlips : 1, sizeof(uint32_t));
-    if (!s->backends || !s->cand || !s->lips)
+    if (v6) {
+        s->be6 = calloc(cs->nbackends ? cs->nbackends : 1, 16);
+        s->lips6 = calloc(cs->nlips ? cs->nlips : 1, 16);
+    }
+    if (!s->backends || !s->cand || !s->lips || (v6 && (!s->be6 || !s->lips6)))
         goto oom;
     for (uint32_t j = 0; j < cs->nbackends; j++) {
         const vgw_cfg_backend_t *b = &cs->backends[j];
         vgw_be_t *o = &s->backends[j];
-        o->addr = b->addr.v4;
+        o->addr = v6 ? vgw_fold6(b->addr.v6) : b->addr.v4;
+        if (v6)
+            memcpy(s->be6[j], b->addr.v6, 16);
         o->port = h2n16(b->port);
         o->weight = b->weight;
         o->state = b->state;
@@ -236,8 +296,11 @@ static vgw_svc_t *build_service(const vgw_cfg_t *cfg, const vgw_cfg_service_t *c
             s->cand[s->ncand++] = (uint16_t)j;
     }
     s->nlips = cs->nlips;
-    for (uint32_t j = 0; j < cs->nlips; j++)
-        s->lips[j] = cs->lips[j].v4;
+    for (uint32_t j = 0; j < cs->nlips; j++) {
+        s->lips[j] = v6 ? vgw_fold6(cs->lips[j].v6) : cs->lips[j].v4;
+        if (v6)
+            memcpy(s->lips6[j], cs->lips[j].v6, 16);
+    }
     if (table_reusable(p, s)) {
         atomic_fetch_add_explicit(&p->tab->refs, 1, memory_order_relaxed);
         s->tab = p->tab;
@@ -260,7 +323,8 @@ oom:
 
 static bool lips_equal(const vgw_svc_t *a, const vgw_svc_t *b)
 {
-    return a->nlips == b->nlips && memcmp(a->lips, b->lips, sizeof(uint32_t) * a->nlips) == 0;
+    return a->nlips == b->nlips && memcmp(a->lips, b->lips, sizeof(uint32_t) * a->nlips) == 0 &&
+           (a->af != VGW_AF_INET6 || memcmp(a->lips6, b->lips6, 16u * a->nlips) == 0);
 }
 
 /* ---- lookup tables ------------------------------------------------------------------------------ */
@@ -279,14 +343,22 @@ static vgw_lookup_t *lookup_alloc(const vgw_cfg_t *cfg)
     if (!lk)
         return NULL;
     atomic_init(&lk->refs, 1);
-    uint32_t naddr = 0;
-    for (uint32_t i = 0; i < cfg->nservices; i++)
-        naddr += 1 + cfg->services[i]->nlips;
-    lk->svc_mask = pow2_at_least(cfg->nservices * 2) - 1;
+    uint32_t naddr = 0, naddr6 = 0, nsvc6 = 0;
+    for (uint32_t i = 0; i < cfg->nservices; i++) {
+        if (cfg->services[i]->af == VGW_AF_INET6)
+            naddr6 += 1 + cfg->services[i]->nlips, nsvc6++;
+        else
+            naddr += 1 + cfg->services[i]->nlips;
+    }
+    lk->svc_mask = pow2_at_least((cfg->nservices - nsvc6) * 2) - 1;
     lk->addr_mask = pow2_at_least(naddr * 2) - 1;
+    lk->svc6_mask = pow2_at_least(nsvc6 * 2) - 1;
+    lk->addr6_mask = pow2_at_least(naddr6 * 2) - 1;
     lk->svc_slots = calloc((size_t)lk->svc_mask + 1, sizeof(vgw_svc_slot_t));
     lk->addr_slots = calloc((size_t)lk->addr_mask + 1, sizeof(vgw_addr_slot_t));
-    if (!lk->svc_slots || !lk->addr_slots) {
+    lk->svc6_slots = calloc((size_t)lk->svc6_mask + 1, sizeof(vgw_svc6_slot_t));
+    lk->addr6_slots = calloc((size_t)lk->addr6_mask + 1, sizeof(vgw_addr6_slot_t));
+    if (!lk->svc_slots || !lk->addr_slots || !lk->svc6_slots || !lk->addr6_slots) {
         lookup_put(lk);
         return NULL;
     }
@@ -302,10 +374,36 @@ static void addr_add(vgw_lookup_t *lk, uint32_t addr, uint32_t kind)
     lk->addr_slots[i].kind |= kind;
 }
 
+static void addr6_add(vgw_lookup_t *lk, const uint8_t *addr, uint32_t kind)
+{
+    uint32_t i = hash6(addr, 0) & lk->addr6_mask;
+    while (lk->addr6_slots[i].kind != 0 && memcmp(lk->addr6_slots[i].addr, addr, 16) != 0)
+        i = (i + 1) & lk->addr6_mask;
+    memcpy(lk->addr6_slots[i].addr, addr, 16);
+    lk->addr6_slots[i].kind |= kind;
+}
+
+static void lookup_fill6(vgw_lookup_t *lk, const vgw_svc_t *s)
+{
+    uint32_t h = hash6(s->vip6, (uint64_t)s->port << 8 | s->proto) & lk->svc6_mask;
+    while (lk->svc6_slots[h].used)
+        h = (h + 1) & lk->svc6_mask;
+    vgw_svc6_slot_t *slot = &lk->svc6_slots[h];
+    memcpy(slot->vip, s->vip6, 16);
+    slot->port = s->port, slot->proto = s->proto, slot->used = 1, slot->uid = s->uid;
+    addr6_add(lk, s->vip6, VGW_ADDR_VIP);
+    for (uint32_t j = 0; j < s->nlips; j++)
+        addr6_add(lk, s->lips6[j], VGW_ADDR_LIP);
+}
+
 static void lookup_fill(vgw_lookup_t *lk, vgw_svc_t *const *svcs, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
         const vgw_svc_t *s = svcs[i];
+        if (s->af == VGW_AF_INET6) {
+            lookup_fill6(lk, s);
+            continue;
+        }
         uint32_t h = svc_slot_hash(s->vip, s->port, s->proto) & lk->svc_mask;
         while (lk->svc_slots[h].used)
             h = (h + 1) & lk->svc_mask;
@@ -340,7 +438,7 @@ static void commit_uids(vgw_dp_t *dp, const vgw_state_t *prev, const vgw_cfg_t *
         if (dp->svc_stamp[q->uid] == seq)
             continue;
         for (uint32_t j = 0; j < q->nbackends; j++)
-            vgw_reg_release(&dp->be_reg, be_key(q->uid, q->backends[j].addr, q->backends[j].port));
+            vgw_reg_release(&dp->be_reg, be_key(q, j));
         vgw_reg_release(&dp->svc_reg, svc_key_of(q));
     }
     for (uint32_t i = 0; i < n; i++) {
@@ -352,7 +450,7 @@ static void commit_uids(vgw_dp_t *dp, const vgw_state_t *prev, const vgw_cfg_t *
         s->uid = (uint16_t)plan[i].uid;
         for (uint32_t j = 0; j < s->nbackends; j++) {
             uint32_t had = dp->be_reg.count;
-            uint32_t b = vgw_reg_acquire(&dp->be_reg, be_key(s->uid, s->backends[j].addr, s->backends[j].port));
+            uint32_t b = vgw_reg_acquire(&dp->be_reg, be_key(s, j));
             if (dp->be_reg.count != had) /* a uid new to this backend: its new-connection count starts here */
                 dp->be_new_base[b] = vgw_dp_be_new_sum(dp, b);
             s->backends[j].uid = b;
@@ -361,7 +459,7 @@ static void commit_uids(vgw_dp_t *dp, const vgw_state_t *prev, const vgw_cfg_t *
         const vgw_svc_t *p = plan[i].prev;
         for (uint32_t j = 0; p && j < p->nbackends; j++)
             if (dp->be_stamp[p->backends[j].uid] != seq)
-                vgw_reg_release(&dp->be_reg, be_key(s->uid, p->backends[j].addr, p->backends[j].port));
+                vgw_reg_release(&dp->be_reg, be_key(p, j));
     }
 }
 
@@ -431,6 +529,8 @@ static vgw_state_t *build_state(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, s
     st->lookup = lk;
     st->svc_mask = lk->svc_mask, st->svc_slots = lk->svc_slots;
     st->addr_mask = lk->addr_mask, st->addr_slots = lk->addr_slots;
+    st->svc6_mask = lk->svc6_mask, st->svc6_slots = lk->svc6_slots;
+    st->addr6_mask = lk->addr6_mask, st->addr6_slots = lk->addr6_slots;
     free(plan);
     return st;
 oom:
@@ -486,6 +586,29 @@ void vgw_dp_destroy(vgw_dp_t *dp)
     free(dp);
 }
 
+/* The first configuration with an IPv6 service gives every worker its IPv6 side array before
+ * any worker can see such a service (the state is published after, with release order). A
+ * failure leaves the state as it was; arrays already given stay (harmless, used later). */
+static int enable_v6(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, size_t errlen)
+{
+    if (dp->v6)
+        return 0;
+    bool any = false;
+    for (uint32_t i = 0; i < cfg->nservices && !any; i++)
+        any = cfg->services[i]->af == VGW_AF_INET6;
+    if (!any)
+        return 0;
+    for (uint32_t i = 0; i < dp->nworkers; i++) {
+        vgw_worker_t *w = atomic_load(&dp->workers[i]);
+        if (w && vgw_ctab_enable_v6(&w->ct)) {
+            snprintf(err, errlen, "out of memory for the IPv6 connection addresses (64 bytes per connection)");
+            return -1;
+        }
+    }
+    dp->v6 = true;
+    return 0;
+}
+
 int vgw_dp_apply(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, size_t errlen)
 {
     char dummy[8];
@@ -497,6 +620,8 @@ int vgw_dp_apply(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, size_t errlen)
                  (unsigned long long)cfg->generation, (unsigned long long)cur);
         return -1;
     }
+    if (enable_v6(dp, cfg, err, errlen))
+        return -1;
     vgw_state_t *st = build_state(dp, cfg, err, errlen);
     if (!st)
         return -1;

@@ -227,7 +227,7 @@ int vgw_sp_ack(vgw_worker_t *w, const vgw_state_t *st, const vgw_svc_t *svc, vgw
         svc_cnt(w, svc->uid)[VGW_SCNT_SYN_COOKIE_BAD]++;
         return 0;
     }
-    unsigned lim = vgw_limit_check(w, svc, m->key.src, now);
+    unsigned lim = vgw_limit_check(w, svc, vgw_src_net4(m->key.src), now);
     if (lim)
         return set_drop(w, v, lim), 1;
     uint32_t idx = vgw_conn_create(w, svc, m, now, v, VGW_CF_PROXY | VGW_CF_SP_WAIT);

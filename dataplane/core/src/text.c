@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0
  * Tokenizer and token parsers shared by the config and delta grammars (text.h). */
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -131,6 +132,44 @@ int vgw_ipv4_unicast(uint32_t a_net)
 {
     uint32_t top = n2h32(a_net) >> 24;
     return top != 0 && top != 127 && top < 224;
+}
+
+/* Longest IPv6 text: eight groups of four and seven colons is 39; with an embedded dotted quad
+ * ("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255") 45, INET6_ADDRSTRLEN - 1. */
+#define V6_TEXT_MAX 45u
+
+int vgw_parse_addr(const char *s, uint8_t *af, vgw_addr_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!strchr(s, ':')) {
+        *af = VGW_AF_INET;
+        return vgw_parse_ipv4(s, &out->v4);
+    }
+    /* Hex digits, ':' and '.' only (no zone id, no brackets, no prefix length); inet_pton checks
+     * the rest (group sizes, one "::", an embedded dotted quad only at the end). */
+    size_t n = strnlen(s, V6_TEXT_MAX + 1);
+    if (n > V6_TEXT_MAX || strspn(s, "0123456789abcdefABCDEF:.") != n)
+        return -1;
+    *af = VGW_AF_INET6;
+    return inet_pton(AF_INET6, s, out->v6) == 1 ? 0 : -1;
+}
+
+int vgw_ipv6_unicast(const uint8_t a[16])
+{
+    static const uint8_t zero12[12];
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a[0] == 0xff) /* ff00::/8, multicast */
+        return 0;
+    if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) /* fe80::/10, link-local */
+        return 0;
+    if (memcmp(a, mapped, 12) == 0) /* ::ffff:0:0/96, IPv4-mapped */
+        return 0;
+    return memcmp(a, zero12, 12) != 0; /* ::/96: IPv4-compatible, :: and ::1 among them */
+}
+
+int vgw_addr_unicast(uint8_t af, const vgw_addr_t *a)
+{
+    return af == VGW_AF_INET ? vgw_ipv4_unicast(a->v4) : af == VGW_AF_INET6 ? vgw_ipv6_unicast(a->v6) : 0;
 }
 
 int vgw_valid_name(const char *s)

@@ -37,6 +37,16 @@ int vgw_parse_u64(const char *s, uint64_t max, uint64_t *out);
 int vgw_parse_ipv4(const char *s, uint32_t *out);
 /* A usable unicast address: not 0/8, 127/8, multicast, class E or broadcast. */
 int vgw_ipv4_unicast(uint32_t a_net);
+/* An address of either family: a dotted quad (strictly, as vgw_parse_ipv4) gives VGW_AF_INET in
+ * out->v4, anything with a ':' is IPv6 text (RFC 4291 section 2.2, at most 45 characters, no zone
+ * id "%eth0") and gives VGW_AF_INET6 in out->v6. Network order; the rest of *out is zero. Returns
+ * 0, or -1 (*af and *out unspecified). Says nothing about usability: see vgw_addr_unicast. */
+int vgw_parse_addr(const char *s, uint8_t *af, vgw_addr_t *out);
+/* A usable unicast IPv6 address: not :: (unspecified), ::1 (loopback), ff00::/8 (multicast),
+ * fe80::/10 (link-local), ::ffff:0:0/96 (IPv4-mapped) or ::/96 (IPv4-compatible). */
+int vgw_ipv6_unicast(const uint8_t a[16]);
+/* vgw_ipv4_unicast or vgw_ipv6_unicast by family; 0 for an unknown family. */
+int vgw_addr_unicast(uint8_t af, const vgw_addr_t *a);
 /* 1..VGW_CFG_MAX_NAME of [A-Za-z0-9_.:/-]. */
 int vgw_valid_name(const char *s);
 /* "tcp_established" -> VGW_TCP_ESTABLISHED, ...; -1 if unknown. */

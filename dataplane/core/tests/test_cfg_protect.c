@@ -25,23 +25,12 @@ static char *doc_with(const char *opts, const char *udp_opts)
     return buf;
 }
 
-static vgw_cfg_t *parse_ok(const char *doc)
-{
-    vgw_cfg_t *cfg = NULL;
-    char err[256] = "";
-    if (vgw_cfg_parse(doc, strlen(doc), &cfg, err, sizeof err) != 0)
-        fail_msg("doc:\n%s-> rejected: %s", doc, err);
-    return cfg;
-}
+#define parse_ok tu_parse_ok
 
 static void parse_bad(const char *doc, const char *needle)
 {
-    vgw_cfg_t *cfg = (vgw_cfg_t *)1;
-    char err[256] = "";
-    int rc = vgw_cfg_parse(doc, strlen(doc), &cfg, err, sizeof err);
-    if (rc == 0 || !strstr(err, needle))
-        fail_msg("doc:\n%s-> rc=%d err='%s' (wanted '%s')", doc, rc, err, needle);
-    assert_null(cfg);
+    char err[256];
+    tu_parse_bad(doc, needle, err);
     assert_true(strncmp(err, "line 3: service web:", 20) == 0 || strncmp(err, "line 4: service dns:", 20) == 0);
 }
 

@@ -30,31 +30,10 @@ static vgw_cfg_t *base(void)
     return cfg;
 }
 
-static uint64_t rev_sum(const vgw_cfg_t *cfg)
-{
-    uint64_t s = 0;
-    for (uint32_t i = 0; i < cfg->nservices; i++)
-        s = s * 31 + cfg->services[i]->rev;
-    return s;
-}
-
 /* The delta is rejected with a reason containing needle, and cfg is exactly as before. */
 static void expect_bad(const char *delta, const char *needle)
 {
-    vgw_cfg_t *cfg = base();
-    char *before = vgw_cfg_serialize(cfg, NULL);
-    uint64_t revs = rev_sum(cfg);
-    char err[256] = "";
-    vgw_cfg_txn_t *txn = (vgw_cfg_txn_t *)1;
-    int rc = vgw_cfg_delta_begin(cfg, delta, strlen(delta), &txn, err, sizeof err);
-    char *after = vgw_cfg_serialize(cfg, NULL);
-    if (rc == 0 || !strstr(err, needle))
-        fail_msg("delta:\n%s-> rc=%d err='%s' (wanted '%s')", delta, rc, err, needle);
-    assert_null(txn);
-    assert_string_equal(before, after);
-    assert_int_equal(rev_sum(cfg), revs);
-    free(before), free(after);
-    vgw_cfg_free(cfg);
+    tu_delta_bad(base(), delta, needle);
 }
 
 /* The delta is accepted; the result contains every line of want (each "\n"-terminated). */
@@ -243,7 +222,7 @@ static void test_atomic_and_rollback(void **unused)
 
     vgw_cfg_t *cfg = base();
     char *before = vgw_cfg_serialize(cfg, NULL);
-    uint64_t revs = rev_sum(cfg);
+    uint64_t revs = tu_rev_sum(cfg);
     const char *d = D("backend weight web 198.18.1.1 80 5\nbackend remove web 198.18.1.2 80\nservice remove dns\n"
                       "service add dns udp 192.0.2.10 53 maglev\nlip add dns 198.18.0.100\n"
                       "lip add web 198.18.0.7\nlip remove web 198.18.0.100\n");
@@ -253,11 +232,11 @@ static void test_atomic_and_rollback(void **unused)
     assert_int_equal(vgw_cfg_txn_ops(txn), 7);
     assert_true(vgw_cfg_txn_changes(txn) & VGW_CFG_CHANGED_SERVICES);
     assert_int_equal(cfg->generation, 11);
-    assert_true(rev_sum(cfg) != revs);
+    assert_true(tu_rev_sum(cfg) != revs);
     vgw_cfg_txn_rollback(txn);
     char *after = vgw_cfg_serialize(cfg, NULL);
     assert_string_equal(before, after);
-    assert_int_equal(rev_sum(cfg), revs);
+    assert_int_equal(tu_rev_sum(cfg), revs);
     assert_int_equal(cfg->generation, 10);
     free(after);
 

@@ -223,6 +223,53 @@ static void test_round_trip_clean(void **unused)
     unlink(g_path);
 }
 
+/* IPv6 connections keep their addresses in private memory (conn.c): a new process drops their
+ * records, counts them, and continues the IPv4 ones; the IPv6 client's next segment finds no
+ * connection (it is never sent anywhere else) and its next SYN opens a new one. */
+static void test_ipv6_records_are_dropped_at_attach(void **unused)
+{
+    (void)unused;
+    set_path("v6");
+    static const char *cfg = "vgw-config 1\ngeneration 1\n"
+                             "service web tcp 192.0.2.10 80 wlc\nlip web 198.18.0.1\n"
+                             "backend web 198.18.1.1 8080 1 active\n"
+                             "service web6 tcp 2001:db8::10 80 wlc\nlip web6 2001:db8:ff::1\n"
+                             "backend web6 2001:db8:1::1 8080 1 active\nend\n";
+    static const uint8_t c6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
+    static const uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10};
+    vgw_persist_report_t rep;
+    tu_buf_t b;
+    vgw_verdict_t v;
+    vgw_dp_t *dp = tu_dp(1, cfg);
+    vgw_worker_t *w = attach(dp, 0, CAP, 1000, 0, VGW_PERSIST_F_DISCARD, &rep);
+    assert_non_null(w);
+    assert_int_equal(pkt(w, &b, VGW_PROTO_TCP, CLIENT, VIP, 20000, 80, 0x02, 1000).action, VGW_ACT_FORWARD);
+    vgw_worker_process(w, tu_build6_tcp(&b, c6, v6, 20001, 80, 0x02), &v, 1, 1000);
+    assert_int_equal(v.action, VGW_ACT_FORWARD);
+    assert_int_equal(vgw_worker_conn_count(w), 2);
+    vgw_worker_destroy(w);
+    vgw_dp_destroy(dp);
+
+    dp = tu_dp(1, cfg);
+    w = attach(dp, 0, CAP, 1500, 0, 0, &rep);
+    assert_non_null(w);
+    assert_int_equal(rep.status, VGW_PERSIST_ATTACHED);
+    assert_int_equal(rep.restored, 1);
+    assert_int_equal(rep.v6_lost, 1);
+    assert_int_equal(rep.invalid, 0);
+    assert_int_equal(vgw_worker_conn_count(w), 1);
+    vgw_worker_process(w, tu_build6_tcp(&b, c6, v6, 20001, 80, 0x10), &v, 1, 1600);
+    assert_int_equal(v.action, VGW_ACT_DROP);
+    assert_int_equal(v.arg, VGW_DROP_TCP_NO_CONN);
+    vgw_worker_process(w, tu_build6_tcp(&b, c6, v6, 20001, 80, 0x02), &v, 1, 1600);
+    assert_int_equal(v.action, VGW_ACT_FORWARD);
+    assert_int_equal(v.af, VGW_AF_INET6);
+    assert_int_equal(vgw_worker_conn_count(w), 2);
+    vgw_worker_destroy(w);
+    vgw_dp_destroy(dp);
+    unlink(g_path);
+}
+
 /* A process that dies with the file open (as kill -9 leaves it): the index is rebuilt. */
 static void test_round_trip_crash(void **unused)
 {
@@ -482,6 +529,7 @@ int main(void)
         cmocka_unit_test(test_golden_layout),
         cmocka_unit_test(test_round_trip_clean),
         cmocka_unit_test(test_round_trip_crash),
+        cmocka_unit_test(test_ipv6_records_are_dropped_at_attach),
         cmocka_unit_test(test_orphans_and_expiry),
         cmocka_unit_test(test_refusals),
     };

@@ -257,6 +257,7 @@ static void fill_conn(vgw_conn_t *c, uint32_t i)
     c->rip = tu_ip(198, 18, 1, (uint8_t)(i % 7));
     c->rport = (uint16_t)(i * 31);
     c->proto = VGW_PROTO_TCP;
+    c->af = VGW_AF_INET;
     c->flags = VGW_CF_USED;
 }
 

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -68,6 +69,82 @@ static inline vgw_pkt_t *tu_build(tu_buf_t *b, uint8_t proto, uint32_t src, uint
     }
     b->pkt = (vgw_pkt_t){.data = d, .len = (uint16_t)(14 + 20 + l4len), .headroom = TU_HEADROOM};
     return &b->pkt;
+}
+
+/* Ethernet + IPv6 + TCP (no options, no payload) with a valid checksum. */
+static inline vgw_pkt_t *tu_build6_tcp(tu_buf_t *b, const uint8_t *src, const uint8_t *dst, uint16_t sport,
+                                       uint16_t dport, uint8_t tcpflags)
+{
+    memset(b->mem, 0, sizeof b->mem);
+    uint8_t *d = b->mem + TU_HEADROOM;
+    uint8_t *l3 = d + 14, *l4 = l3 + 40;
+    d[12] = 0x86;
+    d[13] = 0xdd;
+    l3[0] = 0x60;
+    st16(l3 + 4, h2n16(20));
+    l3[6] = VGW_PROTO_TCP;
+    l3[7] = 64;
+    memcpy(l3 + 8, src, 16);
+    memcpy(l3 + 24, dst, 16);
+    st16(l4, h2n16(sport));
+    st16(l4 + 2, h2n16(dport));
+    st32(l4 + 4, h2n32(1000));
+    st32(l4 + 8, h2n32((tcpflags & 0x10) ? 5001 : 0));
+    l4[12] = 5 << 4;
+    l4[13] = tcpflags;
+    st16(l4 + 14, h2n16(65535));
+    st16(l4 + 16, vgw_l4_csum_v6(src, dst, VGW_PROTO_TCP, l4, 20));
+    b->pkt = (vgw_pkt_t){.data = d, .len = 74, .headroom = TU_HEADROOM};
+    return &b->pkt;
+}
+
+/* A document that must parse (the test fails with the reason otherwise). */
+static inline vgw_cfg_t *tu_parse_ok(const char *doc)
+{
+    vgw_cfg_t *cfg = NULL;
+    char err[256] = "";
+    if (vgw_cfg_parse(doc, strlen(doc), &cfg, err, sizeof err) != 0)
+        fail_msg("doc:\n%s-> rejected: %s", doc, err);
+    return cfg;
+}
+
+/* A document that must be rejected with a reason containing needle; the reason is left in err
+ * (at least 256 bytes). */
+static inline void tu_parse_bad(const char *doc, const char *needle, char *err)
+{
+    vgw_cfg_t *cfg = (vgw_cfg_t *)1;
+    err[0] = 0;
+    int rc = vgw_cfg_parse(doc, strlen(doc), &cfg, err, 256);
+    if (rc == 0 || !strstr(err, needle))
+        fail_msg("doc:\n%s-> rc=%d err='%s' (wanted '%s')", doc, rc, err, needle);
+    assert_null(cfg);
+}
+
+static inline uint64_t tu_rev_sum(const vgw_cfg_t *cfg)
+{
+    uint64_t s = 0;
+    for (uint32_t i = 0; i < cfg->nservices; i++)
+        s = s * 31 + cfg->services[i]->rev;
+    return s;
+}
+
+/* The delta is rejected on cfg (freed here) with a reason containing needle, and cfg is exactly
+ * as before: canonical text and every service's rev. */
+static inline void tu_delta_bad(vgw_cfg_t *cfg, const char *delta, const char *needle)
+{
+    char *before = vgw_cfg_serialize(cfg, NULL);
+    uint64_t revs = tu_rev_sum(cfg);
+    char err[256] = "";
+    vgw_cfg_txn_t *txn = (vgw_cfg_txn_t *)1;
+    int rc = vgw_cfg_delta_begin(cfg, delta, strlen(delta), &txn, err, sizeof err);
+    char *after = vgw_cfg_serialize(cfg, NULL);
+    if (rc == 0 || !strstr(err, needle))
+        fail_msg("delta:\n%s-> rc=%d err='%s' (wanted '%s')", delta, rc, err, needle);
+    assert_null(txn);
+    assert_string_equal(before, after);
+    assert_int_equal(tu_rev_sum(cfg), revs);
+    free(before), free(after);
+    vgw_cfg_free(cfg);
 }
 
 /* An engine for nworkers with cfg applied (NULL: none); the test fails on a config error. */

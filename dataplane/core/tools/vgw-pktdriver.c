@@ -93,8 +93,8 @@ static const char *action_name(uint8_t a)
 
 static void print_verdict(const vgw_pkt_t *p, const vgw_verdict_t *v)
 {
-    char nh[INET_ADDRSTRLEN] = "";
-    inet_ntop(AF_INET, &v->nexthop.v4, nh, sizeof nh);
+    char nh[INET6_ADDRSTRLEN] = "";
+    inet_ntop(v->af == VGW_AF_INET6 ? AF_INET6 : AF_INET, &v->nexthop, nh, sizeof nh);
     printf("{\"action\":\"%s\"", action_name(v->action));
     if (v->action == VGW_ACT_DROP)
         printf(",\"reason\":\"%s\"", vgw_drop_reason_name(v->arg));
@@ -166,24 +166,29 @@ static void cmd_counters(uint32_t wid)
 
 static void cmd_conn(char *args)
 {
-    char proto[8], cip[32], vip[32];
+    char proto[8], cip[64], vip[64];
     unsigned wid, cport, vport;
-    if (sscanf(args, "%u %7s %31s %u %31s %u", &wid, proto, cip, &cport, vip, &vport) != 6 || wid >= nworkers) {
+    if (sscanf(args, "%u %7s %63s %u %63s %u", &wid, proto, cip, &cport, vip, &vport) != 6 || wid >= nworkers) {
         printf("{\"error\":\"usage\"}\n");
         return;
     }
-    uint32_t c, v;
-    inet_pton(AF_INET, cip, &c);
-    inet_pton(AF_INET, vip, &v);
+    vgw_addr_t c, v;
+    memset(&c, 0, sizeof c), memset(&v, 0, sizeof v);
+    int family = strchr(cip, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(family, cip, &c) != 1 || inet_pton(family, vip, &v) != 1) {
+        printf("{\"error\":\"usage\"}\n");
+        return;
+    }
     vgw_conn_info_t info;
     uint8_t pr = strcmp(proto, "udp") == 0 ? VGW_PROTO_UDP : VGW_PROTO_TCP;
-    if (vgw_worker_conn_find(workers[wid], pr, c, (uint16_t)cport, v, (uint16_t)vport, now_ms, &info)) {
+    uint8_t af = family == AF_INET6 ? VGW_AF_INET6 : VGW_AF_INET;
+    if (vgw_worker_conn_find_af(workers[wid], af, pr, &c, (uint16_t)cport, &v, (uint16_t)vport, now_ms, &info)) {
         printf("{\"found\":false}\n");
         return;
     }
-    char l[INET_ADDRSTRLEN], r[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &info.lip.v4, l, sizeof l);
-    inet_ntop(AF_INET, &info.rip.v4, r, sizeof r);
+    char l[INET6_ADDRSTRLEN], r[INET6_ADDRSTRLEN];
+    inet_ntop(family, &info.lip, l, sizeof l);
+    inet_ntop(family, &info.rip, r, sizeof r);
     printf("{\"found\":true,\"state\":\"%s\",\"lip\":\"%s\",\"lport\":%u,\"rip\":\"%s\",\"rport\":%u,"
            "\"expires_in_ms\":%u}\n",
            vgw_state_name(info.state), l, info.lport, r, info.rport, info.expires_in_ms);
@@ -191,15 +196,18 @@ static void cmd_conn(char *args)
 
 static void cmd_svc(char *args)
 {
-    char proto[8], vip[32];
+    char proto[8], vip[64];
     unsigned wid, port;
-    uint32_t v;
-    if (sscanf(args, "%u %7s %31s %u", &wid, proto, vip, &port) != 4 || wid >= nworkers ||
-        inet_pton(AF_INET, vip, &v) != 1) {
+    vgw_addr_t v;
+    int family = strchr(args, ':') ? AF_INET6 : AF_INET;
+    if (sscanf(args, "%u %7s %63s %u", &wid, proto, vip, &port) != 4 || wid >= nworkers ||
+        inet_pton(family, vip, &v) != 1) {
         printf("{\"error\":\"usage\"}\n");
         return;
     }
-    uint32_t uid = vgw_dp_svc_uid(dp, strcmp(proto, "udp") == 0 ? VGW_PROTO_UDP : VGW_PROTO_TCP, v, (uint16_t)port);
+    uint8_t pr = strcmp(proto, "udp") == 0 ? VGW_PROTO_UDP : VGW_PROTO_TCP;
+    uint32_t uid = family == AF_INET6 ? vgw_dp_svc_uid6(dp, pr, v.v6, (uint16_t)port)
+                                      : vgw_dp_svc_uid(dp, pr, v.v4, (uint16_t)port);
     if (uid == UINT32_MAX) {
         printf("{\"error\":\"no such service\"}\n");
         return;

@@ -14,8 +14,8 @@ extern "C" {
 #define VGW_DROP_REASONS(X)                                                                        \
     X(NONE, "none")                                                                                \
     X(ETH_TRUNC, "eth_trunc")                   /* shorter than an Ethernet/VLAN header */         \
-    X(IP_TRUNC, "ip_trunc")                     /* shorter than the IPv4 header it claims */       \
-    X(IP_VERSION, "ip_version")                 /* ethertype IPv4 but version != 4 */              \
+    X(IP_TRUNC, "ip_trunc")                     /* shorter than the IP header it claims */         \
+    X(IP_VERSION, "ip_version")                 /* version differs from the ethertype */          \
     X(IP_BAD_IHL, "ip_bad_ihl")                 /* IHL < 5 */                                      \
     X(IP_BAD_LEN, "ip_bad_len")                 /* total length < IHL or > frame */                \
     X(IP_BAD_CSUM, "ip_bad_csum")               /* IPv4 header checksum */                         \
@@ -47,7 +47,8 @@ extern "C" {
     X(SYNPROXY_BAD_COOKIE, "synproxy_bad_cookie") /* ACK with no connection and no valid cookie */ \
     X(SYNPROXY_NO_ROOM, "synproxy_no_room")     /* no headroom/tailroom to build a reply */        \
     X(SYNPROXY_WAIT, "synproxy_wait")           /* client segment while the server handshakes */  \
-    X(SYNPROXY_SYN_ON_CONN, "synproxy_syn_on_conn") /* SYN on a live proxied connection */
+    X(SYNPROXY_SYN_ON_CONN, "synproxy_syn_on_conn") /* SYN on a live proxied connection */    \
+    X(IP6_BAD_EXT, "ip6_bad_ext")               /* IPv6 extension header malformed, or > 8 of them */
 
 enum vgw_drop_reason {
 #define VGW_X_(e, s) VGW_DROP_##e,

@@ -2,8 +2,9 @@
  * The FULLNAT engine API the DPDK forwarder links against.
  *
  * Threading model:
- *  - one vgw_dp_t per process, shared read-only by the fast path; vgw_dp_apply* and
- *    vgw_dp_reclaim are called from one control thread;
+ *  - one vgw_dp_t per process, shared read-only by the fast path; vgw_dp_apply*,
+ *    vgw_dp_reclaim and vgw_worker_create/destroy are called from one control thread (the first
+ *    apply with an IPv6 service gives the existing workers their IPv6 tables);
  *  - one vgw_worker_t per worker lcore, never shared: it owns its connection table, counters and
  *    scheduler cursors, so the fast path takes no locks and no atomics beyond one acquire load
  *    and one release store per burst.
@@ -120,6 +121,8 @@ uint64_t vgw_worker_conn_bytes(const vgw_worker_t *w);
  * A uid is reused for another service after its service is removed: consumers that report
  * per-service counters keep a baseline per (uid, service) pair. */
 uint32_t vgw_dp_svc_uid(const vgw_dp_t *dp, uint8_t proto, uint32_t vip, uint16_t port_host_order);
+/* The same for an IPv6 VIP (16 bytes, network order). */
+uint32_t vgw_dp_svc_uid6(const vgw_dp_t *dp, uint8_t proto, const uint8_t *vip, uint16_t port_host_order);
 /* Per-service flood-protection counters of one worker (plain reads of counters the worker
  * writes: each value is exact, the set is not a snapshot). */
 void vgw_worker_svc_counters(const vgw_worker_t *w, uint32_t svc_uid, vgw_svc_counters_t *out);
@@ -162,9 +165,13 @@ typedef struct vgw_conn_info {
 /* Looks up the connection a client tuple (cip:cport -> vip:vport, host order ports) belongs to. */
 int vgw_worker_conn_find(vgw_worker_t *w, uint8_t proto, uint32_t cip, uint16_t cport, uint32_t vip,
                          uint16_t vport, uint64_t now_ms, vgw_conn_info_t *out);
+/* The same for either family (af VGW_AF_INET or VGW_AF_INET6, addresses as on the wire). */
+int vgw_worker_conn_find_af(vgw_worker_t *w, uint8_t af, uint8_t proto, const vgw_addr_t *cip, uint16_t cport,
+                            const vgw_addr_t *vip, uint16_t vport, uint64_t now_ms, vgw_conn_info_t *out);
 
 /* Flow hash used by Maglev: same on every node and worker, a pure function of the 5-tuple. */
 uint32_t vgw_flow_hash_v4(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16_t dport, uint8_t proto);
+uint32_t vgw_flow_hash_v6(const uint8_t *saddr, const uint8_t *daddr, uint16_t sport, uint16_t dport, uint8_t proto);
 
 #ifdef __cplusplus
 }

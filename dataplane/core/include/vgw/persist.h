@@ -70,6 +70,7 @@ typedef struct vgw_persist_report {
     uint32_t expired;       /* records that had expired by now (dropped) */
     uint32_t invalid;       /* records with impossible contents (dropped; a torn write) */
     uint32_t orphaned;      /* restored, but their service or backend is not in the applied state */
+    uint32_t v6_lost;       /* IPv6 records: their addresses lived in the old process (dropped) */
     uint32_t prev_pid;      /* the process that wrote the file last */
     uint8_t prev_clean;     /* 1 = it closed the file (stop), 0 = it died with the file open */
     uint8_t index_rebuilt;  /* 1 = the hash index did not match the records and was rebuilt */

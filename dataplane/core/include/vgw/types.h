@@ -31,8 +31,11 @@ typedef union vgw_addr {
 } vgw_addr_t;
 
 /* Bytes TOA (TCP option 254, IPv4 flavour) adds to a packet; callers must leave at least this
- * much headroom in front of every packet buffer or TOA is skipped (and counted). */
+ * much headroom in front of every packet buffer (VGW_TOA6_LEN for IPv6 services) or TOA is
+ * skipped (and counted). */
 #define VGW_TOA_LEN 8u
+/* TOA for an IPv6 client (DPVS's layout: kind 254, length 20, port, 16-byte address). */
+#define VGW_TOA6_LEN 20u
 
 /* Input hints, normally filled from NIC offload results. Without them the core verifies in
  * software, which is the safe default. */
@@ -40,7 +43,7 @@ typedef union vgw_addr {
 #define VGW_PKT_F_L4_CSUM_GOOD 0x0002u
 
 typedef struct vgw_pkt {
-    uint8_t *data;     /* first byte of the Ethernet header; may move back by VGW_TOA_LEN */
+    uint8_t *data;     /* first byte of the Ethernet header; may move back by the TOA size */
     uint16_t len;      /* frame length in bytes (contiguous buffer) */
     uint16_t headroom; /* writable bytes in front of data */
     uint16_t flags;    /* VGW_PKT_F_* */
@@ -51,7 +54,7 @@ enum vgw_action {
     VGW_ACT_DROP = 0,    /* arg = enum vgw_drop_reason */
     VGW_ACT_FORWARD = 1, /* port + nexthop say where; L2 rewrite is the caller's job */
     VGW_ACT_HANDOFF = 2, /* arg = worker id that owns this flow; pass the untouched packet */
-    VGW_ACT_LOCAL = 3,   /* not for the load balancer (ARP, IPv6, node traffic, pings) */
+    VGW_ACT_LOCAL = 3,   /* not for the load balancer (ARP, neighbour discovery, node traffic, pings) */
 };
 
 enum vgw_port {
