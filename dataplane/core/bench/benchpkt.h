@@ -6,6 +6,7 @@
 #include <string.h>
 
 #define FRAME 64u     /* the established-traffic benchmarks' frame: Ethernet + IPv4 + TCP + 10 bytes */
+#define FRAME6 84u    /* the same over IPv6: Ethernet + IPv6 + TCP + 10 bytes */
 #define SLOT 256u     /* buffer per packet: headroom + frame */
 #define HEADROOM 128u
 
@@ -45,6 +46,32 @@ static inline void bench_tcp_frame(uint8_t *f, uint16_t len, uint32_t src, uint3
     for (uint16_t i = 54; i < len; i++)
         f[i] = (uint8_t)('0' + (i - 54) % 10);
     st16(l4 + 16, vgw_l4_csum_v4(src, dst, VGW_PROTO_TCP, l4, l4len));
+}
+
+/* The IPv6 twin of bench_tcp_frame (len >= 74; addresses 16 bytes each). */
+static inline void bench_tcp_frame6(uint8_t *f, uint16_t len, const uint8_t *src, const uint8_t *dst, uint16_t sport,
+                                    uint16_t dport, uint8_t flags)
+{
+    uint16_t l4len = (uint16_t)(len - 54);
+    memset(f, 0, len);
+    f[12] = 0x86, f[13] = 0xdd;
+    uint8_t *l3 = f + 14, *l4 = l3 + 40;
+    l3[0] = 0x60;
+    st16(l3 + 4, h2n16(l4len));
+    l3[6] = VGW_PROTO_TCP;
+    l3[7] = 64;
+    memcpy(l3 + 8, src, 16);
+    memcpy(l3 + 24, dst, 16);
+    st16(l4, sport);
+    st16(l4 + 2, dport);
+    st32(l4 + 4, h2n32(1000));
+    st32(l4 + 8, h2n32((flags & 0x10) ? 5001 : 0));
+    l4[12] = 5 << 4;
+    l4[13] = flags;
+    st16(l4 + 14, h2n16(65535));
+    for (uint16_t i = 74; i < len; i++)
+        f[i] = (uint8_t)('0' + (i - 74) % 10);
+    st16(l4 + 16, vgw_l4_csum_v6(src, dst, VGW_PROTO_TCP, l4, l4len));
 }
 
 #endif

@@ -7,6 +7,9 @@
  * conservative. Every verdict is checked: a case aborts if a packet is not forwarded, so a drop
  * path can never be measured by mistake. Each case runs several times; the median is reported.
  *
+ * The *_v6 cases run the same traffic over IPv6 (a v6 VIP, LIPs and backends): frames of the same
+ * payload, 20 bytes longer.
+ *
  * Output: one JSON object per line per case, then a table. --quick shrinks sizes for CI.
  */
 #define _GNU_SOURCE
@@ -31,22 +34,65 @@ static uint32_t ip4(uint32_t host_order)
     return h2n32(host_order);
 }
 
-static void make_tcp(uint8_t *f, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t flags)
+/* The family the cases run over (1 = IPv6) and its frame length. */
+static int g_v6;
+#define FLEN (g_v6 ? FRAME6 : FRAME)
+
+/* An address of the benchmark's plan: a 16-byte slot, IPv4 in its first 4 bytes. */
+typedef struct baddr {
+    uint8_t b[16];
+} baddr_t;
+
+static const uint8_t VIP6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10};
+
+static baddr_t vip_addr(void)
 {
-    bench_tcp_frame(f, FRAME, src, dst, sport, dport, flags);
+    baddr_t a = {{0}};
+    if (g_v6)
+        memcpy(a.b, VIP6, 16);
+    else
+        st32(a.b, ip4(0xc000020au));
+    return a;
+}
+
+/* Client k: 203.0.0.0/8-ish by index, or 2001:db8:c::/64 + index. */
+static baddr_t client_addr(uint32_t k)
+{
+    baddr_t a = {{0}};
+    if (g_v6) {
+        static const uint8_t pfx[8] = {0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0};
+        memcpy(a.b, pfx, 8);
+        st32(a.b + 12, h2n32((k >> 6) + 1));
+    } else {
+        st32(a.b, ip4(0xcb000000u | (k >> 6)));
+    }
+    return a;
+}
+
+static void make_tcp(uint8_t *f, const baddr_t *src, const baddr_t *dst, uint16_t sport, uint16_t dport,
+                     uint8_t flags)
+{
+    if (g_v6)
+        bench_tcp_frame6(f, FRAME6, src->b, dst->b, sport, dport, flags);
+    else
+        bench_tcp_frame(f, FRAME, ld32(src->b), ld32(dst->b), sport, dport, flags);
 }
 
 static char *make_config(uint64_t gen, uint32_t nbackends)
 {
     size_t cap = 256 + (size_t)nbackends * 64 + NLIPS * 48;
     char *s = malloc(cap);
-    size_t n = (size_t)snprintf(s, cap, "vgw-config 1\ngeneration %llu\nservice web tcp 192.0.2.10 80 maglev\n",
-                                (unsigned long long)gen);
+    size_t n = (size_t)snprintf(s, cap, "vgw-config 1\ngeneration %llu\nservice web tcp %s 80 maglev\n",
+                                (unsigned long long)gen, g_v6 ? "2001:db8::10" : "192.0.2.10");
     for (uint32_t i = 0; i < NLIPS; i++)
-        n += (size_t)snprintf(s + n, cap - n, "lip web 198.18.0.%u\n", i + 1);
-    for (uint32_t i = 0; i < nbackends; i++)
-        n += (size_t)snprintf(s + n, cap - n, "backend web 10.%u.%u.%u 8080 1 active\n", (i >> 16) & 255,
-                              (i >> 8) & 255, i & 255);
+        n += (size_t)snprintf(s + n, cap - n, g_v6 ? "lip web 2001:db8:ff::%u\n" : "lip web 198.18.0.%u\n", i + 1);
+    for (uint32_t i = 0; i < nbackends; i++) {
+        if (g_v6)
+            n += (size_t)snprintf(s + n, cap - n, "backend web 2001:db8:1::%x 8080 1 active\n", i + 1);
+        else
+            n += (size_t)snprintf(s + n, cap - n, "backend web 10.%u.%u.%u 8080 1 active\n", (i >> 16) & 255,
+                                  (i >> 8) & 255, i & 255);
+    }
     snprintf(s + n, cap - n, "end\n");
     return s;
 }
@@ -124,11 +170,12 @@ static double run_bursts(bench_env_t *e, const uint8_t *tmpl, uint32_t nbursts, 
 {
     double t0 = now_ns();
     for (uint32_t b = 0; b < nbursts; b++) {
-        const uint8_t *src = tmpl + (size_t)b * BURST * FRAME;
+        const uint32_t flen = FLEN;
+        const uint8_t *src = tmpl + (size_t)b * BURST * flen;
         for (uint32_t i = 0; i < BURST; i++) {
             uint8_t *d = e->bufs + (size_t)i * SLOT + HEADROOM;
-            memcpy(d, src + (size_t)i * FRAME, FRAME);
-            e->pkts[i] = (vgw_pkt_t){.data = d, .len = FRAME, .headroom = HEADROOM};
+            memcpy(d, src + (size_t)i * flen, flen);
+            e->pkts[i] = (vgw_pkt_t){.data = d, .len = (uint16_t)flen, .headroom = HEADROOM};
         }
         vgw_worker_process(e->w, e->pkts, e->out, BURST, now);
         if (e->sync)
@@ -146,7 +193,7 @@ static double run_bursts(bench_env_t *e, const uint8_t *tmpl, uint32_t nbursts, 
 }
 
 typedef struct conn_ref {
-    uint32_t cip, rip, lip;
+    baddr_t cip, rip, lip;
     uint16_t cport, lport;
 } conn_ref_t;
 
@@ -155,22 +202,23 @@ typedef struct conn_ref {
 static conn_ref_t *open_conns(bench_env_t *e, uint32_t nconns, uint64_t now)
 {
     conn_ref_t *c = malloc(sizeof *c * nconns);
-    uint8_t *tmpl = malloc((size_t)BURST * FRAME);
+    const uint32_t flen = FLEN;
+    const baddr_t vip = vip_addr();
+    uint8_t *tmpl = malloc((size_t)BURST * flen);
     for (uint32_t base = 0; base < nconns; base += BURST) {
         uint32_t n = nconns - base < BURST ? nconns - base : BURST;
         for (int phase = 0; phase < 2; phase++) {
             for (uint32_t i = 0; i < n; i++) {
                 uint32_t k = base + i;
-                /* Distinct clients: 203.0.0.0/8-ish space via index, ports spread. */
-                c[k].cip = ip4(0xcb000000u | (k >> 6));
+                /* Distinct clients by index, ports spread. */
+                c[k].cip = client_addr(k);
                 c[k].cport = h2n16((uint16_t)(1024 + (k & 63) * 997 % 60000));
-                make_tcp(tmpl + i * FRAME, c[k].cip, ip4(0xc000020au), c[k].cport, h2n16(80),
-                         phase == 0 ? 0x02 : 0x10);
+                make_tcp(tmpl + i * flen, &c[k].cip, &vip, c[k].cport, h2n16(80), phase == 0 ? 0x02 : 0x10);
             }
             for (uint32_t i = 0; i < n; i++) {
                 uint8_t *d = e->bufs + (size_t)i * SLOT + HEADROOM;
-                memcpy(d, tmpl + i * FRAME, FRAME);
-                e->pkts[i] = (vgw_pkt_t){.data = d, .len = FRAME, .headroom = HEADROOM};
+                memcpy(d, tmpl + i * flen, flen);
+                e->pkts[i] = (vgw_pkt_t){.data = d, .len = (uint16_t)flen, .headroom = HEADROOM};
             }
             vgw_worker_process(e->w, e->pkts, e->out, n, now);
             if (e->sync)
@@ -182,9 +230,14 @@ static conn_ref_t *open_conns(bench_env_t *e, uint32_t nconns, uint64_t now)
                 }
                 if (phase == 0) {
                     const uint8_t *l3 = e->pkts[i].data + 14;
-                    c[base + i].lip = ld32(l3 + 12);
-                    c[base + i].rip = ld32(l3 + 16);
-                    c[base + i].lport = ld16(l3 + 20);
+                    conn_ref_t *r = &c[base + i];
+                    if (g_v6) {
+                        memcpy(r->lip.b, l3 + 8, 16), memcpy(r->rip.b, l3 + 24, 16);
+                        r->lport = ld16(l3 + 40);
+                    } else {
+                        memcpy(r->lip.b, l3 + 12, 4), memcpy(r->rip.b, l3 + 16, 4);
+                        r->lport = ld16(l3 + 20);
+                    }
                 }
             }
         }
@@ -204,76 +257,95 @@ typedef struct result {
     int runs;
 } result_t;
 
-static result_t results[16];
+static result_t results[24];
 static int nresults;
 
-/* Variant v of a case runs with connection sync off (0) or on (1). With two variants their runs
- * alternate, so the machine's noise hits both alike and their ratio means something. */
-static void bench_established(const char *const names[2], uint32_t nvariants, uint32_t nconns, uint32_t nbursts,
+/* The variants of a case: name, connection sync on, IPv6. The variants' runs alternate, so the
+ * machine's noise hits all alike and their ratios mean something. */
+typedef struct variant {
+    const char *name;
+    int sync, v6;
+} variant_t;
+#define NVAR 3
+static void bench_established(const variant_t *vs, uint32_t nvariants, uint32_t nconns, uint32_t nbursts,
                               int reps)
 {
-    bench_env_t e[2];
-    uint8_t *tmpl[2];
+    bench_env_t e[NVAR];
+    uint8_t *tmpl[NVAR];
     uint64_t now = 1000;
     for (uint32_t s = 0; s < nvariants; s++) {
-        env_init_sync(&e[s], nconns, (int)s);
+        g_v6 = vs[s].v6;
+        const uint32_t flen = FLEN;
+        const baddr_t vip = vip_addr();
+        env_init_sync(&e[s], nconns, vs[s].sync);
         conn_ref_t *c = open_conns(&e[s], nconns, now);
-        tmpl[s] = malloc((size_t)nbursts * BURST * FRAME);
+        tmpl[s] = malloc((size_t)nbursts * BURST * flen);
         bench_rng = 0x243f6a8885a308d3ULL; /* the same packet sequence for each variant */
         for (uint32_t p = 0; p < nbursts * BURST; p++) {
             const conn_ref_t *r = &c[rnd() % nconns];
             if (rnd() & 1)
-                make_tcp(tmpl[s] + (size_t)p * FRAME, r->cip, ip4(0xc000020au), r->cport, h2n16(80), 0x10);
+                make_tcp(tmpl[s] + (size_t)p * flen, &r->cip, &vip, r->cport, h2n16(80), 0x10);
             else
-                make_tcp(tmpl[s] + (size_t)p * FRAME, r->rip, r->lip, h2n16(8080), r->lport, 0x10);
+                make_tcp(tmpl[s] + (size_t)p * flen, &r->rip, &r->lip, h2n16(8080), r->lport, 0x10);
         }
         free(c);
         run_bursts(&e[s], tmpl[s], nbursts, now); /* warm-up */
     }
-    double v[2][16];
+    double v[NVAR][16];
     for (int i = 0; i < reps; i++)
-        for (uint32_t s = 0; s < nvariants; s++)
+        for (uint32_t s = 0; s < nvariants; s++) {
+            g_v6 = vs[s].v6;
             v[s][i] = run_bursts(&e[s], tmpl[s], nbursts, now) / ((double)nbursts * BURST);
+        }
     for (uint32_t s = 0; s < nvariants; s++) {
         double ns = median(v[s], reps);
-        results[nresults++] = (result_t){.name = names[s], .mpps = 1e3 / ns, .ns = ns,
+        results[nresults++] = (result_t){.name = vs[s].name, .mpps = 1e3 / ns, .ns = ns,
                                          .conns = vgw_worker_conn_count(e[s].w),
                                          .bytes_per_conn = vgw_worker_conn_bytes(e[s].w), .runs = reps};
         free(tmpl[s]);
         env_fini(&e[s]);
     }
+    g_v6 = 0;
 }
 
 /* Every packet a new connection's SYN; or, with handshake, each burst of SYNs followed by a burst
  * of the same clients' ACKs (two packets per connection, which is then established). With
  * connection sync each of those packets changes a state: a record each. */
-static void bench_new_conns(const char *const names[2], uint32_t nvariants, uint32_t nconns, int reps,
+static void bench_new_conns(const variant_t *vs, uint32_t nvariants, uint32_t nconns, int reps,
                             int handshake)
 {
     uint32_t per = handshake ? 2 : 1, npkts = nconns / BURST * BURST * per;
-    uint8_t *tmpl = malloc((size_t)npkts * FRAME);
-    for (uint32_t p = 0; p < npkts; p++) {
-        uint32_t blk = p / (BURST * per), in = p % (BURST * per), k = blk * BURST + in % BURST;
-        make_tcp(tmpl + (size_t)p * FRAME, ip4(0xcb000000u | (k >> 6)), ip4(0xc000020au),
-                 h2n16((uint16_t)(1024 + (k & 63) * 997 % 60000)), h2n16(80), in < BURST ? 0x02 : 0x10);
+    uint8_t *tmpls[NVAR];
+    for (uint32_t s = 0; s < nvariants; s++) {
+        g_v6 = vs[s].v6;
+        const uint32_t flen = FLEN;
+        const baddr_t vip = vip_addr();
+        uint8_t *tmpl = tmpls[s] = malloc((size_t)npkts * flen);
+        for (uint32_t p = 0; p < npkts; p++) {
+            uint32_t blk = p / (BURST * per), in = p % (BURST * per), k = blk * BURST + in % BURST;
+            baddr_t cip = client_addr(k);
+            make_tcp(tmpl + (size_t)p * flen, &cip, &vip, h2n16((uint16_t)(1024 + (k & 63) * 997 % 60000)),
+                     h2n16(80), in < BURST ? 0x02 : 0x10);
+        }
     }
-    double v[2][16];
-    uint64_t bpc = 0;
+    double v[NVAR][16];
+    uint64_t bpc[NVAR] = {0};
     for (int i = 0; i < reps + 1; i++) {
         for (uint32_t s = 0; s < nvariants; s++) {
             bench_env_t e;
-            env_init_sync(&e, nconns, (int)s);
-            double ns = run_bursts(&e, tmpl, npkts / BURST, 1000) / (double)npkts;
+            g_v6 = vs[s].v6;
+            env_init_sync(&e, nconns, vs[s].sync);
+            double ns = run_bursts(&e, tmpls[s], npkts / BURST, 1000) / (double)npkts;
             if (vgw_worker_conn_count(e.w) != nconns / BURST * BURST) {
                 fprintf(stderr, "new_conns: %u conns created\n", vgw_worker_conn_count(e.w));
                 exit(1);
             }
             /* with sync: a record per state change (SYN_RECV; ESTABLISHED after the ACK) */
-            if (s == 1 && e.records != (uint64_t)npkts) {
+            if (vs[s].sync && e.records != (uint64_t)npkts) {
                 fprintf(stderr, "new_conns: %llu sync records\n", (unsigned long long)e.records);
                 exit(1);
             }
-            bpc = vgw_worker_conn_bytes(e.w);
+            bpc[s] = vgw_worker_conn_bytes(e.w);
             env_fini(&e);
             if (i > 0)
                 v[s][i - 1] = ns; /* first run warms the page cache / allocator */
@@ -281,10 +353,11 @@ static void bench_new_conns(const char *const names[2], uint32_t nvariants, uint
     }
     for (uint32_t s = 0; s < nvariants; s++) {
         double ns = median(v[s], reps);
-        results[nresults++] = (result_t){.name = names[s], .mpps = 1e3 / ns, .ns = ns, .conns = nconns,
-                                         .bytes_per_conn = bpc, .extra = 1e9 / ns, .runs = reps};
+        results[nresults++] = (result_t){.name = vs[s].name, .mpps = 1e3 / ns, .ns = ns, .conns = nconns,
+                                         .bytes_per_conn = bpc[s], .extra = 1e9 / ns, .runs = reps};
+        free(tmpls[s]);
     }
-    free(tmpl);
+    g_v6 = 0;
 }
 
 static void mk_backends(vgw_maglev_backend_t *b, uint32_t n)
@@ -355,13 +428,29 @@ int main(int argc, char **argv)
 
     /* The *_sync variants run with connection sync on (docs/forwarder.md, "Connection sync"):
      * every new connection and state change becomes a record, encoded, signed and framed. */
-    static const char *const est10k[2] = {"established_10k", NULL};
-    static const char *const est1m[2] = {"established_1m", "established_1m_sync"};
-    static const char *const newc[2] = {"new_conns", "new_conns_sync"};
-    static const char *const hands[2] = {"handshakes", "handshakes_sync"};
-    bench_established(est10k, 1, 10000, quick ? 512 : 4096, reps);
+    static const variant_t est10k[] = {{"established_10k", 0, 0}, {"established_10k_v6", 0, 1}};
+    /* The 1M-connection IPv6 case runs after the IPv4 pair, not alternating with it: three 1M
+     * tables resident at once slow the IPv4 cases (fewer huge pages for each), which would make
+     * them incomparable with earlier runs. */
+    static const variant_t est1m[] = {{"established_1m", 0, 0}, {"established_1m_sync", 1, 0}};
+    static const variant_t est1m6[] = {{"established_1m_v6", 0, 1}};
+    static const variant_t newc[] = {{"new_conns", 0, 0}, {"new_conns_sync", 1, 0}};
+    static const variant_t newc6[] = {{"new_conns_v6", 0, 1}};
+    static const variant_t hands[] = {{"handshakes", 0, 0}, {"handshakes_sync", 1, 0}};
+    /* VGW_BENCH_ONLY=established_{10k,1m}[_v6]: that case alone (no ratios), for a profiler. */
+    const char *only = getenv("VGW_BENCH_ONLY");
+    if (only && *only) {
+        const variant_t one[] = {{only, 0, strstr(only, "_v6") != NULL}};
+        int big = strstr(only, "_1m") != NULL;
+        bench_established(one, 1, big ? 1000000 : 10000, big ? 8192 : 16384, 5);
+        printf("%s %.1f ns/pkt\n", only, results[0].ns);
+        return 0;
+    }
+    bench_established(est10k, 2, 10000, quick ? 512 : 4096, reps);
     bench_established(est1m, 2, quick ? 200000 : 1000000, quick ? 1024 : 8192, reps);
+    bench_established(est1m6, 1, quick ? 200000 : 1000000, quick ? 1024 : 8192, reps);
     bench_new_conns(newc, 2, quick ? 100000 : 1000000, quick ? 3 : 5, 0);
+    bench_new_conns(newc6, 1, quick ? 100000 : 1000000, quick ? 3 : 5, 0);
     bench_new_conns(hands, 2, quick ? 100000 : 1000000, quick ? 3 : 5, 1);
     bench_maglev_build(1000, quick ? 3 : 9);
     bench_remap(100);
@@ -394,6 +483,21 @@ int main(int argc, char **argv)
         printf("{\"case\":\"sync_cost\",\"established_1m_ratio\":%.3f,\"new_conns_ratio\":%.3f,"
                "\"handshakes_ratio\":%.3f,\"target_ratio\":0.85,\"cpu\":\"%s\"}\n",
                m[1] / m[0], m[3] / m[2], m[5] / m[4], cpu);
+    double v4[3] = {0}, v6[3] = {0};
+    const char *fam[3][2] = {{"established_10k", "established_10k_v6"},
+                             {"established_1m", "established_1m_v6"},
+                             {"new_conns", "new_conns_v6"}};
+    for (int i = 0; i < nresults; i++)
+        for (int k = 0; k < 3; k++) {
+            if (!strcmp(results[i].name, fam[k][0]))
+                v4[k] = results[i].mpps;
+            if (!strcmp(results[i].name, fam[k][1]))
+                v6[k] = results[i].mpps;
+        }
+    if (v4[0] > 0 && v4[1] > 0 && v4[2] > 0)
+        printf("{\"case\":\"ipv6_cost\",\"established_10k_ratio\":%.3f,\"established_1m_ratio\":%.3f,"
+               "\"new_conns_ratio\":%.3f,\"target_ratio\":0.85,\"cpu\":\"%s\"}\n",
+               v6[0] / v4[0], v6[1] / v4[1], v6[2] / v4[2], cpu);
     printf("\n%-24s %14s %12s %10s %14s\n", "case", "Mpps/core", "ns/pkt", "conns", "bytes/conn");
     for (int i = 0; i < nresults; i++) {
         const result_t *r = &results[i];
