@@ -102,13 +102,7 @@ class KvStore(Generic[M]):
             store._owned = api.KeyValueConfig(
                 bucket=bucket, history=history, ttl=ttl_s, storage=storage, replicas=bus.js_replicas
             )
-        try:
-            store._kv = await retrying("kv_bind", lambda: bus.js.key_value(bucket), what=bucket)
-        except (BucketNotFoundError, NotFoundError):
-            if store._owned is None:
-                raise
-            store._kv = await create_bucket(bus, store._owned)
-        store._kv_generation = bus.generation
+        await store._bind(rebind=False)
         await jsreplicas.check(bus.js, f"KV_{bucket}", bus.js_replicas, f"KV bucket {bucket}")
         return store
 
@@ -132,20 +126,26 @@ class KvStore(Generic[M]):
             waited += delay
             delay = min(delay * 2, 2.0)
 
-    async def _handle(self) -> KeyValue:
-        if self._kv is None or self._kv_generation != self._bus.generation:
-            try:
-                self._kv = await retrying("kv_bind", lambda: self._bus.js.key_value(self.bucket), what=self.bucket)
-            except (BucketNotFoundError, NotFoundError):
-                if self._owned is None:
-                    raise
+    async def _bind(self, *, rebind: bool) -> KeyValue:
+        """Bind to the bucket on the current connection; a writer creates it when it is missing."""
+        try:
+            self._kv = await retrying("kv_bind", lambda: self._bus.js.key_value(self.bucket), what=self.bucket)
+        except (BucketNotFoundError, NotFoundError):
+            if self._owned is None:
+                raise
+            if rebind:
                 # A restart of a one-server NATS loses memory buckets (traffic, BGP sessions): their
                 # writer creates them again instead of failing every write until it restarts.
                 log.warning(
                     "KV bucket %s is gone (memory storage on a restarted NATS?); creating it again", self.bucket
                 )
-                self._kv = await create_bucket(self._bus, self._owned)
-            self._kv_generation = self._bus.generation
+            self._kv = await create_bucket(self._bus, self._owned)
+        self._kv_generation = self._bus.generation
+        return self._kv
+
+    async def _handle(self) -> KeyValue:
+        if self._kv is None or self._kv_generation != self._bus.generation:
+            return await self._bind(rebind=True)
         return self._kv
 
     def _decode(self, key: str, raw: bytes | None, revision: int) -> Entry[M] | None:
