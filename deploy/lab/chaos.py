@@ -57,6 +57,14 @@ TRAFFIC_FRESH_S = 5.0
 """A node's traffic entry older than this is stale (its shim writes one every second or so)."""
 
 
+# The live views the chaos suite checks after recovery: the vgwctl arguments, and when one node's
+# entry is fresh. The BGP view says itself when an entry is stale (routectl writes every 5 s).
+_VIEW_FRESHNESS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], bool]]] = {
+    "top": (("top", "--no-backends"), lambda n: float(n.get("age_s", 1e9)) <= TRAFFIC_FRESH_S),
+    "bgp": (("bgp",), lambda n: not n.get("stale", True)),
+}
+
+
 @dataclass(frozen=True)
 class Fault:
     target: str  # a lab part: nats, config, healthcheck, monitor, shim-a, routectl-a, fwd-a, node-a (cut)
@@ -399,18 +407,13 @@ class Chaos:
         deadline = time.monotonic() + timeout_s
         while True:
             missing = []
-            for view, args in (("top", ("top", "--no-backends")), ("bgp", ("bgp",))):
+            for view, (args, is_fresh) in _VIEW_FRESHNESS.items():
                 out = self.lab.vgwctl("-o", "json", *args)
                 try:
                     nodes = json.loads(out.stdout)["nodes"] if out.returncode == 0 else []
                 except (ValueError, KeyError):
                     nodes = []
-                # the BGP view says itself when an entry is stale (routectl writes every 5 s)
-                fresh = {
-                    n.get("node")
-                    for n in nodes
-                    if (not n.get("stale", True) if view == "bgp" else float(n.get("age_s", 1e9)) <= TRAFFIC_FRESH_S)
-                }
+                fresh = {n.get("node") for n in nodes if is_fresh(n)}
                 if want - fresh:
                     missing.append(f"{view}: {sorted(want - fresh)}")
             if not missing or time.monotonic() >= deadline:
