@@ -224,6 +224,28 @@ def test_packet_too_big_from_the_server_side_reaches_the_client_smaller_by_toa(e
     assert engine.counters()["icmp_xlate_out"] == 1
 
 
+def test_an_icmpv6_quote_with_extension_headers_is_translated(engine: Engine) -> None:
+    """What we send keeps the client's extension headers, so an error about it quotes them: the
+    quoted TCP header is found past them, and they travel on unchanged."""
+    engine.init()
+    engine.apply(config6())
+    out = decode(engine.send(bytes(client6_tcp("S", ext=IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()))))
+    rs, lport = out[IPv6].dst, out[TCP].sport
+    quoted = bytes(out[IPv6])  # the packet as the server side saw it, extension headers included
+    r = engine.send(bytes(eth(IPv6(src="2001:db8:1::fe", dst=LIP6) / ICMPv6PacketTooBig(mtu=1400) / quoted)))
+    assert r["action"] == "forward" and r["nexthop"] == CLIENT6, r
+    back = decode(r)
+    assert (back[IPerror6].src, back[IPerror6].dst) == (CLIENT6, VIP6)
+    assert back[IPerror6].nh == 0, "the quoted hop-by-hop header is kept"
+    assert (back[TCPerror].sport, back[TCPerror].dport) == (40000, 80)
+    assert back[ICMPv6PacketTooBig].mtu == 1380
+    assert_checksums6(back)
+
+    too_many = IPv6(src=LIP6, dst=rs) / _chain(IPv6ExtHdrDestOpt, 9) / TCP(sport=lport, dport=8080)
+    r = engine.send(bytes(eth(IPv6(src="2001:db8:1::fe", dst=LIP6) / ICMPv6PacketTooBig(mtu=1400) / bytes(too_many))))
+    assert r["action"] == "drop" and r["reason"] == "icmp_inner_bad", r
+
+
 def test_destination_unreachable_from_the_client_side_reaches_the_server(engine: Engine) -> None:
     engine.init()
     engine.apply(config6())

@@ -1023,8 +1023,8 @@ static void handle_icmp_error(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, uint32_t n
 }
 
 /* ICMPv6 errors (destination unreachable, packet too big, time exceeded, parameter problem): as
- * handle_icmp_error. The quoted packet must start with TCP or UDP right after its fixed header
- * (what we send carries the client's extension headers only rarely; such quotes are dropped). */
+ * handle_icmp_error. The quoted packet's extension headers are walked like a packet's (what we send
+ * keeps the client's hop-by-hop and destination options), to its TCP or UDP header. */
 static void handle_icmp6_error(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, uint32_t now, vgw_verdict_t *v)
 {
     uint8_t *icmp = m->l4;
@@ -1032,10 +1032,19 @@ static void handle_icmp6_error(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, uint32_t 
     uint8_t *in3 = icmp + 8;
     if (avail < IP6_HLEN + 8 || (in3[0] >> 4) != 6)
         return set_drop(w, v, VGW_DROP_ICMP_INNER_BAD);
-    uint8_t iproto = in3[6];
-    if (iproto != VGW_PROTO_TCP && iproto != VGW_PROTO_UDP)
+    uint32_t ipos = IP6_HLEN, inh = in3[6];
+    for (uint32_t n = 0; inh == NH_HOPOPTS || inh == NH_DSTOPTS || inh == NH_ROUTING; n++) {
+        if (n == IP6_MAX_EXT || ipos + 8 > avail)
+            return set_drop(w, v, VGW_DROP_ICMP_INNER_BAD);
+        inh = in3[ipos];
+        ipos += ((uint32_t)in3[ipos + 1] + 1) * 8;
+    }
+    if (inh != VGW_PROTO_TCP && inh != VGW_PROTO_UDP)
         return set_drop(w, v, VGW_DROP_ICMP_NO_CONN);
-    uint8_t *in4 = in3 + IP6_HLEN;
+    if (ipos + 8 > avail)
+        return set_drop(w, v, VGW_DROP_ICMP_INNER_BAD);
+    uint8_t iproto = (uint8_t)inh;
+    uint8_t *in4 = in3 + ipos;
     uint8_t isrc[16], idst[16];
     memcpy(isrc, in3 + 8, 16), memcpy(idst, in3 + 24, 16);
     uint16_t isport = ld16(in4), idport = ld16(in4 + 2);
@@ -1085,7 +1094,7 @@ static void handle_icmp6_error(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, uint32_t 
                    csum_delta16(idport, nidport);
     memcpy(in3 + 8, nisrc, 16), memcpy(in3 + 24, nidst, 16);
     st16(in4, nisport), st16(in4 + 2, nidport);
-    quoted_l4_fix(in4, iproto, avail - IP6_HLEN, l4d);
+    quoted_l4_fix(in4, iproto, avail - ipos, l4d);
     uint8_t *l3 = m->l3;
     l3[7]--;
     memcpy(l3 + 8, osrc, 16), memcpy(l3 + 24, odst, 16);
