@@ -50,14 +50,11 @@ static int check_budget(const fwd_t *f, const vgw_cfg_t *cfg, vgw_cost_t *cost, 
  * nothing. A service's LIPs and backends have its VIP's family (the core checks that). */
 static int refuse_ipv6(const vgw_cfg_t *cfg, char *err, size_t errlen)
 {
-    for (uint32_t i = 0; i < cfg->nservices; i++)
-        if (cfg->services[i]->af != VGW_AF_INET) {
-            snprintf(err, errlen,
-                     "service %s: IPv6 services need neighbour discovery, which this vgw-fwd does not have yet",
-                     cfg->services[i]->name);
-            return -1;
-        }
-    return 0;
+    const vgw_cfg_service_t *s = vgw_cfg_first_of_af(cfg, VGW_AF_INET6);
+    if (s)
+        snprintf(err, errlen, "service %s: IPv6 services need neighbour discovery, which this vgw-fwd does not have yet",
+                 s->name);
+    return s ? -1 : 0;
 }
 
 static int ready(fwd_t *f, char *err, size_t errlen)

@@ -149,6 +149,14 @@ const vgw_cfg_service_t *vgw_cfg_find(const vgw_cfg_t *cfg, const char *name)
     return (const vgw_cfg_service_t *)vgw_vset_find(&cfg->index->by_name, name_hash(name), by_name_eq, NULL, name);
 }
 
+const vgw_cfg_service_t *vgw_cfg_first_of_af(const vgw_cfg_t *cfg, uint8_t af)
+{
+    for (uint32_t i = 0; cfg && i < cfg->nservices; i++)
+        if (cfg->services[i]->af == af)
+            return cfg->services[i];
+    return NULL;
+}
+
 unsigned vgw_cfg_addr_kind(const vgw_cfg_t *cfg, uint8_t af, const vgw_addr_t *addr)
 {
     return (vgw_amap_get(&cfg->index->vips, af, addr) ? VGW_ADDR_F_VIP : 0u) |

@@ -65,9 +65,7 @@ void vgw_cfg_cost(const vgw_cfg_t *cfg, const vgw_cost_params_t *p, vgw_cost_t *
 {
     memset(out, 0, sizeof *out);
     out->base = COST_BASE;
-    bool v6 = false;
-    for (uint32_t i = 0; cfg && i < cfg->nservices && !v6; i++)
-        v6 = cfg->services[i]->af == VGW_AF_INET6;
+    bool v6 = vgw_cfg_first_of_af(cfg, VGW_AF_INET6) != NULL;
     out->conn_tables = (uint64_t)p->workers * (conn_tables(p->conn_capacity, v6) + COST_WORKER_FIXED);
     for (uint32_t i = 0; cfg && i < cfg->nservices; i++) {
         const vgw_cfg_service_t *s = cfg->services[i];

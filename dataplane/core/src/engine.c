@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "fastpath.h"
+#include "text.h"
 #include "vgw/persist.h"
 
 #define ETH_HLEN 14u
@@ -34,7 +35,6 @@
 #define NH_DSTOPTS 60u
 #define ICMP6_DEST_UNREACH 1u
 #define ICMP6_PACKET_TOO_BIG 2u
-#define ICMP6_TIME_EXCEEDED 3u
 #define ICMP6_PARAMPROB 4u
 
 /* Lowest LIP port handed out; below are well-known ports a real server might treat specially. */
@@ -367,14 +367,11 @@ static int parse(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m, 
     return parse_l4(w, p, m, v);
 }
 
-static int martian_src6(const uint8_t *a)
+/* The worker that owns an IPv6 client flow under VGW_WF_STEER_CLIENTS (vgw_client_owner's twin). */
+static inline uint32_t client_owner6(const uint8_t *saddr, const uint8_t *daddr, uint16_t sport, uint16_t dport,
+                                     uint8_t proto, uint32_t nworkers)
 {
-    /* multicast, link-local (never routed to us), ::/96 (unspecified, loopback, v4-compatible),
-     * ::ffff:0:0/96 (v4-mapped: an IPv4 packet in disguise) */
-    if (a[0] == 0xff || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80))
-        return 1;
-    uint32_t w2 = ld32(a + 8);
-    return ld32(a) == 0 && ld32(a + 4) == 0 && (w2 == 0 || w2 == h2n32(0xffffu));
+    return nworkers > 1 ? vgw_flow_hash_v6(saddr, daddr, sport, dport, proto) % nworkers : 0;
 }
 
 /* IPv6: the fixed header and the extension headers before TCP/UDP/ICMPv6. Hop-by-hop and
@@ -396,7 +393,8 @@ static int parse6(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m,
     uint32_t kind = vgw_state_addr_kind6(st, l3 + 24);
     if (kind == 0)
         return set_local(w, v), PM_DONE; /* neighbour discovery, node traffic */
-    if (VGW_UNLIKELY(martian_src6(l3 + 8)))
+    /* the configuration's unicast rule: multicast, link-local, ::/96 and v4-mapped are martians */
+    if (VGW_UNLIKELY(!vgw_ipv6_unicast(l3 + 8)))
         return set_drop(w, v, VGW_DROP_IP_BAD_SRC), PM_DONE;
     uint32_t nh = l3[6], pos = IP6_HLEN;
     for (uint32_t n = 0; nh != VGW_PROTO_TCP && nh != VGW_PROTO_UDP && nh != NH_ICMPV6; n++) {
@@ -489,7 +487,7 @@ static inline __attribute__((always_inline)) int parse_l4(vgw_worker_t *w, vgw_p
         if (owner != w->id)
             return set_handoff(w, v, owner), PM_DONE;
     } else if ((w->flags & VGW_WF_STEER_CLIENTS) && w->nworkers > 1) {
-        uint32_t owner = v6 ? vgw_flow_hash_v6(l3 + 8, l3 + 24, sport, dport, proto) % w->nworkers
+        uint32_t owner = v6 ? client_owner6(l3 + 8, l3 + 24, sport, dport, proto, w->nworkers)
                             : vgw_client_owner(ld32(l3 + 12), ld32(l3 + 16), sport, dport, proto, w->nworkers);
         if (owner != w->id)
             return set_handoff(w, v, owner), PM_DONE;
@@ -876,13 +874,7 @@ static void handle_lookup(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, 
         return set_drop(w, v, VGW_DROP_NO_SERVICE);
     if (VGW_UNLIKELY(hops_left(m) <= 1))
         return set_drop(w, v, VGW_DROP_TTL_EXCEEDED);
-    /* The SYN proxy and RST answers build IPv4 packets: the configuration refuses them for IPv6
-     * services, and a v6 packet never reaches them. */
-    if (m->proto == VGW_PROTO_TCP && v6 && (m->tcpflags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN) {
-        svc_cnt(w, svc->uid)[VGW_SCNT_NO_CONN]++;
-        return set_drop(w, v, VGW_DROP_TCP_NO_CONN);
-    }
-    if (m->proto == VGW_PROTO_TCP && !v6) {
+    if (m->proto == VGW_PROTO_TCP) {
         if ((m->tcpflags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN) {
             /* Mid-flow segment without state: an ACK flood, a connection lost in a restart, or
              * the ACK that completes a cookie handshake. */
@@ -1063,7 +1055,7 @@ static void handle_icmp6_error(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, uint32_t 
     } else {
         want_dir = 0;
         if ((w->flags & VGW_WF_STEER_CLIENTS) && w->nworkers > 1) {
-            uint32_t owner = vgw_flow_hash_v6(idst, isrc, idport, isport, iproto) % w->nworkers;
+            uint32_t owner = client_owner6(idst, isrc, idport, isport, iproto, w->nworkers);
             if (owner != w->id)
                 return set_handoff(w, v, owner);
         }

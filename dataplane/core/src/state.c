@@ -264,8 +264,11 @@ static vgw_svc_t *build_service(const vgw_cfg_t *cfg, const vgw_cfg_service_t *c
     s->sched = cs->sched;
     s->flags = cs->flags;
     s->protect = cs->protect;
-    s->synproxy = cs->proto == VGW_PROTO_TCP ? cs->protect.syn_proxy : VGW_SYNPROXY_OFF;
-    s->rst_unknown = cs->proto == VGW_PROTO_TCP && cs->protect.rst_unknown;
+    /* The SYN proxy and RST answers build IPv4/TCP packets: off for UDP and for IPv6 whatever the
+     * configuration says (its validation refuses them there too). */
+    bool tcp4 = cs->proto == VGW_PROTO_TCP && !v6;
+    s->synproxy = tcp4 ? cs->protect.syn_proxy : VGW_SYNPROXY_OFF;
+    s->rst_unknown = tcp4 && cs->protect.rst_unknown;
     s->auto_halfopen_w = per_worker(cs->protect.auto_halfopen, nworkers);
     s->auto_syn_rate_w = per_worker(cs->protect.auto_syn_rate, nworkers);
     s->conn_rate_w = per_worker(cs->protect.conn_rate, nworkers);
@@ -591,12 +594,7 @@ void vgw_dp_destroy(vgw_dp_t *dp)
  * failure leaves the state as it was; arrays already given stay (harmless, used later). */
 static int enable_v6(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, size_t errlen)
 {
-    if (dp->v6)
-        return 0;
-    bool any = false;
-    for (uint32_t i = 0; i < cfg->nservices && !any; i++)
-        any = cfg->services[i]->af == VGW_AF_INET6;
-    if (!any)
+    if (dp->v6 || !vgw_cfg_first_of_af(cfg, VGW_AF_INET6))
         return 0;
     for (uint32_t i = 0; i < dp->nworkers; i++) {
         vgw_worker_t *w = atomic_load(&dp->workers[i]);

@@ -154,19 +154,6 @@ int vgw_parse_addr(const char *s, uint8_t *af, vgw_addr_t *out)
     return inet_pton(AF_INET6, s, out->v6) == 1 ? 0 : -1;
 }
 
-int vgw_ipv6_unicast(const uint8_t a[16])
-{
-    static const uint8_t zero12[12];
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (a[0] == 0xff) /* ff00::/8, multicast */
-        return 0;
-    if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) /* fe80::/10, link-local */
-        return 0;
-    if (memcmp(a, mapped, 12) == 0) /* ::ffff:0:0/96, IPv4-mapped */
-        return 0;
-    return memcmp(a, zero12, 12) != 0; /* ::/96: IPv4-compatible, :: and ::1 among them */
-}
-
 int vgw_addr_unicast(uint8_t af, const vgw_addr_t *a)
 {
     return af == VGW_AF_INET ? vgw_ipv4_unicast(a->v4) : af == VGW_AF_INET6 ? vgw_ipv6_unicast(a->v6) : 0;

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "vgw/config.h"
 
@@ -44,7 +45,18 @@ int vgw_ipv4_unicast(uint32_t a_net);
 int vgw_parse_addr(const char *s, uint8_t *af, vgw_addr_t *out);
 /* A usable unicast IPv6 address: not :: (unspecified), ::1 (loopback), ff00::/8 (multicast),
  * fe80::/10 (link-local), ::ffff:0:0/96 (IPv4-mapped) or ::/96 (IPv4-compatible). */
-int vgw_ipv6_unicast(const uint8_t a[16]);
+static inline int vgw_ipv6_unicast(const uint8_t a[16])
+{
+    static const uint8_t zero12[12];
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a[0] == 0xff) /* ff00::/8, multicast */
+        return 0;
+    if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) /* fe80::/10, link-local */
+        return 0;
+    if (memcmp(a, mapped, 12) == 0) /* ::ffff:0:0/96, IPv4-mapped */
+        return 0;
+    return memcmp(a, zero12, 12) != 0; /* ::/96: IPv4-compatible, :: and ::1 among them */
+}
 /* vgw_ipv4_unicast or vgw_ipv6_unicast by family; 0 for an unknown family. */
 int vgw_addr_unicast(uint8_t af, const vgw_addr_t *a);
 /* 1..VGW_CFG_MAX_NAME of [A-Za-z0-9_.:/-]. */

@@ -110,6 +110,9 @@ int vgw_cfg_parse(const char *text, size_t len, vgw_cfg_t **out, char *err, size
 vgw_cfg_t *vgw_cfg_new(void);
 void vgw_cfg_free(vgw_cfg_t *cfg);
 const vgw_cfg_service_t *vgw_cfg_find(const vgw_cfg_t *cfg, const char *name);
+/* The first service whose VIP has family af (VGW_AF_INET6: does the configuration serve IPv6?),
+ * or NULL. */
+const vgw_cfg_service_t *vgw_cfg_first_of_af(const vgw_cfg_t *cfg, uint8_t af);
 /* VGW_ADDR_F_* bits for an address: is it some service's VIP, some service's LIP? */
 #define VGW_ADDR_F_VIP 0x1u
 #define VGW_ADDR_F_LIP 0x2u
