@@ -179,6 +179,12 @@ async def test_a_restarted_monitor_reads_the_requests_in_force_from_kv(world: Wo
             async with asyncio.timeout(15):
                 while not withdraws(w, VIP_A):
                     await asyncio.sleep(0.05)
+            # The leader publishes the event first and writes the request in force after it: stop
+            # m1 only once the request is in KV (the level this test is about), not at the event.
+            assert m1._store is not None
+            async with asyncio.timeout(10):
+                while not await m1._store.requests_in_force():
+                    await asyncio.sleep(0.05)
         [req] = withdraws(w, VIP_A)
         # Nothing to replay: the event stream is emptied; the request in force lives in KV only.
         await w.bus.js.purge_stream(EVENT_STREAM)
