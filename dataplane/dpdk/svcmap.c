@@ -97,10 +97,16 @@ void svcmap_totals(fwd_t *f, uint64_t *out)
             out[i] += tmp[i];
     }
     free(tmp);
-    if (f->svc.base)
-        for (size_t i = 0; i < n; i++)
-            if (i % SVC_CNT_MAX != SVC_CNT_ACTIVE)
-                out[i] -= f->svc.base[i] <= out[i] ? f->svc.base[i] : out[i];
+    svcmap_rebase(f, out);
+}
+
+void svcmap_rebase(const fwd_t *f, uint64_t *sums)
+{
+    if (!f->svc.base)
+        return;
+    for (size_t i = 0; i < (size_t)FWD_MAX_SVC_SLOTS * SVC_CNT_MAX; i++)
+        if (i % SVC_CNT_MAX != SVC_CNT_ACTIVE)
+            sums[i] -= f->svc.base[i] <= sums[i] ? f->svc.base[i] : sums[i];
 }
 
 /* A slot for a new service: a never-used one, else the longest-free one whose connections are

@@ -82,5 +82,7 @@ uint32_t svcmap_lookup(const svcmap_t *m, uint32_t vip, uint16_t port, uint8_t p
 /* Every slot's counters summed over workers, minus the slot's baseline (FWD_MAX_SVC_SLOTS *
  * SVC_CNT_MAX values; the ACTIVE gauge has no baseline). */
 void svcmap_totals(struct fwd *f, uint64_t *out);
+/* Subtracts the slots' baselines from counters already summed over workers. */
+void svcmap_rebase(const struct fwd *f, uint64_t *sums);
 
 #endif
