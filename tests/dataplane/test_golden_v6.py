@@ -298,3 +298,21 @@ def test_ipv4_and_ipv6_services_side_by_side(engine: Engine) -> None:
     assert_checksums(out4)
     _inbound(engine.send(bytes(client6_tcp("S"))))
     assert engine.counters()["conn_new"] == 2
+
+
+def test_a_connection_keeps_its_lip_after_a_change_took_it_away(engine: Engine) -> None:
+    """An IPv6 record names its VIP and LIP by id in the node's address table: after an apply
+    that replaced the service's LIP, the connection still translates both ways through the old
+    one, and new connections take the new one."""
+    engine.init()
+    engine.apply(config6())
+    engine.now(10_000)
+    out = _inbound(engine.send(bytes(client6_tcp("S"))))
+    rs, lport = out[IPv6].dst, out[TCP].sport
+    new_lip = "2001:db8:ff::2"
+    engine.apply(config6(gen=2).replace(f"lip web6 {LIP6}\n", f"lip web6 {new_lip}\n", 1))
+    _outbound(engine.send(bytes(rs6_tcp(rs, 8080, lport, "SA", ack=1001))))
+    _inbound(engine.send(bytes(client6_tcp("A", seq=1001, ack=5001))))  # from the old LIP
+    fresh = decode(engine.send(bytes(client6_tcp("S", sport=40001))))
+    assert fresh[IPv6].src == new_lip
+    assert_checksums6(fresh)

@@ -101,24 +101,16 @@ int vgw_ctab_init_ext(vgw_ctab_t *t, uint32_t capacity, uint64_t seed, vgw_conn_
     return 0;
 }
 
-int vgw_ctab_enable_v6(vgw_ctab_t *t)
+void vgw_ctab_enable_v6(vgw_ctab_t *t, const uint8_t (*addr6)[16])
 {
-    if (t->a6)
-        return 0;
-    /* Private memory even for a persisted table: a v6 record found in a file at attach has lost
-     * its addresses, and is dropped (persist.c). */
-    t->a6 = alloc_aligned((size_t)t->capacity * sizeof(vgw_conn6_t));
-    if (!t->a6)
-        return -1;
-    t->bytes += (uint64_t)t->capacity * sizeof(vgw_conn6_t);
-    return 0;
+    t->addr6 = addr6;
 }
 
 void vgw_ctab_fini(vgw_ctab_t *t)
 {
     if (!t->ext)
         free(t->buckets), free(t->conns);
-    free(t->free_stack), free(t->ring), free(t->a6);
+    free(t->free_stack), free(t->ring);
     memset(t, 0, sizeof *t);
 }
 

@@ -29,13 +29,14 @@ static uint64_t round4k(uint64_t x)
 }
 
 #define COST_CONN_RECORD 64ull  /* a connection record, one cache line */
-#define COST_CONN_V6 64ull      /* its IPv6 addresses in the side array: four 16-byte addresses */
+/* With an IPv6 service: the node's IPv6 VIP/LIP address table and its index (internal.h). */
+#define COST_ADDR6_TABLE (16ull * VGW_ADDR6_MAX + 4ull * VGW_ADDR6_SLOTS)
 
-/* Records, index buckets, free stack and half-open eviction ring of the core's table, and the
- * forwarder's shadow set; with an IPv6 service, the records' IPv6 side array. */
-static uint64_t conn_tables(uint64_t c, bool v6)
+/* Records (both families), index buckets, free stack and half-open eviction ring of the core's
+ * table, and the forwarder's shadow set. */
+static uint64_t conn_tables(uint64_t c)
 {
-    return COST_CONN_RECORD * c + (v6 ? COST_CONN_V6 * c : 0) + 64 * pow2ceil((4 * c + 9) / 10) + 4 * c + 8 * c +
+    return COST_CONN_RECORD * c + 64 * pow2ceil((4 * c + 9) / 10) + 4 * c + 8 * c +
            16 * pow2ceil(c * 2 > 1024 ? c * 2 : 1024);
 }
 
@@ -64,9 +65,8 @@ static uint64_t table_bytes(const vgw_cfg_service_t *s)
 void vgw_cfg_cost(const vgw_cfg_t *cfg, const vgw_cost_params_t *p, vgw_cost_t *out)
 {
     memset(out, 0, sizeof *out);
-    out->base = COST_BASE;
-    bool v6 = vgw_cfg_first_of_af(cfg, VGW_AF_INET6) != NULL;
-    out->conn_tables = (uint64_t)p->workers * (conn_tables(p->conn_capacity, v6) + COST_WORKER_FIXED);
+    out->base = COST_BASE + (cfg && vgw_cfg_first_of_af(cfg, VGW_AF_INET6) ? COST_ADDR6_TABLE : 0);
+    out->conn_tables = (uint64_t)p->workers * (conn_tables(p->conn_capacity) + COST_WORKER_FIXED);
     for (uint32_t i = 0; cfg && i < cfg->nservices; i++) {
         const vgw_cfg_service_t *s = cfg->services[i];
         uint64_t t = table_bytes(s);

@@ -163,13 +163,14 @@ vgw_worker_t *vgw_worker_create(vgw_dp_t *dp, const vgw_worker_params_t *p)
     /* A persisted table is opened after protect_init: re-attaching rebuilds the half-open ring
      * and count, and re-derives uids from the state applied now (persist.c). */
     if (!w->rr_pos || !w->lip_pos || !w->be_conns || !w->be_new || vgw_protect_init(w, p->hash_seed) ||
-        (p->persist ? vgw_persist_open(w, p, seed) : vgw_ctab_init(&w->ct, p->conn_capacity, seed)) ||
-        (dp->v6 && vgw_ctab_enable_v6(&w->ct))) {
+        (p->persist ? vgw_persist_open(w, p, seed) : vgw_ctab_init(&w->ct, p->conn_capacity, seed))) {
         if (p->report && p->persist && p->report->status == VGW_PERSIST_NONE)
             p->report->status = VGW_PERSIST_ERROR;
         vgw_worker_destroy(w);
         return NULL;
     }
+    if (dp->v6)
+        vgw_ctab_enable_v6(&w->ct, (const uint8_t(*)[16])dp->addr6.addr);
     vgw_worker_t *expected = NULL;
     if (!atomic_compare_exchange_strong(&dp->workers[p->id], &expected, w)) {
         vgw_persist_close(w);
@@ -550,7 +551,18 @@ static inline void xlate(uint8_t *l3, uint8_t *l4, uint8_t proto, const vgw_conn
     }
 }
 
-static inline void xlate6(uint8_t *l3, uint8_t *l4, uint8_t proto, const vgw_conn_t *c, const vgw_conn6_t *a,
+/* IPv6 records keep no checksum deltas (their bytes hold the VIP and LIP ids): the L4 delta of
+ * direction dir is computed here, from addresses the record and the address table give. */
+static inline uint16_t l4_delta6(const vgw_conn_t *c, const vgw_conn_addrs6_t *a, uint32_t dir)
+{
+    if (dir == 0)
+        return vgw_csum_fold(csum_delta128(a->cip, a->lip) + csum_delta128(a->vip, a->rip) +
+                             csum_delta16(c->cport, c->lport) + csum_delta16(c->vport, c->rport));
+    return vgw_csum_fold(csum_delta128(a->rip, a->vip) + csum_delta128(a->lip, a->cip) +
+                         csum_delta16(c->rport, c->vport) + csum_delta16(c->lport, c->cport));
+}
+
+static inline void xlate6(uint8_t *l3, uint8_t *l4, uint8_t proto, const vgw_conn_t *c, const vgw_conn_addrs6_t *a,
                           uint32_t dir, uint32_t l4_extra)
 {
     const uint8_t *nsrc, *ndst;
@@ -559,15 +571,16 @@ static inline void xlate6(uint8_t *l3, uint8_t *l4, uint8_t proto, const vgw_con
         nsrc = a->lip, ndst = a->rip, nsport = c->lport, ndport = c->rport;
     else
         nsrc = a->vip, ndst = a->cip, nsport = c->vport, ndport = c->cport;
+    uint16_t delta = l4_delta6(c, a, dir);
     l3[7]--; /* hop limit: no header checksum in IPv6 */
     memcpy(l3 + 8, nsrc, 16);
     memcpy(l3 + 24, ndst, 16);
     st16(l4, nsport);
     st16(l4 + 2, ndport);
     if (proto == VGW_PROTO_TCP) {
-        st16(l4 + 16, csum_apply(ld16(l4 + 16), c->l4_delta[dir] + l4_extra));
+        st16(l4 + 16, csum_apply(ld16(l4 + 16), delta + l4_extra));
     } else {
-        uint16_t cs = csum_apply(ld16(l4 + 6), c->l4_delta[dir]);
+        uint16_t cs = csum_apply(ld16(l4 + 6), delta);
         st16(l4 + 6, cs ? cs : 0xffff);
     }
 }
@@ -653,16 +666,6 @@ void vgw_conn_deltas(vgw_conn_t *c)
     c->l4_delta[1] = vgw_csum_fold(d + csum_delta16(c->rport, c->vport) + csum_delta16(c->lport, c->cport));
 }
 
-static void conn_deltas6(vgw_conn_t *c, const vgw_conn6_t *a)
-{
-    uint32_t d = csum_delta128(a->cip, a->lip) + csum_delta128(a->vip, a->rip);
-    c->ip_delta[0] = 0; /* no IPv6 header checksum */
-    c->l4_delta[0] = vgw_csum_fold(d + csum_delta16(c->cport, c->lport) + csum_delta16(c->vport, c->rport));
-    d = csum_delta128(a->rip, a->vip) + csum_delta128(a->lip, a->cip);
-    c->ip_delta[1] = 0;
-    c->l4_delta[1] = vgw_csum_fold(d + csum_delta16(c->rport, c->vport) + csum_delta16(c->lport, c->cport));
-}
-
 /* Is the reply tuple (backend -> LIP j, port) free in this worker's table? */
 static inline bool reply_tuple_free(const vgw_ctab_t *t, const vgw_svc_t *svc, const vgw_be_t *be, uint32_t bi,
                                     uint32_t lip_idx, uint16_t lport, uint8_t proto)
@@ -735,16 +738,17 @@ uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, u
     uint8_t gen = (uint8_t)(c->gen + 1);
     memset(c, 0, sizeof *c);
     c->gen = gen;
-    c->lport = lport, c->rip = be->addr, c->rport = be->port, c->lip = svc->lips[li];
+    c->lport = lport, c->rport = be->port;
     c->proto = proto;
     if (v6) {
-        vgw_conn6_t *a = &t->a6[idx];
-        memcpy(a->cip, k6->src, 16), memcpy(a->vip, k6->dst, 16);
-        memcpy(a->lip, svc->lips6[li], 16), memcpy(a->rip, svc->be6[bi], 16);
-        c->cip = vgw_fold6(k6->src), c->vip = vgw_fold6(k6->dst), c->cport = k6->sport, c->vport = k6->dport;
+        memcpy(c->cip6, k6->src, 16);
+        vgw_conn_set_rip6(c, svc->be6[bi]);
+        c->vip6_id = svc->vip6_id, c->lip6_id = svc->lip6_ids[li];
+        c->cport = k6->sport, c->vport = k6->dport;
         c->af = VGW_AF_INET6;
     } else {
-        c->cip = k->src, c->vip = k->dst, c->cport = k->sport, c->vport = k->dport;
+        c->cip = k->src, c->vip = k->dst, c->lip = svc->lips[li], c->rip = be->addr;
+        c->cport = k->sport, c->vport = k->dport;
         c->af = VGW_AF_INET;
     }
     c->state = proto == VGW_PROTO_TCP ? VGW_TCP_NONE : VGW_UDP_NORMAL;
@@ -752,9 +756,7 @@ uint32_t vgw_conn_create(vgw_worker_t *w, const vgw_svc_t *svc, const pm_t *m, u
     c->expire = now;
     c->be_uid = (uint16_t)be->uid;
     c->svc_uid = svc->uid;
-    if (v6)
-        conn_deltas6(c, &t->a6[idx]);
-    else
+    if (!v6)
         vgw_conn_deltas(c);
     vgw_ctab_insert(t, idx);
     if (proto == VGW_PROTO_TCP && !(xflags & VGW_CF_PROXY)) {
@@ -814,9 +816,10 @@ void vgw_conn_forward(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t
         (m->proto == VGW_PROTO_TCP || !first))
         vgw_sync_note(w, c, now);
     if (VGW_UNLIKELY(c->af == VGW_AF_INET6)) {
-        const vgw_conn6_t *a = &w->ct.a6[idx];
-        xlate6(m->l3, m->l4, m->proto, c, a, dir, spd);
-        set_forward6(v, dir == 0 ? VGW_PORT_INT : VGW_PORT_EXT, dir == 0 ? a->rip : a->cip);
+        vgw_conn_addrs6_t a;
+        vgw_conn_addrs6(&w->ct, c, &a);
+        xlate6(m->l3, m->l4, m->proto, c, &a, dir, spd);
+        set_forward6(v, dir == 0 ? VGW_PORT_INT : VGW_PORT_EXT, dir == 0 ? a.rip : a.cip);
     } else {
         xlate(m->l3, m->l4, m->proto, c, dir, spd);
         set_forward(v, dir == 0 ? VGW_PORT_INT : VGW_PORT_EXT, dir == 0 ? c->rip : c->cip);
@@ -1066,7 +1069,9 @@ static void handle_icmp6_error(vgw_worker_t *w, vgw_pkt_t *p, pm_t *m, uint32_t 
     if (m->l3[7] <= 1)
         return set_drop(w, v, VGW_DROP_TTL_EXCEEDED);
     const vgw_conn_t *c = &w->ct.conns[ref >> 1];
-    const vgw_conn6_t *a = &w->ct.a6[ref >> 1];
+    vgw_conn_addrs6_t addrs;
+    vgw_conn_addrs6(&w->ct, c, &addrs);
+    const vgw_conn_addrs6_t *a = &addrs;
     const uint8_t *osrc, *odst, *nisrc, *nidst;
     uint16_t nisport, nidport;
     if (want_dir == 1) {
@@ -1129,8 +1134,6 @@ void vgw_worker_process(vgw_worker_t *w, vgw_pkt_t *pkts, vgw_verdict_t *out, ui
         uint16_t tag = vgw_tag(pm[i].hash);
         for (uint32_t s = 0; s < VGW_BUCKET_SLOTS; s++) {
             if (b->tag[s] == tag) {
-                if (pm[i].af == VGW_AF_INET6)
-                    vgw_prefetch_w(&w->ct.a6[b->ref[s] >> 1]);
                 vgw_prefetch_w(&w->ct.conns[b->ref[s] >> 1]);
                 break;
             }
@@ -1176,9 +1179,10 @@ int vgw_worker_conn_find_af(vgw_worker_t *w, uint8_t af, uint8_t proto, const vg
     memset(out, 0, sizeof *out);
     out->af = c->af, out->proto = c->proto, out->state = c->state, out->flags = c->flags;
     if (c->af == VGW_AF_INET6) {
-        const vgw_conn6_t *a = &w->ct.a6[ref >> 1];
-        memcpy(out->cip.v6, a->cip, 16), memcpy(out->vip.v6, a->vip, 16);
-        memcpy(out->lip.v6, a->lip, 16), memcpy(out->rip.v6, a->rip, 16);
+        vgw_conn_addrs6_t a;
+        vgw_conn_addrs6(&w->ct, c, &a);
+        memcpy(out->cip.v6, a.cip, 16), memcpy(out->vip.v6, a.vip, 16);
+        memcpy(out->lip.v6, a.lip, 16), memcpy(out->rip.v6, a.rip, 16);
     } else {
         out->cip.v4 = c->cip, out->vip.v4 = c->vip, out->lip.v4 = c->lip, out->rip.v4 = c->rip;
     }

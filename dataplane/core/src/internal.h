@@ -4,6 +4,7 @@
 #define VGW_INTERNAL_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -225,6 +226,8 @@ typedef struct vgw_svc {
     uint8_t vip6[16];
     uint8_t (*lips6)[16];
     uint8_t (*be6)[16]; /* [nbackends], parallel to backends */
+    uint16_t vip6_id;   /* the VIP's and LIPs' ids in the node's address table */
+    uint16_t *lip6_ids; /* [nlips] */
     /* flood protection (vgw_cfg_protect_t), rates and counts already divided among workers */
     uint8_t synproxy, rst_unknown;
     uint32_t auto_halfopen_w, auto_syn_rate_w;
@@ -335,39 +338,81 @@ void vgw_reg_release(vgw_registry_t *r, uint64_t key);
 #define VGW_CF_SYNCED 0x40u   /* learned from a peer node's connection sync, not created here */
 #define VGW_CF_USED 0x80u
 
-/* One cache line per connection. Both directions' keys live here, so a hit in either direction
- * needs exactly this line. An IPv6 connection (af == VGW_AF_INET6) keeps its four full addresses
- * in the table's side array (vgw_conn6_t, same index), a second line, and vgw_fold6() of each here
- * (for the per-LIP and per-source bookkeeping that keys on 32 bits). */
+/* One cache line per connection, for both families. Both directions' keys live here, so a hit in
+ * either direction needs exactly this line. An IPv6 connection (af == VGW_AF_INET6) keeps its
+ * client and backend addresses inline, in the bytes IPv4 uses for its four addresses, its IP
+ * checksum deltas and its SYN proxy state (IPv6 has no header checksum, and no SYN proxy yet),
+ * and its VIP and LIP as ids into the node's IPv6 address table (vgw_addr6_tab_t), where its L4
+ * checksum deltas would be: those it computes per packet. The fields both families use keep their
+ * IPv4 offsets, so a persisted IPv4 table keeps its layout. */
 typedef struct vgw_conn {
-    uint32_t cip, vip, lip, rip;         /* network order */
+    union {
+        struct {
+            uint32_t cip, vip, lip, rip; /* IPv4, network order */
+        };
+        uint8_t cip6[16]; /* IPv6 */
+    };
     uint16_t cport, vport, lport, rport; /* network order */
     uint8_t proto, af, state, flags;
-    uint32_t expire;      /* ms, compared wrap-safe */
-    uint16_t ip_delta[2]; /* per direction: RFC 1624 delta of the address rewrite */
-    uint16_t l4_delta[2]; /* ... plus the port rewrite and pseudo header */
-    uint32_t rs_isn1;     /* server ISN + 1: client segments acking it get TOA */
-    uint16_t be_uid;      /* < VGW_MAX_BACKENDS */
+    uint32_t expire; /* ms, compared wrap-safe */
+    union {
+        uint16_t ip_delta[2]; /* IPv4, per direction: RFC 1624 delta of the address rewrite */
+        uint8_t rip6_head[4]; /* IPv6: the backend's first 4 bytes (vgw_conn_rip6) */
+    };
+    union {
+        uint16_t l4_delta[2]; /* IPv4: ... plus the port rewrite and pseudo header */
+        struct {
+            uint16_t vip6_id, lip6_id; /* IPv6: in the node's address table */
+        };
+    };
+    uint32_t rs_isn1; /* server ISN + 1: client segments acking it get TOA */
+    uint16_t be_uid;  /* < VGW_MAX_BACKENDS */
     uint16_t svc_uid;
-    /* SYN proxy (VGW_CF_PROXY). While VGW_CF_SP_WAIT: sp_seq = our cookie ISN and sp_ts = the
-     * TSval we sent the client; afterwards the deltas server - ours (seq) and ours - server (ts). */
-    uint32_t sp_seq;
-    uint32_t sp_ts;
-    uint16_t sp_win;     /* the client's window in its validating ACK (for our ACK to the server) */
-    uint8_t sp_ws[2];    /* per direction: left shift << 4 | right shift applied to the window */
-    uint8_t held;        /* slot + 1 of a client segment held while waiting; 0 = none */
-    uint8_t gen;         /* bumped on every allocation of this record (eviction ring check) */
-    uint16_t sync_t;     /* connection sync: (now_ms >> 10) when peers last heard of it (sync.c) */
+    union {
+        /* SYN proxy (VGW_CF_PROXY), IPv4. While VGW_CF_SP_WAIT: sp_seq = our cookie ISN and sp_ts
+         * = the TSval we sent the client; afterwards the deltas server - ours (seq) and ours -
+         * server (ts). */
+        struct {
+            uint32_t sp_seq;
+            uint32_t sp_ts;
+            uint16_t sp_win; /* the client's window in its validating ACK (for our ACK to the server) */
+            uint8_t sp_ws[2]; /* per direction: left shift << 4 | right shift applied to the window */
+        };
+        uint8_t rip6_tail[12]; /* IPv6: the backend's last 12 bytes */
+    };
+    uint8_t held;    /* slot + 1 of a client segment held while waiting; 0 = none */
+    uint8_t gen;     /* bumped on every allocation of this record (eviction ring check) */
+    uint16_t sync_t; /* connection sync: (now_ms >> 10) when peers last heard of it (sync.c) */
 } __attribute__((aligned(64))) vgw_conn_t;
 
 _Static_assert(sizeof(vgw_conn_t) == 64, "connection record must stay one cache line");
+_Static_assert(offsetof(vgw_conn_t, cport) == 16 && offsetof(vgw_conn_t, expire) == 28 &&
+                   offsetof(vgw_conn_t, ip_delta) == 32 && offsetof(vgw_conn_t, rs_isn1) == 40 &&
+                   offsetof(vgw_conn_t, sp_seq) == 48 && offsetof(vgw_conn_t, held) == 60,
+               "the IPv4 layout is the persisted one (persist.h): change it only with VGW_PERSIST_LAYOUT");
 
-/* The full addresses of IPv6 connection idx: one cache line beside its record. */
-typedef struct vgw_conn6 {
+/* The node's IPv6 VIP and LIP addresses by 16-bit id, as IPv6 connection records name them.
+ * Append-only: an id names one address for the life of the process, so a record never needs to
+ * know whether its service still exists. Written by the control thread before the state that
+ * uses an id is published (release order), read by workers. */
+#define VGW_ADDR6_MAX 65535u    /* ids 0 .. VGW_ADDR6_MAX - 1 */
+#define VGW_ADDR6_SLOTS 131072u /* the control thread's address -> id index, at most half full */
+typedef struct vgw_addr6_tab {
+    uint8_t (*addr)[16]; /* [VGW_ADDR6_MAX] */
+    uint32_t *slot;      /* [VGW_ADDR6_SLOTS]: id + 1, 0 = empty */
+    uint32_t count;
+} vgw_addr6_tab_t;
+int vgw_addr6_init(vgw_addr6_tab_t *t); /* 0, or -1 when out of memory */
+void vgw_addr6_fini(vgw_addr6_tab_t *t);
+/* a's id, giving it the next one if it has none; VGW_UID_NONE when the table is full. */
+uint32_t vgw_addr6_intern(vgw_addr6_tab_t *t, const uint8_t *a);
+/* a's id, or VGW_UID_NONE. */
+uint32_t vgw_addr6_find(const vgw_addr6_tab_t *t, const uint8_t *a);
+
+/* The four addresses of an IPv6 connection, gathered from its record and the address table. */
+typedef struct vgw_conn_addrs6 {
     uint8_t cip[16], vip[16], lip[16], rip[16];
-} __attribute__((aligned(64))) vgw_conn6_t;
-
-_Static_assert(sizeof(vgw_conn6_t) == 64, "IPv6 addresses of a connection must stay one cache line");
+} vgw_conn_addrs6_t;
 
 static inline uint32_t vgw_fold6(const uint8_t *a)
 {
@@ -396,7 +441,8 @@ typedef struct vgw_ctab {
     uint32_t count;
     uint32_t free_top;
     vgw_conn_t *conns;
-    vgw_conn6_t *a6; /* [capacity]: IPv6 addresses; NULL until the node has an IPv6 service */
+    const uint8_t (*addr6)[16]; /* the node's IPv6 address table (vgw_addr6_tab_t.addr); NULL until
+                                 * the node has an IPv6 service */
     uint32_t *free_stack;
     uint32_t sweep_pos;
     uint64_t seed;
@@ -430,8 +476,8 @@ uint64_t vgw_ctab_nbuckets(uint32_t capacity);
  * stack, else the caller rebuilds the derived state from the records. */
 int vgw_ctab_init_ext(vgw_ctab_t *t, uint32_t capacity, uint64_t seed, vgw_conn_t *conns, vgw_bucket_t *buckets,
                       bool fresh);
-/* Allocates the IPv6 side array (once; 0 or -1). */
-int vgw_ctab_enable_v6(vgw_ctab_t *t);
+/* Gives the table the node's IPv6 address table (records name VIPs and LIPs by id in it). */
+void vgw_ctab_enable_v6(vgw_ctab_t *t, const uint8_t (*addr6)[16]);
 /* Empties the index and inserts every record in use again (count follows). */
 void vgw_ctab_rebuild_index(vgw_ctab_t *t);
 
@@ -492,28 +538,45 @@ static inline bool vgw_conn_match(const vgw_conn_t *c, uint32_t dir, const vgw_k
         return c->cip == k->src && c->vip == k->dst && c->cport == k->sport && c->vport == k->dport;
     return c->rip == k->src && c->lip == k->dst && c->rport == k->sport && c->lport == k->dport;
 }
+static inline void vgw_conn_rip6(const vgw_conn_t *c, uint8_t *out)
+{
+    memcpy(out, c->rip6_head, 4);
+    memcpy(out + 4, c->rip6_tail, 12);
+}
+static inline void vgw_conn_set_rip6(vgw_conn_t *c, const uint8_t *a)
+{
+    memcpy(c->rip6_head, a, 4);
+    memcpy(c->rip6_tail, a + 4, 12);
+}
+static inline void vgw_conn_addrs6(const vgw_ctab_t *t, const vgw_conn_t *c, vgw_conn_addrs6_t *a)
+{
+    memcpy(a->cip, c->cip6, 16);
+    memcpy(a->vip, t->addr6[c->vip6_id], 16);
+    memcpy(a->lip, t->addr6[c->lip6_id], 16);
+    vgw_conn_rip6(c, a->rip);
+}
 static inline bool vgw_conn_match6(const vgw_ctab_t *t, uint32_t idx, uint32_t dir, const vgw_key6_t *k)
 {
     const vgw_conn_t *c = &t->conns[idx];
     if (c->proto != k->proto || c->af != VGW_AF_INET6)
         return false;
-    const vgw_conn6_t *a = &t->a6[idx];
     if (dir == 0)
-        return c->cport == k->sport && c->vport == k->dport && memcmp(a->cip, k->src, 16) == 0 &&
-               memcmp(a->vip, k->dst, 16) == 0;
-    return c->rport == k->sport && c->lport == k->dport && memcmp(a->rip, k->src, 16) == 0 &&
-           memcmp(a->lip, k->dst, 16) == 0;
+        return c->cport == k->sport && c->vport == k->dport && memcmp(c->cip6, k->src, 16) == 0 &&
+               memcmp(t->addr6[c->vip6_id], k->dst, 16) == 0;
+    return c->rport == k->sport && c->lport == k->dport && memcmp(c->rip6_head, k->src, 4) == 0 &&
+           memcmp(c->rip6_tail, k->src + 4, 12) == 0 && memcmp(t->addr6[c->lip6_id], k->dst, 16) == 0;
 }
 static inline void vgw_conn_key6(const vgw_ctab_t *t, uint32_t idx, uint32_t dir, vgw_key6_t *k)
 {
     const vgw_conn_t *c = &t->conns[idx];
-    const vgw_conn6_t *a = &t->a6[idx];
     memset(k, 0, sizeof(*k));
     k->proto = c->proto;
     if (dir == 0) {
-        memcpy(k->src, a->cip, 16), memcpy(k->dst, a->vip, 16), k->sport = c->cport, k->dport = c->vport;
+        memcpy(k->src, c->cip6, 16), memcpy(k->dst, t->addr6[c->vip6_id], 16), k->sport = c->cport,
+            k->dport = c->vport;
     } else {
-        memcpy(k->src, a->rip, 16), memcpy(k->dst, a->lip, 16), k->sport = c->rport, k->dport = c->lport;
+        vgw_conn_rip6(c, k->src), memcpy(k->dst, t->addr6[c->lip6_id], 16), k->sport = c->rport,
+            k->dport = c->lport;
     }
 }
 static inline void vgw_conn_key(const vgw_conn_t *c, uint32_t dir, vgw_key4_t *k)
@@ -562,10 +625,11 @@ struct vgw_dp {
     /* Connection sync takeover (sync.c): LIPs of failed peers this node answers for. Open
      * addressing over atomic slots (0 = empty, VGW_FOREIGN_GONE = removed), written by the control
      * thread, read by workers only for packets to an address that is not the node's own. */
-    /* An IPv6 service was applied: every worker has its IPv6 side array (conn.c), allocated by
-     * the apply that brought the first one (or at the worker's creation after it), so a node
-     * that serves IPv4 only never pays for it. */
+    /* An IPv6 service was applied: the address table exists and every worker's connection table
+     * has it (conn.c), given by the apply that brought the first one (or at the worker's creation
+     * after it), so a node that serves IPv4 only never pays for it. */
     bool v6;
+    vgw_addr6_tab_t addr6;
     _Atomic uint32_t foreign_n;
     _Atomic uint32_t foreign[VGW_FOREIGN_SLOTS];
     /* Build marks: which uids the generation being built keeps (stamp == build_seq). */

@@ -332,8 +332,8 @@ static uint32_t remap(vgw_worker_t *w, const vgw_state_t *st)
     const vgw_svc_t *last = NULL;
     for (uint32_t i = 0; i < t->capacity; i++) {
         vgw_conn_t *c = &t->conns[i];
-        if (!(c->flags & VGW_CF_USED))
-            continue;
+        if (!(c->flags & VGW_CF_USED) || c->af != VGW_AF_INET)
+            continue; /* IPv6 records were dropped at attach (record_sane) */
         const vgw_svc_t *s = last;
         if (!s || s->vip != c->vip || s->port != c->vport || s->proto != c->proto)
             s = have ? vgw_state_find_svc(st, c->vip, c->vport, c->proto) : NULL;
@@ -375,8 +375,9 @@ static uint32_t restore(vgw_worker_t *w, uint32_t shift, uint32_t now, vgw_persi
             c->expire += shift;
             c->sync_t = (uint16_t)(c->sync_t + (shift >> 10));
             if (c->af == VGW_AF_INET6) {
-                /* Its full addresses were in the side array of the old process (conn.c): the
-                 * record alone cannot be continued. The index check then fails: rebuilt. */
+                /* Its VIP and LIP are ids into the old process's IPv6 address table (internal.h),
+                 * which a file does not keep: the record alone cannot be continued. The index
+                 * check then fails: rebuilt. */
                 rep->v6_lost++;
                 c->flags = 0;
             } else if (!record_sane(c) || (int32_t)(c->expire - now) > (int32_t)MAX_EXPIRE_MS) {

@@ -34,7 +34,7 @@ static void svc_put(vgw_svc_t *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
-    free(s->backends), free(s->cand), free(s->lips), free(s->lips6), free(s->be6);
+    free(s->backends), free(s->cand), free(s->lips), free(s->lips6), free(s->be6), free(s->lip6_ids);
     vgw_table_put(s->tab);
     free(s);
 }
@@ -246,7 +246,7 @@ static uint32_t per_worker(uint32_t v, uint32_t nworkers)
     return v ? (v + nworkers - 1) / nworkers : 0;
 }
 
-static vgw_svc_t *build_service(const vgw_cfg_t *cfg, const vgw_cfg_service_t *cs, const vgw_svc_t *p,
+static vgw_svc_t *build_service(const vgw_dp_t *dp, const vgw_cfg_t *cfg, const vgw_cfg_service_t *cs, const vgw_svc_t *p,
                                 uint32_t nworkers)
 {
     vgw_svc_t *s = calloc(1, sizeof *s);
@@ -282,8 +282,10 @@ static vgw_svc_t *build_service(const vgw_cfg_t *cfg, const vgw_cfg_service_t *c
     if (v6) {
         s->be6 = calloc(cs->nbackends ? cs->nbackends : 1, 16);
         s->lips6 = calloc(cs->nlips ? cs->nlips : 1, 16);
+        s->lip6_ids = calloc(cs->nlips ? cs->nlips : 1, sizeof(uint16_t));
+        s->vip6_id = (uint16_t)vgw_addr6_find(&dp->addr6, cs->vip.v6); /* interned by intern_v6 */
     }
-    if (!s->backends || !s->cand || !s->lips || (v6 && (!s->be6 || !s->lips6)))
+    if (!s->backends || !s->cand || !s->lips || (v6 && (!s->be6 || !s->lips6 || !s->lip6_ids)))
         goto oom;
     for (uint32_t j = 0; j < cs->nbackends; j++) {
         const vgw_cfg_backend_t *b = &cs->backends[j];
@@ -301,8 +303,10 @@ static vgw_svc_t *build_service(const vgw_cfg_t *cfg, const vgw_cfg_service_t *c
     s->nlips = cs->nlips;
     for (uint32_t j = 0; j < cs->nlips; j++) {
         s->lips[j] = v6 ? vgw_fold6(cs->lips[j].v6) : cs->lips[j].v4;
-        if (v6)
+        if (v6) {
             memcpy(s->lips6[j], cs->lips[j].v6, 16);
+            s->lip6_ids[j] = (uint16_t)vgw_addr6_find(&dp->addr6, cs->lips[j].v6);
+        }
     }
     if (table_reusable(p, s)) {
         atomic_fetch_add_explicit(&p->tab->refs, 1, memory_order_relaxed);
@@ -497,7 +501,7 @@ static vgw_state_t *build_state(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, s
             plan[i].svc = p;
             continue;
         }
-        plan[i].svc = build_service(cfg, cs, p, dp->nworkers);
+        plan[i].svc = build_service(dp, cfg, cs, p, dp->nworkers);
         if (!plan[i].svc)
             goto oom;
         plan[i].built = true;
@@ -586,24 +590,46 @@ void vgw_dp_destroy(vgw_dp_t *dp)
     }
     vgw_reg_fini(&dp->svc_reg), vgw_reg_fini(&dp->be_reg);
     free(dp->be_stamp), free(dp->be_new_base);
+    vgw_addr6_fini(&dp->addr6);
     free(dp);
 }
 
-/* The first configuration with an IPv6 service gives every worker its IPv6 side array before
- * any worker can see such a service (the state is published after, with release order). A
- * failure leaves the state as it was; arrays already given stay (harmless, used later). */
-static int enable_v6(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, size_t errlen)
+/* The first configuration with an IPv6 service creates the address table and gives it to every
+ * worker before any worker can see such a service (the state is published after, with release
+ * order); every configuration's IPv6 VIPs and LIPs get their ids here, so building its state only
+ * looks them up. A failure leaves the state as it was; ids already given stay (harmless: an id
+ * only ever names its address). */
+static int intern_v6(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, size_t errlen)
 {
-    if (dp->v6 || !vgw_cfg_first_of_af(cfg, VGW_AF_INET6))
+    if (!vgw_cfg_first_of_af(cfg, VGW_AF_INET6))
         return 0;
-    for (uint32_t i = 0; i < dp->nworkers; i++) {
-        vgw_worker_t *w = atomic_load(&dp->workers[i]);
-        if (w && vgw_ctab_enable_v6(&w->ct)) {
-            snprintf(err, errlen, "out of memory for the IPv6 connection addresses (64 bytes per connection)");
+    if (!dp->v6) {
+        if (vgw_addr6_init(&dp->addr6)) {
+            snprintf(err, errlen, "out of memory for the IPv6 address table");
+            return -1;
+        }
+        for (uint32_t i = 0; i < dp->nworkers; i++) {
+            vgw_worker_t *w = atomic_load(&dp->workers[i]);
+            if (w)
+                vgw_ctab_enable_v6(&w->ct, (const uint8_t(*)[16])dp->addr6.addr);
+        }
+        dp->v6 = true;
+    }
+    for (uint32_t i = 0; i < cfg->nservices; i++) {
+        const vgw_cfg_service_t *cs = cfg->services[i];
+        if (cs->af != VGW_AF_INET6)
+            continue;
+        bool ok = vgw_addr6_intern(&dp->addr6, cs->vip.v6) != VGW_UID_NONE;
+        for (uint32_t j = 0; ok && j < cs->nlips; j++)
+            ok = vgw_addr6_intern(&dp->addr6, cs->lips[j].v6) != VGW_UID_NONE;
+        if (!ok) {
+            snprintf(err, errlen,
+                     "service %s: the IPv6 address table is full (%u distinct IPv6 VIPs and LIPs since this "
+                     "forwarder started); a restart starts a new one",
+                     cs->name, VGW_ADDR6_MAX);
             return -1;
         }
     }
-    dp->v6 = true;
     return 0;
 }
 
@@ -618,7 +644,7 @@ int vgw_dp_apply(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, size_t errlen)
                  (unsigned long long)cfg->generation, (unsigned long long)cur);
         return -1;
     }
-    if (enable_v6(dp, cfg, err, errlen))
+    if (intern_v6(dp, cfg, err, errlen))
         return -1;
     vgw_state_t *st = build_state(dp, cfg, err, errlen);
     if (!st)

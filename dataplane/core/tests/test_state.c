@@ -204,6 +204,67 @@ static void test_retired_states_keep_their_services(void **state)
     assert_int_equal(c->backends[0].addr, tu_ip(198, 18, 1, 7));
 }
 
+/* A document of one IPv6 service whose VIP and 256 LIPs are all new in round r (2001:db8:r::/48). */
+static char *v6_round(uint64_t generation, unsigned r)
+{
+    size_t cap = 64 * 1024, n = 0;
+    char *t = malloc(cap);
+    assert_non_null(t);
+    n += (size_t)snprintf(t + n, cap - n, "vgw-config 1\ngeneration %llu\nservice a tcp 2001:db8:%x::1 80 wlc\n",
+                          (unsigned long long)generation, r);
+    for (unsigned l = 0; l < 256; l++)
+        n += (size_t)snprintf(t + n, cap - n, "lip a 2001:db8:%x::%x\n", r, l + 2);
+    snprintf(t + n, cap - n, "backend a 2001:db8:ffff::1 80 1 active\nend\n");
+    return t;
+}
+
+static void apply_text(fixture_t *f, const char *text, char *err, size_t errlen, int want)
+{
+    vgw_cfg_t *cfg = NULL;
+    assert_int_equal(vgw_cfg_parse(text, strlen(text), &cfg, err, errlen), 0);
+    assert_int_equal(vgw_dp_apply(f->dp, cfg, err, errlen), want);
+    if (want == 0) {
+        vgw_cfg_free(f->cfg);
+        f->cfg = cfg;
+    } else {
+        vgw_cfg_free(cfg);
+    }
+    settle(f);
+}
+
+/* IPv6 records name their VIP and LIP by id: ids are never reused for another address, and an
+ * apply that needs more than the table holds is refused whole, with a message. */
+static void test_ipv6_address_ids_last_and_their_table_refuses_when_full(void **state)
+{
+    fixture_t *f = *state;
+    char err[256];
+    uint64_t gen = 2;
+    for (unsigned r = 0; r < VGW_ADDR6_MAX / 257; r++) { /* 255 rounds x 257 new addresses: full */
+        char *t = v6_round(gen++, r);
+        apply_text(f, t, err, sizeof err, 0);
+        free(t);
+    }
+    assert_int_equal(f->dp->addr6.count, VGW_ADDR6_MAX);
+    /* The first round's VIP still has id 0, though no service has used it for 254 applies. */
+    uint8_t first[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    assert_int_equal(vgw_addr6_find(&f->dp->addr6, first), 0);
+    assert_memory_equal(f->dp->addr6.addr[0], first, 16);
+
+    uint64_t before = vgw_dp_generation(f->dp);
+    char *t = v6_round(gen++, 255);
+    apply_text(f, t, err, sizeof err, -1);
+    free(t);
+    assert_non_null(strstr(err, "service a: the IPv6 address table is full (65535 distinct IPv6 VIPs and LIPs"));
+    assert_int_equal(vgw_dp_generation(f->dp), before);
+    assert_int_equal(f->dp->addr6.count, VGW_ADDR6_MAX);
+
+    /* Addresses the table knows still apply. */
+    t = v6_round(gen++, 7);
+    apply_text(f, t, err, sizeof err, 0);
+    free(t);
+    assert_int_equal(vgw_dp_generation(f->dp), gen - 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -212,6 +273,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_noop_and_full_reapply_share_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uids_released_and_reused_late, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retired_states_keep_their_services, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ipv6_address_ids_last_and_their_table_refuses_when_full, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
