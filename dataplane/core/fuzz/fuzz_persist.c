@@ -7,8 +7,9 @@
  * Input: byte 0 = flags (bit 0: recompute the header checksum after patching, so the fuzzer gets
  * past it; bit 1: leave the file marked open, as a crashed writer does; bits 2-3: worker count
  * 1..4 of the attaching engine), then patches, each [region (1)][offset (2, LE)][len (1)][bytes]:
- * region 0 = header, 1 = records, 2 = buckets, applied to a file a worker has just written with a
- * few real connections in it. The rest of the input after the last whole patch is ignored. */
+ * region 0 = header, 1 = records, 2 = buckets, 3 = the copy of the IPv6 address table, applied to
+ * a file a worker has just written with a few real connections of both families in it. The rest
+ * of the input after the last whole patch is ignored. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,11 @@ static const char CFG[] = "vgw-config 1\ngeneration 1\n"
                           "service web tcp 192.0.2.10 80 wlc toa=on\nlip web 198.18.0.1\n"
                           "backend web 198.18.1.1 8080 1 active\nbackend web 198.18.1.2 8080 1 active\n"
                           "service dns udp 192.0.2.10 53 maglev\nlip dns 198.18.0.1\n"
-                          "backend dns 198.18.1.3 53 1 active\nend\n";
+                          "backend dns 198.18.1.3 53 1 active\n"
+                          "service web6 tcp 2001:db8::10 80 wlc toa=on\nlip web6 2001:db8:ff::1\n"
+                          "backend web6 2001:db8:1::1 8080 1 active\nbackend web6 2001:db8:1::2 8080 1 active\nend\n";
+static const uint8_t VIP6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10};
+static const uint8_t CLIENT6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
 
 static char g_path[128];
 
@@ -68,6 +73,25 @@ static void frame(uint8_t *d, uint16_t *len, uint8_t proto, uint32_t src, uint32
     *len = (uint16_t)(14 + 20 + l4len);
 }
 
+/* An IPv6 TCP frame with a valid checksum; ports host order. */
+static void frame6(uint8_t *d, uint16_t *len, const uint8_t *src, const uint8_t *dst, uint16_t sp, uint16_t dp,
+                   uint8_t flags)
+{
+    memset(d, 0, 128);
+    d[12] = 0x86, d[13] = 0xdd;
+    uint8_t *l3 = d + 14, *l4 = l3 + 40;
+    l3[0] = 0x60, l3[5] = 20, l3[6] = VGW_PROTO_TCP, l3[7] = 64;
+    memcpy(l3 + 8, src, 16), memcpy(l3 + 24, dst, 16);
+    l4[0] = (uint8_t)(sp >> 8), l4[1] = (uint8_t)sp, l4[2] = (uint8_t)(dp >> 8), l4[3] = (uint8_t)dp;
+    l4[7] = 1, l4[12] = 0x50, l4[13] = flags, l4[14] = 0xff;
+    uint32_t s = VGW_PROTO_TCP + 20;
+    for (int i = 0; i < 32; i += 2)
+        s += (uint32_t)(l3[8 + i] << 8 | l3[9 + i]);
+    uint16_t c = csum(l4, 20, s);
+    l4[16] = (uint8_t)(c >> 8), l4[17] = (uint8_t)c;
+    *len = 14 + 40 + 20;
+}
+
 static void cleanup(void)
 {
     unlink(g_path);
@@ -86,6 +110,16 @@ static void run(vgw_worker_t *w, uint8_t proto, uint32_t src, uint32_t dst, uint
     uint8_t mem[256];
     vgw_pkt_t p = {.data = mem + 64, .headroom = 64, .tailroom = 64};
     frame(p.data, &p.len, proto, src, dst, sp, dp, fl);
+    vgw_verdict_t v;
+    vgw_worker_process(w, &p, &v, 1, now);
+}
+
+static void run6(vgw_worker_t *w, const uint8_t *src, const uint8_t *dst, uint16_t sp, uint16_t dp, uint8_t fl,
+                 uint64_t now)
+{
+    uint8_t mem[256];
+    vgw_pkt_t p = {.data = mem + 64, .headroom = 64, .tailroom = 64};
+    frame6(p.data, &p.len, src, dst, sp, dp, fl);
     vgw_verdict_t v;
     vgw_worker_process(w, &p, &v, 1, now);
 }
@@ -133,8 +167,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t vip = 0x0a0200c0u, client = 0x077100cbu; /* 192.0.2.10, 203.0.113.7 */
     /* The file a worker writes with a few connections, made once and restored before each input
      * (a new file per input would spend the time on creating and mapping it). */
-    static uint8_t tmpl[3][512 * 64];
-    static const size_t base[3] = {0, 2u << 20, 4u << 20}, span[3] = {256, CAP * 64, 512 * 64};
+    enum { NREG = 4 };
+    static uint8_t tmpl[NREG][512 * 64];
+    static const size_t base[NREG] = {0, 2u << 20, 4u << 20, VGW_PERSIST_HDR_SIZE},
+                        span[NREG] = {256, CAP * 64, 512 * 64, 64};
     if (!tmpl[0][0]) {
         dp = vgw_dp_create(&(vgw_dp_params_t){.nworkers = 1});
         if (!dp || vgw_dp_apply_text(dp, CFG, sizeof CFG - 1, e, sizeof e))
@@ -145,10 +181,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (uint16_t i = 0; i < 6; i++)
             run(w, i % 3 == 2 ? VGW_PROTO_UDP : VGW_PROTO_TCP, client, vip, (uint16_t)(1000 + i),
                 i % 3 == 2 ? 53 : 80, 0x02, 1000);
+        for (uint16_t i = 0; i < 3; i++)
+            run6(w, CLIENT6, VIP6, (uint16_t)(2000 + i), 80, 0x02, 1000);
         vgw_worker_destroy(w);
         vgw_dp_destroy(dp);
         int fd = open(g_path, O_RDONLY);
-        for (int r = 0; r < 3; r++)
+        for (int r = 0; r < NREG; r++)
             if (fd < 0 || pread(fd, tmpl[r], span[r], (off_t)base[r]) != (ssize_t)span[r])
                 abort();
         close(fd);
@@ -159,13 +197,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd = open(g_path, O_RDWR);
     if (fd < 0)
         abort();
-    uint8_t buf[256 + CAP * 64 + 512 * 64];
-    uint8_t *reg[3] = {buf, buf + 256, buf + 256 + CAP * 64};
-    for (int r = 0; r < 3; r++)
+    uint8_t buf[256 + CAP * 64 + 512 * 64 + 64];
+    uint8_t *reg[NREG] = {buf, buf + 256, buf + 256 + CAP * 64, buf + 256 + CAP * 64 + 512 * 64};
+    for (int r = 0; r < NREG; r++)
         memcpy(reg[r], tmpl[r], span[r]);
     size_t i = 1;
     while (i + 4 <= size) {
-        uint8_t region = data[i] % 3;
+        uint8_t region = data[i] % NREG;
         size_t off = (size_t)(data[i + 1] | data[i + 2] << 8) % span[region];
         size_t n = data[i + 3];
         if (i + 4 + n > size)
@@ -185,7 +223,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint64_t sum = vgw_persist_hdr_sum(h);
         memcpy(reg[0] + 112, &sum, 8);
     }
-    for (int r = 0; r < 3; r++)
+    for (int r = 0; r < NREG; r++)
         if (pwrite(fd, reg[r], span[r], (off_t)base[r]) != (ssize_t)span[r])
             abort();
     if (ftruncate(fd, (off_t)vgw_persist_file_size(CAP)) != 0)
@@ -206,6 +244,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const vgw_conn_t c = w->ct.conns[k];
             if (!(c.flags & VGW_CF_USED) || (c.proto != VGW_PROTO_TCP && c.proto != VGW_PROTO_UDP))
                 continue;
+            if (c.af == VGW_AF_INET6) {
+                vgw_conn_addrs6_t a;
+                vgw_conn_addrs6(&w->ct, &c, &a);
+                run6(w, a.cip, a.vip, (uint16_t)(c.cport >> 8 | c.cport << 8), (uint16_t)(c.vport >> 8 | c.vport << 8),
+                     0x10, 2000);
+                run6(w, a.rip, a.lip, (uint16_t)(c.rport >> 8 | c.rport << 8), (uint16_t)(c.lport >> 8 | c.lport << 8),
+                     0x11, 2000);
+                continue;
+            }
             run(w, c.proto, c.cip, c.vip, (uint16_t)(c.cport >> 8 | c.cport << 8),
                 (uint16_t)(c.vport >> 8 | c.vport << 8), 0x10, 2000);
             run(w, c.proto, c.rip, c.lip, (uint16_t)(c.rport >> 8 | c.rport << 8),
@@ -213,6 +260,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         for (uint16_t k = 0; k < 8; k++)
             run(w, VGW_PROTO_TCP, client, vip, (uint16_t)(3000 + k), 80, 0x02, 3000);
+        for (uint16_t k = 0; k < 4; k++)
+            run6(w, CLIENT6, VIP6, (uint16_t)(4000 + k), 80, 0x02, 3000);
         vgw_worker_housekeep(w, 400000, CAP);
         check(w);
         vgw_worker_destroy(w);

@@ -484,6 +484,8 @@ void vgw_ctab_rebuild_index(vgw_ctab_t *t);
 /* persist.c: the table of worker w in the file params->persist names (vgw/persist.h). 0, or -1
  * with the report's status/err set (and w->ct left empty). */
 int vgw_persist_open(vgw_worker_t *w, const vgw_worker_params_t *params, uint64_t seed);
+/* Brings the copy of the node's IPv6 address table in w's file (if it has one) up to the table. */
+void vgw_persist_addr6_write(vgw_worker_t *w);
 /* Marks the file closed cleanly and unmaps it (the workers must not run). */
 void vgw_persist_close(vgw_worker_t *w);
 /* The header's checksum over its fixed fields (exposed for the fuzzer, which forges headers). */
@@ -640,6 +642,10 @@ struct vgw_dp {
      * reused uid's counter starts from zero for its new backend (vgw_dp_backend_counters). */
     uint64_t *be_new_base; /* VGW_MAX_BACKENDS */
 };
+
+/* Creates the node's IPv6 address table and gives it to every worker (once; 0 or -1 when out of
+ * memory). */
+int vgw_dp_enable_v6(vgw_dp_t *dp);
 
 /* Sum over the workers of be_new[uid]: plain reads of counters only their worker writes. */
 uint64_t vgw_dp_be_new_sum(const vgw_dp_t *dp, uint32_t uid);

@@ -45,12 +45,19 @@ typedef struct phdr {
     uint32_t open; /* 1 while a process has it attached; 0 once one closed it cleanly */
     uint32_t pid;
     uint32_t attaches;
-    uint32_t reserved;
+    uint32_t addr6_count; /* entries of the IPv6 address table's copy (ADDR6_OFF); 0 in older files */
     int64_t clock_offset_ms; /* the writer's now_ms + this = CLOCK_MONOTONIC ms */
     char writer[64];
 } phdr_t;
 
 _Static_assert(sizeof(phdr_t) <= VGW_PERSIST_HDR_SIZE, "header must fit its page");
+
+/* IPv6 records name their VIP and LIP by id in the node's address table (internal.h), so the
+ * table outlives the process too: each worker's file keeps a copy in the header's padding (bytes
+ * older files left zero: their count, 0, says there is none), written before a connection can
+ * name an id. */
+#define ADDR6_OFF VGW_PERSIST_HDR_SIZE
+_Static_assert(ADDR6_OFF + 16ull * VGW_ADDR6_MAX <= HUGE_2M, "the address table must fit the header's padding");
 
 struct vgw_pfile {
     int fd;
@@ -283,6 +290,16 @@ static uint64_t be_ikey(uint32_t svc_uid, uint32_t addr, uint16_t port)
     return (1ULL << 63) | (uint64_t)(svc_uid & 0x7fff) << 48 | (uint64_t)port << 32 | addr;
 }
 
+/* An IPv6 backend's 32 bits in be_ikey: a hash of its address. Services have one family, so two
+ * backends of one service collide only on the hash (then one of them gets the other's WLC count:
+ * accounting, never forwarding). */
+static uint32_t be_addr6_key(const uint8_t *a)
+{
+    uint64_t h[2];
+    memcpy(h, a, 16);
+    return (uint32_t)vgw_mix64(h[0] ^ vgw_mix64(h[1] + 0x9e3779b97f4a7c15ULL));
+}
+
 static int be_index_build(be_index_t *x, const vgw_state_t *st)
 {
     uint64_t n = 0;
@@ -299,7 +316,8 @@ static int be_index_build(be_index_t *x, const vgw_state_t *st)
     for (uint32_t i = 0; i < st->nservices; i++) {
         const vgw_svc_t *s = st->services[i];
         for (uint32_t j = 0; j < s->nbackends; j++) {
-            uint64_t k = be_ikey(s->uid, s->backends[j].addr, s->backends[j].port);
+            uint32_t a = s->af == VGW_AF_INET6 ? be_addr6_key(s->be6[j]) : s->backends[j].addr;
+            uint64_t k = be_ikey(s->uid, a, s->backends[j].port);
             uint32_t at = (uint32_t)vgw_mix64(k) & x->mask;
             while (x->keys[at] && x->keys[at] != k)
                 at = (at + 1) & x->mask;
@@ -332,12 +350,22 @@ static uint32_t remap(vgw_worker_t *w, const vgw_state_t *st)
     const vgw_svc_t *last = NULL;
     for (uint32_t i = 0; i < t->capacity; i++) {
         vgw_conn_t *c = &t->conns[i];
-        if (!(c->flags & VGW_CF_USED) || c->af != VGW_AF_INET)
-            continue; /* IPv6 records were dropped at attach (record_sane) */
+        if (!(c->flags & VGW_CF_USED))
+            continue;
         const vgw_svc_t *s = last;
-        if (!s || s->vip != c->vip || s->port != c->vport || s->proto != c->proto)
-            s = have ? vgw_state_find_svc(st, c->vip, c->vport, c->proto) : NULL;
-        uint32_t be = s ? be_index_find(&bx, s->uid, c->rip, c->rport) : UINT32_MAX;
+        uint32_t be;
+        if (c->af == VGW_AF_INET6) {
+            uint8_t rip[16];
+            vgw_conn_rip6(c, rip);
+            const uint8_t *vip = t->addr6[c->vip6_id];
+            if (!s || s->af != VGW_AF_INET6 || memcmp(s->vip6, vip, 16) || s->port != c->vport || s->proto != c->proto)
+                s = have ? vgw_state_find_svc6(st, vip, c->vport, c->proto) : NULL;
+            be = s ? be_index_find(&bx, s->uid, be_addr6_key(rip), c->rport) : UINT32_MAX;
+        } else {
+            if (!s || s->af != VGW_AF_INET || s->vip != c->vip || s->port != c->vport || s->proto != c->proto)
+                s = have ? vgw_state_find_svc(st, c->vip, c->vport, c->proto) : NULL;
+            be = s ? be_index_find(&bx, s->uid, c->rip, c->rport) : UINT32_MAX;
+        }
         last = s ? s : last;
         c->svc_uid = (uint16_t)(s ? s->uid : ORPHAN_SVC);
         c->be_uid = (uint16_t)(be != UINT32_MAX ? be : ORPHAN_BE);
@@ -353,19 +381,87 @@ uint32_t vgw_worker_persist_remap(vgw_worker_t *w)
     return remap(w, atomic_load(&w->dp->state));
 }
 
+/* ---- the IPv6 address table's copy ---------------------------------------------------------- */
+
+static uint8_t (*file_addr6(const struct vgw_pfile *pf))[16]
+{
+    return (uint8_t(*)[16])(pf->base + ADDR6_OFF);
+}
+
+static void addr6_copy(const struct vgw_pfile *pf, const vgw_addr6_tab_t *t)
+{
+    memcpy(file_addr6(pf), t->addr, 16u * t->count);
+    atomic_thread_fence(memory_order_release); /* the entries before the count that covers them */
+    pf->h->addr6_count = t->count;
+}
+
+void vgw_persist_addr6_write(vgw_worker_t *w)
+{
+    const struct vgw_pfile *pf = w->ct.pf;
+    if (pf && w->dp->v6 && pf->h->addr6_count != w->dp->addr6.count)
+        addr6_copy(pf, &w->dp->addr6);
+}
+
+/* The file's copy into the node's table: map[i] = the node's id of the file's entry i (the same
+ * id when the node's table was built in the same order, as after a restart with the same
+ * configuration), or VGW_UID_NONE when the node's table is full. 0, or -1 without memory. */
+static int addr6_adopt(vgw_worker_t *w, const struct vgw_pfile *pf, uint32_t *map)
+{
+    uint32_t n = pf->h->addr6_count < VGW_ADDR6_MAX ? pf->h->addr6_count : VGW_ADDR6_MAX;
+    for (uint32_t i = 0; i < VGW_ADDR6_MAX; i++)
+        map[i] = VGW_UID_NONE;
+    if (!n)
+        return 0;
+    if (vgw_dp_enable_v6(w->dp))
+        return -1;
+    const uint8_t(*fa)[16] = (const uint8_t(*)[16])file_addr6(pf);
+    bool same = true;
+    for (uint32_t i = 0; i < n; i++) {
+        map[i] = vgw_addr6_intern(&w->dp->addr6, fa[i]);
+        same = same && map[i] == i;
+    }
+    if (!same) {
+        /* Records are about to name the node's ids, and the copy changes after them: a process
+         * that dies in between must leave a copy that names nothing (its IPv6 records are then
+         * dropped, never misread). */
+        pf->h->addr6_count = 0;
+        atomic_thread_fence(memory_order_seq_cst);
+    }
+    return 0;
+}
+
 /* ---- attach --------------------------------------------------------------------------------- */
+
+/* Gives an IPv6 record the node's ids of its VIP and LIP; false if the file's table has no entry
+ * for one of them, or the node's table had no room for it. */
+static bool ids_remapped(vgw_conn_t *c, const uint32_t *map6)
+{
+    if (c->vip6_id >= VGW_ADDR6_MAX || c->lip6_id >= VGW_ADDR6_MAX || map6[c->vip6_id] == VGW_UID_NONE ||
+        map6[c->lip6_id] == VGW_UID_NONE)
+        return false;
+    c->vip6_id = (uint16_t)map6[c->vip6_id];
+    c->lip6_id = (uint16_t)map6[c->lip6_id];
+    return true;
+}
 
 static bool record_sane(const vgw_conn_t *c)
 {
-    if (c->af != VGW_AF_INET || !c->cip || !c->vip || !c->lip || !c->rip)
+    static const uint8_t zero[16];
+    if (c->af == VGW_AF_INET6) {
+        uint8_t rip[16];
+        vgw_conn_rip6(c, rip);
+        if (!memcmp(c->cip6, zero, 16) || !memcmp(rip, zero, 16) || (c->flags & VGW_CF_PROXY))
+            return false;
+    } else if (c->af != VGW_AF_INET || !c->cip || !c->vip || !c->lip || !c->rip) {
         return false;
+    }
     if (c->proto == VGW_PROTO_TCP)
         return c->state <= VGW_TCP_SYNACK;
     return c->proto == VGW_PROTO_UDP && c->state == VGW_UDP_NORMAL;
 }
 
 /* Derives everything the worker keeps beside the records. Returns the records in use. */
-static uint32_t restore(vgw_worker_t *w, uint32_t shift, uint32_t now, vgw_persist_report_t *rep)
+static uint32_t restore(vgw_worker_t *w, uint32_t shift, uint32_t now, const uint32_t *map6, vgw_persist_report_t *rep)
 {
     vgw_ctab_t *t = &w->ct;
     uint32_t used = 0, nfree = 0;
@@ -374,10 +470,10 @@ static uint32_t restore(vgw_worker_t *w, uint32_t shift, uint32_t now, vgw_persi
         if (c->flags & VGW_CF_USED) {
             c->expire += shift;
             c->sync_t = (uint16_t)(c->sync_t + (shift >> 10));
-            if (c->af == VGW_AF_INET6) {
-                /* Its VIP and LIP are ids into the old process's IPv6 address table (internal.h),
-                 * which a file does not keep: the record alone cannot be continued. The index
-                 * check then fails: rebuilt. */
+            if (c->af == VGW_AF_INET6 && !ids_remapped(c, map6)) {
+                /* Its VIP or LIP is not in the file's copy of the address table, or the node's
+                 * table had no room for it: it cannot be continued. The index check then
+                 * fails: rebuilt. */
                 rep->v6_lost++;
                 c->flags = 0;
             } else if (!record_sane(c) || (int32_t)(c->expire - now) > (int32_t)MAX_EXPIRE_MS) {
@@ -386,8 +482,10 @@ static uint32_t restore(vgw_worker_t *w, uint32_t shift, uint32_t now, vgw_persi
             } else {
                 /* The held segment was in the old process's memory; the client retransmits. */
                 c->held = 0;
-                /* Recomputed rather than trusted: cheap, and a torn record cannot mistranslate. */
-                vgw_conn_deltas(c);
+                /* Recomputed rather than trusted: cheap, and a torn record cannot mistranslate.
+                 * (IPv6 records keep none: computed per packet.) */
+                if (c->af == VGW_AF_INET)
+                    vgw_conn_deltas(c);
                 if (vgw_expired(c->expire, now))
                     rep->expired++; /* left for lookups/housekeeping to recycle as usual */
                 if (c->proto == VGW_PROTO_TCP && !(c->flags & VGW_CF_PROXY) && tcp_halfopen_state(c->state)) {
@@ -523,6 +621,13 @@ int vgw_persist_open(vgw_worker_t *w, const vgw_worker_params_t *params, uint64_
         return fail(rep, VGW_PERSIST_ERROR, path, "out of memory", ENOMEM);
     }
     w->ct.pf = pf;
+    uint32_t *map6 = NULL;
+    if (!fresh && (!(map6 = malloc(sizeof(uint32_t) * VGW_ADDR6_MAX)) || addr6_adopt(w, pf, map6) != 0)) {
+        free(map6);
+        return fail(rep, VGW_PERSIST_ERROR, path, "out of memory", ENOMEM);
+    }
+    if (w->dp->v6)
+        vgw_ctab_enable_v6(&w->ct, (const uint8_t(*)[16])w->dp->addr6.addr);
     uint32_t now = (uint32_t)pp->now_ms;
     if (!fresh) {
         rep->prev_pid = h->pid;
@@ -535,7 +640,7 @@ int vgw_persist_open(vgw_worker_t *w, const vgw_worker_params_t *params, uint64_
         atomic_thread_fence(memory_order_seq_cst);
         /* Records' times are on the old process's clock; move them onto ours. */
         uint32_t shift = (uint32_t)(h->clock_offset_ms - pp->clock_offset_ms);
-        uint32_t used = restore(w, shift, now, rep);
+        uint32_t used = restore(w, shift, now, map6, rep);
         /* After a crash, trust nothing a half-done insert or removal may have left: rebuild. */
         if (!rep->prev_clean || !index_consistent(&w->ct, used)) {
             vgw_ctab_rebuild_index(&w->ct);
@@ -549,6 +654,10 @@ int vgw_persist_open(vgw_worker_t *w, const vgw_worker_params_t *params, uint64_
     } else {
         rep->status = VGW_PERSIST_CREATED;
     }
+    free(map6);
+    /* The copy is the node's table from here (its records name the node's ids now). */
+    if (w->dp->v6)
+        addr6_copy(pf, &w->dp->addr6);
     h->clock_offset_ms = pp->clock_offset_ms;
     h->pid = (uint32_t)getpid();
     h->attaches++;

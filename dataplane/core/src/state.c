@@ -597,24 +597,18 @@ void vgw_dp_destroy(vgw_dp_t *dp)
 /* The first configuration with an IPv6 service creates the address table and gives it to every
  * worker before any worker can see such a service (the state is published after, with release
  * order); every configuration's IPv6 VIPs and LIPs get their ids here, so building its state only
- * looks them up. A failure leaves the state as it was; ids already given stay (harmless: an id
- * only ever names its address). */
+ * looks them up, and new ids reach the copies in the workers' persisted files before a
+ * connection can name them. A failure leaves the state as it was; ids already given stay
+ * (harmless: an id only ever names its address). */
 static int intern_v6(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, size_t errlen)
 {
     if (!vgw_cfg_first_of_af(cfg, VGW_AF_INET6))
         return 0;
-    if (!dp->v6) {
-        if (vgw_addr6_init(&dp->addr6)) {
-            snprintf(err, errlen, "out of memory for the IPv6 address table");
-            return -1;
-        }
-        for (uint32_t i = 0; i < dp->nworkers; i++) {
-            vgw_worker_t *w = atomic_load(&dp->workers[i]);
-            if (w)
-                vgw_ctab_enable_v6(&w->ct, (const uint8_t(*)[16])dp->addr6.addr);
-        }
-        dp->v6 = true;
+    if (vgw_dp_enable_v6(dp)) {
+        snprintf(err, errlen, "out of memory for the IPv6 address table");
+        return -1;
     }
+    uint32_t had = dp->addr6.count;
     for (uint32_t i = 0; i < cfg->nservices; i++) {
         const vgw_cfg_service_t *cs = cfg->services[i];
         if (cs->af != VGW_AF_INET6)
@@ -630,6 +624,27 @@ static int intern_v6(vgw_dp_t *dp, const vgw_cfg_t *cfg, char *err, size_t errle
             return -1;
         }
     }
+    if (dp->addr6.count != had)
+        for (uint32_t i = 0; i < dp->nworkers; i++) {
+            vgw_worker_t *w = atomic_load(&dp->workers[i]);
+            if (w)
+                vgw_persist_addr6_write(w);
+        }
+    return 0;
+}
+
+int vgw_dp_enable_v6(vgw_dp_t *dp)
+{
+    if (dp->v6)
+        return 0;
+    if (vgw_addr6_init(&dp->addr6))
+        return -1;
+    for (uint32_t i = 0; i < dp->nworkers; i++) {
+        vgw_worker_t *w = atomic_load(&dp->workers[i]);
+        if (w)
+            vgw_ctab_enable_v6(&w->ct, (const uint8_t(*)[16])dp->addr6.addr);
+    }
+    dp->v6 = true;
     return 0;
 }
 

@@ -223,53 +223,6 @@ static void test_round_trip_clean(void **unused)
     unlink(g_path);
 }
 
-/* IPv6 connections keep their addresses in private memory (conn.c): a new process drops their
- * records, counts them, and continues the IPv4 ones; the IPv6 client's next segment finds no
- * connection (it is never sent anywhere else) and its next SYN opens a new one. */
-static void test_ipv6_records_are_dropped_at_attach(void **unused)
-{
-    (void)unused;
-    set_path("v6");
-    static const char *cfg = "vgw-config 1\ngeneration 1\n"
-                             "service web tcp 192.0.2.10 80 wlc\nlip web 198.18.0.1\n"
-                             "backend web 198.18.1.1 8080 1 active\n"
-                             "service web6 tcp 2001:db8::10 80 wlc\nlip web6 2001:db8:ff::1\n"
-                             "backend web6 2001:db8:1::1 8080 1 active\nend\n";
-    static const uint8_t c6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
-    static const uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10};
-    vgw_persist_report_t rep;
-    tu_buf_t b;
-    vgw_verdict_t v;
-    vgw_dp_t *dp = tu_dp(1, cfg);
-    vgw_worker_t *w = attach(dp, 0, CAP, 1000, 0, VGW_PERSIST_F_DISCARD, &rep);
-    assert_non_null(w);
-    assert_int_equal(pkt(w, &b, VGW_PROTO_TCP, CLIENT, VIP, 20000, 80, 0x02, 1000).action, VGW_ACT_FORWARD);
-    vgw_worker_process(w, tu_build6_tcp(&b, c6, v6, 20001, 80, 0x02), &v, 1, 1000);
-    assert_int_equal(v.action, VGW_ACT_FORWARD);
-    assert_int_equal(vgw_worker_conn_count(w), 2);
-    vgw_worker_destroy(w);
-    vgw_dp_destroy(dp);
-
-    dp = tu_dp(1, cfg);
-    w = attach(dp, 0, CAP, 1500, 0, 0, &rep);
-    assert_non_null(w);
-    assert_int_equal(rep.status, VGW_PERSIST_ATTACHED);
-    assert_int_equal(rep.restored, 1);
-    assert_int_equal(rep.v6_lost, 1);
-    assert_int_equal(rep.invalid, 0);
-    assert_int_equal(vgw_worker_conn_count(w), 1);
-    vgw_worker_process(w, tu_build6_tcp(&b, c6, v6, 20001, 80, 0x10), &v, 1, 1600);
-    assert_int_equal(v.action, VGW_ACT_DROP);
-    assert_int_equal(v.arg, VGW_DROP_TCP_NO_CONN);
-    vgw_worker_process(w, tu_build6_tcp(&b, c6, v6, 20001, 80, 0x02), &v, 1, 1600);
-    assert_int_equal(v.action, VGW_ACT_FORWARD);
-    assert_int_equal(v.af, VGW_AF_INET6);
-    assert_int_equal(vgw_worker_conn_count(w), 2);
-    vgw_worker_destroy(w);
-    vgw_dp_destroy(dp);
-    unlink(g_path);
-}
-
 /* A process that dies with the file open (as kill -9 leaves it): the index is rebuilt. */
 static void test_round_trip_crash(void **unused)
 {
@@ -459,6 +412,98 @@ static void test_refusals(void **unused)
     unlink(g_path);
 }
 
+/* IPv6 records name their VIP and LIP by id in the node's address table, whose copy the file
+ * keeps: a new process continues them both ways, even when its configuration gave the addresses
+ * other ids (listed in another order, after another IPv6 service), and recounts their backends.
+ * A copy that names nothing (zeroed: as a process dying while it rewrote the ids leaves it) loses
+ * them, counted: the client's next segment finds no connection, its next SYN opens a new one. */
+static const uint8_t C6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
+static const uint8_t V6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10};
+static const uint8_t L6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+static const uint8_t R6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+#define HDR_ADDR6_COUNT 132u /* phdr_t.addr6_count */
+
+static vgw_verdict_t pkt6(vgw_worker_t *w, tu_buf_t *b, const uint8_t *src, const uint8_t *dst, uint16_t sport,
+                          uint16_t dport, uint8_t flags, uint64_t now)
+{
+    vgw_verdict_t v;
+    vgw_worker_process(w, tu_build6_tcp(b, src, dst, sport, dport, flags), &v, 1, now);
+    return v;
+}
+
+static void test_ipv6_records_continue_and_their_ids_follow_the_new_table(void **unused)
+{
+    (void)unused;
+    set_path("v6");
+    static const char *cfg = "vgw-config 1\ngeneration 1\n"
+                             "service web tcp 192.0.2.10 80 wlc\nlip web 198.18.0.1\n"
+                             "backend web 198.18.1.1 8080 1 active\n"
+                             "service web6 tcp 2001:db8::10 80 wlc\nlip web6 2001:db8:ff::1\n"
+                             "backend web6 2001:db8:1::1 8080 1 active\nend\n";
+    /* The next process: another IPv6 service first, so web6's VIP and LIP get ids 2 and 3. */
+    static const char *cfg2 = "vgw-config 1\ngeneration 5\n"
+                              "service api6 tcp 2001:db8::20 443 wlc\nlip api6 2001:db8:ff::2\n"
+                              "backend api6 2001:db8:1::2 8443 1 active\n"
+                              "service web6 tcp 2001:db8::10 80 wlc\nlip web6 2001:db8:ff::1\n"
+                              "backend web6 2001:db8:1::1 8080 1 active\n"
+                              "service web tcp 192.0.2.10 80 wlc\nlip web 198.18.0.1\n"
+                              "backend web 198.18.1.1 8080 1 active\nend\n";
+    vgw_persist_report_t rep;
+    tu_buf_t b;
+    vgw_dp_t *dp = tu_dp(1, cfg);
+    vgw_worker_t *w = attach(dp, 0, CAP, 1000, 0, VGW_PERSIST_F_DISCARD, &rep);
+    assert_non_null(w);
+    assert_int_equal(pkt(w, &b, VGW_PROTO_TCP, CLIENT, VIP, 20000, 80, 0x02, 1000).action, VGW_ACT_FORWARD);
+    assert_int_equal(pkt6(w, &b, C6, V6, 20001, 80, 0x02, 1000).action, VGW_ACT_FORWARD);
+    const uint8_t *ip6 = b.pkt.data + 14;
+    assert_memory_equal(ip6 + 8, L6, 16);
+    assert_memory_equal(ip6 + 24, R6, 16);
+    uint16_t lport = n2h16(ld16(ip6 + 40));
+    assert_int_equal(vgw_worker_conn_count(w), 2);
+    vgw_worker_destroy(w);
+    vgw_dp_destroy(dp);
+
+    dp = tu_dp(1, cfg2);
+    w = attach(dp, 0, CAP, 1500, 0, 0, &rep);
+    assert_non_null(w);
+    assert_int_equal(rep.status, VGW_PERSIST_ATTACHED);
+    assert_int_equal(rep.restored, 2);
+    assert_int_equal(rep.v6_lost, 0);
+    assert_int_equal(rep.invalid, 0);
+    assert_int_equal(rep.orphaned, 0);
+    vgw_verdict_t v = pkt6(w, &b, R6, L6, 8080, lport, 0x12, 1600); /* the server's SYN-ACK */
+    assert_int_equal(v.action, VGW_ACT_FORWARD);
+    assert_memory_equal(ip6 + 8, V6, 16);
+    assert_memory_equal(ip6 + 24, C6, 16);
+    assert_int_equal(n2h16(ld16(ip6 + 42)), 20001);
+    v = pkt6(w, &b, C6, V6, 20001, 80, 0x10, 1600);
+    assert_int_equal(v.action, VGW_ACT_FORWARD);
+    assert_memory_equal(ip6 + 8, L6, 16);
+    assert_memory_equal(ip6 + 24, R6, 16);
+    assert_int_equal(n2h16(ld16(ip6 + 40)), lport);
+    assert_int_equal(vgw_l4_csum_v6(ip6 + 8, ip6 + 24, VGW_PROTO_TCP, ip6 + 40, n2h16(ld16(ip6 + 4))), 0);
+    vgw_worker_destroy(w);
+    vgw_dp_destroy(dp);
+
+    static const uint32_t zero = 0;
+    patch(HDR_ADDR6_COUNT, &zero, 4);
+    dp = tu_dp(1, cfg);
+    w = attach(dp, 0, CAP, 1700, 0, 0, &rep);
+    assert_non_null(w);
+    assert_int_equal(rep.restored, 1);
+    assert_int_equal(rep.v6_lost, 1);
+    assert_int_equal(vgw_worker_conn_count(w), 1);
+    v = pkt6(w, &b, C6, V6, 20001, 80, 0x10, 1800);
+    assert_int_equal(v.action, VGW_ACT_DROP);
+    assert_int_equal(v.arg, VGW_DROP_TCP_NO_CONN);
+    v = pkt6(w, &b, C6, V6, 20001, 80, 0x02, 1800);
+    assert_int_equal(v.action, VGW_ACT_FORWARD);
+    assert_int_equal(v.af, VGW_AF_INET6);
+    vgw_worker_destroy(w);
+    vgw_dp_destroy(dp);
+    unlink(g_path);
+}
+
 /* Golden layout, version 1. A failure here means a change an older or newer binary would
  * misread: bump VGW_PERSIST_LAYOUT in persist.h and update these values. */
 static void test_golden_layout(void **unused)
@@ -486,6 +531,12 @@ static void test_golden_layout(void **unused)
     assert_int_equal(offsetof(vgw_conn_t, sp_ws), 58);
     assert_int_equal(offsetof(vgw_conn_t, held), 60);
     assert_int_equal(offsetof(vgw_conn_t, gen), 61);
+    /* IPv6 records: the same bytes (internal.h) */
+    assert_int_equal(offsetof(vgw_conn_t, cip6), 0);
+    assert_int_equal(offsetof(vgw_conn_t, rip6_head), 32);
+    assert_int_equal(offsetof(vgw_conn_t, vip6_id), 36);
+    assert_int_equal(offsetof(vgw_conn_t, lip6_id), 38);
+    assert_int_equal(offsetof(vgw_conn_t, rip6_tail), 48);
     assert_int_equal(VGW_CF_USED, 0x80);
     assert_int_equal(VGW_TCP_SYNACK, 10);
     assert_int_equal(sizeof(vgw_bucket_t), 64);
@@ -529,7 +580,7 @@ int main(void)
         cmocka_unit_test(test_golden_layout),
         cmocka_unit_test(test_round_trip_clean),
         cmocka_unit_test(test_round_trip_crash),
-        cmocka_unit_test(test_ipv6_records_are_dropped_at_attach),
+        cmocka_unit_test(test_ipv6_records_continue_and_their_ids_follow_the_new_table),
         cmocka_unit_test(test_orphans_and_expiry),
         cmocka_unit_test(test_refusals),
     };

@@ -24,6 +24,12 @@
  * keeps it beside the tables). A record whose service or backend is not there keeps forwarding
  * like a connection of a removed service or backend does: its packets still flow, it uses the
  * document's default timeouts and counts for no backend's WLC load.
+ *
+ * IPv6 records name their VIP and LIP by id in the node's IPv6 address table: the header's
+ * padding keeps a copy of it (its count in a per-process header field that older files leave 0),
+ * written before any connection can name a new id. At attach the copy's addresses are taken into
+ * the node's table and the records' ids rewritten to the node's (the same ids when the table was
+ * built in the same order); a record the copy cannot name is dropped and counted (v6_lost).
  */
 #ifndef VGW_PERSIST_H
 #define VGW_PERSIST_H
@@ -70,7 +76,8 @@ typedef struct vgw_persist_report {
     uint32_t expired;       /* records that had expired by now (dropped) */
     uint32_t invalid;       /* records with impossible contents (dropped; a torn write) */
     uint32_t orphaned;      /* restored, but their service or backend is not in the applied state */
-    uint32_t v6_lost;       /* IPv6 records: their addresses lived in the old process (dropped) */
+    uint32_t v6_lost;       /* IPv6 records whose VIP or LIP id the file's copy of the address
+                             * table does not name, or the node's table had no room for (dropped) */
     uint32_t prev_pid;      /* the process that wrote the file last */
     uint8_t prev_clean;     /* 1 = it closed the file (stop), 0 = it died with the file open */
     uint8_t index_rebuilt;  /* 1 = the hash index did not match the records and was rebuilt */
