@@ -422,7 +422,7 @@ static int parse6(vgw_worker_t *w, const vgw_state_t *st, vgw_pkt_t *p, pm_t *m,
     return parse_l4(w, p, m, v);
 }
 
-static inline uint16_t l4_csum(const pm_t *m)
+VGW_HOT_INLINE uint16_t l4_csum(const pm_t *m)
 {
     if (m->af == VGW_AF_INET6)
         return vgw_l4_csum_v6(m->l3 + 8, m->l3 + 24, m->proto, m->l4, m->l4len);
