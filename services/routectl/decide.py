@@ -38,7 +38,7 @@ from datetime import datetime
 
 from opentelemetry.trace import SpanContext
 
-from vgw.config import NodeService, NodeView, Vip
+from vgw.config import Node, NodeService, NodeView, Vip
 from vgw.config.model import NodeDrain, Role
 from vgw.events import (
     BackendState,
@@ -286,6 +286,20 @@ def combine_attributes(vip: Vip, role: Role, worse: bool, next_hop: IP | None) -
     )
 
 
+def next_hop_for(node: Node, version: int) -> IP | None:
+    """The next hop announced with the node's VIPs of IP ``version``: its ``bgp.next_hop``, else its
+    external address, whichever is of that family. None when neither is (an IPv6 VIP on a node
+    addressed in IPv4): the speaker then announces ``next-hop self``, which ExaBGP fills in with the
+    session's own address (the IPv6 peer's ``local_address``). A next hop of the other family is
+    never announced: the router refuses it (BIRD: "Invalid NEXT_HOP attribute - mismatched address
+    family") and drops the route, while routectl would record the VIP as announced."""
+    bgp = node.bgp
+    for hop in (bgp.next_hop if bgp is not None else None, node.external.address.ip):
+        if hop is not None and hop.version == version:
+            return hop
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceKeys:
     """A service's usable backends as what counting their health needs: the key of each checked
@@ -510,10 +524,9 @@ class Decider:
         self.drain = drain = self._drain_status(view, fwd, config_cause, now, now_wall)
         out: list[Decision] = []
         seen: set[IP] = set()
-        next_hop: IP | None = None
+        next_hops: dict[int, IP | None] = {}
         if view is not None:
-            bgp = view.node.bgp
-            next_hop = bgp.next_hop if bgp is not None and bgp.next_hop is not None else view.node.external.address.ip
+            next_hops = {version: next_hop_for(view.node, version) for version in (4, 6)}
         services_of: dict[IP, list[NodeService]] = {}
         if view is not None:
             for ns in view.services:
@@ -535,7 +548,7 @@ class Decider:
                     requests,
                     health_causes,
                     config_cause,
-                    next_hop,
+                    next_hops.get(vip.address.version),
                     now,
                     now_wall,
                     announcers,

@@ -17,7 +17,18 @@ import pytest
 
 from services.routectl.app import Routectl
 from services.routectl.settings import RoutectlSettings
-from tests.routectl.harness import Health, Heartbeat, RoutectlProc, commit, make_doc, until
+from tests.routectl.harness import (
+    BACKENDS,
+    BACKENDS6,
+    VIP,
+    VIP6,
+    Health,
+    Heartbeat,
+    RoutectlProc,
+    commit,
+    make_doc,
+    until,
+)
 from tests.routectl.lab import Lab, kill_tree_leftovers
 from tests.support.inprocess import running
 from tests.support.nats_server import NatsServer
@@ -47,6 +58,8 @@ class BgpEnv:
     health: dict[int, Health] = field(default_factory=dict)
     beats: dict[int, Heartbeat] = field(default_factory=dict)
     procs: dict[int, RoutectlProc] = field(default_factory=dict)
+    settings: dict[str, object] = field(default_factory=dict)
+    """Settings every routectl of this env gets (a test's own settings override them)."""
 
     async def apply(self, doc: ConfigDocument) -> int:
         self.revision = await commit(self.store, doc)
@@ -58,7 +71,8 @@ class BgpEnv:
         old = self.procs.get(i)
         if old is not None:
             old.close()
-        p = self.procs[i] = RoutectlProc(self.lab, i, self.nats.url, self.rundir, **settings).start()
+        merged = {**self.settings, **settings}
+        p = self.procs[i] = RoutectlProc(self.lab, i, self.nats.url, self.rundir, **merged).start()
         return p
 
     def logs(self) -> str:
@@ -67,22 +81,31 @@ class BgpEnv:
 
 
 async def make_env(
-    tmp_path: Path, bus: Bus, nats: NatsServer, nodes: int, password: str | None = None
+    tmp_path: Path, bus: Bus, nats: NatsServer, nodes: int, password: str | None = None, ipv6: bool = False
 ) -> AsyncIterator[BgpEnv]:
+    """``ipv6``: a dual-stack lab and document (make_doc(ipv6=True)), every backend of both VIPs
+    healthy, heartbeats listing both VIPs, and routectl following the store without re-validating
+    (the API refuses IPv6 VIPs while the forwarder is IPv4-only: VGW_CONFIG_RECHECK=false is the
+    documented switch for test rigs that commit such documents)."""
     _need_root_and_bird()
     # A short private directory: it holds Unix sockets (path limit 108) and marks our processes.
     rundir = Path(tempfile.mkdtemp(prefix="vrc"))
-    lab = Lab(tmp_path / "lab", nodes=nodes, password=password)
+    lab = Lab(tmp_path / "lab", nodes=nodes, password=password, ipv6=ipv6)
     env: BgpEnv | None = None
     try:
         lab.start()
         store = await ConfigStore(bus).open()
         env = BgpEnv(lab=lab, bus=bus, nats=nats, store=store, rundir=rundir)
-        await env.apply(make_doc(nodes))
+        if ipv6:
+            env.settings["config_recheck"] = False
+        await env.apply(make_doc(nodes, ipv6=ipv6))
         for i in range(1, nodes + 1):
             env.health[i] = await Health.open(bus, f"vgw_health_n{i}")
-            await env.health[i].set_all(True)
-            env.beats[i] = Heartbeat(bus, f"n{i}", env.revision).start()
+            await env.health[i].set_all(True, [*BACKENDS, *BACKENDS6] if ipv6 else BACKENDS)
+            env.beats[i] = hb = Heartbeat(bus, f"n{i}", env.revision)
+            if ipv6:
+                hb.vips = [VIP, VIP6]
+            hb.start()
         yield env
     finally:
         failed = False
@@ -123,6 +146,13 @@ async def bgp2(tmp_path: Path, bus: Bus, nats_server: NatsServer) -> AsyncIterat
 @pytest.fixture
 async def bgp1(tmp_path: Path, bus: Bus, nats_server: NatsServer) -> AsyncIterator[BgpEnv]:
     async for env in make_env(tmp_path, bus, nats_server, 1):
+        yield env
+
+
+@pytest.fixture
+async def bgp2_v6(tmp_path: Path, bus: Bus, nats_server: NatsServer) -> AsyncIterator[BgpEnv]:
+    """Two nodes, dual-stack: each with an IPv4 and an IPv6 session to BIRD, serving VIP and VIP6."""
+    async for env in make_env(tmp_path, bus, nats_server, 2, ipv6=True):
         yield env
 
 

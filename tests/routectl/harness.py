@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.routectl.lab import NODE_ASN, ROUTER_ASN, ROUTER_IP, Lab, node_ip
+from tests.routectl.lab import NODE_ASN, ROUTER_ASN, ROUTER_IP, ROUTER_IP6, Lab, node_ip, node_ip6
 from vgw.bus import Bus
 from vgw.config import ConfigDocument, health_key
 from vgw.config.store import ConfigStore
@@ -36,6 +36,10 @@ VIP = "203.0.113.10"
 PREFIX = f"{VIP}/32"
 BACKENDS = ["198.51.100.21", "198.51.100.22"]
 CHECK = "web-tcp"
+# The IPv6 VIP of a dual-stack document (make_doc(ipv6=True)), its service and backends.
+VIP6 = "2001:db8:10::10"
+PREFIX6 = f"{VIP6}/128"
+BACKENDS6 = ["2001:db8:5::21", "2001:db8:5::22"]
 
 
 def make_doc(
@@ -46,10 +50,44 @@ def make_doc(
     backends: list[str] = BACKENDS,
     password: str | None = None,
     vip_enabled: bool = True,
+    ipv6: bool = False,
 ) -> ConfigDocument:
+    """The test document: cluster c1 of ``nodes`` nodes peering with the lab's router, VIP with
+    service ``web`` on ``backends``. ``ipv6``: dual-stack -- each node also peers with the router
+    over IPv6 (from its own IPv6 address) and serves VIP6 (service ``web6`` on BACKENDS6, the same
+    BGP policy and health check). The API refuses IPv6 VIPs today (the forwarder is IPv4-only), so
+    a routectl following such a document runs with ``config_recheck=False``."""
     peer: dict[str, Any] = {"address": ROUTER_IP, "asn": ROUTER_ASN, "hold_time": 3}
     if password:
         peer["password"] = password
+
+    def peers(i: int) -> list[dict[str, Any]]:
+        if not ipv6:
+            return [peer]
+        return [peer, {**peer, "address": ROUTER_IP6, "local_address": node_ip6(i)}]
+
+    def vip(address: str, service: str, addrs: list[str]) -> dict[str, Any]:
+        return {
+            "address": address,
+            "cluster": "c1",
+            "enabled": vip_enabled,
+            "bgp": {
+                "communities": ["65000:100"],
+                "deprioritised": {"med": 1000, "as_path_prepend": 2, "communities": ["65000:666"]},
+                "on_unhealthy": on_unhealthy,
+                "low_watermark": 1,
+                "high_watermark": 1,
+            },
+            "services": [
+                {
+                    "name": service,
+                    "port": 80,
+                    "health_check": CHECK,
+                    "backends": [{"address": b, "port": 8080} for b in addrs],
+                }
+            ],
+        }
+
     return ConfigDocument.model_validate(
         {
             "clusters": [{"name": "c1"}],
@@ -61,33 +99,12 @@ def make_doc(
                     "external": {"address": f"{node_ip(i)}/24", "gateway": ROUTER_IP},
                     "internal": {"address": f"198.51.100.{i}/24"},
                     "lip_pool": [f"198.51.100.{100 + i}/32"],
-                    "bgp": {"asn": NODE_ASN, "router_id": node_ip(i), "peers": [peer]},
+                    "bgp": {"asn": NODE_ASN, "router_id": node_ip(i), "peers": peers(i)},
                 }
                 for i in range(1, nodes + 1)
             ],
             "health_checks": [{"name": CHECK, "kind": "tcp", "interval": 1.0}],
-            "vips": [
-                {
-                    "address": VIP,
-                    "cluster": "c1",
-                    "enabled": vip_enabled,
-                    "bgp": {
-                        "communities": ["65000:100"],
-                        "deprioritised": {"med": 1000, "as_path_prepend": 2, "communities": ["65000:666"]},
-                        "on_unhealthy": on_unhealthy,
-                        "low_watermark": 1,
-                        "high_watermark": 1,
-                    },
-                    "services": [
-                        {
-                            "name": "web",
-                            "port": 80,
-                            "health_check": CHECK,
-                            "backends": [{"address": b, "port": 8080} for b in backends],
-                        }
-                    ],
-                }
-            ],
+            "vips": [vip(VIP, "web", backends), *([vip(VIP6, "web6", BACKENDS6)] if ipv6 else [])],
         }
     )
 
@@ -152,7 +169,9 @@ class Health:
         return cls(bus, await KvStore.open(bus, bucket, HealthEntry))
 
     async def set(self, backend: str, up: bool) -> str:
-        """Set one backend's health; returns the id of the backend.up/down event."""
+        """Set one backend's health; returns the id of the backend.up/down event. An IPv6 backend is
+        one of VIP6's service ``web6`` (make_doc(ipv6=True)), an IPv4 one of VIP's ``web``."""
+        service, vip = ("web6", VIP6) if ":" in backend else ("web", VIP)
         state = BackendState.UP if up else BackendState.DOWN
         reason = ProbeResult.OK if up else ProbeResult.REFUSED
         entry = HealthEntry(
@@ -170,8 +189,8 @@ class Health:
         cls = BackendUp if up else BackendDown
         meta = await self.bus.publish(
             cls(
-                service="web",
-                vip=VIP,
+                service=service,
+                vip=vip,
                 port=80,
                 protocol="tcp",
                 backend=Endpoint(address=backend, port=8080),

@@ -4,6 +4,10 @@ Router namespace ``vr<id>`` holds a bridge with 192.0.2.1/24 and runs BIRD (ECMP
 into its namespace's kernel FIB); node namespace ``vn<i><id>`` holds 192.0.2.(10+i)/24 on a veth
 into the bridge. Names carry a per-lab random id, so concurrent runs never collide, and
 :meth:`Lab.close` removes everything (BIRD, namespaces, veths) even after a failure.
+
+A dual-stack lab (``ipv6=True``) adds 2001:db8::1/64 to the bridge and 2001:db8::(10+i)/64 to each
+node's veth (``nodad``: usable at once), and mirrors the IPv4 routing for IPv6: a BGP session per node
+(BIRD protocol ``n<i>v6``, ``ipv6`` channel) and an IPv6 kernel protocol with ECMP.
 """
 
 from __future__ import annotations
@@ -23,12 +27,18 @@ from pathlib import Path
 BIRD = shutil.which("bird") or "/usr/sbin/bird"
 BIRDC = shutil.which("birdc") or "/usr/sbin/birdc"
 ROUTER_IP = "192.0.2.1"
+ROUTER_IP6 = "2001:db8::1"
 ROUTER_ASN = 64512
 NODE_ASN = 64513
 
 
 def node_ip(i: int) -> str:
     return f"192.0.2.{10 + i}"
+
+
+def node_ip6(i: int) -> str:
+    """Node ``i``'s IPv6 address in a dual-stack lab (2001:db8::11 for node 1)."""
+    return f"2001:db8::{10 + i}"
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -40,6 +50,8 @@ class Lab:
     workdir: Path
     nodes: int = 2
     password: str | None = None
+    ipv6: bool = False
+    """Dual-stack: IPv6 addresses on the segment and an IPv6 BGP session per node (``n<i>v6``)."""
     id: str = field(default_factory=lambda: secrets.token_hex(3))
     bird: subprocess.Popen[bytes] | None = None
 
@@ -64,6 +76,8 @@ class Lab:
         _ip("-n", r, "link", "set", "lo", "up")
         _ip("-n", r, "link", "add", "br0", "type", "bridge")
         _ip("-n", r, "addr", "add", f"{ROUTER_IP}/24", "dev", "br0")
+        if self.ipv6:  # nodad: usable at once (no duplicate address detection to wait for)
+            _ip("-n", r, "addr", "add", f"{ROUTER_IP6}/64", "dev", "br0", "nodad")
         _ip("-n", r, "link", "set", "br0", "up")
         for i in range(1, self.nodes + 1):
             n, v, p = self.node_ns(i), f"v{self.id}{i}", f"p{self.id}{i}"
@@ -75,6 +89,8 @@ class Lab:
             _ip("-n", r, "link", "set", p, "up")
             _ip("-n", n, "link", "set", "lo", "up")
             _ip("-n", n, "addr", "add", f"{node_ip(i)}/24", "dev", v)
+            if self.ipv6:
+                _ip("-n", n, "addr", "add", f"{node_ip6(i)}/64", "dev", v, "nodad")
             _ip("-n", n, "link", "set", v, "up")
         conf = self.workdir / "bird.conf"
         conf.write_text(self.bird_config())
@@ -97,6 +113,9 @@ class Lab:
         peers = "\n".join(
             f"protocol bgp n{i} from vgw {{ neighbor {node_ip(i)} as {NODE_ASN}; }}" for i in range(1, self.nodes + 1)
         )
+        return self._bird_v4(pw, peers) + (self._bird_v6(pw) if self.ipv6 else "")
+
+    def _bird_v4(self, pw: str, peers: str) -> str:
         return f"""
 log stderr all;
 router id {ROUTER_IP};
@@ -108,6 +127,30 @@ protocol kernel {{
 template bgp vgw {{
     local {ROUTER_IP} as {ROUTER_ASN};
     ipv4 {{ import all; export none; }};
+    hold time 3;
+    keepalive time 1;
+    connect retry time 1;
+    error wait time 1, 2;
+    {pw}
+}}
+{peers}
+"""
+
+    def _bird_v6(self, pw: str) -> str:
+        """The IPv6 half of a dual-stack lab, mirroring the IPv4 one: the IPv6 kernel table (ECMP) and
+        a session per node from ROUTER_IP6 with an ``ipv6`` channel."""
+        peers = "\n".join(
+            f"protocol bgp n{i}v6 from vgw6 {{ neighbor {node_ip6(i)} as {NODE_ASN}; }}"
+            for i in range(1, self.nodes + 1)
+        )
+        return f"""
+protocol kernel kernel6 {{
+    ipv6 {{ import none; export all; }};
+    merge paths yes;
+}}
+template bgp vgw6 {{
+    local {ROUTER_IP6} as {ROUTER_ASN};
+    ipv6 {{ import all; export none; }};
     hold time 3;
     keepalive time 1;
     connect retry time 1;
@@ -137,7 +180,8 @@ template bgp vgw {{
         )
 
     def protocols(self) -> dict[str, str]:
-        """BGP protocol name (n1, n2...) -> BIRD state info (``Established``, ``Active``...)."""
+        """BGP protocol name (n1, n2..., n1v6... in a dual-stack lab) -> BIRD state info
+        (``Established``, ``Active``...)."""
         out: dict[str, str] = {}
         for line in self.birdc("show", "protocols").stdout.splitlines():
             parts = line.split()
@@ -149,6 +193,12 @@ template bgp vgw {{
         """``birdc show route <prefix> all`` as text."""
         return self.birdc("show", "route", prefix, "all").stdout
 
+    def rib_lacks(self, prefix: str) -> bool:
+        """BIRD says it holds no route for ``prefix`` at all. Positive evidence, unlike an empty
+        :meth:`rib_next_hops` (which a dead BIRD or a failed birdc also gives: birdc exits 1 both
+        for "Network not found" and when it cannot reach BIRD)."""
+        return "Network not found" in self.birdc("show", "route", prefix).stdout
+
     def rib_next_hops(self, prefix: str) -> set[str]:
         """Next hops of the routes BIRD holds for ``prefix`` (every path, best or not)."""
         hops = set()
@@ -159,8 +209,11 @@ template bgp vgw {{
         return hops
 
     def fib_next_hops(self, addr: str) -> set[str]:
-        """Next hops the router's kernel has for ``addr`` (ECMP: several)."""
-        res = _ip("-n", self.router_ns, "-j", "route", "show", addr, check=False)
+        """Next hops the router's kernel has for ``addr`` (ECMP: several), IPv4 or IPv6. ``-6`` is
+        needed for an IPv6 address: without it ``ip route show`` lists the IPv4 table only, and
+        would find nothing for any IPv6 address."""
+        family = ["-6"] if ":" in addr else []
+        res = _ip("-n", self.router_ns, *family, "-j", "route", "show", addr, check=False)
         if res.returncode != 0 or not res.stdout.strip():
             return set()
         hops: set[str] = set()

@@ -174,7 +174,10 @@ class BgpPeer(_Model):
 class NodeBgp(_Model):
     asn: ASN = Field(description="The node's local AS number")
     router_id: IPv4
-    next_hop: IPAddress | None = Field(default=None, description="Next hop announced; default the external address")
+    next_hop: IPAddress | None = Field(
+        default=None,
+        description="Next hop announced; default the external address (VIPs of the other family: the session's own)",
+    )
     peers: Annotated[list[BgpPeer], Field(min_length=1, max_length=Limits.PEERS_PER_NODE)]
 
 
