@@ -202,6 +202,20 @@ BAD: list[Bad] = [
     ),
     Bad("dual-arm-no-internal", _set("nodes[0].internal", None), "nodes[0].internal", "needs an internal port"),
     Bad("hold-time-2", _set("nodes[0].bgp.peers[0].hold_time", 2), "nodes[0].bgp.peers[0].hold_time", "at least 3"),
+    # ExaBGP refuses a session whose source is of another family, and with it the node's whole
+    # configuration: every other session of the node would go down too.
+    Bad(
+        "peer-v6-from-v4-external",
+        _set("nodes[0].bgp.peers[0].address", "2001:db8::1"),
+        "nodes[0].bgp.peers[0].local_address",
+        "set local_address to an IPv6 address of this node",
+    ),
+    Bad(
+        "peer-local-address-family",
+        _set("nodes[0].bgp.peers[0].local_address", "2001:db8::5"),
+        "nodes[0].bgp.peers[0].local_address",
+        "a session has one family",
+    ),
     Bad("asn-0", _set("nodes[0].bgp.asn", 0), "nodes[0].bgp.asn", "greater than or equal to 1"),
     Bad("community-bad", _set("vips[0].bgp.communities", ["65000:70000"]), "vips[0].bgp.communities[0]", "0-65535"),
     Bad(

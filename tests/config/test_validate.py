@@ -26,6 +26,14 @@ def test_bad_document(bad: Bad) -> None:
     ), [str(i) for i in issues]
 
 
+def test_an_ipv6_peer_with_an_ipv6_source_is_valid_beside_ipv4_peers() -> None:
+    doc = example()
+    peers = doc["nodes"][0]["bgp"]["peers"]
+    peers.append({**peers[0], "address": "2001:db8::1", "local_address": "2001:db8::5"})
+    node = load_document(yaml.safe_dump(doc)).nodes[0]
+    assert node.bgp is not None and [str(p.address) for p in node.bgp.peers][-1] == "2001:db8::1"
+
+
 def test_all_errors_at_once() -> None:
     doc = example()
     doc["vips"][0]["services"][0]["port"] = 0

@@ -451,6 +451,22 @@ class _Checker:
             bad = _bad_unicast(peer.address)
             if bad and not peer.address.is_loopback:
                 self.add(f"{pp}.address", f"peer address {peer.address} {bad}")
+            # The session's source: its own local_address, else the external address. Of another
+            # family, ExaBGP refuses its whole configuration, every other session of the node
+            # included.
+            fam = peer.address.version
+            if peer.local_address is not None and peer.local_address.version != fam:
+                self.add(
+                    f"{pp}.local_address",
+                    f"local_address {peer.local_address} is IPv{peer.local_address.version} and peer "
+                    f"{peer.address} is IPv{fam}: a session has one family",
+                )
+            elif peer.local_address is None and n.external.address.ip.version != fam:
+                self.add(
+                    f"{pp}.local_address",
+                    f"peer {peer.address} is IPv{fam} and the session would start from the external address "
+                    f"{n.external.address.ip}: set local_address to an IPv{fam} address of this node",
+                )
 
     # --- VIPs ---
 
